@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set everything up first
+# (Debian packages when missing, .venv, the package) and are safe to run again.
+
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint unit integration bench clean
+
+setup:
+	@./scripts/setup.sh
+
+demo: setup
+	$(BIN)/failback demo
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+unit: setup
+	$(BIN)/python -m pytest -q -m "not integration"
+
+integration: setup
+	$(BIN)/python -m pytest -q -m integration
+
+bench: setup
+	$(BIN)/python bench/failback_downtime.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Idempotent set-up for `make demo` and `make test` on Debian 12 (run as root, or with sudo).
+# Installs the Debian packages failback's lab and tests need when they are missing,
+# then creates .venv and installs failback into it when pyproject.toml changed.
+set -eu
+
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer iproute2 procps"
+
+missing=""
+for pkg in $DEB_PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $pkg"
+    fi
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+            echo "setup: need root (or sudo) to install:$missing" >&2; exit 1
+        fi
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    # Installing postgresql must not leave a default cluster in the way: the lab makes its own.
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+    echo "setup: installing failback and its dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch .venv/.installed
+fi

@@ -1,0 +1,257 @@
+"""validate, schema, status, plan: commands that read and never change anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from failback.cli.context import config_path, load
+from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
+from failback.cli.output import emit_json, stdout
+from failback.errors import FailbackError, UsageError
+from failback.plan.model import Plan
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)
+    app.command("schema")(schema)
+    app.command("status")(status)
+    plan_app = typer.Typer(
+        help="Print the plan of a run without changing anything.", no_args_is_help=True
+    )
+    plan_app.command("failover")(plan_failover_cmd)
+    plan_app.command("failback")(plan_failback_cmd)
+    app.add_typer(plan_app, name="plan")
+
+
+def validate(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Files to check [default: the topology file]")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Check topology files; list every problem as FILE:LINE: key: message."""
+    from failback.config import ConfigError, load_topology
+
+    paths = files or [config_path(config)]
+    results: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            topology = load_topology(path)
+        except ConfigError as exc:
+            results.append(
+                {"file": str(path), "valid": False, "problems": [p.to_dict() for p in exc.problems]}
+            )
+            continue
+        results.append(
+            {"file": str(path), "valid": True, "problems": [], "services": list(topology.services)}
+        )
+    bad = [r for r in results if not r["valid"]]
+    if as_json:
+        emit_json({"valid": not bad, "files": results})
+    else:
+        from failback.cli.output import stderr
+
+        for result in results:
+            if result["valid"]:
+                stdout.print(
+                    f"{result['file']}: valid ({len(result['services'])} service(s))",
+                    markup=False,
+                    highlight=False,
+                )
+            else:
+                for problem in result["problems"]:
+                    stderr.print(_problem_line(problem), markup=False, highlight=False)
+                stderr.print(
+                    f"{result['file']}: {len(result['problems'])} problem(s)",
+                    style="bold red",
+                    markup=False,
+                    highlight=False,
+                )
+    return 2 if bad else 0
+
+
+def _problem_line(problem: dict[str, Any]) -> str:
+    where = problem["file"] + (f":{problem['line']}" if problem.get("line") else "")
+    line = (
+        f"{where}: {problem['key']}: {problem['message']}"
+        if problem.get("key")
+        else (f"{where}: {problem['message']}")
+    )
+    if problem.get("hint"):
+        line += f" (hint: {problem['hint']})"
+    return line
+
+
+def schema(as_json: JsonOpt = False) -> int:
+    """Print the JSON Schema of the topology file (for editors)."""
+    from failback.config import topology_json_schema
+
+    document = topology_json_schema()
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def status(
+    service: Annotated[str | None, typer.Argument(help="One service [default: all]")] = None,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Where each service runs, each component's role and health, runs in progress."""
+    from failback.cli.context import open_journal
+    from failback.drivers.registry import observe_service
+    from failback.engine.executor import Executor
+    from failback.hosts import LocalHost
+
+    topology = load(config)
+    journal = open_journal(config, state_dir) if state_dir else _journal_of(topology)
+    names = [topology.service(service).name] if service else list(topology.services)
+    host = LocalHost()
+    executor = Executor(journal)
+    documents = []
+    for name in names:
+        state = observe_service(host, topology, name, journal)
+        holder = journal.lock_holder(name)
+        run_doc = None
+        if holder is not None:
+            run = journal.get_run(holder)
+            run_doc = {"id": run.id, "kind": run.kind, "status": executor.effective_status(run)}
+        doc = state.model_dump(mode="json")
+        doc["degraded"] = state.degraded
+        doc["current_run"] = run_doc
+        documents.append(doc)
+    if as_json:
+        emit_json({"services": documents})
+        return 0
+    for doc in documents:
+        label = "DEGRADED" if doc["degraded"] else "home"
+        stdout.print(
+            f"[bold]{doc['service']}[/]: active at [bold]{doc['active_site']}[/]"
+            f" (primary site {doc['primary_site']}, {label})"
+        )
+        if doc["needs_resync"]:
+            stdout.print(f"  needs resync: {', '.join(doc['needs_resync'])}")
+        if doc["current_run"]:
+            r = doc["current_run"]
+            stdout.print(f"  run {r['id']} ({r['kind']}) is {r['status']}")
+        table = Table()
+        for col in ("component", "site", "driver", "role", "healthy", "detail"):
+            table.add_column(col)
+        for c in doc["components"]:
+            role = c["role"]
+            style = "red" if role in ("stale-primary", "down") else None
+            table.add_row(
+                c["component"],
+                c["site"],
+                c["driver"],
+                f"[{style}]{role}[/]" if style else role,
+                "yes" if c["healthy"] else "[red]no[/]",
+                c["detail"],
+            )
+        stdout.print(table)
+    return 0
+
+
+def _journal_of(topology: Any) -> Any:
+    from failback.engine.journal import Journal
+
+    return Journal(topology.state_dir)
+
+
+def print_plan(plan: Plan, *, as_json: bool) -> None:
+    if as_json:
+        emit_json({"plan": plan.model_dump(mode="json")})
+        return
+    stdout.print(
+        f"[bold]{plan.kind}[/] of [bold]{plan.service}[/]: {plan.from_site} -> "
+        f"{plan.to_site} ({len(plan.steps)} steps)"
+    )
+    for idx, step in enumerate(plan.steps, 1):
+        marks = []
+        if step.kind == "gate":
+            marks.append("gate")
+        if step.point_of_no_return:
+            marks.append("point of no return")
+        suffix = f"  [dim]({', '.join(marks)})[/]" if marks else ""
+        stdout.print(f"  {idx:2d}. {step.title}{suffix}", highlight=False)
+        if step.why:
+            stdout.print(f"      [dim]why: {step.why}[/]", highlight=False)
+    for note in plan.notes:
+        stdout.print(f"  note: {note}", highlight=False)
+
+
+def make_plan(
+    kind: str,
+    service: str,
+    topology: Any,
+    journal: Any,
+    *,
+    planned: bool = False,
+    force: bool = False,
+    approval: bool | None = None,
+) -> Plan:
+    """Observe (read-only), then plan."""
+    from failback.drivers.registry import observe_service
+    from failback.hosts import LocalHost
+    from failback.plan.planners import plan_failback, plan_failover
+
+    svc = topology.service(service)
+    state = observe_service(LocalHost(), topology, service, journal)
+    if kind == "failover":
+        return plan_failover(service, svc, state, planned=planned, force=force)
+    if kind == "failback":
+        return plan_failback(service, svc, state, approval=approval)
+    raise UsageError(f"unknown kind of run {kind!r}", hint="failover or failback")
+
+
+def plan_failover_cmd(
+    service: Annotated[str, typer.Argument(help="Service to plan for")],
+    planned: Annotated[
+        bool,
+        typer.Option(
+            "--planned", help="Planned (zero-loss) move for maintenance of the active site"
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Plan even if the active site is healthy")
+    ] = False,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Print the failover plan of SERVICE (changes nothing)."""
+    topology = load(config)
+    journal = _journal(topology, state_dir)
+    print_plan(
+        make_plan("failover", service, topology, journal, planned=planned, force=force),
+        as_json=as_json,
+    )
+    return 0
+
+
+def plan_failback_cmd(
+    service: Annotated[str, typer.Argument(help="Service to plan for")],
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Print the failback plan of SERVICE (changes nothing)."""
+    topology = load(config)
+    journal = _journal(topology, state_dir)
+    print_plan(make_plan("failback", service, topology, journal), as_json=as_json)
+    return 0
+
+
+def _journal(topology: Any, state_dir: Path | None) -> Any:
+    from failback.engine.journal import Journal
+
+    return Journal(state_dir or topology.state_dir)
+
+
+__all__ = ["FailbackError", "make_plan", "print_plan", "register"]

@@ -1,0 +1,282 @@
+"""failover, failback, runs, run show, resume, abort, approve: commands that run plans."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from failback.cli.commands_config import make_plan, print_plan
+from failback.cli.context import load, open_journal
+from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
+from failback.cli.output import (
+    emit_json,
+    fmt_duration,
+    fmt_time,
+    measurements_table,
+    report_table,
+    stderr,
+    stdout,
+)
+from failback.engine.executor import Executor, RunOutcome
+from failback.engine.journal import Journal
+from failback.errors import UsageError
+
+RunIdArg = Annotated[int, typer.Argument(help="Run id (see `failback runs`)")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("failover")(failover)
+    app.command("failback")(failback)
+    app.command("runs")(runs)
+    run_app = typer.Typer(help="Look at one run.", no_args_is_help=True)
+    run_app.command("show")(run_show)
+    app.add_typer(run_app, name="run")
+    app.command("resume")(resume)
+    app.command("abort")(abort)
+    app.command("approve")(approve)
+
+
+def _executor(journal: Journal, as_json: bool) -> Executor:
+    if as_json:
+        return Executor(journal)
+    from failback.cli.progress import TerminalReporter
+
+    return Executor(journal, reporter=TerminalReporter())
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before changing anything; refuse (exit 2) when nobody can answer."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"{question} needs confirmation and stdin is not a terminal",
+            hint="add --yes to confirm non-interactively",
+        )
+    if not typer.confirm(question, default=False, err=True):
+        raise typer.Abort()
+
+
+def finish(journal: Journal, outcome: RunOutcome, *, as_json: bool) -> int:
+    """Print the outcome (and the report when the run ended); return the exit code."""
+    run = journal.get_run(outcome.run_id)
+    if as_json:
+        emit_json(
+            {
+                "run_id": run.id,
+                "status": outcome.status,
+                "error": outcome.error,
+                "hint": outcome.hint,
+                "report": run.report,
+            }
+        )
+        return outcome.exit_code
+    if outcome.status == "waiting-approval":
+        stderr.print(
+            f"run {run.id} waits for approval: {outcome.error}", style="yellow", markup=False
+        )
+        stderr.print(
+            f"approve with: failback approve {run.id}    (or abort: failback abort {run.id})",
+            markup=False,
+        )
+        return outcome.exit_code
+    if run.report:
+        stdout.print(report_table(run.report))
+        table = measurements_table(run.report)
+        if table is not None:
+            stdout.print(table)
+    if outcome.status == "succeeded":
+        stdout.print(f"[green]run {run.id} succeeded[/]")
+    else:
+        stderr.print(
+            f"run {run.id} {outcome.status}: {outcome.error}", style="bold red", markup=False
+        )
+        if outcome.hint:
+            stderr.print(f"hint: {outcome.hint}", style="yellow", markup=False)
+    return outcome.exit_code
+
+
+def _start(
+    kind: str,
+    service: str,
+    config: Any,
+    state_dir: Any,
+    as_json: bool,
+    yes: bool,
+    **plan_options: Any,
+) -> int:
+    topology = load(config)
+    journal = Journal(state_dir or topology.state_dir)
+    plan = make_plan(kind, service, topology, journal, **plan_options)
+    if not as_json:
+        print_plan(plan, as_json=False)
+    confirm(f"Start the {kind} of {service} from {plan.from_site} to {plan.to_site}?", yes)
+    executor = _executor(journal, as_json)
+    run_id = executor.create(
+        topology, plan, {"from_site": plan.from_site, "to_site": plan.to_site, **plan_options}
+    )
+    if not as_json:
+        stderr.print(f"run {run_id} started", markup=False)
+    return finish(journal, executor.execute(run_id), as_json=as_json)
+
+
+def failover(
+    service: Annotated[str, typer.Argument(help="Service to move to its secondary site")],
+    planned: Annotated[
+        bool,
+        typer.Option("--planned", help="Zero-loss move for maintenance of a healthy active site"),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Fail over even though the active site looks healthy")
+    ] = False,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+    yes: YesOpt = False,
+) -> int:
+    """Move SERVICE from its active site to the other site."""
+    return _start(
+        "failover", service, config, state_dir, as_json, yes, planned=planned, force=force
+    )
+
+
+def failback(
+    service: Annotated[str, typer.Argument(help="Service to bring home to its primary site")],
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+    yes: YesOpt = False,
+) -> int:
+    """Bring SERVICE back to its primary site: resync, validate, switch, re-protect."""
+    return _start("failback", service, config, state_dir, as_json, yes)
+
+
+def runs(
+    service: Annotated[str | None, typer.Option("--service", help="Only this service")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many, newest first")] = 20,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """List runs, newest first."""
+    journal = open_journal(config, state_dir)
+    executor = Executor(journal)
+    records = journal.list_runs(service=service, limit=limit)
+    rows = [
+        {
+            "id": r.id,
+            "service": r.service,
+            "kind": r.kind,
+            "status": executor.effective_status(r),
+            "created_at": r.created_at,
+            "finished_at": r.finished_at,
+            "from_site": r.plan.get("from_site"),
+            "to_site": r.plan.get("to_site"),
+            "error": r.error,
+        }
+        for r in records
+    ]
+    if as_json:
+        emit_json({"runs": rows})
+        return 0
+    table = Table()
+    for col in ("id", "service", "kind", "route", "status", "started", "duration"):
+        table.add_column(col)
+    for r, row in zip(records, rows, strict=True):
+        end = r.finished_at or r.updated_at
+        table.add_row(
+            str(r.id),
+            r.service,
+            r.kind,
+            f"{row['from_site']} -> {row['to_site']}",
+            row["status"],
+            fmt_time(r.created_at),
+            fmt_duration(end - r.created_at),
+        )
+    stdout.print(table)
+    return 0
+
+
+def run_show(
+    run_id: RunIdArg,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Show one run: its steps, outputs, measurements and events."""
+    from failback.report.build import build_report
+
+    journal = open_journal(config, state_dir)
+    run = journal.get_run(run_id)
+    status = Executor(journal).effective_status(run)
+    report = build_report(journal, run_id)
+    report["status"] = status
+    events = journal.events(run_id=run_id)
+    if as_json:
+        emit_json({"run": report, "events": events, "plan": run.plan})
+        return 0
+    stdout.print(report_table(report))
+    table = measurements_table(report)
+    if table is not None:
+        stdout.print(table)
+    if run.error:
+        stdout.print(f"error: {run.error}", markup=False)
+    if run.hint:
+        stdout.print(f"hint: {run.hint}", markup=False)
+    stdout.print("[bold]events[/]")
+    for event in events[-40:]:
+        stdout.print(
+            f"  {fmt_time(event['ts'])} {event['kind']:<16} {event['message']}",
+            markup=False,
+            highlight=False,
+        )
+    return 0
+
+
+def resume(
+    run_id: RunIdArg,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Continue an interrupted or failed run where it stopped (no step is repeated)."""
+    journal = open_journal(config, state_dir)
+    executor = _executor(journal, as_json)
+    return finish(journal, executor.execute(run_id), as_json=as_json)
+
+
+def abort(
+    run_id: RunIdArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="End a run past its point of no return without undo")
+    ] = False,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+    yes: YesOpt = False,
+) -> int:
+    """Stop a run and undo what it changed, back to a safe state."""
+    journal = open_journal(config, state_dir)
+    confirm(f"Abort run {run_id} and undo its steps?", yes)
+    outcome = _executor(journal, as_json).abort(run_id, force=force)
+    code = finish(journal, outcome, as_json=as_json)
+    return 0 if outcome.status == "aborted" else code
+
+
+def approve(
+    run_id: RunIdArg,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Approve the gate a run waits at, then continue the run."""
+    journal = open_journal(config, state_dir)
+    executor = _executor(journal, as_json)
+    step = executor.approve(run_id, getpass.getuser())
+    if not as_json:
+        stderr.print(f"{step} approved; continuing run {run_id}", markup=False)
+    return finish(journal, executor.execute(run_id), as_json=as_json)

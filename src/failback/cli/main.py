@@ -1,0 +1,87 @@
+"""``failback``: the command-line entry point.
+
+Exit codes: 0 done, 1 the operation failed or was rolled back, 2 bad usage or bad
+config, 3 waiting for approval. Every command takes --json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from failback import __version__
+from failback.cli.output import print_error, stderr
+from failback.errors import FailbackError
+
+app = typer.Typer(
+    name="failback",
+    help="Fail a service over to its secondary site and bring it home again, safely.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"failback {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """failback: failover, and failback done right."""
+
+
+def _register() -> None:
+    from failback.cli import commands_config, commands_lab, commands_runs
+
+    commands_config.register(app)
+    commands_runs.register(app)
+    commands_lab.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn user mistakes into one line + hint + exit code, never a traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="failback", standalone_mode=False)
+    except click.exceptions.Abort:
+        stderr.print("aborted: nothing was changed", style="yellow")
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        if as_json:
+            from failback.cli.output import emit_json
+
+            emit_json({"error": exc.format_message(), "hint": "see --help", "kind": "UsageError"})
+        else:
+            exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except FailbackError as exc:
+        print_error(exc, as_json=as_json)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print(
+            "interrupted: a run in progress can be continued with `failback resume ID`",
+            style="yellow",
+        )
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

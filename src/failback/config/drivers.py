@@ -1,0 +1,276 @@
+"""Component models, one per driver, chosen by the ``driver:`` key.
+
+Each component has ``options`` shared by all its sites and ``sites``: the per-site
+settings. The union is discriminated on ``driver`` so that a mistake is reported
+against the one model the user meant, not as a pile of "did not match any of" errors.
+Adding a driver (e.g. ``pgbouncer``) is one ``*Component`` class added to
+``COMPONENT_MODELS`` and to the ``Component`` union below.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+
+from failback.config.common import (
+    AbsPath,
+    ConfigModel,
+    NonEmptyStr,
+    Port,
+    StrictInt,
+)
+from failback.config.durations import PositiveDuration, Size, parse_duration, parse_size
+from failback.config.secrets import SecretRef
+from failback.errors import FailbackError
+
+__all__ = [
+    "COMMAND_ACTIONS",
+    "COMPONENT_MODELS",
+    "CommandAction",
+    "CommandComponent",
+    "CommandOptions",
+    "CommandSite",
+    "Component",
+    "ComponentBase",
+    "HaproxyComponent",
+    "HaproxyOptions",
+    "HaproxySite",
+    "PostgresComponent",
+    "PostgresOptions",
+    "PostgresSite",
+]
+
+
+class ComponentBase(ConfigModel):
+    """What every component has, whatever its driver."""
+
+    pair_only: ClassVar[bool] = False
+    """True when the component exists at exactly two sites: the primary and the secondary
+    (a replicated database, a router that points at one of two backends)."""
+
+    driver: str = Field(description="Which driver observes and acts on this component.")
+    description: str = Field("", description="Free text for people reading the topology.")
+    _name: str = PrivateAttr(default="")
+
+    @property
+    def name(self) -> str:
+        """The component's key in its service's ``components`` mapping."""
+        return self._name
+
+    @property
+    def site_names(self) -> list[str]:
+        """The sites this component exists at, in file order."""
+        sites: dict[str, Any] = getattr(self, "sites", {})
+        return list(sites)
+
+    def site(self, name: str) -> Any:
+        """The per-site settings of ``name``; ``FailbackError`` if the component is not there."""
+        sites: dict[str, Any] = getattr(self, "sites", {})
+        if name not in sites:
+            where = ", ".join(sites) or "no site"
+            raise FailbackError(
+                f"component {self._name or '?'} has no site {name!r}",
+                f"it exists at: {where}",
+            )
+        return sites[name]
+
+
+# --- postgres ---------------------------------------------------------------------------
+
+
+class PostgresOptions(ConfigModel):
+    """Settings shared by the PostgreSQL clusters of every site."""
+
+    user: NonEmptyStr = Field("postgres", description="Role failback connects as.")
+    password: SecretRef | None = Field(
+        None, description="Password of `user`; omit for trust/peer/.pgpass authentication."
+    )
+    dbname: NonEmptyStr = Field("postgres", description="Database failback connects to.")
+    replication_user: NonEmptyStr = Field(
+        "postgres", description="Role the standby streams with; defaults to `user`."
+    )
+    replication_password: SecretRef | None = Field(
+        None, description="Password of `replication_user`; defaults to none."
+    )
+    bin_dir: AbsPath | None = Field(
+        None, description="Directory of pg_ctl, pg_rewind, pg_basebackup; found when omitted."
+    )
+    connect_timeout: PositiveDuration = Field(
+        parse_duration("2s"), description="How long one connection attempt may take."
+    )
+    max_lag_bytes: Size = Field(
+        parse_size("16MB"),
+        description="Replication lag under which the switchover may start (catch-up done).",
+    )
+    catchup_timeout: PositiveDuration = Field(
+        parse_duration("5m"), description="How long a returning site may take to catch up."
+    )
+    switchover_timeout: PositiveDuration = Field(
+        parse_duration("30s"),
+        description="How long writes may be paused while roles switch before giving up.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replication_user_defaults_to_user(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "replication_user" not in data and "user" in data:
+            return {**data, "replication_user": data["user"]}
+        return data
+
+
+class PostgresSite(ConfigModel):
+    """Where one site's PostgreSQL cluster runs."""
+
+    host: NonEmptyStr = Field("127.0.0.1", description="Address failback connects to.")
+    port: Port = Field(description="TCP port PostgreSQL listens on at this site, e.g. 5432.")
+    pgdata: AbsPath = Field(description="Data directory, e.g. /var/lib/postgresql/16/main.")
+    os_user: NonEmptyStr | None = Field(
+        None, description="OS user that owns pgdata and runs pg_ctl (e.g. postgres)."
+    )
+    conf_dir: AbsPath | None = Field(
+        None,
+        description="Where postgresql.conf lives when not in pgdata "
+        "(Debian: /etc/postgresql/16/main).",
+    )
+
+
+class PostgresComponent(ComponentBase):
+    """A PostgreSQL cluster with a primary at one site and a streaming standby at the other."""
+
+    pair_only: ClassVar[bool] = True
+    driver: Literal["postgres"]
+    options: PostgresOptions = Field(default_factory=PostgresOptions)  # type: ignore[arg-type]
+    sites: dict[str, PostgresSite] = Field(description="Per-site cluster: site name -> settings.")
+
+
+# --- haproxy ----------------------------------------------------------------------------
+
+
+class HaproxyOptions(ConfigModel):
+    """The HAProxy backend whose servers failback enables, drains and weights."""
+
+    socket: AbsPath = Field(description="HAProxy admin socket, e.g. /run/haproxy/admin.sock.")
+    backend: NonEmptyStr = Field(description="Backend that holds one server per site.")
+    timeout: PositiveDuration = Field(
+        parse_duration("2s"), description="How long one admin-socket command may take."
+    )
+
+
+class HaproxySite(ConfigModel):
+    """The server of the backend that sends traffic to this site."""
+
+    server: NonEmptyStr = Field(description="Server name inside the backend.")
+    weight: Annotated[StrictInt, Field(ge=0, le=256)] | None = Field(
+        None, description="Weight at full traffic (0..256); the server's own weight if omitted."
+    )
+
+
+class HaproxyComponent(ComponentBase):
+    """An HAProxy backend that routes clients to the active site."""
+
+    pair_only: ClassVar[bool] = True
+    driver: Literal["haproxy"]
+    options: HaproxyOptions
+    sites: dict[str, HaproxySite] = Field(description="Per-site server: site name -> server.")
+
+
+# --- command ----------------------------------------------------------------------------
+
+COMMAND_ACTIONS = ("observe", "promote", "demote", "fence", "unfence", "sync", "verify")
+"""What a command component can do at a site, in the order a failback uses them."""
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CommandAction(ConfigModel):
+    """A shell command for one action, with an optional idempotence check and undo.
+
+    Written either as a string (the command) or as a mapping; both become this model.
+    """
+
+    run: NonEmptyStr = Field(description="Command that performs the action.")
+    check: NonEmptyStr | None = Field(
+        None, description="Command that exits 0 when the action is already done (skip run)."
+    )
+    undo: NonEmptyStr | None = Field(None, description="Command that reverses the action.")
+    timeout: PositiveDuration | None = Field(
+        None, description="Overrides the component's timeout for this action."
+    )
+
+
+def _action_from_text(value: Any) -> Any:
+    return {"run": value} if isinstance(value, str) else value
+
+
+Action = Annotated[
+    CommandAction,
+    BeforeValidator(_action_from_text, json_schema_input_type=str | CommandAction),
+]
+
+
+class CommandOptions(ConfigModel):
+    """How the command driver runs its commands."""
+
+    timeout: PositiveDuration = Field(
+        parse_duration("30s"), description="Default time limit of each command."
+    )
+    shell: NonEmptyStr = Field("/bin/sh", description="Shell that runs each command (-c).")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for every command."
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in env if not _ENV_NAME.match(name)]
+        if bad:
+            raise ValueError(
+                f"not a valid environment variable name: {', '.join(map(repr, bad))} "
+                "(letters, digits and '_', not starting with a digit)"
+            )
+        return env
+
+
+class CommandSite(ConfigModel):
+    """The commands of one site; an action left out is something this site never does."""
+
+    observe: Action | None = Field(None, description="Exits 0 when the site is healthy.")
+    promote: Action | None = Field(None, description="Makes this site active.")
+    demote: Action | None = Field(None, description="Makes this site passive.")
+    fence: Action | None = Field(None, description="Stops this site taking traffic or writes.")
+    unfence: Action | None = Field(None, description="Reverses fence.")
+    sync: Action | None = Field(None, description="Brings this site's data up to date.")
+    verify: Action | None = Field(None, description="Exits 0 when the site is ready to serve.")
+
+    @property
+    def actions(self) -> dict[str, CommandAction]:
+        """The actions this site declares, by name, in the canonical order."""
+        return {
+            name: action
+            for name in COMMAND_ACTIONS
+            if (action := getattr(self, name)) is not None
+        }
+
+
+class CommandComponent(ComponentBase):
+    """Anything driven by scripts: a VIP, DNS, a web tier, a cloud API."""
+
+    driver: Literal["command"]
+    options: CommandOptions = Field(default_factory=CommandOptions)  # type: ignore[arg-type]
+    sites: dict[str, CommandSite] = Field(description="Per-site commands: site -> actions.")
+
+
+COMPONENT_MODELS: tuple[type[ComponentBase], ...] = (
+    PostgresComponent,
+    HaproxyComponent,
+    CommandComponent,
+)
+"""Every component model; their ``driver`` literals are the known driver names."""
+
+Component = Annotated[
+    PostgresComponent | HaproxyComponent | CommandComponent,
+    Field(discriminator="driver"),
+]
+"""A component of any driver; pydantic picks the model from ``driver:``."""

@@ -1,0 +1,174 @@
+"""The topology: sites, and services made of components that move between them.
+
+These models are what the rest of failback reads. They are frozen: the planner is a
+pure function of the topology and the observed state, so nothing may change it after
+loading. Names (of services, components) come from mapping keys and are attached to
+the objects after validation so that code holding a ``Service`` knows which one it is.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+
+from failback.config.checks import Check
+from failback.config.common import ConfigModel
+from failback.config.drivers import Component, ComponentBase
+from failback.config.policy import Policy
+from failback.errors import FailbackError
+
+__all__ = ["Service", "Site", "Topology"]
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    listed = ", ".join(choices) or "none"
+    return f"did you mean {close[0]!r}? known: {listed}" if close else f"known: {listed}"
+
+
+class Site(ConfigModel):
+    """A place that can run services: a server, a data centre, a cloud region."""
+
+    description: str = Field("", description="Free text: where it is, who runs it.")
+
+
+class Service(ConfigModel):
+    """What users consume: components that move together between its sites."""
+
+    primary_site: str = Field(description="The site the service belongs to and returns to.")
+    description: str = Field("", description="Free text for people reading the topology.")
+    components: dict[str, Component] = Field(
+        description="Parts that move together: name -> component (one driver each)."
+    )
+    checks: list[Check] = Field(
+        default_factory=list, description="Prechecks before a failback, post-checks after it."
+    )
+    policy: Policy = Field(default_factory=Policy)  # type: ignore[arg-type]
+    _name: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _name_components(self) -> Service:
+        for name, component in self.components.items():
+            component._name = name
+        return self
+
+    @property
+    def name(self) -> str:
+        """The service's key in the topology's ``services`` mapping."""
+        return self._name
+
+    @property
+    def sites(self) -> list[str]:
+        """Every site the service's components exist at: the primary first, then file order."""
+        seen = [self.primary_site]
+        for component in self.components.values():
+            seen.extend(s for s in component.site_names if s not in seen)
+        return seen
+
+    @property
+    def secondary_site(self) -> str:
+        """The site the service fails over to: the first non-primary site in component order."""
+        others = self.sites[1:]
+        if not others:
+            raise FailbackError(
+                f"service {self._name or '?'} has no site other than {self.primary_site}",
+                "give its components a second site to fail over to",
+            )
+        return others[0]
+
+    def other_site(self, site: str) -> str:
+        """The site that is not ``site`` among the primary and secondary."""
+        return self.secondary_site if site == self.primary_site else self.primary_site
+
+    def component(self, name: str) -> ComponentBase:
+        """The component called ``name``; ``FailbackError`` with did-you-mean if missing."""
+        if name not in self.components:
+            raise FailbackError(
+                f"service {self._name or '?'} has no component {name!r}",
+                _did_you_mean(name, list(self.components)),
+            )
+        return self.components[name]
+
+    def components_of(self, driver: str) -> list[ComponentBase]:
+        """The components that use ``driver``, in file order."""
+        return [c for c in self.components.values() if c.driver == driver]
+
+    def checks_for(self, use: Literal["precheck", "postcheck"]) -> list[Check]:
+        """The checks that run as ``use``, in file order."""
+        return [c for c in self.checks if use in c.use]
+
+
+class Topology(ConfigModel):
+    """The whole topology file, plus where it came from.
+
+    ``path``, ``text`` and ``config_dir`` are set by the loader (they are not keys of
+    the file); ``text`` is what a run snapshots so that it can be reloaded later with
+    ``load_topology_text`` even if the file changed since.
+    """
+
+    version: Literal[1] = Field(1, description="Format version; only 1 exists.")
+    state_dir: Path = Field(
+        Path(".failback"),
+        validate_default=True,
+        description="Where runs, journals and locks are kept; relative to this file's "
+        "directory. Default: .failback beside this file.",
+    )
+    sites: dict[str, Site] = Field(description="Every place that can run a service.")
+    services: dict[str, Service] = Field(description="The services failback moves.")
+    _path: Path = PrivateAttr(default_factory=lambda: Path("failback.yaml").absolute())
+    _text: str = PrivateAttr(default="")
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_dir_text(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (omit it for .failback beside this file)")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir_absolute(cls, value: Path, info: ValidationInfo) -> Path:
+        context = info.context if isinstance(info.context, dict) else {}
+        base = Path(context.get("config_dir") or Path.cwd())
+        return Path(base, value.expanduser()).absolute()
+
+    @model_validator(mode="after")
+    def _name_services(self) -> Topology:
+        for name, service in self.services.items():
+            service._name = name
+        return self
+
+    @property
+    def path(self) -> Path:
+        """Absolute path of the topology file."""
+        return self._path
+
+    @property
+    def text(self) -> str:
+        """The file's raw text, as loaded (may contain inline secrets: do not print it)."""
+        return self._text
+
+    @property
+    def config_dir(self) -> Path:
+        """Directory of the topology file; relative paths in it are relative to this."""
+        return self._path.parent
+
+    def service(self, name: str) -> Service:
+        """The service called ``name``; ``FailbackError`` with did-you-mean if missing."""
+        if name not in self.services:
+            raise FailbackError(
+                f"no service {name!r} in {self._path.name}",
+                _did_you_mean(name, list(self.services)),
+            )
+        return self.services[name]
+
+    def site(self, name: str) -> Site:
+        """The site called ``name``; ``FailbackError`` with did-you-mean if missing."""
+        if name not in self.sites:
+            raise FailbackError(
+                f"no site {name!r} in {self._path.name}", _did_you_mean(name, list(self.sites))
+            )
+        return self.sites[name]

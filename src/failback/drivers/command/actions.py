@@ -1,0 +1,115 @@
+"""Plan steps performed by the command driver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from failback.drivers.command.runner import (
+    CommandInvocation,
+    configured_action,
+    require_success,
+    result_output,
+    run_command,
+)
+from failback.engine.actions import Action, RunContext, register
+from failback.errors import FailbackError
+from failback.plan.model import StepSpec
+
+
+@register
+class CommandStep(Action):
+    """Run a component's configured command (``params.action``) at ``spec.site``.
+
+    ``check`` runs the action's check command when one is configured (exit 0 means
+    the effect is already in place), which is what makes a resumed run skip an
+    effect that happened before a crash. ``undo`` runs the configured undo command.
+    """
+
+    name = "command.run"
+
+    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+        super().__init__(spec, ctx)
+        if spec.component is None or spec.site is None:
+            raise FailbackError(f"step {spec.id}: command.run needs a component and a site")
+        self.component = ctx.service.components[spec.component]
+        self.action_name: str = spec.params["action"]
+        self.configured = configured_action(self.component, spec.site, self.action_name)
+        if self.configured is None:
+            raise FailbackError(
+                f"step {spec.id}: no {self.action_name!r} command for {spec.component} at"
+                f" {spec.site}",
+                hint="the topology file changed since the plan was made",
+            )
+        self.has_undo = bool(self.configured.undo)
+
+    def _invocation(self, action: str) -> CommandInvocation:
+        return CommandInvocation(
+            service=self.ctx.service_name,
+            component=self.spec.component or "",
+            site=self.spec.site or "",
+            action=action,
+            run_id=self.ctx.run_id,
+            from_site=self.ctx.options.get("from_site"),
+            to_site=self.ctx.options.get("to_site"),
+        )
+
+    def _label(self, action: str) -> str:
+        return f"{self.spec.component}@{self.spec.site} {action}"
+
+    def check(self) -> bool:
+        if not self.configured.check:
+            return False
+        result = run_command(
+            self.ctx.host,
+            self.component,
+            self.configured.check,
+            self._invocation(f"{self.action_name}.check"),
+            timeout=self.configured.timeout,
+        )
+        return result.ok
+
+    def apply(self) -> dict[str, Any] | None:
+        self.ctx.progress(f"running {self._label(self.action_name)}")
+        result = run_command(
+            self.ctx.host,
+            self.component,
+            self.configured.run,
+            self._invocation(self.action_name),
+            timeout=self.configured.timeout,
+        )
+        output = result_output(result)
+        self.ctx.journal.add_event(
+            "command.output",
+            f"{self._label(self.action_name)} exited {result.returncode}",
+            run_id=self.ctx.run_id,
+            service=self.ctx.service_name,
+            step_id=self.spec.id,
+            data=output,
+        )
+        require_success(result, self._label(self.action_name))
+        self.ctx.measure(f"{self.spec.id}.command_s", result.duration_s, "s")
+        return output
+
+    def verify(self) -> None:
+        if not self.configured.check:
+            return
+        result = run_command(
+            self.ctx.host,
+            self.component,
+            self.configured.check,
+            self._invocation(f"{self.action_name}.check"),
+            timeout=self.configured.timeout,
+        )
+        require_success(result, f"{self._label(self.action_name)} check after apply")
+
+    def undo(self) -> dict[str, Any] | None:
+        assert self.configured.undo
+        result = run_command(
+            self.ctx.host,
+            self.component,
+            self.configured.undo,
+            self._invocation(f"{self.action_name}.undo"),
+            timeout=self.configured.timeout,
+        )
+        require_success(result, self._label(f"{self.action_name} undo"))
+        return result_output(result)

@@ -1,0 +1,26 @@
+"""The ``haproxy`` driver: drive an HAProxy write backend through its runtime API."""
+
+from failback.drivers.haproxy.errors import (
+    HaproxyError,
+    HaproxyUnreachable,
+    MultipleWriteTargets,
+    UnknownBackend,
+    UnknownServer,
+)
+from failback.drivers.haproxy.models import AdminState, OpState, ServerState, ServerStats
+from failback.drivers.haproxy.router import HaproxyRouter
+from failback.drivers.haproxy.runtime import HaproxyRuntime
+
+__all__ = [
+    "AdminState",
+    "HaproxyError",
+    "HaproxyRouter",
+    "HaproxyRuntime",
+    "HaproxyUnreachable",
+    "MultipleWriteTargets",
+    "OpState",
+    "ServerState",
+    "ServerStats",
+    "UnknownBackend",
+    "UnknownServer",
+]

@@ -1,0 +1,90 @@
+"""Observation of a router component (driver ``haproxy``) at one site.
+
+The router has one server per site in one backend. A site's router role is
+``active`` when its server is the backend's single write target, ``standby``
+when it takes no new sessions (maint or drain), ``down`` when HAProxy cannot be
+asked. Observation never raises: an unreachable router is an unhealthy one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from failback.drivers.haproxy.errors import HaproxyError, MultipleWriteTargets
+from failback.drivers.haproxy.router import HaproxyRouter
+from failback.hosts import Host
+from failback.model.state import ComponentObservation
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    """Options may be a config model or a plain mapping (tests, lab)."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+@dataclass(frozen=True)
+class RouterTarget:
+    """Where a router component's site lives in HAProxy: socket, backend, server."""
+
+    socket: str
+    backend: str
+    server: str
+    timeout: float = 5.0
+
+    def router(self) -> HaproxyRouter:
+        return HaproxyRouter(self.socket, self.timeout)
+
+
+def router_target(component: Any, site: str) -> RouterTarget:
+    """Read ``options.socket``/``options.backend`` and ``sites[site].server`` (duck-typed)."""
+    opts = _get(component, "options")
+    where = _get(_get(component, "sites", {}), site)
+    timeout = _get(opts, "timeout", None)
+    return RouterTarget(
+        socket=str(_get(opts, "socket")),
+        backend=str(_get(opts, "backend")),
+        server=str(_get(where, "server", site)),
+        timeout=float(timeout) if timeout else 5.0,
+    )
+
+
+def observe_haproxy_component(
+    host: Host, service: str, name: str, component: Any, site: str
+) -> ComponentObservation:
+    """One site's server in the write backend, and the backend's write target.
+
+    ``host`` is unused today: the runtime API socket is reached from here. A remote
+    host will need the socket reachable (socat/TCP stats socket) or an agent.
+    """
+    del host, service
+    target = router_target(component, site)
+    router = target.router()
+    data: dict[str, Any] = {"backend": target.backend, "server": target.server}
+    try:
+        state = router.server_state(target.backend, target.server)
+        data.update(state.to_dict())
+        try:
+            data["write_target"] = router.write_target(target.backend)
+        except MultipleWriteTargets as exc:
+            data["write_target"] = None
+            return ComponentObservation(
+                component=name, site=site, driver="haproxy", healthy=False,
+                role="active" if state.takes_new_sessions else "standby",
+                detail=exc.message, data=data, observed_at=time.time(),
+            )  # fmt: skip
+    except HaproxyError as exc:
+        return ComponentObservation(
+            component=name, site=site, driver="haproxy", healthy=False, role="down",
+            detail=exc.message, data=data, observed_at=time.time(),
+        )  # fmt: skip
+    role = "active" if state.takes_new_sessions else "standby"
+    detail = f"{target.backend}/{target.server} {state.admin_state}, {state.op_state}"
+    return ComponentObservation(
+        component=name, site=site, driver="haproxy", healthy=True, role=role,
+        detail=detail, data=data, observed_at=time.time(),
+    )  # fmt: skip

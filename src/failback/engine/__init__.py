@@ -1,0 +1,1 @@
+"""Runs: the journal, the executor, gates, locks, resume and undo."""

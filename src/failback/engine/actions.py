@@ -1,0 +1,154 @@
+"""Actions: the code behind a plan step's name, and the context a step runs in.
+
+Each action is a class with ``check`` (already done?), ``apply``, ``verify`` and,
+where one exists, ``undo``. They must be idempotent: after a crash the engine calls
+``check`` to learn whether an interrupted ``apply`` took effect, and re-applies
+only when it did not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from failback.engine.journal import Journal
+from failback.engine.progress import NullReporter, Reporter
+from failback.errors import FailbackError, StepFailed
+from failback.hosts import Host
+from failback.plan.model import StepSpec
+
+if TYPE_CHECKING:
+    from failback.config import Service, Topology
+
+
+@dataclass
+class RunContext:
+    """Everything a step may use: the topology, the host, the journal, run values."""
+
+    run_id: int
+    topology: Topology
+    service_name: str
+    service: Service
+    host: Host
+    journal: Journal
+    reporter: Reporter = field(default_factory=NullReporter)
+    values: dict[str, Any] = field(default_factory=dict)
+    current_step: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def remember(self, key: str, value: Any) -> None:
+        """Keep a value for later steps, durably (it survives a crash and resume)."""
+        self.values[key] = value
+        self.journal.set_value(self.run_id, key, value)
+
+    def measure(
+        self, name: str, value: float | None, unit: str | None = None, note: str | None = None
+    ) -> None:
+        """Record a measurement for the run's report."""
+        self.journal.add_measurement(
+            self.run_id, name, value, unit, step_id=self.current_step, note=note
+        )
+
+    def log(self, message: str, **data: Any) -> None:
+        self.journal.add_event(
+            "log",
+            message,
+            run_id=self.run_id,
+            service=self.service_name,
+            step_id=self.current_step,
+            data=data or None,
+        )
+        self.reporter.log(message)
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        self.reporter.progress(self.current_step or "", message, fraction)
+
+    def wait_until(
+        self,
+        predicate: Callable[[], tuple[bool, str]],
+        *,
+        timeout: float,
+        interval: float = 0.5,
+        what: str,
+    ) -> str:
+        """Poll ``predicate`` until it says done; show its message as progress.
+
+        Raises StepFailed with the last message when ``timeout`` passes.
+        """
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while True:
+            done, message = predicate()
+            elapsed = time.monotonic() - started
+            self.progress(message, min(elapsed / timeout, 1.0) if timeout else None)
+            if done:
+                return message
+            if time.monotonic() >= deadline:
+                raise StepFailed(
+                    f"{what}: not reached within {timeout:g}s ({message})",
+                    hint="the run stopped here; fix the cause, then `failback resume`",
+                )
+            time.sleep(interval)
+
+
+class Action:
+    """Base class of every step implementation."""
+
+    name: ClassVar[str]
+    has_undo: bool = False
+
+    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+
+    def check(self) -> bool:
+        """True when the step's effect is already in place (nothing to apply)."""
+        return False
+
+    def apply(self) -> dict[str, Any] | None:
+        """Make the effect happen. Returns output kept in the journal."""
+        raise NotImplementedError
+
+    def verify(self) -> None:
+        """Raise StepFailed unless the effect is really in place."""
+
+    def undo(self) -> dict[str, Any] | None:
+        """Reverse the effect (only called when ``has_undo``)."""
+        raise NotImplementedError
+
+
+ACTIONS: dict[str, type[Action]] = {}
+
+
+def register(cls: type[Action]) -> type[Action]:
+    """Class decorator: make an action available to plans under ``cls.name``."""
+    if cls.name in ACTIONS and ACTIONS[cls.name] is not cls:
+        raise RuntimeError(f"action {cls.name} registered twice")
+    ACTIONS[cls.name] = cls
+    return cls
+
+
+def build_action(spec: StepSpec, ctx: RunContext) -> Action:
+    _load_builtin_actions()
+    try:
+        cls = ACTIONS[spec.action]
+    except KeyError as exc:
+        raise FailbackError(
+            f"step {spec.id}: unknown action {spec.action!r}",
+            hint="the plan was written by another version of failback",
+        ) from exc
+    return cls(spec, ctx)
+
+
+def _load_builtin_actions() -> None:
+    """Import the modules that register actions (kept lazy to avoid import cycles)."""
+    import failback.drivers.command.actions
+    import failback.engine.gates
+
+    try:
+        import failback.drivers.postgres.actions  # noqa: F401
+    except ModuleNotFoundError as exc:  # only while that driver is absent
+        if exc.name != "failback.drivers.postgres.actions":
+            raise

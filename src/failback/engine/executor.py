@@ -1,0 +1,456 @@
+"""The executor: runs a plan's steps in order, journaling before and after each action.
+
+Crash safety (promise 3): a step is marked ``applying`` before its apply starts and
+``done`` after its verify passes. On resume a step found ``applying`` is asked
+``check()`` first, so an effect that already happened is never repeated. Failure
+before any point-of-no-return step rolls back through the undos, newest first;
+failure after it stops the run for a person (data safety over speed).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from failback.engine.actions import Action, RunContext, build_action
+from failback.engine.journal import Journal, RunRecord, StepRecord
+from failback.engine.progress import NullReporter, Reporter
+from failback.errors import FailbackError, SafetyRefusal, StateError
+from failback.hosts import Host, LocalHost
+from failback.plan.model import Plan, StepSpec
+
+TERMINAL_STATUSES = frozenset({"succeeded", "rolled-back", "aborted"})
+"""Runs in these states are over and hold no lock."""
+
+DONE_STEP_STATUSES = frozenset({"done", "skipped"})
+
+
+class WaitingForApproval(Exception):
+    """Raised by an approval gate that has not been approved yet."""
+
+    def __init__(self, step_id: str, question: str) -> None:
+        super().__init__(question)
+        self.step_id = step_id
+        self.question = question
+
+
+@dataclass
+class RunOutcome:
+    """How a call to the executor ended, with the exit code the CLI should use."""
+
+    run_id: int
+    status: str
+    error: str | None = None
+    hint: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "succeeded":
+            return 0
+        if self.status == "waiting-approval":
+            return 3
+        return 1
+
+
+class RunProcessLock:
+    """An flock held while a process executes a run; the kernel frees it on death.
+
+    That is how ``resume`` tells an interrupted run (nobody holds the lock) from a
+    run another process is still executing.
+    """
+
+    def __init__(self, state_dir: Path, run_id: int) -> None:
+        self.path = Path(state_dir) / "locks" / f"run-{run_id}.lock"
+        self.run_id = run_id
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            other = os.pread(fd, 32, 0).decode().strip() or "?"
+            os.close(fd)
+            raise StateError(
+                f"run {self.run_id} is being executed right now by process {other}",
+                hint="wait for it, or stop that process; `failback run show "
+                f"{self.run_id}` shows where it is",
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def is_held_elsewhere(self) -> bool:
+        """True when some live process executes the run."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+
+class Executor:
+    """Starts, continues, approves and aborts runs recorded in one journal."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        host: Host | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.journal = journal
+        self.host: Host = host or LocalHost()
+        self.reporter: Reporter = reporter or NullReporter()
+
+    # creating ----------------------------------------------------------------
+
+    def create(self, topology: Any, plan: Plan, options: dict[str, Any] | None = None) -> int:
+        """Record a new run of ``plan`` and take the service lock (changes nothing else)."""
+        run_id = self.journal.create_run(
+            service=plan.service,
+            kind=plan.kind,
+            plan=plan.model_dump(mode="json"),
+            topology_path=str(topology.path),
+            topology_text=topology.text,
+            options=options or {},
+        )
+        self.journal.add_event(
+            f"{plan.kind}.created",
+            f"{plan.kind} of {plan.service} from {plan.from_site} to {plan.to_site} planned"
+            f" ({len(plan.steps)} steps)",
+            run_id=run_id,
+            service=plan.service,
+        )
+        return run_id
+
+    # executing ---------------------------------------------------------------
+
+    def execute(self, run_id: int) -> RunOutcome:
+        """Run (or continue) ``run_id`` until it ends, waits for approval or fails."""
+        run = self.journal.get_run(run_id)
+        if run.status in TERMINAL_STATUSES:
+            raise StateError(
+                f"run {run_id} is already {run.status}",
+                hint=f"nothing to resume; `failback run show {run_id}` shows its report",
+            )
+        lock = RunProcessLock(self.journal.state_dir, run_id)
+        lock.acquire()
+        try:
+            return self._execute_locked(run)
+        finally:
+            lock.release()
+
+    def _context(self, run: RunRecord) -> tuple[RunContext, Plan]:
+        from failback.config import load_topology_text
+
+        topology = load_topology_text(run.topology_text, run.topology_path)
+        service = topology.service(run.service)
+        plan = Plan.model_validate(run.plan)
+        ctx = RunContext(
+            run_id=run.id,
+            topology=topology,
+            service_name=run.service,
+            service=service,
+            host=self.host,
+            journal=self.journal,
+            reporter=self.reporter,
+            values=dict(run.values),
+            options=dict(run.options),
+        )
+        return ctx, plan
+
+    def _execute_locked(self, run: RunRecord) -> RunOutcome:
+        ctx, plan = self._context(run)
+        if run.status == "running":
+            self.journal.add_event(
+                "run.resumed",
+                f"run {run.id} resumed after an interruption",
+                run_id=run.id,
+                service=run.service,
+            )
+        self.journal.set_run_status(run.id, "running", pid=os.getpid())
+        records = self.journal.steps(run.id)
+        total = len(plan.steps)
+        for idx, spec in enumerate(plan.steps):
+            record = records[idx]
+            if record.status in DONE_STEP_STATUSES:
+                continue
+            ctx.current_step = spec.id
+            self.reporter.step_started(idx, total, spec.id, spec.title)
+            started = time.monotonic()
+            try:
+                action = build_action(spec, ctx)
+                status = self._run_step(ctx, idx, spec, record, action)
+            except WaitingForApproval as waiting:
+                self.journal.update_step(run.id, idx, status="waiting")
+                self.journal.set_run_status(
+                    run.id, "waiting-approval", hint=f"failback approve {run.id}"
+                )
+                self.journal.add_event(
+                    "gate.waiting",
+                    waiting.question,
+                    run_id=run.id,
+                    service=run.service,
+                    step_id=spec.id,
+                )
+                self.reporter.step_finished(spec.id, "waiting", None, waiting.question)
+                return RunOutcome(
+                    run.id, "waiting-approval", waiting.question, f"failback approve {run.id}"
+                )
+            except Exception as exc:
+                message = _describe(exc)
+                self.journal.update_step(run.id, idx, status="failed", finished=True, error=message)
+                self.journal.add_event(
+                    "step.failed",
+                    f"{spec.id}: {message}",
+                    run_id=run.id,
+                    service=run.service,
+                    step_id=spec.id,
+                )
+                self.reporter.step_finished(spec.id, "failed", time.monotonic() - started, message)
+                return self._after_failure(ctx, plan, run, idx, message, exc)
+            self.reporter.step_finished(spec.id, status, time.monotonic() - started)
+        ctx.current_step = None
+        self.journal.set_run_status(run.id, "succeeded", finished=True)
+        self._finish(run, "succeeded")
+        return RunOutcome(run.id, "succeeded")
+
+    def _run_step(
+        self, ctx: RunContext, idx: int, spec: StepSpec, record: StepRecord, action: Action
+    ) -> str:
+        """Check, apply, verify one step; the journal knows each transition."""
+        run_id = ctx.run_id
+        interrupted = record.status in ("applying", "verifying", "failed", "waiting")
+        already = True if record.status == "verifying" else action.check()
+        if already:
+            self.journal.update_step(run_id, idx, status="verifying", started=True)
+            action.verify()
+            final = "done" if interrupted and record.attempts > 0 else "skipped"
+            self.journal.update_step(
+                run_id,
+                idx,
+                status=final,
+                finished=True,
+                output={
+                    "note": "already in place"
+                    if final == "skipped"
+                    else "took effect before the interruption"
+                },
+            )
+            return final
+        self.journal.update_step(run_id, idx, status="applying", started=True, attempt=True)
+        self.journal.add_event(
+            "step.applying", spec.title, run_id=run_id, service=ctx.service_name, step_id=spec.id
+        )
+        output = action.apply() or {}
+        self.journal.update_step(run_id, idx, status="verifying", output=output)
+        action.verify()
+        self.journal.update_step(run_id, idx, status="done", finished=True)
+        self.journal.add_event(
+            "step.done", spec.title, run_id=run_id, service=ctx.service_name, step_id=spec.id
+        )
+        return "done"
+
+    def _after_failure(
+        self,
+        ctx: RunContext,
+        plan: Plan,
+        run: RunRecord,
+        failed_idx: int,
+        message: str,
+        exc: BaseException,
+    ) -> RunOutcome:
+        hint = exc.hint if isinstance(exc, FailbackError) else None
+        records = self.journal.steps(run.id)
+        ponr = _passed_point_of_no_return(plan, records)
+        if ponr is not None:
+            stop_hint = (
+                f"step {ponr} (point of no return) already took effect, so failback does not "
+                f"roll back; fix the cause, then `failback resume {run.id}`"
+            )
+            self.journal.set_run_status(run.id, "failed", error=message, hint=stop_hint)
+            self._finish(run, "failed")
+            return RunOutcome(run.id, "failed", message, hint or stop_hint)
+        undo_ok = self._undo(ctx, plan, records, upto=failed_idx)
+        if undo_ok:
+            self.journal.set_run_status(
+                run.id, "rolled-back", error=message, hint=hint, finished=True
+            )
+            self._finish(run, "rolled-back")
+            return RunOutcome(run.id, "rolled-back", message, hint)
+        stop_hint = f"an undo failed: repair by hand, then `failback abort {run.id}` again"
+        self.journal.set_run_status(run.id, "failed", error=message, hint=stop_hint)
+        self._finish(run, "failed")
+        return RunOutcome(run.id, "failed", message, stop_hint)
+
+    def _undo(self, ctx: RunContext, plan: Plan, records: list[StepRecord], *, upto: int) -> bool:
+        """Undo applied steps newest first; True when every needed undo succeeded."""
+        ok = True
+        for idx in range(min(upto, len(plan.steps) - 1), -1, -1):
+            record = records[idx]
+            spec = plan.steps[idx]
+            applied = record.status in ("done", "applying", "verifying", "failed") and (
+                record.attempts > 0
+            )
+            if not applied or record.undo_status == "undone":
+                continue
+            ctx.current_step = spec.id
+            action = build_action(spec, ctx)
+            if not action.has_undo:
+                continue
+            self.reporter.step_started(idx, len(plan.steps), spec.id, f"undo: {spec.title}")
+            started = time.monotonic()
+            try:
+                action.undo()
+            except Exception as exc:
+                message = _describe(exc)
+                self.journal.update_step(
+                    ctx.run_id, idx, undo_status="undo-failed", error=f"undo failed: {message}"
+                )
+                self.journal.add_event(
+                    "step.undo_failed",
+                    f"{spec.id}: {message}",
+                    run_id=ctx.run_id,
+                    service=ctx.service_name,
+                    step_id=spec.id,
+                )
+                self.reporter.step_finished(
+                    spec.id, "undo-failed", time.monotonic() - started, message
+                )
+                ok = False
+                break
+            self.journal.update_step(ctx.run_id, idx, undo_status="undone")
+            self.journal.add_event(
+                "step.undone",
+                spec.title,
+                run_id=ctx.run_id,
+                service=ctx.service_name,
+                step_id=spec.id,
+            )
+            self.reporter.step_finished(spec.id, "undone", time.monotonic() - started)
+        return ok
+
+    # approving and aborting -------------------------------------------------------
+
+    def approve(self, run_id: int, approved_by: str) -> str:
+        """Record approval of the gate the run waits at; returns that gate's step id."""
+        run = self.journal.get_run(run_id)
+        if run.status != "waiting-approval":
+            raise StateError(
+                f"run {run_id} is {run.status}, not waiting for approval",
+                hint=f"`failback run show {run_id}` shows where it is",
+            )
+        waiting = [s for s in self.journal.steps(run_id) if s.status == "waiting"]
+        if not waiting:
+            raise StateError(f"run {run_id} has no gate waiting for approval")
+        step_id = waiting[0].step_id
+        self.journal.approve(run_id, step_id, approved_by)
+        self.journal.add_event(
+            "gate.approved",
+            f"{step_id} approved by {approved_by}",
+            run_id=run_id,
+            service=run.service,
+            step_id=step_id,
+        )
+        return step_id
+
+    def abort(self, run_id: int, *, force: bool = False) -> RunOutcome:
+        """Undo what the run applied and end it as ``aborted`` (a safe state).
+
+        Refused once a point-of-no-return step took effect, because undoing it could
+        lose writes or create two primaries; ``force`` then ends the run without undo.
+        """
+        run = self.journal.get_run(run_id)
+        if run.status in TERMINAL_STATUSES:
+            raise StateError(f"run {run_id} is already {run.status}; nothing to abort")
+        lock = RunProcessLock(self.journal.state_dir, run_id)
+        lock.acquire()
+        try:
+            ctx, plan = self._context(run)
+            records = self.journal.steps(run_id)
+            ponr = _passed_point_of_no_return(plan, records)
+            if ponr is not None and not force:
+                raise SafetyRefusal(
+                    f"run {run_id} passed its point of no return ({ponr}); undoing it could "
+                    "lose writes or create two primaries",
+                    hint=f"finish it with `failback resume {run_id}`, then plan the way back; "
+                    "or `failback abort --force` to end it without undo",
+                )
+            self.journal.add_event(
+                "run.aborting",
+                f"abort of run {run_id} requested",
+                run_id=run_id,
+                service=run.service,
+            )
+            if ponr is None and not self._undo(ctx, plan, records, upto=len(plan.steps) - 1):
+                self.journal.set_run_status(
+                    run_id,
+                    "failed",
+                    error="abort: an undo failed",
+                    hint=f"repair by hand, then `failback abort {run_id}` again",
+                )
+                self._finish(run, "failed")
+                return RunOutcome(run_id, "failed", "abort: an undo failed")
+            self.journal.set_run_status(
+                run_id, "aborted", finished=True, error="aborted by request"
+            )
+            self._finish(run, "aborted")
+            return RunOutcome(run_id, "aborted", "aborted by request")
+        finally:
+            lock.release()
+
+    def effective_status(self, run: RunRecord) -> str:
+        """``interrupted`` for a run marked running that no live process executes."""
+        if (
+            run.status == "running"
+            and not RunProcessLock(self.journal.state_dir, run.id).is_held_elsewhere()
+        ):
+            return "interrupted"
+        return run.status
+
+    # finishing -------------------------------------------------------------------
+
+    def _finish(self, run: RunRecord, status: str) -> None:
+        from failback.report.build import build_report
+
+        if status in TERMINAL_STATUSES:
+            self.journal.release_lock(run.service, run.id)
+        self.journal.add_event(
+            f"{run.kind}.{status}",
+            f"{run.kind} of {run.service} {status}",
+            run_id=run.id,
+            service=run.service,
+        )
+        self.journal.save_report(run.id, build_report(self.journal, run.id))
+
+
+def _passed_point_of_no_return(plan: Plan, records: list[StepRecord]) -> str | None:
+    for spec, record in zip(plan.steps, records, strict=True):
+        if spec.point_of_no_return and record.attempts > 0 and record.undo_status != "undone":
+            return spec.id
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FailbackError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"

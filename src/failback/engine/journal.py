@@ -1,0 +1,504 @@
+"""The run journal: SQLite in WAL mode, written before and after every action.
+
+Promise 3 of the design rests here: a run survives the death of the process that
+runs it because every transition is committed (and fsynced by SQLite) before the
+next action starts. Each write is its own short transaction so that a reader
+(``failback status`` in another terminal) never waits on a long one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from failback.errors import StateError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    plan_json TEXT NOT NULL,
+    topology_path TEXT NOT NULL,
+    topology_text TEXT NOT NULL,
+    options_json TEXT NOT NULL DEFAULT '{}',
+    values_json TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    hint TEXT,
+    pid INTEGER,
+    report_json TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at REAL,
+    finished_at REAL,
+    output TEXT,
+    error TEXT,
+    undo_status TEXT,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER,
+    service TEXT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    step_id TEXT,
+    message TEXT NOT NULL,
+    data_json TEXT
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL,
+    step_id TEXT,
+    name TEXT NOT NULL,
+    value REAL,
+    unit TEXT,
+    note TEXT,
+    ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS locks (
+    service TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    acquired_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    run_id INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    approved_by TEXT,
+    ts REAL NOT NULL,
+    PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE IF NOT EXISTS service_state (
+    service TEXT PRIMARY KEY,
+    active_site TEXT NOT NULL,
+    data_json TEXT NOT NULL DEFAULT '{}',
+    updated_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class RunRecord:
+    """One row of ``runs``, decoded."""
+
+    id: int
+    service: str
+    kind: str
+    status: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    plan: dict[str, Any]
+    topology_path: str
+    topology_text: str
+    options: dict[str, Any]
+    values: dict[str, Any]
+    error: str | None
+    hint: str | None
+    pid: int | None
+    report: dict[str, Any] | None
+
+
+@dataclass
+class StepRecord:
+    """One row of ``steps``, decoded."""
+
+    run_id: int
+    idx: int
+    step_id: str
+    status: str
+    attempts: int
+    started_at: float | None
+    finished_at: float | None
+    output: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    undo_status: str | None = None
+
+
+class Journal:
+    """The state store of one state directory."""
+
+    FILE_NAME = "journal.sqlite3"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the state directory {self.state_dir}: {exc.strerror}",
+                hint="choose a writable place with --state-dir or state_dir: in the topology file",
+            ) from exc
+        self.path = self.state_dir / self.FILE_NAME
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"cannot open the journal {self.path}: {exc}",
+                hint="is it a failback state directory? Use --state-dir to point elsewhere",
+            ) from exc
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: writers queue instead of failing half-way."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    # runs ---------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        service: str,
+        kind: str,
+        plan: dict[str, Any],
+        topology_path: str,
+        topology_text: str,
+        options: dict[str, Any],
+    ) -> int:
+        """Create a run and take the service's lock in one transaction.
+
+        Raises StateError naming the run that holds the lock, so two runs can never
+        act on the same service at once.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            held = db.execute("SELECT run_id FROM locks WHERE service = ?", (service,)).fetchone()
+            if held is not None:
+                holder = self.get_run(int(held["run_id"]))
+                raise StateError(
+                    f"service {service!r} is locked by run {held['run_id']}"
+                    f" ({holder.kind}, {holder.status})",
+                    hint=f"see `failback run show {held['run_id']}`; finish it with "
+                    f"`failback resume {held['run_id']}` or `failback abort {held['run_id']}`",
+                )
+            cursor = db.execute(
+                "INSERT INTO runs (service, kind, status, created_at, updated_at, plan_json,"
+                " topology_path, topology_text, options_json) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    service,
+                    kind,
+                    "pending",
+                    now,
+                    now,
+                    json.dumps(plan),
+                    topology_path,
+                    topology_text,
+                    json.dumps(options),
+                ),
+            )
+            run_id = int(cursor.lastrowid or 0)
+            db.execute(
+                "INSERT INTO locks (service, run_id, acquired_at) VALUES (?,?,?)",
+                (service, run_id, now),
+            )
+            for idx, step in enumerate(plan.get("steps", [])):
+                db.execute(
+                    "INSERT INTO steps (run_id, idx, step_id, status) VALUES (?,?,?,?)",
+                    (run_id, idx, step["id"], "pending"),
+                )
+        return run_id
+
+    def get_run(self, run_id: int) -> RunRecord:
+        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            last = self._db.execute("SELECT max(id) AS m FROM runs").fetchone()["m"]
+            hint = (
+                f"run ids here go from 1 to {last}; `failback runs` lists them"
+                if last
+                else "no run exists in this state directory yet"
+            )
+            raise StateError(f"no run {run_id} in {self.state_dir}", hint=hint)
+        return _run_from_row(row)
+
+    def list_runs(self, *, service: str | None = None, limit: int = 50) -> list[RunRecord]:
+        if service:
+            rows = self._db.execute(
+                "SELECT * FROM runs WHERE service = ? ORDER BY id DESC LIMIT ?", (service, limit)
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_run_from_row(row) for row in rows]
+
+    def set_run_status(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+        hint: str | None = None,
+        finished: bool = False,
+        pid: int | None = None,
+    ) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, updated_at = ?, error = ?, hint = ?,"
+                " finished_at = CASE WHEN ? THEN ? ELSE finished_at END,"
+                " pid = COALESCE(?, pid) WHERE id = ?",
+                (status, now, error, hint, finished, now, pid, run_id),
+            )
+
+    def set_value(self, run_id: int, key: str, value: Any) -> None:
+        """Persist one value a step computed for later steps (e.g. the final LSN)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT values_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+            values = json.loads(row["values_json"])
+            values[key] = value
+            db.execute(
+                "UPDATE runs SET values_json = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(values), time.time(), run_id),
+            )
+
+    def save_report(self, run_id: int, report: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET report_json = ? WHERE id = ?", (json.dumps(report), run_id))
+
+    def release_lock(self, service: str, run_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM locks WHERE service = ? AND run_id = ?", (service, run_id))
+
+    def lock_holder(self, service: str) -> int | None:
+        row = self._db.execute("SELECT run_id FROM locks WHERE service = ?", (service,)).fetchone()
+        return None if row is None else int(row["run_id"])
+
+    # steps --------------------------------------------------------------
+
+    def steps(self, run_id: int) -> list[StepRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)
+        ).fetchall()
+        return [
+            StepRecord(
+                run_id=row["run_id"],
+                idx=row["idx"],
+                step_id=row["step_id"],
+                status=row["status"],
+                attempts=row["attempts"],
+                started_at=row["started_at"],
+                finished_at=row["finished_at"],
+                output=json.loads(row["output"]) if row["output"] else {},
+                error=row["error"],
+                undo_status=row["undo_status"],
+            )
+            for row in rows
+        ]
+
+    def update_step(
+        self,
+        run_id: int,
+        idx: int,
+        *,
+        status: str | None = None,
+        started: bool = False,
+        finished: bool = False,
+        attempt: bool = False,
+        output: dict[str, Any] | None = None,
+        error: str | None = None,
+        undo_status: str | None = None,
+    ) -> None:
+        now = time.time()
+        sets: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            sets.append("status = ?")
+            params.append(status)
+        if started:
+            sets.append("started_at = COALESCE(started_at, ?)")
+            params.append(now)
+        if finished:
+            sets.append("finished_at = ?")
+            params.append(now)
+        if attempt:
+            sets.append("attempts = attempts + 1")
+        if output is not None:
+            sets.append("output = ?")
+            params.append(json.dumps(output))
+        if error is not None:
+            sets.append("error = ?")
+            params.append(error)
+        if undo_status is not None:
+            sets.append("undo_status = ?")
+            params.append(undo_status)
+        if not sets:
+            return
+        params.extend([run_id, idx])
+        with self.transaction() as db:
+            db.execute(f"UPDATE steps SET {', '.join(sets)} WHERE run_id = ? AND idx = ?", params)
+            db.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
+
+    # events, measurements, approvals -------------------------------------
+
+    def add_event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        run_id: int | None = None,
+        service: str | None = None,
+        step_id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO events (run_id, service, ts, kind, step_id, message, data_json)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    service,
+                    time.time(),
+                    kind,
+                    step_id,
+                    message,
+                    json.dumps(data) if data else None,
+                ),
+            )
+
+    def events(self, *, run_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        if run_id is None:
+            rows = self._db.execute(
+                "SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit)
+            ).fetchall()
+        return [
+            {
+                "id": row["id"],
+                "run_id": row["run_id"],
+                "service": row["service"],
+                "ts": row["ts"],
+                "kind": row["kind"],
+                "step": row["step_id"],
+                "message": row["message"],
+                "data": json.loads(row["data_json"]) if row["data_json"] else None,
+            }
+            for row in reversed(rows)
+        ]
+
+    def add_measurement(
+        self,
+        run_id: int,
+        name: str,
+        value: float | None,
+        unit: str | None = None,
+        *,
+        step_id: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO measurements (run_id, step_id, name, value, unit, note, ts)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (run_id, step_id, name, value, unit, note, time.time()),
+            )
+
+    def measurements(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT * FROM measurements WHERE run_id = ? ORDER BY id", (run_id,)
+        ).fetchall()
+        return [
+            {
+                "name": row["name"],
+                "value": row["value"],
+                "unit": row["unit"],
+                "step": row["step_id"],
+                "note": row["note"],
+            }
+            for row in rows
+        ]
+
+    def approve(self, run_id: int, step_id: str, approved_by: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO approvals (run_id, step_id, approved_by, ts)"
+                " VALUES (?,?,?,?)",
+                (run_id, step_id, approved_by, time.time()),
+            )
+
+    def is_approved(self, run_id: int, step_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM approvals WHERE run_id = ? AND step_id = ?", (run_id, step_id)
+        ).fetchone()
+        return row is not None
+
+    # service state --------------------------------------------------------
+
+    def service_state(self, service: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT * FROM service_state WHERE service = ?", (service,)
+        ).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row["data_json"])
+        data["active_site"] = row["active_site"]
+        data["updated_at"] = row["updated_at"]
+        return data
+
+    def set_service_state(self, service: str, active_site: str, **data: Any) -> None:
+        """Record where the service runs now and facts like sites needing a resync."""
+        current = self.service_state(service) or {}
+        current.pop("active_site", None)
+        current.pop("updated_at", None)
+        current.update(data)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO service_state (service, active_site, data_json, updated_at)"
+                " VALUES (?,?,?,?) ON CONFLICT(service) DO UPDATE SET"
+                " active_site = excluded.active_site, data_json = excluded.data_json,"
+                " updated_at = excluded.updated_at",
+                (service, active_site, json.dumps(current), time.time()),
+            )
+
+
+def _run_from_row(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        service=row["service"],
+        kind=row["kind"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+        plan=json.loads(row["plan_json"]),
+        topology_path=row["topology_path"],
+        topology_text=row["topology_text"],
+        options=json.loads(row["options_json"]),
+        values=json.loads(row["values_json"]),
+        error=row["error"],
+        hint=row["hint"],
+        pid=row["pid"],
+        report=json.loads(row["report_json"]) if row["report_json"] else None,
+    )

@@ -1,0 +1,175 @@
+"""The local machine as a Host."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+
+from failback.hosts.base import CommandResult
+
+
+class LocalHost:
+    """Runs everything on this machine, switching OS user when asked (needs root).
+
+    PostgreSQL refuses to run as root, so when failback runs as root, commands for a
+    cluster run as its OS user (``as_user``). When failback already runs as that
+    user, or ``as_user`` is None, no switch happens.
+    """
+
+    name = "local"
+
+    def _user_kwargs(self, as_user: str | None) -> dict[str, object]:
+        if as_user is None:
+            return {}
+        entry = pwd.getpwnam(as_user)
+        if os.geteuid() == entry.pw_uid:
+            return {}
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def _env(self, as_user: str | None, env: Mapping[str, str] | None) -> dict[str, str]:
+        merged = dict(os.environ)
+        if as_user is not None:
+            entry = pwd.getpwnam(as_user)
+            merged["HOME"] = entry.pw_dir
+            merged["USER"] = as_user
+            merged["LOGNAME"] = as_user
+        if env:
+            merged.update(env)
+        return merged
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        as_user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        input_text: str | None = None,
+    ) -> CommandResult:
+        started = time.monotonic()
+        args = tuple(str(a) for a in argv)
+        try:
+            proc = subprocess.run(
+                args,
+                input=input_text,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=self._env(as_user, env),
+                cwd=cwd or "/",
+                check=False,
+                **self._user_kwargs(as_user),  # type: ignore[arg-type]
+            )
+        except subprocess.TimeoutExpired as exc:
+            return CommandResult(
+                args,
+                -1,
+                _text(exc.stdout),
+                _text(exc.stderr) + f"\n(timed out after {timeout:g}s)",
+                time.monotonic() - started,
+                timed_out=True,
+            )
+        except FileNotFoundError as exc:
+            return CommandResult(args, 127, "", str(exc), time.monotonic() - started)
+        return CommandResult(
+            args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+        )
+
+    def run_shell(
+        self,
+        command: str,
+        *,
+        timeout: float = 60.0,
+        as_user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> CommandResult:
+        return self.run(
+            ["/bin/sh", "-c", command], timeout=timeout, as_user=as_user, env=env, cwd=cwd
+        )
+
+    def read_text(self, path: str) -> str:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+
+    def write_text(
+        self, path: str, text: str, *, owner: str | None = None, mode: int = 0o600
+    ) -> None:
+        """Write atomically (temp file + rename) so a crash never leaves half a file."""
+        tmp = f"{path}.failback-tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        if owner is not None and os.geteuid() == 0:
+            entry = pwd.getpwnam(owner)
+            os.chown(tmp, entry.pw_uid, entry.pw_gid)
+        os.replace(tmp, path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def remove(self, path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+    def make_dirs(self, path: str, *, owner: str | None = None, mode: int = 0o700) -> None:
+        os.makedirs(path, mode=mode, exist_ok=True)
+        os.chmod(path, mode)
+        if owner is not None and os.geteuid() == 0:
+            entry = pwd.getpwnam(owner)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def pid_alive(self, pid: int) -> bool:
+        """True while the process exists and is not a zombie waiting to be reaped."""
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+        return state not in ("Z", "X")
+
+    def kill(self, pid: int, sig: signal.Signals = signal.SIGTERM) -> bool:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def pid_exists(self, pid: int) -> bool:
+        return os.path.exists(f"/proc/{pid}")
+
+    def process_cwd(self, pid: int) -> str | None:
+        try:
+            return os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            return None
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
+
+    def list_dir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            return []
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value

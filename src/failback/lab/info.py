@@ -1,0 +1,141 @@
+"""What a lab is made of, persisted as DIR/lab.json so every command finds it.
+
+``lab up`` writes it once the lab runs; ``status``, ``break``, ``repair`` and
+``down`` read it instead of guessing paths or ports. It holds the app password
+(in ``dsn``), so it is written 0600.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from failback.errors import FailbackError
+from failback.hosts import Host
+
+LAB_FILE = "lab.json"
+SITES = ("dc1", "dc2")
+COMPONENTS = ("db", "router")
+
+
+class LabError(FailbackError):
+    """A lab command cannot do what was asked (not a lab, unknown site, busy dir...)."""
+
+
+@dataclass(frozen=True)
+class LabSite:
+    """One site's PostgreSQL cluster in the lab."""
+
+    pgdata: str
+    port: int
+    os_user: str
+    conf_dir: str
+    log_file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LabRouter:
+    """The lab's HAProxy: its write endpoint port and admin socket."""
+
+    port: int
+    socket: str
+    config: str
+    pidfile: str
+    backend: str = "pg_write"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    """Everything a lab command (or a person) needs to use a running lab."""
+
+    dir: str
+    config: str
+    service: str
+    dsn: str
+    router: LabRouter
+    sites: dict[str, LabSite]
+    sync: bool = False
+    bin_dir: str = ""
+    primary_site: str = "dc1"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dir": self.dir,
+            "config": self.config,
+            "service": self.service,
+            "dsn": self.dsn,
+            "router": self.router.to_dict(),
+            "sites": {name: site.to_dict() for name, site in self.sites.items()},
+            "sync": self.sync,
+            "bin_dir": self.bin_dir,
+            "primary_site": self.primary_site,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabInfo:
+        return cls(
+            dir=data["dir"],
+            config=data["config"],
+            service=data["service"],
+            dsn=data["dsn"],
+            router=LabRouter(**data["router"]),
+            sites={name: LabSite(**site) for name, site in data["sites"].items()},
+            sync=bool(data.get("sync", False)),
+            bin_dir=data.get("bin_dir", ""),
+            primary_site=data.get("primary_site", "dc1"),
+            extra=dict(data.get("extra", {})),
+        )
+
+    def site(self, name: str) -> LabSite:
+        """The site ``name``; ``LabError`` naming the lab's sites otherwise."""
+        if name not in self.sites:
+            raise LabError(
+                f"the lab has no site {name!r}",
+                hint=f"use one of: {', '.join(self.sites)}",
+            )
+        return self.sites[name]
+
+
+def lab_file(directory: Path) -> Path:
+    return Path(directory) / LAB_FILE
+
+
+def save_info(host: Host, info: LabInfo) -> None:
+    host.write_text(
+        str(lab_file(Path(info.dir))), json.dumps(info.to_dict(), indent=2) + "\n", mode=0o600
+    )
+
+
+def load_info(host: Host, directory: Path) -> LabInfo:
+    """Read DIR/lab.json; ``LabError`` when DIR is not a lab (or the file is damaged)."""
+    path = lab_file(directory)
+    if not host.exists(str(path)):
+        raise LabError(
+            f"{directory} is not a failback lab (no {LAB_FILE})",
+            hint="create one with 'failback lab up DIR', or pass the directory of an existing lab",
+        )
+    try:
+        return LabInfo.from_dict(json.loads(host.read_text(str(path))))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LabError(
+            f"{path} is damaged: {type(exc).__name__}: {exc}",
+            hint="remove the lab with 'failback lab down DIR --purge' and create it again",
+        ) from None
+
+
+def check_component(what: str) -> str:
+    if what not in COMPONENTS:
+        raise LabError(
+            f"the lab has no component {what!r}", hint=f"use one of: {', '.join(COMPONENTS)}"
+        )
+    return what

@@ -1,0 +1,1 @@
+"""Observed state: what each component at each site looks like right now."""

@@ -1,0 +1,50 @@
+"""Observed state of a service, as gathered (read-only) before planning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+Role = str
+"""``primary`` | ``standby`` | ``stale-primary`` | ``down`` | ``active`` | ``unknown``"""
+
+
+class ComponentObservation(BaseModel):
+    """One component at one site, as last seen."""
+
+    component: str
+    site: str
+    driver: str
+    healthy: bool
+    role: Role = "unknown"
+    detail: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    observed_at: float = 0.0
+
+
+class ServiceState(BaseModel):
+    """A service's observed state: where it is active and how each part looks."""
+
+    service: str
+    primary_site: str
+    active_site: str
+    needs_resync: list[str] = Field(default_factory=list)
+    components: list[ComponentObservation] = Field(default_factory=list)
+
+    @property
+    def degraded(self) -> bool:
+        return self.active_site != self.primary_site
+
+    def at(self, site: str) -> list[ComponentObservation]:
+        return [c for c in self.components if c.site == site]
+
+    def site_healthy(self, site: str) -> bool:
+        observed = self.at(site)
+        return bool(observed) and all(c.healthy for c in observed)
+
+    def get(self, component: str, site: str) -> ComponentObservation | None:
+        for c in self.components:
+            if c.component == component and c.site == site:
+                return c
+        return None

@@ -1,0 +1,1 @@
+"""Health checks (and, later, failure detection and policies)."""

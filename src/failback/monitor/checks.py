@@ -1,0 +1,98 @@
+"""Declared checks (tcp, http, sql, command): prechecks before a failback, post-checks after.
+
+Each check returns a result instead of raising, so a gate can report every failing
+check at once with its numbers.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from failback.errors import FailbackError
+from failback.hosts import Host
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    type: str
+    ok: bool
+    detail: str
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_check(check: Any, service: Any, host: Host) -> CheckResult:
+    """Run one declared check with its timeout; never raises."""
+    started = time.monotonic()
+    try:
+        ok, detail = _dispatch(check, service, host)
+    except FailbackError as exc:
+        ok, detail = False, exc.message
+    except Exception as exc:
+        ok, detail = False, f"{type(exc).__name__}: {exc}"
+    return CheckResult(check.name, check.type, ok, detail, time.monotonic() - started)
+
+
+def _dispatch(check: Any, service: Any, host: Host) -> tuple[bool, str]:
+    kind = check.type
+    if kind == "tcp":
+        return _tcp(check.host, check.port, check.timeout)
+    if kind == "http":
+        return _http(check.url, check.method, check.expect_status, check.timeout)
+    if kind == "command":
+        result = host.run(["/bin/sh", "-c", check.command], timeout=check.timeout)
+        if result.timed_out:
+            return False, f"timed out after {check.timeout:g}s"
+        return result.ok, "exit 0" if result.ok else f"exit {result.returncode}: {result.tail()}"
+    if kind == "sql":
+        return _sql(check, service)
+    return False, f"unknown check type {kind}"
+
+
+def _tcp(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, f"{host}:{port} accepts connections"
+    except OSError as exc:
+        return False, f"{host}:{port}: {exc.strerror or exc}"
+
+
+def _http(url: str, method: str, expect_status: int, timeout: float) -> tuple[bool, str]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"{url}: {reason}"
+    ok = status == expect_status
+    return ok, f"{url}: HTTP {status}" + ("" if ok else f" (expected {expect_status})")
+
+
+def _sql(check: Any, service: Any) -> tuple[bool, str]:
+    from failback.drivers.postgres.node import connect, node_from_component
+
+    component = service.components[check.component]
+    node = node_from_component(component, check.site)
+    with connect(node) as conn:
+        row = conn.execute(check.query).fetchone()
+    return True, f"{check.query!r} -> {row[0] if row else 'no row'}"
+
+
+def checks_for(service: Any, use: str, site: str | None = None) -> list[Any]:
+    """The service's declared checks used as ``use`` (precheck|postcheck)."""
+    return [
+        c
+        for c in service.checks
+        if use in c.use and (site is None or c.site is None or c.site == site)
+    ]

@@ -1,0 +1,159 @@
+"""Entry points: plan a failover or a failback of one service from its observed state.
+
+Pure: they read the topology and a ServiceState and return a Plan (or refuse with
+a reason); nothing is changed. The CLI prints the plan (``failback plan``) or hands
+it to the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from failback.model.state import ServiceState
+from failback.plan.command_plans import command_switch_steps, command_sync_steps
+from failback.plan.errors import PlanRefused
+from failback.plan.model import Plan, StepSpec
+
+
+def other_site(service: Any, site: str) -> str:
+    for candidate in service.sites_in_use():
+        if candidate != site:
+            return candidate
+    raise PlanRefused(
+        f"service has no site other than {site}", hint="declare a second site for its components"
+    )
+
+
+def _has_driver(service: Any, driver: str) -> bool:
+    return any(c.driver == driver for c in service.components.values())
+
+
+def plan_failover(
+    service_name: str,
+    service: Any,
+    state: ServiceState,
+    *,
+    planned: bool = False,
+    force: bool = False,
+) -> Plan:
+    """Move the service away from its active site (unplanned, or planned with --planned)."""
+    from_site = state.active_site
+    to_site = other_site(service, from_site)
+    if _has_driver(service, "postgres"):
+        from failback.plan.postgres_plans import postgres_failover_plan
+
+        return postgres_failover_plan(
+            service_name,
+            service,
+            state,
+            from_site=from_site,
+            to_site=to_site,
+            planned=planned,
+            force=force,
+        )
+    active_healthy = state.site_healthy(from_site)
+    if active_healthy and not planned and not force:
+        raise PlanRefused(
+            f"{service_name} is healthy at its active site {from_site}; an unplanned failover"
+            " is for a failed site",
+            hint="use --planned to move it for maintenance, or --force if you know better",
+        )
+    steps = [
+        *command_switch_steps(service, from_site=from_site, to_site=to_site),
+        _record(to_site, needs_resync=[from_site]),
+    ]
+    notes = [] if not active_healthy else [f"{from_site} was healthy: failover was requested"]
+    return Plan(
+        service=service_name,
+        kind="failover",
+        from_site=from_site,
+        to_site=to_site,
+        steps=steps,
+        notes=notes,
+    )
+
+
+def plan_failback(
+    service_name: str,
+    service: Any,
+    state: ServiceState,
+    *,
+    approval: bool | None = None,
+    stability_window_s: float | None = None,
+) -> Plan:
+    """Bring the service home to its primary site, gates first."""
+    home = service.primary_site
+    away = state.active_site
+    if away == home:
+        raise PlanRefused(
+            f"{service_name} already runs at its primary site {home}",
+            hint="nothing to fail back; `failback status` shows where each part is",
+        )
+    if _has_driver(service, "postgres"):
+        from failback.plan.postgres_plans import postgres_failback_plan
+
+        return postgres_failback_plan(
+            service_name,
+            service,
+            state,
+            home=home,
+            away=away,
+            approval=approval,
+            stability_window_s=stability_window_s,
+        )
+    policy = service.policy
+    window = policy.stability_window if stability_window_s is None else stability_window_s
+    steps: list[StepSpec] = [
+        StepSpec(
+            id="precheck",
+            title=f"prechecks at {home}",
+            action="gate.checks",
+            site=home,
+            kind="gate",
+            params={"use": "precheck"},
+        ),
+        StepSpec(
+            id="stability",
+            title=f"{home} healthy for {window:g}s",
+            action="gate.stability",
+            site=home,
+            kind="gate",
+            params={"window_s": window},
+        ),
+        *command_sync_steps(service, site=home),
+    ]
+    if approval if approval is not None else policy.approval == "required":
+        steps.append(_approval(home))
+    steps.extend(command_switch_steps(service, from_site=away, to_site=home))
+    steps.append(
+        StepSpec(
+            id="postcheck",
+            title=f"post-checks at {home}",
+            action="gate.checks",
+            site=home,
+            kind="gate",
+            params={"use": "postcheck"},
+        )
+    )
+    steps.append(_record(home, needs_resync=[]))
+    return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)
+
+
+def _approval(home: str) -> StepSpec:
+    return StepSpec(
+        id="approve",
+        title=f"approval to switch to {home}",
+        action="gate.approval",
+        kind="gate",
+        params={"question": f"switch the service back to {home}?"},
+        why="policy approval: required",
+    )
+
+
+def _record(active_site: str, needs_resync: list[str]) -> StepSpec:
+    return StepSpec(
+        id="record",
+        title=f"record {active_site} as the active site",
+        action="state.record",
+        params={"active_site": active_site, "needs_resync": needs_resync},
+    )

@@ -1,0 +1,1 @@
+"""Reports: what a run measured, built from its journal."""
