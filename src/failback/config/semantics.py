@@ -76,7 +76,8 @@ def check_service(
     """Every cross-reference of one service that pydantic cannot see."""
     base: KeyPath = ("services", name)
     _check_sites(name, service, declared_sites, report)
-    _check_components(base, service, report)
+    primary_known = declared_sites is None or service.primary_site in declared_sites
+    _check_components(base, service, primary_known, report)
     _check_checks(base, service, declared_sites, report)
     _check_policy(base, service, report)
 
@@ -126,7 +127,9 @@ def _check_sites(
         )
 
 
-def _check_components(base: KeyPath, service: Service, report: Reporter) -> None:
+def _check_components(
+    base: KeyPath, service: Service, primary_known: bool, report: Reporter
+) -> None:
     pair: list[str] | None = None
     if len(service.sites) >= 2:
         pair = [service.primary_site, service.secondary_site]
@@ -145,6 +148,8 @@ def _check_components(base: KeyPath, service: Service, report: Reporter) -> None
                     f"found {len(sites)}: {', '.join(sites)}",
                     f"declare it at {' and '.join(pair)}" if pair else None,
                 )
+            elif not primary_known:
+                pass  # already reported on primary_site
             elif service.primary_site not in sites:
                 report.add(
                     (*path, "sites"),

@@ -155,9 +155,13 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _syntax_problem(file: str, err: yaml.YAMLError) -> Problem:
+def _syntax_problem(file: str, text: str, err: yaml.YAMLError) -> Problem:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line = int(mark.line) + 1 if mark is not None else 1
+    # At the end of the file, PyYAML points past the last line: show the last real one.
+    lines = text.splitlines()
+    while line > 1 and (line > len(lines) or not lines[line - 1].strip()):
+        line -= 1
     problem = getattr(err, "problem", None) or str(err).splitlines()[0]
     context = getattr(err, "context", None)
     message = f"YAML syntax error: {problem}"
@@ -166,7 +170,7 @@ def _syntax_problem(file: str, err: yaml.YAMLError) -> Problem:
     hint: str | None = "check the indentation and quoting on this line or the one above"
     if "\\t" in problem or "\t" in problem or "tab" in problem.lower():
         hint = "YAML does not allow tabs for indentation: use spaces"
-    elif "expected a single document" in problem:
+    elif "expected a single document" in message:
         hint = "a topology is one YAML document: remove the '---' separator"
     elif "could not determine a constructor" in problem:
         hint = "custom tags (!something) are not supported: remove the tag"
@@ -186,7 +190,7 @@ def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]
         try:
             node = loader.get_single_node()
         except yaml.YAMLError as err:
-            return None, [_syntax_problem(file, err)]
+            return None, [_syntax_problem(file, text, err)]
         except RecursionError:
             return None, [Problem(file, 1, "", "the document is nested too deeply")]
         if node is None:
@@ -216,7 +220,7 @@ def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]
         try:
             data = walker.walk(node, ())
         except yaml.YAMLError as err:
-            return None, [*walker.problems, _syntax_problem(file, err)]
+            return None, [*walker.problems, _syntax_problem(file, text, err)]
         except _TooLarge as err:
             message = "the document expands to too many values (aliases nested too deeply)"
             return None, [Problem(file, _line(err.node), "", message)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import shutil
@@ -11,6 +12,23 @@ import time
 from collections.abc import Mapping, Sequence
 
 from failback.hosts.base import CommandResult
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Runs in the child: make the kernel SIGKILL it when failback's process dies.
+
+    A step's command must not outlive the run that started it: if failback is killed
+    while a command is half-way, resume decides (through the step's check) whether
+    to run it again, and an orphan finishing later would apply the effect twice.
+    Daemons the command starts (pg_ctl start, haproxy -D) fork, which clears this.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:
+        os._exit(137)
 
 
 class LocalHost:
@@ -64,6 +82,7 @@ class LocalHost:
                 env=self._env(as_user, env),
                 cwd=cwd or "/",
                 check=False,
+                preexec_fn=_die_with_parent,
                 **self._user_kwargs(as_user),  # type: ignore[arg-type]
             )
         except subprocess.TimeoutExpired as exc:

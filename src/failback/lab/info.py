@@ -31,7 +31,6 @@ class LabSite:
     pgdata: str
     port: int
     os_user: str
-    conf_dir: str
     log_file: str
 
     def to_dict(self) -> dict[str, Any]:

@@ -91,8 +91,6 @@ def start_router(host: Host, router: LabRouter, *, timeout: float = 10.0) -> int
     Raises ``LabError`` (with HAProxy's own words) when it cannot start, e.g.
     when the frontend port was taken since it was picked: the caller retries.
     """
-    if not host.exists(state_file(router)):
-        host.write_text(state_file(router), "", mode=0o600)
     check = host.run([HAPROXY_BIN, "-c", "-q", "-f", router.config], timeout=30)
     if not check.ok:
         raise LabError(

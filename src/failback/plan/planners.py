@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from failback.errors import FailbackError
 from failback.model.state import ServiceState
 from failback.plan.command_plans import command_switch_steps, command_sync_steps
 from failback.plan.errors import PlanRefused
@@ -16,12 +17,11 @@ from failback.plan.model import Plan, StepSpec
 
 
 def other_site(service: Any, site: str) -> str:
-    for candidate in service.sites_in_use():
-        if candidate != site:
-            return candidate
-    raise PlanRefused(
-        f"service has no site other than {site}", hint="declare a second site for its components"
-    )
+    """The site a run moves the service to, away from ``site``."""
+    try:
+        return str(service.other_site(site))
+    except FailbackError as exc:
+        raise PlanRefused(exc.message, hint=exc.hint) from exc
 
 
 def _has_driver(service: Any, driver: str) -> bool:

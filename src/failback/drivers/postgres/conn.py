@@ -128,3 +128,9 @@ def query_one(node: PgNode, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any
     if row is None:
         raise PgError(f"{node.site}: query returned no row: {sql}")
     return tuple(row)
+
+
+def current_timeline_sql() -> str:
+    """Primary only: (current lsn, its WAL file name); the name's first 8 hex digits are
+    the timeline, exact right after a promotion when pg_control still names the old one."""
+    return "SELECT lsn, pg_walfile_name(lsn) FROM pg_current_wal_lsn() AS lsn"

@@ -1,0 +1,243 @@
+"""Read-only observation of one node (a *fact*, in pyinfra's words) and role labels.
+
+``observe`` never changes anything and never raises for a node that is down or
+refuses us: the answer says so, and the planner decides what it means.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from failback.drivers.postgres.conn import connect, current_timeline_sql
+from failback.drivers.postgres.errors import PgAuthFailed, PgError, PgWrongCluster, PgWrongDatabase
+from failback.drivers.postgres.lsn import format_lsn, parse_lsn, to_lsn
+from failback.drivers.postgres.node import PgNode
+from failback.drivers.postgres.process import (
+    controldata,
+    pgdata_ok,
+    postmaster_pid_file,
+    rewind_possible_from_controldata,
+    running_postmaster,
+)
+from failback.hosts.base import Host
+
+ROLES = ("primary", "standby", "down", "unknown", "stale-primary")
+
+
+@dataclass
+class ReplicaInfo:
+    """One row of a primary's pg_stat_replication."""
+
+    application_name: str
+    client_addr: str | None
+    state: str
+    sync_state: str
+    sent_lsn: int | None
+    write_lsn: int | None
+    flush_lsn: int | None
+    replay_lsn: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("sent_lsn", "write_lsn", "flush_lsn", "replay_lsn"):
+            data[key] = _fmt(data[key])
+        return data
+
+
+@dataclass
+class PgObservation:
+    """What one node looked like at ``observed_at``.
+
+    role: "primary" | "standby" | "down" (nothing we could query) | "unknown" (it
+    answers but refuses us: it may well be a primary, so the planner must not treat
+    it as down). "stale-primary" is never set here: only ``classify`` can say it, from
+    several observations and the active site.
+    """
+
+    site: str
+    address: str
+    observed_at: float
+    reachable: bool = False
+    role: str = "down"
+    error: str | None = None
+    system_identifier: int | None = None
+    timeline: int | None = None
+    current_lsn: int | None = None
+    replay_lsn: int | None = None
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    streaming: bool = False
+    upstream: str | None = None
+    rewind_possible: bool | None = None
+    data_checksums: bool | None = None
+    postmaster_pid: int | None = None
+    postmaster_alive: bool = False
+    pgdata_ok: bool = False
+    cluster_state: str | None = None
+    server_version: str | None = None
+    replicas: list[ReplicaInfo] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: LSNs as PostgreSQL prints them, the 64-bit system id as a string."""
+        data = asdict(self)
+        for key in ("current_lsn", "replay_lsn"):
+            data[key] = _fmt(data[key])
+        if self.system_identifier is not None:
+            data["system_identifier"] = str(self.system_identifier)
+        data["replicas"] = [replica.to_dict() for replica in self.replicas]
+        return data
+
+
+def _fmt(value: int | None) -> str | None:
+    return None if value is None else format_lsn(value)
+
+
+def observe(host: Host, node: PgNode, *, timeout: float | None = None) -> PgObservation:
+    """Observe one node: files through the host, the rest through one SQL connection.
+
+    A node that cannot be queried and whose postmaster is not running is described
+    from pg_controldata (system identifier, checkpoint timeline and location,
+    cluster state), which a stopped or crashed node still has.
+    """
+    obs = PgObservation(site=node.site, address=node.address, observed_at=time.time())
+    obs.pgdata_ok = pgdata_ok(host, node)
+    pid_info = postmaster_pid_file(host, node) if obs.pgdata_ok else None
+    if pid_info is not None:
+        obs.postmaster_pid = pid_info[0]
+        obs.postmaster_alive = running_postmaster(host, node) is not None
+    try:
+        with connect(node, timeout=timeout) as conn:
+            _observe_sql(conn, obs)
+        obs.reachable = True
+    except PgError as exc:
+        obs.error = exc.message
+        obs.role = "unknown" if isinstance(exc, PgAuthFailed | PgWrongDatabase) else "down"
+    except Exception as exc:  # a query failed mid-way (server went away): report, not raise
+        obs.error = f"{node.site}: observation failed: {str(exc).strip().splitlines()[0]}"
+        obs.role = "down"
+        obs.reachable = False
+    if not obs.reachable and obs.pgdata_ok and not obs.postmaster_alive:
+        _observe_stopped(host, node, obs)
+    return obs
+
+
+def _observe_sql(conn: Any, obs: PgObservation) -> None:
+    row = conn.execute(
+        "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),"
+        " current_setting('data_checksums'), current_setting('wal_log_hints'),"
+        " current_setting('server_version')"
+    ).fetchone()
+    in_recovery, sysid, checksums, hints, version = row
+    obs.system_identifier = int(sysid)
+    obs.data_checksums = checksums == "on"
+    obs.rewind_possible = checksums == "on" or hints == "on"
+    obs.server_version = version
+    if not in_recovery:
+        obs.role = "primary"
+        lsn, walfile = conn.execute(current_timeline_sql()).fetchone()
+        obs.current_lsn = to_lsn(lsn)
+        obs.replay_lsn = obs.current_lsn
+        obs.timeline = int(walfile[:8], 16)
+        obs.lag_bytes = 0
+        obs.lag_seconds = 0.0
+        obs.replicas = [
+            ReplicaInfo(
+                application_name=r[0],
+                client_addr=None if r[1] is None else str(r[1]),
+                state=r[2],
+                sync_state=r[3],
+                sent_lsn=to_lsn(r[4]),
+                write_lsn=to_lsn(r[5]),
+                flush_lsn=to_lsn(r[6]),
+                replay_lsn=to_lsn(r[7]),
+            )
+            for r in conn.execute(
+                "SELECT application_name, client_addr, state, sync_state, sent_lsn,"
+                " write_lsn, flush_lsn, replay_lsn FROM pg_stat_replication ORDER BY 1"
+            ).fetchall()
+        ]
+        return
+    obs.role = "standby"
+    receive, replay, lag_s, ckpt_tli = conn.execute(
+        "SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(),"
+        " CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()"
+        "   THEN 0"
+        "   ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,"
+        " (SELECT timeline_id FROM pg_control_checkpoint())"
+    ).fetchone()
+    obs.replay_lsn = to_lsn(replay)
+    obs.current_lsn = to_lsn(receive) if receive is not None else obs.replay_lsn
+    obs.lag_seconds = None if lag_s is None else max(0.0, float(lag_s))
+    obs.timeline = int(ckpt_tli)
+    wal = conn.execute(
+        "SELECT status, received_tli, latest_end_lsn, sender_host, sender_port"
+        " FROM pg_stat_wal_receiver"
+    ).fetchone()
+    upstream_end = None
+    if wal is not None:
+        status, received_tli, latest_end, sender_host, sender_port = wal
+        obs.streaming = status == "streaming"
+        if sender_host:
+            obs.upstream = f"{sender_host}:{sender_port}"
+        if received_tli:
+            obs.timeline = max(int(received_tli), obs.timeline)
+        upstream_end = to_lsn(latest_end)
+    if obs.replay_lsn is not None:
+        ahead = max(x for x in (obs.current_lsn, upstream_end, obs.replay_lsn) if x is not None)
+        obs.lag_bytes = ahead - obs.replay_lsn
+
+
+def _observe_stopped(host: Host, node: PgNode, obs: PgObservation) -> None:
+    try:
+        cd = controldata(host, node)
+    except PgError as exc:
+        obs.error = f"{obs.error}; {exc.message}" if obs.error else exc.message
+        return
+    obs.cluster_state = cd.get("Database cluster state")
+    obs.system_identifier = int(cd["Database system identifier"])
+    obs.timeline = int(cd["Latest checkpoint's TimeLineID"])
+    obs.current_lsn = parse_lsn(cd["Latest checkpoint location"])
+    obs.rewind_possible = rewind_possible_from_controldata(cd)
+    obs.data_checksums = cd.get("Data page checksum version", "0") != "0"
+
+
+def classify(observations: Iterable[PgObservation], active_site: str | None) -> dict[str, str]:
+    """Label each site: a primary that is not the active site is a "stale-primary".
+
+    Pure: the same observations give the same labels. With no active site (unknown),
+    primaries are labelled "primary" and the planner must choose.
+    """
+    labels: dict[str, str] = {}
+    for obs in observations:
+        label = obs.role
+        if label == "primary" and active_site is not None and obs.site != active_site:
+            label = "stale-primary"
+        labels[obs.site] = label
+    return labels
+
+
+def ensure_same_cluster(observations: Iterable[PgObservation] | Mapping[str, int]) -> int | None:
+    """Raise PgWrongCluster when nodes report different system identifiers.
+
+    Accepts observations or a {site: system_identifier} mapping; nodes whose
+    identifier is unknown (down, no data) are skipped. Returns the common identifier.
+    """
+    if isinstance(observations, Mapping):
+        ids = {site: int(sysid) for site, sysid in observations.items() if sysid is not None}
+    else:
+        ids = {o.site: o.system_identifier for o in observations if o.system_identifier}
+    seen: dict[int, str] = {}
+    for site, sysid in ids.items():
+        seen.setdefault(sysid, site)
+    if len(seen) > 1:
+        (id_a, site_a), (id_b, site_b) = list(seen.items())[:2]
+        raise PgWrongCluster(
+            f"{site_a} and {site_b} are different PostgreSQL clusters "
+            f"(system identifier {id_a} on {site_a}, {id_b} on {site_b})",
+            hint="one of them is not a copy of the other: check host/port/pgdata in the "
+            "topology; a node of another cluster is never resynced over automatically",
+        )
+    return next(iter(seen), None)

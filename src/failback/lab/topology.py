@@ -1,0 +1,98 @@
+"""DIR/failback.yaml: the lab described in the topology format (docs/topology.md).
+
+Secrets are ``file:`` references to DIR/secrets/*.pass, so the file can be
+printed, pasted and committed like a real one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from failback.lab.info import LabInfo
+from failback.lab.pg import ADMIN_USER, DBNAME, REPLICATION_USER, secret_path
+
+
+def topology_dict(info: LabInfo) -> dict[str, Any]:
+    directory = Path(info.dir)
+    sites = {
+        name: {
+            "host": "127.0.0.1",
+            "port": site.port,
+            "pgdata": site.pgdata,
+            "os_user": site.os_user,
+        }
+        for name, site in info.sites.items()
+    }
+    return {
+        "version": 1,
+        "state_dir": str(directory / "state"),
+        "sites": {
+            "dc1": {"description": "lab site 1 (127.0.0.1)"},
+            "dc2": {"description": "lab site 2 (127.0.0.1)"},
+        },
+        "services": {
+            info.service: {
+                "primary_site": info.primary_site,
+                "description": f"failback lab in {directory}",
+                "components": {
+                    "db": {
+                        "driver": "postgres",
+                        "options": {
+                            "user": ADMIN_USER,
+                            "password": f"file:{secret_path(directory, 'admin')}",
+                            "dbname": DBNAME,
+                            "replication_user": REPLICATION_USER,
+                            "replication_password": (
+                                f"file:{secret_path(directory, 'replication')}"
+                            ),
+                            "bin_dir": info.bin_dir,
+                        },
+                        "sites": sites,
+                    },
+                    "router": {
+                        "driver": "haproxy",
+                        "options": {"socket": info.router.socket, "backend": info.router.backend},
+                        "sites": {name: {"server": name} for name in info.sites},
+                    },
+                },
+                "checks": [
+                    {
+                        "name": "write-endpoint",
+                        "type": "tcp",
+                        "host": "127.0.0.1",
+                        "port": info.router.port,
+                        "use": ["precheck"],
+                    },
+                    {
+                        "name": "db-dc1",
+                        "type": "tcp",
+                        "site": "dc1",
+                        "host": "127.0.0.1",
+                        "port": info.sites["dc1"].port,
+                        "use": ["precheck"],
+                    },
+                ],
+                "policy": {
+                    "failover": "manual",
+                    "failback": "manual",
+                    "approval": "none",
+                    "stability_window": "3s",
+                    "traffic_steps": [100],
+                    "bake_time": "1s",
+                    "observation_window": "3s",
+                },
+            }
+        },
+    }
+
+
+def render_topology(info: LabInfo) -> str:
+    header = (
+        "# Written by 'failback lab up': a two-site lab on 127.0.0.1.\n"
+        "# dc1 holds the primary, dc2 a streaming standby; HAProxy on port "
+        f"{info.router.port} is the write endpoint.\n"
+    )
+    return header + yaml.safe_dump(topology_dict(info), sort_keys=False, width=100)

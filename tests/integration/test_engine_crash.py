@@ -1,0 +1,255 @@
+"""The engine's durability promise, proven with the real CLI and SIGKILL.
+
+The service is driven by the ``command`` driver: every action appends one line to an
+effects file, so the test can count how many times each effect happened. Every
+action has a check command (grep for its line) which is what lets a resumed run
+skip an effect that happened before the crash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import failback_argv, run_cli
+
+SLOW = 0.4
+
+
+def write_topology(tmp: Path, *, approval: str = "none", slow: float = SLOW,
+                   fail_action: str | None = None) -> Path:
+    effects = tmp / "effects.log"
+    effects.touch()
+
+    def action(name: str, site: str, undo: bool = True) -> str:
+        marker = f"{name}@{site}"
+        cmd = f"sleep {slow}; echo {marker} >> {effects}"
+        if fail_action == marker:
+            cmd = f"echo failing {marker} >&2; exit 7"
+        lines = [f"{name}:", f"  run: \"{cmd}\"", f"  check: \"grep -qx {marker} {effects}\""]
+        if undo:
+            lines.append(f"  undo: \"echo undo-{marker} >> {effects}\"")
+        return "\n".join(lines)
+
+    def site_block(site: str) -> str:
+        parts = [f"observe: \"test -f {tmp}/{site}.up\""]
+        for name in ("fence", "promote", "unfence", "sync", "verify"):
+            parts.append(action(name, site))
+        return textwrap.indent("\n".join(parts), " " * 12)
+
+    (tmp / "dc1.up").touch()
+    (tmp / "dc2.up").touch()
+    text = f"""\
+sites:
+  dc1: {{}}
+  dc2: {{}}
+services:
+  app:
+    primary_site: dc1
+    components:
+      vip:
+        driver: command
+        options: {{timeout: 20s}}
+        sites:
+          dc1:
+{site_block('dc1')}
+          dc2:
+{site_block('dc2')}
+    policy:
+      approval: {approval}
+      stability_window: 200ms
+"""
+    path = tmp / "failback.yaml"
+    path.write_text(text)
+    return path
+
+
+def effects(tmp: Path) -> list[str]:
+    return (tmp / "effects.log").read_text().split()
+
+
+def fail_over(config: Path) -> None:
+    result = run_cli("failover", "app", "--planned", "-c", str(config), "--yes", "--json")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.json()["status"] == "succeeded"
+
+
+def start_failback(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_effect(tmp: Path, marker: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker in effects(tmp):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{marker} never happened; effects: {effects(tmp)}")
+
+
+def latest_run_id(config: Path) -> int:
+    result = run_cli("runs", "-c", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    return int(result.json()["runs"][0]["id"])
+
+
+FAILBACK_EFFECTS = ["sync@dc1", "fence@dc2", "promote@dc1", "unfence@dc1", "verify@dc1"]
+
+
+def test_failover_then_failback_applies_each_effect_once(tmp_path: Path) -> None:
+    config = write_topology(tmp_path, slow=0)
+    fail_over(config)
+    assert effects(tmp_path) == ["fence@dc1", "promote@dc2", "unfence@dc2", "verify@dc2"]
+    result = run_cli("failback", "app", "-c", str(config), "--yes", "--json")
+    assert result.returncode == 0, result.stderr
+    report = result.json()["report"]
+    assert report["status"] == "succeeded"
+    assert [s["status"] for s in report["steps"]].count("failed") == 0
+    assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
+    status = run_cli("status", "-c", str(config), "--json").json()
+    assert status["services"][0]["active_site"] == "dc1"
+
+
+@pytest.mark.parametrize("kill_after", ["sync@dc1", "fence@dc2", "promote@dc1"])
+def test_sigkill_between_steps_then_resume(tmp_path: Path, kill_after: str) -> None:
+    """Kill the runner right after an effect landed (before or after its journal entry)."""
+    config = write_topology(tmp_path)
+    fail_over(config)
+    proc = start_failback(config)
+    wait_for_effect(tmp_path, kill_after)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = latest_run_id(config)
+    listed = run_cli("runs", "-c", str(config), "--json").json()["runs"][0]
+    assert listed["status"] == "interrupted"
+    resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert resumed.json()["status"] == "succeeded"
+    failback_effects = effects(tmp_path)[4:]
+    for marker in FAILBACK_EFFECTS:
+        assert failback_effects.count(marker) == 1, failback_effects
+    assert failback_effects == FAILBACK_EFFECTS
+
+
+def test_sigkill_inside_a_step_then_resume(tmp_path: Path) -> None:
+    """Kill while promote@dc1's command is half-way: it must run exactly once in the end."""
+    config = write_topology(tmp_path, slow=1.0)
+    fail_over(config)
+    proc = start_failback(config)
+    wait_for_effect(tmp_path, "fence@dc2")
+    time.sleep(0.3)  # now inside promote@dc1 (its command sleeps 1 s before its effect)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.2)  # an orphaned command would have written its effect by now
+    assert "promote@dc1" not in effects(tmp_path)
+    run_id = latest_run_id(config)
+    show = run_cli("run", "show", str(run_id), "-c", str(config), "--json").json()
+    steps = {s["id"]: s["status"] for s in show["run"]["steps"]}
+    assert steps["promote-vip-dc1"] == "applying"
+    resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
+
+
+def test_second_run_is_refused_while_one_holds_the_service(tmp_path: Path) -> None:
+    config = write_topology(tmp_path, approval="required", slow=0)
+    fail_over(config)
+    first = run_cli("failback", "app", "-c", str(config), "--yes", "--json")
+    assert first.returncode == 3, first.stderr
+    run_id = first.json()["run_id"]
+    second = run_cli("failback", "app", "-c", str(config), "--yes")
+    assert second.returncode == 2
+    assert f"locked by run {run_id}" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_approval_gate_waits_then_approve_continues(tmp_path: Path) -> None:
+    config = write_topology(tmp_path, approval="required", slow=0)
+    fail_over(config)
+    waiting = run_cli("failback", "app", "-c", str(config), "--yes", "--json")
+    assert waiting.returncode == 3
+    run_id = waiting.json()["run_id"]
+    assert waiting.json()["status"] == "waiting-approval"
+    # nothing past the gate happened: only the resync ran
+    assert effects(tmp_path)[4:] == ["sync@dc1"]
+    approved = run_cli("approve", str(run_id), "-c", str(config), "--json")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.json()["status"] == "succeeded"
+    assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
+    again = run_cli("approve", str(run_id), "-c", str(config))
+    assert again.returncode == 2 and "not waiting for approval" in again.stderr
+
+
+def test_abort_at_gate_undoes_applied_steps(tmp_path: Path) -> None:
+    config = write_topology(tmp_path, approval="required", slow=0)
+    fail_over(config)
+    waiting = run_cli("failback", "app", "-c", str(config), "--yes", "--json")
+    run_id = waiting.json()["run_id"]
+    aborted = run_cli("abort", str(run_id), "-c", str(config), "--yes", "--json")
+    assert aborted.returncode == 0, aborted.stderr
+    assert aborted.json()["status"] == "aborted"
+    assert effects(tmp_path)[4:] == ["sync@dc1", "undo-sync@dc1"]
+    # the lock is released: a new failback may start
+    status = run_cli("status", "-c", str(config), "--json").json()["services"][0]
+    assert status["current_run"] is None
+    assert status["active_site"] == "dc2"
+
+
+def test_failure_before_point_of_no_return_rolls_back(tmp_path: Path) -> None:
+    config = write_topology(tmp_path, slow=0, fail_action="promote@dc1")
+    fail_over(config)
+    result = run_cli("failback", "app", "-c", str(config), "--yes", "--json")
+    assert result.returncode == 1
+    doc = result.json()
+    # promote is the point of no return: its failure cannot be rolled back blindly
+    assert doc["status"] == "failed"
+    assert "exit status 7" in doc["error"]
+
+
+def test_failure_of_fence_rolls_back(tmp_path: Path) -> None:
+    config = write_topology(tmp_path, slow=0, fail_action="fence@dc2")
+    fail_over(config)
+    result = run_cli("failback", "app", "-c", str(config), "--yes", "--json")
+    assert result.returncode == 1
+    doc = result.json()
+    assert doc["status"] == "rolled-back"
+    assert "exit status 7" in doc["error"]
+    # the failed step may have half-applied, so its undo runs too, newest first
+    assert effects(tmp_path)[4:] == ["sync@dc1", "undo-fence@dc2", "undo-sync@dc1"]
+
+
+def test_resume_of_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    config = write_topology(tmp_path, slow=0)
+    result = run_cli("resume", "42", "-c", str(config))
+    assert result.returncode == 2
+    assert "no run 42" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_process_group_kill_leaves_no_double_effect(tmp_path: Path) -> None:
+    """SIGKILL during sync (the first effect): resume finishes with each effect once."""
+    config = write_topology(tmp_path, slow=0.8)
+    fail_over(config)
+    proc = start_failback(config)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        show = run_cli("runs", "-c", str(config), "--json").json()["runs"]
+        if show and show[0]["kind"] == "failback":
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_id = latest_run_id(config)
+    resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
