@@ -1,9 +1,125 @@
-"""lab and demo commands (wired once the lab exists)."""
+"""lab up|down|status|break|repair, and demo."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from failback.cli.options import JsonOpt
+from failback.cli.output import emit_json, stderr, stdout
+
+DirOpt = Annotated[Path, typer.Option("--dir", help="Lab directory")]
+SiteArg = Annotated[str, typer.Argument(help="Site: dc1 or dc2")]
+WhatArg = Annotated[str, typer.Argument(help="Component: db (or router)")]
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    lab = typer.Typer(
+        help="A local two-site lab on 127.0.0.1 (PostgreSQL pair + HAProxy).", no_args_is_help=True
+    )
+    lab.command("up")(lab_up_cmd)
+    lab.command("down")(lab_down_cmd)
+    lab.command("status")(lab_status_cmd)
+    lab.command("break")(lab_break_cmd)
+    lab.command("repair")(lab_repair_cmd)
+    app.add_typer(lab, name="lab")
+    app.command("demo")(demo_cmd)
+
+
+def lab_up_cmd(
+    directory: DirOpt,
+    sync: Annotated[bool, typer.Option("--sync", help="Synchronous replication")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Create and start the lab in DIR (created, or empty)."""
+    from failback.lab import lab_up
+
+    if not as_json:
+        stderr.print(f"starting a lab in {directory} ...", markup=False)
+    info = lab_up(directory, sync=sync)
+    doc = info.to_dict()
+    if as_json:
+        emit_json(doc)
+        return 0
+    stdout.print(f"lab up in {doc['dir']}", markup=False)
+    stdout.print(f"  config: {doc['config']}", markup=False)
+    stdout.print(f"  write endpoint (dsn): {doc['dsn']}", markup=False)
+    for name, site in doc["sites"].items():
+        stdout.print(f"  {name}: port {site['port']}, pgdata {site['pgdata']}", markup=False)
+    stdout.print(f"try: FAILBACK_CONFIG={doc['config']} failback status", markup=False)
+    return 0
+
+
+def lab_down_cmd(
+    directory: DirOpt,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete DIR")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Stop everything the lab started (and with --purge delete DIR)."""
+    from failback.lab import lab_down
+
+    doc = lab_down(directory, purge=purge)
+    if as_json:
+        emit_json(doc)
+    else:
+        stdout.print(
+            f"lab in {directory} is down" + (" and deleted" if purge else ""), markup=False
+        )
+    return 0
+
+
+def lab_status_cmd(directory: DirOpt, as_json: JsonOpt = False) -> int:
+    """Which lab processes run, each database's role, the router's write target."""
+    from failback.lab import lab_status
+
+    doc = lab_status(directory)
+    if as_json:
+        emit_json(doc)
+    else:
+        import json
+
+        stdout.print_json(json.dumps(doc, default=str))
+    return 0
+
+
+def lab_break_cmd(
+    directory: DirOpt, site: SiteArg, what: WhatArg = "db", as_json: JsonOpt = False
+) -> int:
+    """Break SITE's component the hard way (db: SIGKILL of its postmaster)."""
+    from failback.lab import lab_break
+
+    doc = lab_break(directory, site, what)
+    if as_json:
+        emit_json(doc)
+    else:
+        stdout.print(f"{what} at {site} broken", markup=False)
+    return 0
+
+
+def lab_repair_cmd(
+    directory: DirOpt, site: SiteArg, what: WhatArg = "db", as_json: JsonOpt = False
+) -> int:
+    """Start SITE's component again exactly as it was (a former primary still thinks it is)."""
+    from failback.lab import lab_repair
+
+    doc = lab_repair(directory, site, what)
+    if as_json:
+        emit_json(doc)
+    else:
+        stdout.print(f"{what} at {site} repaired", markup=False)
+    return 0
+
+
+def demo_cmd(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Lab directory [default: a temporary one]")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the lab running")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Lab up, a writer, dc1 breaks, failover, dc1 repaired (stale, fenced), failback, report."""
+    from failback.lab.demo import run_demo
+
+    return run_demo(directory, keep=keep, as_json=as_json)

@@ -121,6 +121,14 @@ class Topology(ConfigModel):
     _path: Path = PrivateAttr(default_factory=lambda: Path("failback.yaml").absolute())
     _text: str = PrivateAttr(default="")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, data: object) -> object:
+        # `x-name:` top-level keys hold YAML anchors (&pg) reused below, as in compose files.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith("x-")}
+        return data
+
     @field_validator("state_dir", mode="before")
     @classmethod
     def _state_dir_text(cls, value: object) -> object:

@@ -22,6 +22,10 @@ KeyPath = tuple[str | int, ...]
 """Where a value sits in the document: mapping keys and list indexes."""
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_COLLECTION_TAGS: dict[type[Node], str] = {
+    MappingNode: "tag:yaml.org,2002:map",
+    SequenceNode: "tag:yaml.org,2002:seq",
+}
 _MAX_NODES = 200_000  # guards against alias bombs ("billion laughs")
 
 
@@ -75,11 +79,19 @@ class _Walker:
             return None
         self._stack.add(id(node))
         try:
+            expected = _COLLECTION_TAGS.get(type(node))
+            if expected is not None and node.tag != expected:
+                self.problem(
+                    path,
+                    _line(node),
+                    f"YAML tag {node.tag!r} is not supported",
+                    "remove the tag (!something) and write the value plainly",
+                )
             if isinstance(node, MappingNode):
                 return self._mapping(node, path)
             if isinstance(node, SequenceNode):
                 return [self._item(item, (*path, i)) for i, item in enumerate(node.value)]
-            return self._scalar(node)
+            return self._scalar(node, path)
         finally:
             self._stack.discard(id(node))
 
@@ -87,11 +99,12 @@ class _Walker:
         self.lines.setdefault(path, _line(node))
         return self.walk(node, path)
 
-    def _scalar(self, node: Node) -> Any:
+    def _scalar(self, node: Node, path: KeyPath) -> Any:
         try:
             return self.loader.construct_object(node, deep=True)
-        except yaml.MarkedYAMLError:
-            raise
+        except yaml.MarkedYAMLError as err:
+            self.problems.append(_syntax_problem(self.file, "", err, dotted(path)))
+            return None
         except (ValueError, TypeError, OverflowError):
             # PyYAML crashes on look-alikes such as the date 2024-13-45: keep the text.
             return node.value if isinstance(node, ScalarNode) else None
@@ -155,20 +168,29 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _syntax_problem(file: str, text: str, err: yaml.YAMLError) -> Problem:
+def _syntax_problem(file: str, text: str, err: yaml.YAMLError, key: str = "") -> Problem:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line = int(mark.line) + 1 if mark is not None else 1
+    if isinstance(err, yaml.reader.ReaderError):
+        line = text[: err.position].count("\n") + 1
+        return Problem(
+            file,
+            line,
+            key,
+            f"character #x{err.character:04x} is not allowed in YAML",
+            "remove the control character (it may have come from a copy-paste)",
+        )
     # At the end of the file, PyYAML points past the last line: show the last real one.
     lines = text.splitlines()
-    while line > 1 and (line > len(lines) or not lines[line - 1].strip()):
+    while lines and line > 1 and (line > len(lines) or not lines[line - 1].strip()):
         line -= 1
     problem = getattr(err, "problem", None) or str(err).splitlines()[0]
     context = getattr(err, "context", None)
-    message = f"YAML syntax error: {problem}"
+    message = f"YAML error: {problem}" if key else f"YAML syntax error: {problem}"
     if context and context not in problem:
         message += f" ({context})"
     hint: str | None = "check the indentation and quoting on this line or the one above"
-    if "\\t" in problem or "\t" in problem or "tab" in problem.lower():
+    if "\\t" in problem or "\t" in problem:
         hint = "YAML does not allow tabs for indentation: use spaces"
     elif "expected a single document" in message:
         hint = "a topology is one YAML document: remove the '---' separator"
@@ -176,7 +198,7 @@ def _syntax_problem(file: str, text: str, err: yaml.YAMLError) -> Problem:
         hint = "custom tags (!something) are not supported: remove the tag"
     elif "mapping values are not allowed" in problem:
         hint = "a value containing ': ' must be quoted, or a key is indented too far"
-    return Problem(file, line, "", message.rstrip(), hint)
+    return Problem(file, line, key, message.rstrip(), hint)
 
 
 def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]]:
@@ -185,7 +207,10 @@ def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]
     Duplicate keys are problems but do not make the document unusable: the first
     occurrence is kept so that validation can still report everything else.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as err:  # a control character: PyYAML checks the text up front
+        return None, [_syntax_problem(file, text, err)]
     try:
         try:
             node = loader.get_single_node()
@@ -193,7 +218,7 @@ def parse_yaml(text: str, file: str) -> tuple[YamlDocument | None, list[Problem]
             return None, [_syntax_problem(file, text, err)]
         except RecursionError:
             return None, [Problem(file, 1, "", "the document is nested too deeply")]
-        if node is None:
+        if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
             return None, [
                 Problem(
                     file,

@@ -46,10 +46,50 @@ def observe_service(host: Host, topology: Any, service_name: str, journal: Any) 
     for name, component in service.components.items():
         for site in component.sites:
             observations.append(observe_component(host, service_name, name, component, site))
+    active_site = recorded.get("active_site", service.primary_site)
+    mark_stale_primaries(observations, active_site)
+    remember_primary_position(journal, service_name, observations, active_site)
     return ServiceState(
         service=service_name,
         primary_site=service.primary_site,
-        active_site=recorded.get("active_site", service.primary_site),
+        active_site=active_site,
         needs_resync=recorded.get("needs_resync", []),
         components=observations,
     )
+
+
+def mark_stale_primaries(observations: list[ComponentObservation], active_site: str) -> None:
+    """A database claiming the primary role away from the active site is a stale primary.
+
+    Its router server is shown beside it, so a person sees at once whether it is fenced.
+    """
+    fenced_sites = {o.site for o in observations if o.driver == "haproxy" and o.role != "active"}
+    for obs in observations:
+        if obs.driver == "postgres" and obs.role == "primary" and obs.site != active_site:
+            obs.role = "stale-primary"
+            fenced = "fenced at the router" if obs.site in fenced_sites else "NOT FENCED"
+            obs.detail = f"stale primary ({fenced}); {obs.detail}"
+            obs.data["fenced"] = obs.site in fenced_sites
+
+
+def remember_primary_position(
+    journal: Any, service_name: str, observations: list[ComponentObservation], active_site: str
+) -> None:
+    """Keep the active primary's last seen WAL position: a later failover reports how far
+    beyond what the standby had received it was (what may be lost)."""
+    for obs in observations:
+        if (
+            obs.driver == "postgres"
+            and obs.site == active_site
+            and obs.role == "primary"
+            and obs.data.get("current_lsn")
+        ):
+            journal.set_service_state(
+                service_name,
+                active_site,
+                last_primary={
+                    "site": obs.site,
+                    "lsn": obs.data["current_lsn"],
+                    "at": obs.observed_at,
+                },
+            )

@@ -145,10 +145,6 @@ def build_action(spec: StepSpec, ctx: RunContext) -> Action:
 def _load_builtin_actions() -> None:
     """Import the modules that register actions (kept lazy to avoid import cycles)."""
     import failback.drivers.command.actions
-    import failback.engine.gates
-
-    try:
-        import failback.drivers.postgres.actions  # noqa: F401
-    except ModuleNotFoundError as exc:  # only while that driver is absent
-        if exc.name != "failback.drivers.postgres.actions":
-            raise
+    import failback.drivers.haproxy.actions
+    import failback.drivers.postgres.actions
+    import failback.engine.gates  # noqa: F401

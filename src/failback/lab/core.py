@@ -28,6 +28,7 @@ from failback.drivers.postgres.process import (
     stop,
     wait_pid_gone,
 )
+from failback.drivers.postgres.replication import wait_streaming
 from failback.hosts import Host, LocalHost
 from failback.lab import pg
 from failback.lab import router as lab_router
@@ -156,7 +157,7 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
     # dc1: the primary
     h.make_dirs(str(directory / "dc1"), owner=os_user, mode=0o700)
     primary = pg.lab_node(h, info, "dc1")
-    pg.init_primary(h, primary, run_dir, sync=sync)
+    pg.init_primary(h, primary, run_dir)
     primary = pg.start_on_free_port(h, primary, avoid, check_connect=False)
     pg.create_roles(h, primary, run_dir, pg.read_secret(h, directory, "app"))
 
@@ -164,7 +165,9 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
     standby = pg.lab_node(h, info, "dc2")
     pg.clone_standby(h, primary, standby)
     standby = pg.start_on_free_port(h, standby, avoid)
-    pg.wait_streaming(primary, "dc2")
+    wait_streaming(standby, upstream=primary, timeout=30)
+    if sync:
+        pg.enable_sync(h, [primary, standby])
     sites = {
         "dc1": _site_with_port(sites["dc1"], primary.port),
         "dc2": _site_with_port(sites["dc2"], standby.port),
@@ -305,22 +308,28 @@ def _stop_everything(h: Host, directory: Path) -> list[str]:
 
 
 def lab_processes(h: Host, directory: Path) -> list[int]:
-    """PIDs of live processes whose command line or cwd is inside DIR (a safety net:
-    a PID file can be missing after a crash or a re-clone)."""
+    """PIDs of live PostgreSQL/HAProxy processes that belong to DIR.
+
+    A safety net for ``down``: a PID file can be missing after a crash or a
+    re-clone. Only postgres, pg_* and haproxy programs are considered, so a
+    person's shell whose working directory is inside DIR is never touched.
+    """
     prefix = str(directory).rstrip("/") + "/"
     found: list[int] = []
     for entry in h.list_dir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == os.getpid():
             continue
         pid = int(entry)
-        if pid == os.getpid():
-            continue
         try:
-            cmdline = h.read_text(f"/proc/{pid}/cmdline").replace("\0", " ")
+            argv = h.read_text(f"/proc/{pid}/cmdline").split("\0")
         except OSError:
             continue
+        program = os.path.basename(argv[0].split(" ")[0]) if argv and argv[0] else ""
+        if not (program.startswith(("postgres", "pg_")) or program == "haproxy"):
+            continue
         cwd = h.process_cwd(pid) or ""
-        if (prefix in cmdline or (cwd + "/").startswith(prefix)) and h.pid_alive(pid):
+        mine = any(prefix in arg for arg in argv) or (cwd + "/").startswith(prefix)
+        if mine and h.pid_alive(pid):
             found.append(pid)
     return found
 

@@ -9,15 +9,14 @@ creating roles through the local socket and cloning the first standby.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-from failback.drivers.postgres.conn import connect
-from failback.drivers.postgres.errors import PgCommandFailed, PgError
+from failback.drivers.postgres.errors import PgCommandFailed
 from failback.drivers.postgres.node import PgNode
-from failback.drivers.postgres.process import initdb, run_pg, start
+from failback.drivers.postgres.process import initdb, reload, run_pg, start
+from failback.drivers.postgres.resync import reclone
 from failback.hosts import Host
-from failback.lab.info import LabError, LabInfo, LabSite
+from failback.lab.info import LabInfo, LabSite
 from failback.lab.ports import pick_ports
 
 ADMIN_USER = "failback"
@@ -56,6 +55,9 @@ def lab_node(host: Host, info: LabInfo, site: str) -> PgNode:
     )
 
 
+SYNC_NAMES = "ANY 1 (dc1, dc2)"
+
+
 def settings(run_dir: str, *, sync: bool) -> dict[str, object]:
     """postgresql.conf settings shared by both nodes (pg_basebackup copies the file).
 
@@ -73,7 +75,7 @@ def settings(run_dir: str, *, sync: bool) -> dict[str, object]:
         "log_line_prefix": "%m [%p] ",
     }
     if sync:
-        conf["synchronous_standby_names"] = "ANY 1 (dc1, dc2)"
+        conf["synchronous_standby_names"] = SYNC_NAMES
     return conf
 
 
@@ -107,16 +109,35 @@ def _with_port(node: PgNode, port: int) -> PgNode:
     return replace(node, port=port)
 
 
-def init_primary(host: Host, node: PgNode, run_dir: str, *, sync: bool) -> None:
-    """initdb with data checksums and 1 MB WAL segments; superuser = the OS user (peer)."""
+def init_primary(host: Host, node: PgNode, run_dir: str) -> None:
+    """initdb with data checksums and 1 MB WAL segments; superuser = the OS user (peer).
+
+    Always asynchronous at first: with a synchronous standby named before one
+    exists, creating the roles would wait forever. ``enable_sync`` comes later.
+    """
     initdb(
         host,
         node,
         data_checksums=True,
         wal_segsize_mb=1,
-        settings=settings(run_dir, sync=sync),
+        settings=settings(run_dir, sync=False),
         sync=False,
     )
+
+
+def enable_sync(host: Host, nodes: list[PgNode]) -> None:
+    """Name the synchronous standbys in every node's postgresql.conf, then reload.
+
+    postgresql.conf rather than ALTER SYSTEM on the primary alone: the setting must
+    hold on whichever node is primary after a failover.
+    """
+    for node in nodes:
+        conf = os.path.join(node.pgdata, "postgresql.conf")
+        text = host.read_text(conf)
+        line = f"synchronous_standby_names = '{SYNC_NAMES}'"
+        if line not in text:
+            host.write_text(conf, text + line + "\n", owner=node.os_user, mode=0o600)
+        reload(node)
 
 
 def create_roles(host: Host, node: PgNode, run_dir: str, app_password: str) -> None:
@@ -145,47 +166,8 @@ def _lit(text: str) -> str:
 
 
 def clone_standby(host: Host, primary: PgNode, standby: PgNode) -> None:
-    """pg_basebackup the primary into the standby's pgdata, with ``-R`` (standby.signal
-    and primary_conninfo naming the standby's site as application_name, which
-    synchronous_standby_names and pg_stat_replication use)."""
-    parent = os.path.dirname(standby.pgdata)
-    host.make_dirs(parent, owner=standby.os_user, mode=0o700)
-    conninfo = primary.replication_conninfo(application_name=standby.site)
-    argv = [
-        standby.bin("pg_basebackup"),
-        "-d",
-        conninfo,
-        "-D",
-        standby.pgdata,
-        "-X",
-        "stream",
-        "-c",
-        "fast",
-        "-R",
-        "--no-sync",
-    ]
-    env = {"PGPASSWORD": primary.replication_secret or ""}
-    run_pg(host, standby, argv, env=env, timeout=300, what="pg_basebackup")
-
-
-def wait_streaming(primary: PgNode, standby_site: str, *, timeout: float = 30.0) -> None:
-    """Wait until the primary lists the standby as streaming in pg_stat_replication."""
-    deadline = time.monotonic() + timeout
-    last = "not connected"
-    while time.monotonic() < deadline:
-        try:
-            with connect(primary) as conn:
-                row = conn.execute(
-                    "SELECT state FROM pg_stat_replication WHERE application_name = %s",
-                    (standby_site,),
-                ).fetchone()
-            if row and row[0] == "streaming":
-                return
-            last = row[0] if row else "not connected"
-        except PgError as exc:
-            last = exc.message
-        time.sleep(0.05)
-    raise LabError(
-        f"standby {standby_site} is not streaming from {primary.site} after {timeout:g}s ({last})",
-        hint=f"see the standby's server log in {os.path.dirname(primary.pgdata)}/..",
-    )
+    """The standby's pgdata as a pg_basebackup of the primary, configured to stream
+    from it (the driver's ``reclone``: standby.signal, primary_conninfo naming the
+    standby's site as application_name), then started; returns once it streams."""
+    host.make_dirs(os.path.dirname(standby.pgdata), owner=standby.os_user, mode=0o700)
+    reclone(host, standby, primary, timeout=300)

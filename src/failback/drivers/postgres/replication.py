@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from failback.drivers.postgres.conn import connect
+from failback.drivers.postgres.divergence import checkpoint_record_end
 from failback.drivers.postgres.errors import (
     PgError,
     PgNotReady,
@@ -106,11 +107,16 @@ def _conninfo_quote(value: str) -> str:
 
 
 def final_position(host: Host, node: PgNode) -> int:
-    """The exact LSN a standby must replay past before it may be promoted.
+    """The exact LSN the standby must have replayed before it may be promoted.
 
     Valid only after a *clean* stop of the old primary: its shutdown checkpoint is the
-    last record it wrote, and its location is in pg_control (note 2). A crashed node
-    has no such guarantee (WAL may follow its last checkpoint): refused.
+    last record it wrote, and its location is in pg_control (note 2). We return the
+    *end* of that record (pg_waldump), which is what the standby's
+    pg_last_wal_replay_lsn() shows once it replayed it: waiting only for the start
+    can promote one record early, measured: the standby then showed exactly the
+    checkpoint location before the shutdown, and the old primary would need a rewind
+    to come back. A crashed node has no final position (WAL may follow its last
+    checkpoint): refused.
     """
     if running_postmaster(host, node) is not None:
         raise PgStateError(
@@ -126,7 +132,8 @@ def final_position(host: Host, node: PgNode) -> int:
             "its final position is unknown",
             hint="this is an unplanned failover: measure what the standby has instead",
         )
-    return checkpoint_lsn(cd)
+    ckpt = checkpoint_lsn(cd)
+    return checkpoint_record_end(host, node, ckpt, int(cd["Latest checkpoint's TimeLineID"]))
 
 
 def wait_for_replay(
@@ -244,7 +251,9 @@ def wait_streaming(
                     else:
                         in_rec = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
                         if not in_rec:
-                            raise PgStateError(f"{standby.site}: is a primary, it will never stream")
+                            raise PgStateError(
+                                f"{standby.site}: is a primary, it will never stream"
+                            )
                     time.sleep(poll)
         except (PgNotReady, PgUnreachable) as exc:
             last = exc.message

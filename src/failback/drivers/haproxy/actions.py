@@ -1,0 +1,95 @@
+"""Plan steps performed on the HAProxy router: fence a site, route writes to a site.
+
+The router is fenced first and unfenced last: no client reaches a database that is
+being stopped, and none reaches the new primary before it is promoted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from failback.drivers.haproxy.observation import RouterTarget, router_target
+from failback.engine.actions import Action, RunContext, register
+from failback.errors import FailbackError, StepFailed
+from failback.plan.model import StepSpec
+
+
+def _target(spec: StepSpec, ctx: RunContext) -> RouterTarget:
+    if spec.component is None or spec.site is None:
+        raise FailbackError(f"step {spec.id}: a router step needs a component and a site")
+    return router_target(ctx.service.components[spec.component], spec.site)
+
+
+@register
+class RouterFence(Action):
+    """Put the site's server in maint and close its sessions: no client reaches it.
+
+    With ``stop_writes`` the moment is remembered: it is when writes start being
+    refused, the start of the write-unavailability the run reports.
+    """
+
+    name = "haproxy.fence"
+
+    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+        super().__init__(spec, ctx)
+        self.target = _target(spec, ctx)
+        self.has_undo = spec.params.get("undo") == "route"
+
+    def check(self) -> bool:
+        state = self.target.router().server_state(self.target.backend, self.target.server)
+        return not state.takes_new_sessions and state.current_sessions == 0
+
+    def apply(self) -> dict[str, Any] | None:
+        started = time.time()
+        self.target.router().fence(self.target.backend, self.target.server)
+        if self.spec.params.get("stop_writes"):
+            self.ctx.remember("writes_stopped_at", started)
+        return {"fenced": f"{self.target.backend}/{self.target.server}"}
+
+    def verify(self) -> None:
+        state = self.target.router().server_state(self.target.backend, self.target.server)
+        if state.takes_new_sessions:
+            raise StepFailed(
+                f"{self.target.backend}/{self.target.server} still takes new sessions after"
+                f" the fence ({state.admin_state})"
+            )
+
+    def undo(self) -> dict[str, Any] | None:
+        self.target.router().route_to(self.target.backend, self.target.server)
+        return {"routed": f"{self.target.backend}/{self.target.server}"}
+
+
+@register
+class RouterRoute(Action):
+    """Send the service's writes to the site's server, and to no other."""
+
+    name = "haproxy.route"
+
+    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+        super().__init__(spec, ctx)
+        self.target = _target(spec, ctx)
+
+    def check(self) -> bool:
+        return self.target.router().write_target(self.target.backend) == self.target.server
+
+    def apply(self) -> dict[str, Any] | None:
+        self.target.router().route_to(self.target.backend, self.target.server)
+        routed_at = time.time()
+        stopped = self.ctx.values.get("writes_stopped_at")
+        if self.spec.params.get("measure_unavailability") and stopped:
+            self.ctx.measure(
+                "write_unavailability_s", routed_at - float(stopped), "s",
+                note="from the router fence (first refused write) to writes routed to "
+                f"{self.spec.site} (first accepted write)",
+            )  # fmt: skip
+            self.ctx.remember("writes_resumed_at", routed_at)
+        return {"write_target": self.target.server}
+
+    def verify(self) -> None:
+        target = self.target.router().write_target(self.target.backend)
+        if target != self.target.server:
+            raise StepFailed(
+                f"router sends writes to {target!r}, not {self.target.server!r}",
+                hint="look at `show servers state` on the HAProxy socket",
+            )

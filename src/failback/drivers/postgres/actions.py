@@ -1,0 +1,387 @@
+"""Plan steps performed on PostgreSQL: preflight, fence, stop, wait, promote, resync, verify.
+
+Every step is idempotent: ``check`` looks at the real server (is it stopped? is it
+primary? does it stream from the right upstream?) so a resumed run never repeats an
+effect and never skips one that did not happen.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from failback.drivers.postgres.conn import connect
+from failback.drivers.postgres.errors import PgError
+from failback.drivers.postgres.lsn import format_lsn, parse_lsn
+from failback.drivers.postgres.node import PgNode, node_from_component
+from failback.drivers.postgres.observe import PgObservation, ensure_same_cluster, observe
+from failback.drivers.postgres.process import (
+    kill_postmaster,
+    promote,
+    running_postmaster,
+    start,
+    stop,
+    wait_pid_gone,
+)
+from failback.drivers.postgres.replication import (
+    final_position,
+    wait_for_catchup,
+    wait_for_replay,
+    wait_streaming,
+)
+from failback.engine.actions import Action, RunContext, register
+from failback.errors import FailbackError, StepFailed
+from failback.plan.model import StepSpec
+
+PROBE_TABLE = "failback_write_probe"
+
+
+class PgAction(Action):
+    """Base: resolves the component's node at the step's site (and other sites on demand)."""
+
+    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+        super().__init__(spec, ctx)
+        if spec.component is None or spec.site is None:
+            raise FailbackError(f"step {spec.id}: a postgres step needs a component and a site")
+        self.component = ctx.service.components[spec.component]
+        self.node = self.node_at(spec.site)
+
+    def node_at(self, site: str) -> PgNode:
+        return node_from_component(self.component, site, self.ctx.host)
+
+    @property
+    def options(self) -> Any:
+        return self.component.options
+
+    def observe(self, node: PgNode | None = None) -> PgObservation:
+        return observe(self.ctx.host, node or self.node)
+
+    def on_progress(self, message: str, fraction: float | None = None) -> None:
+        self.ctx.progress(message, fraction)
+
+
+def _raise_unusable(obs: PgObservation, what: str) -> None:
+    raise StepFailed(
+        f"{obs.site} ({obs.address}) {what}: {obs.error or obs.role}",
+        hint="check host/port/pgdata and credentials of that site in the topology file",
+    )
+
+
+@register
+class PgPreflight(PgAction):
+    """Refuse before any action when a site is not what the topology says.
+
+    Wrong credentials, a data directory that is not where the config says, or two
+    sites that are not the same cluster (different system identifiers) stop the run
+    here, before anything changed.
+    """
+
+    name = "postgres.preflight"
+
+    def apply(self) -> dict[str, Any] | None:
+        expect = self.spec.params.get("expect", "primary")
+        target = self.observe()
+        if not target.pgdata_ok and target.postmaster_pid is None and not target.reachable:
+            raise StepFailed(
+                f"{self.spec.site}: no PostgreSQL data directory at {self.node.pgdata}",
+                hint="fix pgdata of that site in the topology file",
+            )
+        if not target.reachable:
+            _raise_unusable(target, "is not usable")
+        if expect != "any" and target.role != expect:
+            raise StepFailed(
+                f"{self.spec.site} is {target.role}, expected {expect}",
+                hint="`failback status` shows every site's role",
+            )
+        observed = [target]
+        for site in self.spec.params.get("compare", []):
+            other = self.observe(self.node_at(site))
+            if other.error and "password" in other.error:
+                _raise_unusable(other, "refuses our credentials")
+            observed.append(other)
+        ensure_same_cluster(observed)
+        return {site.site: site.to_dict() for site in observed}
+
+
+@register
+class PgFence(PgAction):
+    """Make sure the site's database takes no writes: stop it when it runs.
+
+    The router fence comes first; this makes the fence hold even for a client that
+    reaches the database directly. A fast stop that does not finish in time falls
+    back to SIGKILL: a half-stopped old primary is worse than a crashed one.
+    """
+
+    name = "postgres.fence"
+
+    def check(self) -> bool:
+        return running_postmaster(self.ctx.host, self.node) is None
+
+    def apply(self) -> dict[str, Any] | None:
+        pid = running_postmaster(self.ctx.host, self.node)
+        if pid is None:
+            return {"was_running": False}
+        try:
+            stop(
+                self.ctx.host,
+                self.node,
+                mode="fast",
+                timeout=float(self.spec.params.get("timeout_s", 10)),
+            )
+            return {"was_running": True, "stopped": "fast"}
+        except PgError as exc:
+            self.ctx.log(f"fast stop of {self.spec.site} failed ({exc.message}); killing it")
+            kill_postmaster(self.ctx.host, self.node)
+            wait_pid_gone(self.ctx.host, pid, timeout=30)
+            return {"was_running": True, "stopped": "SIGKILL"}
+
+    def verify(self) -> None:
+        if running_postmaster(self.ctx.host, self.node) is not None:
+            raise StepFailed(f"{self.spec.site}: postmaster still runs after the fence")
+
+
+@register
+class PgStopPrimary(PgAction):
+    """Cleanly stop the current primary and remember its final WAL position.
+
+    A clean fast shutdown ships the last WAL to the streaming standby; the final
+    position read from pg_control is what the standby must replay, exactly, before
+    it may be promoted (promise 2). Undo starts it again as the primary it was.
+    """
+
+    name = "postgres.stop"
+    has_undo = True
+
+    def check(self) -> bool:
+        return (
+            running_postmaster(self.ctx.host, self.node) is None and "final_lsn" in self.ctx.values
+        )
+
+    def apply(self) -> dict[str, Any] | None:
+        if running_postmaster(self.ctx.host, self.node) is not None:
+            self.ctx.remember(f"was_running.{self.spec.site}", True)
+            stop(
+                self.ctx.host,
+                self.node,
+                mode="fast",
+                timeout=float(self.options.switchover_timeout),
+            )
+        final = final_position(self.ctx.host, self.node)
+        self.ctx.remember("final_lsn", format_lsn(final))
+        return {"final_lsn": format_lsn(final)}
+
+    def undo(self) -> dict[str, Any] | None:
+        if (
+            self.ctx.values.get(f"was_running.{self.spec.site}")
+            and running_postmaster(self.ctx.host, self.node) is None
+        ):
+            start(self.ctx.host, self.node, timeout=120)
+        return {"started": self.spec.site}
+
+
+@register
+class PgWaitReplay(PgAction):
+    """Wait until the standby replayed the old primary's exact final position."""
+
+    name = "postgres.wait_replay"
+
+    def apply(self) -> dict[str, Any] | None:
+        target = self.ctx.values.get("final_lsn")
+        if target is None:
+            raise StepFailed("no final position recorded by the stop step")
+        replayed = wait_for_replay(
+            self.node, target, timeout=float(self.options.switchover_timeout),
+            on_progress=self.on_progress,
+        )  # fmt: skip
+        return {"final_lsn": target, "replayed": format_lsn(replayed)}
+
+    def verify(self) -> None:
+        target = parse_lsn(self.ctx.values["final_lsn"])
+        seen = self.observe()
+        replayed = seen.replay_lsn
+        if seen.role == "standby" and (replayed is None or replayed < target):
+            raise StepFailed(
+                f"{self.spec.site} replayed only {format_lsn(replayed or 0)}, "
+                f"final position is {format_lsn(target)}"
+            )
+
+
+@register
+class PgPromote(PgAction):
+    """Promote the site's standby (point of no return) after measuring what it lacks."""
+
+    name = "postgres.promote"
+
+    def check(self) -> bool:
+        seen = self.observe()
+        return seen.reachable and seen.role == "primary"
+
+    def apply(self) -> dict[str, Any] | None:
+        seen = self.observe()
+        if not seen.reachable:
+            _raise_unusable(seen, "cannot be promoted")
+        if self.spec.params.get("measure_loss"):
+            self._measure_possible_loss(seen)
+        started = time.monotonic()
+        timeline = promote(self.node, timeout=float(self.options.switchover_timeout))
+        self.ctx.measure("promote_s", time.monotonic() - started, "s")
+        self.ctx.remember("new_timeline", timeline)
+        return {"timeline": timeline}
+
+    def _measure_possible_loss(self, seen: PgObservation) -> None:
+        """How far the old primary was last seen ahead of what this standby received."""
+        received = seen.current_lsn
+        last = (self.ctx.journal.service_state(self.ctx.service_name) or {}).get("last_primary")
+        if received is not None:
+            self.ctx.measure("standby_received_lsn", received, "lsn", note=format_lsn(received))
+        if not last or received is None:
+            self.ctx.measure(
+                "possible_loss_bytes",
+                None,
+                "bytes",
+                note="old primary's position never observed: unknown",
+            )
+            return
+        ahead = max(0, parse_lsn(last["lsn"]) - received)
+        self.ctx.remember("old_primary_last_seen_at", last["at"])
+        self.ctx.measure(
+            "possible_loss_bytes", ahead, "bytes",
+            note=f"old primary last seen at {last['lsn']}, standby had received "
+            f"{format_lsn(received)}",
+        )  # fmt: skip
+
+    def verify(self) -> None:
+        seen = self.observe()
+        if seen.role != "primary":
+            raise StepFailed(f"{self.spec.site} is {seen.role} after promotion")
+
+
+@register
+class PgResync(PgAction):
+    """Make the site a streaming standby of ``params.source``: none, rewind or re-clone."""
+
+    name = "postgres.resync"
+
+    def check(self) -> bool:
+        source = self.node_at(self.spec.params["source"])
+        seen = self.observe()
+        src = self.observe(source)
+        return (
+            seen.reachable and seen.role == "standby" and seen.streaming
+            and src.role == "primary" and seen.timeline == src.timeline
+        )  # fmt: skip
+
+    def apply(self) -> dict[str, Any] | None:
+        from failback.drivers.postgres.process import checkpoint
+        from failback.drivers.postgres.resync import resync
+
+        source = self.node_at(self.spec.params["source"])
+        # a fresh primary's control file names the old timeline until its first
+        # checkpoint; a rewind taken before it can leave a node that cannot start (note 3)
+        checkpoint(source)
+        self.ctx.progress(f"resyncing {self.spec.site} from {source.site}")
+        result = resync(self.ctx.host, self.node, source)
+        self.ctx.measure(
+            f"resync.{self.spec.site}.duration_s", result.duration_s, "s",
+            note=f"{result.method}: {result.reason}",
+        )  # fmt: skip
+        self.ctx.remember(f"resync_method.{self.spec.site}", result.method)
+        if result.method == "reclone":
+            self.ctx.log(f"{self.spec.site} was re-cloned: {result.reason}")
+        wait_streaming(self.node, upstream=source, timeout=60)
+        return result.to_dict()
+
+    def verify(self) -> None:
+        seen = self.observe()
+        if not (seen.reachable and seen.role == "standby"):
+            raise StepFailed(f"{self.spec.site} is {seen.role} after resync, not a standby")
+        wait_streaming(self.node, upstream=self.node_at(self.spec.params["source"]), timeout=60)
+
+
+@register
+class PgCatchup(PgAction):
+    """Wait until the standby's lag behind ``params.source`` is under max_lag_bytes."""
+
+    name = "postgres.catchup"
+
+    def apply(self) -> dict[str, Any] | None:
+        source = self.node_at(self.spec.params["source"])
+        lag = wait_for_catchup(
+            self.node, source, max_lag_bytes=int(self.options.max_lag_bytes),
+            timeout=float(self.options.catchup_timeout), on_progress=self.on_progress,
+        )  # fmt: skip
+        self.ctx.measure(f"catchup.{self.spec.site}.lag_bytes", lag, "bytes")
+        return {"lag_bytes": lag}
+
+
+@register
+class PgVerifyWrite(PgAction):
+    """Write a row through the router and find it on the site's database directly.
+
+    Proves end to end that clients' writes land on the new primary. With
+    ``measure_rto`` it records the RTO: from the run's start (and from the last time
+    the old primary was seen) to this first verified write.
+    """
+
+    name = "postgres.verify_write"
+
+    def apply(self) -> dict[str, Any] | None:
+        endpoint = self.spec.params.get("endpoint")
+        token = f"run{self.ctx.run_id}-{secrets.token_hex(4)}"
+        via = self.node
+        if endpoint:
+            host, _, port = str(endpoint).rpartition(":")
+            via = PgNode(
+                **{
+                    **self.node.__dict__,
+                    "host": host,
+                    "port": int(port),
+                    "site": f"router({endpoint})",
+                }
+            )
+        deadline = time.monotonic() + float(self.spec.params.get("timeout_s", 15))
+        last_error = ""
+        while True:
+            try:
+                with connect(via, timeout=2) as conn:
+                    conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigserial PRIMARY KEY,"
+                        " token text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
+                    )
+                    conn.execute(f"INSERT INTO {PROBE_TABLE} (token) VALUES (%s)", (token,))
+                break
+            except Exception as exc:  # any failure is retried until the deadline
+                last_error = getattr(exc, "message", str(exc))
+                if time.monotonic() > deadline:
+                    raise StepFailed(
+                        f"a write through {endpoint or self.node.address} failed: {last_error}",
+                        hint="check the router's write target and the new primary",
+                    ) from exc
+                time.sleep(0.05)
+        verified_at = time.time()
+        with connect(self.node) as conn:
+            row = conn.execute(
+                f"SELECT count(*), pg_is_in_recovery() FROM {PROBE_TABLE} WHERE token = %s",
+                (token,),
+            ).fetchone()
+        if not row or row[0] != 1 or row[1]:
+            raise StepFailed(
+                f"the write through {endpoint} did not land on {self.spec.site}'s primary",
+                hint="the router may send writes to another site: `failback status`",
+            )
+        if self.spec.params.get("measure_rto"):
+            run = self.ctx.journal.get_run(self.ctx.run_id)
+            self.ctx.measure(
+                "rto_s",
+                verified_at - run.created_at,
+                "s",
+                note="from the start of the run to the first verified write",
+            )
+            last_seen = self.ctx.values.get("old_primary_last_seen_at")
+            if last_seen:
+                self.ctx.measure(
+                    "rto_from_last_seen_s", verified_at - float(last_seen), "s",
+                    note="from the last successful observation of the old primary",
+                )  # fmt: skip
+        return {"token": token, "via": endpoint or self.node.address}

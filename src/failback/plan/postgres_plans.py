@@ -1,0 +1,318 @@
+"""Failover and failback plans for a service with a PostgreSQL pair behind a router.
+
+The order is the product (see docs/concepts.md): fence before promote, promote only
+after the exact final position was replayed, unfence last. Pure functions of the
+topology and the observed state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from failback.model.state import ComponentObservation, ServiceState
+from failback.plan.command_plans import command_switch_steps
+from failback.plan.errors import PlanRefused
+from failback.plan.model import Plan, StepSpec
+
+
+def _one(service: Any, driver: str) -> str | None:
+    names = [n for n, c in service.components.items() if c.driver == driver]
+    return names[0] if names else None
+
+
+def _endpoint(service: Any, router: str | None) -> str | None:
+    if router is None:
+        return None
+    return getattr(service.components[router].options, "endpoint", None)
+
+
+def _refuse_bad_site(obs: ComponentObservation | None, site: str, *, need: str) -> None:
+    """Wrong credentials, wrong pgdata, wrong cluster: refuse before creating a run."""
+    if obs is None:
+        return
+    text = obs.detail or ""
+    if obs.role == "unknown" and not obs.healthy:
+        raise PlanRefused(
+            f"{site}: {text}",
+            hint="check that site's host, port, credentials and pgdata in the topology file",
+        )
+    if need == "reachable" and not obs.healthy:
+        raise PlanRefused(
+            f"{site}: the database is not reachable ({text})",
+            hint="a failover needs the target site up; `failback status` shows every site",
+        )
+
+
+def _same_cluster(state: ServiceState, db: str) -> None:
+    seen = {
+        o.site: o.data.get("system_identifier")
+        for o in state.components
+        if o.component == db and o.data.get("system_identifier")
+    }
+    if len(set(seen.values())) > 1:
+        detail = ", ".join(f"{site}: {sysid}" for site, sysid in seen.items())
+        raise PlanRefused(
+            f"the sites of {db} are different PostgreSQL clusters (system identifiers {detail})",
+            hint="one site's host/port/pgdata points at another cluster: fix the topology file",
+        )
+
+
+def switchover_steps(
+    service: Any, *, db: str, router: str | None, old: str, new: str, endpoint: str | None
+) -> list[StepSpec]:
+    """Zero-loss switchover old -> new: the core of a planned failover and of a failback."""
+    steps: list[StepSpec] = []
+    if router:
+        steps.append(StepSpec(
+            id=f"fence-router-{old}", title=f"stop writes at {old} (router fence)",
+            action="haproxy.fence", component=router, site=old,
+            params={"stop_writes": True, "undo": "route"},
+            why="no client may write to the old primary once its final position is read",
+        ))  # fmt: skip
+    steps.append(StepSpec(
+        id=f"stop-{old}", title=f"stop {old} cleanly and read its final WAL position",
+        action="postgres.stop", component=db, site=old,
+        why="a clean stop ships the last WAL; its final position is what must be replayed",
+    ))  # fmt: skip
+    steps.append(StepSpec(
+        id=f"replay-{new}", title=f"wait until {new} replayed the exact final position",
+        action="postgres.wait_replay", component=db, site=new,
+        why="promise 2: not one acknowledged write may be left behind",
+    ))  # fmt: skip
+    steps.append(StepSpec(
+        id=f"promote-{new}", title=f"promote {new}", action="postgres.promote",
+        component=db, site=new, point_of_no_return=True,
+    ))  # fmt: skip
+    if router:
+        steps.append(StepSpec(
+            id=f"route-{new}", title=f"route writes to {new}", action="haproxy.route",
+            component=router, site=new, params={"measure_unavailability": True},
+        ))  # fmt: skip
+    steps.extend(
+        command_switch_steps(
+            service, from_site=old, to_site=new, promote_is_point_of_no_return=False
+        )
+    )
+    steps.append(StepSpec(
+        id=f"reprotect-{old}", title=f"re-protect: {old} becomes a standby of {new}",
+        action="postgres.resync", component=db, site=old, params={"source": new},
+    ))  # fmt: skip
+    steps.append(StepSpec(
+        id=f"verify-{new}", title=f"verify a write through the router lands on {new}",
+        action="postgres.verify_write", component=db, site=new,
+        params={"endpoint": endpoint, "measure_rto": True},
+    ))  # fmt: skip
+    return steps
+
+
+def postgres_failover_plan(
+    service_name: str, service: Any, state: ServiceState, *, from_site: str, to_site: str,
+    planned: bool, force: bool,
+) -> Plan:  # fmt: skip
+    db = _one(service, "postgres")
+    assert db is not None
+    router = _one(service, "haproxy")
+    endpoint = _endpoint(service, router)
+    old = state.get(db, from_site)
+    new = state.get(db, to_site)
+    _same_cluster(state, db)
+    _refuse_bad_site(new, to_site, need="reachable")
+    old_alive = old is not None and old.healthy and old.role == "primary"
+    if planned:
+        if not old_alive:
+            raise PlanRefused(
+                f"a planned failover needs a healthy primary at {from_site}; it is "
+                f"{old.role if old else 'unknown'}",
+                hint="for a failed primary run the unplanned failover (without --planned)",
+            )
+        steps = [
+            StepSpec(
+                id="preflight",
+                title=f"preflight: {to_site} is a standby of the same cluster",
+                action="postgres.preflight",
+                component=db,
+                site=to_site,
+                params={"expect": "standby", "compare": [from_site]},
+                kind="gate",
+            ),
+            StepSpec(
+                id=f"catchup-{to_site}",
+                title=f"{to_site} catches up with {from_site}",
+                action="postgres.catchup",
+                component=db,
+                site=to_site,
+                params={"source": from_site},
+            ),
+            *switchover_steps(
+                service, db=db, router=router, old=from_site, new=to_site, endpoint=endpoint
+            ),
+            _record(to_site, []),
+        ]
+        return Plan(
+            service=service_name,
+            kind="failover",
+            from_site=from_site,
+            to_site=to_site,
+            steps=steps,
+            notes=["planned: zero-loss switchover"],
+        )
+    if old_alive and not force:
+        raise PlanRefused(
+            f"the primary at {from_site} is healthy; an unplanned failover would throw away "
+            "its latest writes",
+            hint="use --planned for a zero-loss move (maintenance), or --force to fail over anyway",
+        )
+    steps: list[StepSpec] = [
+        StepSpec(
+            id="preflight",
+            title=f"preflight: {to_site} is usable",
+            kind="gate",
+            action="postgres.preflight",
+            component=db,
+            site=to_site,
+            params={"expect": "any", "compare": []},
+        ),
+    ]
+    if router:
+        steps.append(StepSpec(
+            id=f"fence-router-{from_site}", title=f"fence {from_site} at the router",
+            action="haproxy.fence", component=router, site=from_site,
+            why="promise 1: the old primary must be unreachable for clients before promotion",
+        ))  # fmt: skip
+    steps.append(StepSpec(
+        id=f"fence-db-{from_site}", title=f"stop {from_site}'s database if it still runs",
+        action="postgres.fence", component=db, site=from_site,
+    ))  # fmt: skip
+    steps.append(StepSpec(
+        id=f"promote-{to_site}", title=f"promote {to_site}", action="postgres.promote",
+        component=db, site=to_site, params={"measure_loss": True}, point_of_no_return=True,
+    ))  # fmt: skip
+    if router:
+        steps.append(StepSpec(
+            id=f"route-{to_site}", title=f"route writes to {to_site}", action="haproxy.route",
+            component=router, site=to_site,
+        ))  # fmt: skip
+    steps.extend(
+        command_switch_steps(
+            service, from_site=from_site, to_site=to_site, promote_is_point_of_no_return=False
+        )
+    )
+    steps.append(StepSpec(
+        id=f"verify-{to_site}", title=f"verify a write through the router lands on {to_site}",
+        action="postgres.verify_write", component=db, site=to_site,
+        params={"endpoint": endpoint, "measure_rto": True},
+    ))  # fmt: skip
+    steps.append(_record(to_site, [from_site]))
+    notes = [f"{from_site} will need a resync before it can return"]
+    if old_alive:
+        notes.append(
+            f"--force: {from_site} was healthy; writes it took after the standby's "
+            "last received position are lost, and measured"
+        )
+    return Plan(
+        service=service_name,
+        kind="failover",
+        from_site=from_site,
+        to_site=to_site,
+        steps=steps,
+        notes=notes,
+    )
+
+
+def postgres_failback_plan(
+    service_name: str, service: Any, state: ServiceState, *, home: str, away: str,
+    approval: bool | None, stability_window_s: float | None,
+) -> Plan:  # fmt: skip
+    db = _one(service, "postgres")
+    assert db is not None
+    router = _one(service, "haproxy")
+    endpoint = _endpoint(service, router)
+    _same_cluster(state, db)
+    current = state.get(db, away)
+    _refuse_bad_site(current, away, need="reachable")
+    if current is not None and current.role != "primary":
+        raise PlanRefused(
+            f"{away} is {current.role}, not the primary: there is nothing to fail back from",
+            hint="`failback status` shows each site's role",
+        )
+    _refuse_bad_site(state.get(db, home), home, need="any")
+    policy = service.policy
+    window = policy.stability_window if stability_window_s is None else stability_window_s
+    steps: list[StepSpec] = []
+    if router:
+        steps.append(StepSpec(
+            id=f"fence-router-{home}", title=f"keep {home} fenced at the router until resynced",
+            action="haproxy.fence", component=router, site=home,
+            why="a returning old primary is fenced until it has been resynced (promise 1)",
+        ))  # fmt: skip
+    steps += [
+        StepSpec(
+            id="precheck",
+            title=f"prechecks for {home}",
+            action="gate.checks",
+            site=home,
+            kind="gate",
+            params={"use": "precheck"},
+        ),
+        StepSpec(
+            id="preflight",
+            title=f"preflight: {away} is the primary of the same cluster",
+            action="postgres.preflight",
+            component=db,
+            site=away,
+            kind="gate",
+            params={"expect": "primary", "compare": [home]},
+        ),
+        StepSpec(
+            id="stability",
+            title=f"{home} healthy for its stability window ({window:g}s)",
+            action="gate.stability",
+            site=home,
+            kind="gate",
+            params={"window_s": window},
+        ),
+        StepSpec(
+            id=f"resync-{home}",
+            title=f"resync {home} from {away} (rewind or re-clone)",
+            action="postgres.resync",
+            component=db,
+            site=home,
+            params={"source": away},
+        ),
+        StepSpec(
+            id=f"catchup-{home}",
+            title=f"{home} catches up with {away}",
+            action="postgres.catchup",
+            component=db,
+            site=home,
+            params={"source": away},
+        ),
+    ]
+    if approval if approval is not None else policy.approval == "required":
+        steps.append(StepSpec(
+            id="approve", title=f"approval to switch writes back to {home}",
+            action="gate.approval", kind="gate",
+            params={"question": f"{home} is resynced and caught up: switch writes back to it?"},
+        ))  # fmt: skip
+    steps += switchover_steps(service, db=db, router=router, old=away, new=home, endpoint=endpoint)
+    steps.append(
+        StepSpec(
+            id="postcheck",
+            title=f"post-checks at {home}",
+            action="gate.checks",
+            site=home,
+            kind="gate",
+            params={"use": "postcheck"},
+        )
+    )
+    steps.append(_record(home, []))
+    return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)
+
+
+def _record(active_site: str, needs_resync: list[str]) -> StepSpec:
+    return StepSpec(
+        id="record",
+        title=f"record {active_site} as the active site",
+        action="state.record",
+        params={"active_site": active_site, "needs_resync": needs_resync},
+    )

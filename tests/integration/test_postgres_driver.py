@@ -1,0 +1,278 @@
+"""The PostgreSQL driver's primitives against real PostgreSQL 15 (no mocks).
+
+Each destructive scenario gets its own primary + standby pair (pgcluster.pg_pair,
+~2 s to build); read-only checks share one pair. Timings are printed (``-s``) for
+the report, never asserted (shared, noisy machines).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from failback.drivers.postgres import (
+    PgAuthFailed,
+    PgUnreachable,
+    PgWrongCluster,
+    PgWrongDatabase,
+    check_divergence,
+    classify,
+    connect,
+    controldata,
+    ensure_same_cluster,
+    final_position,
+    format_lsn,
+    kill_postmaster,
+    observe,
+    promote,
+    resync,
+    running_postmaster,
+    start,
+    stop,
+    wait_for_catchup,
+    wait_for_replay,
+    wait_streaming,
+)
+from failback.drivers.postgres.process import postmaster_pid_file
+from tests.integration.pgcluster import APP_PASSWORD, APP_USER, PgPair, pg_pair, pg_single
+
+pytestmark = pytest.mark.integration
+
+
+def timing(label: str, seconds: float) -> None:
+    print(f"[timing] {label}: {seconds * 1000:.1f} ms")
+
+
+@pytest.fixture(scope="module")
+def shared_pair() -> Iterator[PgPair]:
+    with pg_pair() as pair:
+        wait_streaming(pair.standby, timeout=20, upstream=pair.primary)
+        yield pair
+
+
+@pytest.fixture
+def pair() -> Iterator[PgPair]:
+    with pg_pair() as fresh:
+        wait_streaming(fresh.standby, timeout=20, upstream=fresh.primary)
+        yield fresh
+
+
+def insert_rows(node, values: list[int]) -> None:
+    with connect(node) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS probe (v int PRIMARY KEY)")
+        for value in values:
+            conn.execute("INSERT INTO probe VALUES (%s)", (value,))
+
+
+def rows(node) -> list[int]:
+    with connect(node) as conn:
+        return [r[0] for r in conn.execute("SELECT v FROM probe ORDER BY v").fetchall()]
+
+
+# --------------------------------------------------------------------------- observe
+
+
+def test_observe_primary_and_standby(shared_pair: PgPair) -> None:
+    p, s = shared_pair.primary, shared_pair.standby
+    insert_rows(p, [1])
+    wait_for_catchup(s, p, max_lag_bytes=0, timeout=20)
+    po, so = observe(shared_pair.host, p), observe(shared_pair.host, s)
+    assert po.role == "primary" and po.reachable and po.pgdata_ok
+    assert so.role == "standby" and so.streaming and so.upstream == p.address
+    assert po.system_identifier == so.system_identifier
+    assert po.timeline == so.timeline == 1
+    assert po.rewind_possible and so.rewind_possible
+    assert po.postmaster_pid and po.postmaster_alive
+    assert so.replay_lsn == po.current_lsn and so.lag_bytes == 0 and so.lag_seconds == 0
+    assert [r.application_name for r in po.replicas] == ["dc2"]
+    assert po.replicas[0].state == "streaming"
+    json.dumps([po.to_dict(), so.to_dict()])  # JSON-serialisable
+    assert po.to_dict()["current_lsn"] == format_lsn(po.current_lsn)
+    assert ensure_same_cluster([po, so]) == po.system_identifier
+    assert classify([po, so], active_site="dc1") == {"dc1": "primary", "dc2": "standby"}
+    assert classify([po, so], active_site="dc2") == {"dc1": "stale-primary", "dc2": "standby"}
+
+
+def test_wrong_password_is_auth_failed(shared_pair: PgPair) -> None:
+    node = dataclasses.replace(shared_pair.primary, user=APP_USER, password="not-" + APP_PASSWORD)
+    with pytest.raises(PgAuthFailed) as err:
+        connect(node)
+    message = err.value.message
+    assert message.startswith(f"dc1: PostgreSQL at {node.address} refused user 'app'")
+    assert "password authentication failed" in message
+    assert "not-app-secret" not in message and "\n" not in message
+    assert "secret reference" in (err.value.hint or "")
+    ok = dataclasses.replace(node, password=APP_PASSWORD, dbname="app")
+    with connect(ok) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+    obs = observe(shared_pair.host, node)
+    assert obs.role == "unknown" and not obs.reachable and "refused user" in (obs.error or "")
+
+
+def test_wrong_port_is_unreachable(shared_pair: PgPair) -> None:
+    node = dataclasses.replace(shared_pair.primary, port=1)
+    with pytest.raises(PgUnreachable) as err:
+        connect(node)
+    assert err.value.message == "dc1: PostgreSQL at 127.0.0.1:1 is unreachable (connection refused)"
+    assert "port" in (err.value.hint or "")
+    bad_db = dataclasses.replace(shared_pair.primary, dbname="nosuchdb")
+    with pytest.raises(PgWrongDatabase, match="has no database 'nosuchdb'"):
+        connect(bad_db)
+
+
+def test_different_cluster_is_refused(shared_pair: PgPair) -> None:
+    with pg_single("dc9") as (host, other):
+        ours = observe(host, shared_pair.primary)
+        theirs = observe(host, other)
+        with pytest.raises(PgWrongCluster) as err:
+            ensure_same_cluster([ours, theirs])
+        assert str(ours.system_identifier) in err.value.message
+        assert str(theirs.system_identifier) in err.value.message
+        div = check_divergence(host, other, shared_pair.primary)
+        assert not div.same_system
+        with pytest.raises(PgWrongCluster):
+            resync(host, other, shared_pair.primary)
+        assert running_postmaster(host, other) is not None  # refused before touching it
+
+
+# --------------------------------------------------------------------------- switchover
+
+
+def test_clean_switchover_and_back_without_rewind(pair: PgPair) -> None:
+    host, old, new = pair.host, pair.primary, pair.standby
+    insert_rows(old, list(range(100)))
+
+    t0 = time.monotonic()
+    ckpt = stop(host, old, mode="fast")
+    timing("stop fast (SIGINT + 1 ms polling)", time.monotonic() - t0)
+    t1 = time.monotonic()
+    target = final_position(host, old)
+    timing("final_position (pg_controldata + pg_waldump)", time.monotonic() - t1)
+    assert target > ckpt  # the end of the shutdown checkpoint record
+    t2 = time.monotonic()
+    replayed = wait_for_replay(new, target, timeout=10)
+    timing("wait_for_replay", time.monotonic() - t2)
+    assert replayed == target  # exactly the end of the old primary's WAL, not beyond
+    t3 = time.monotonic()
+    timeline = promote(new, timeout=30)
+    timing("promote (pg_promote wait=>false + 2 ms polling)", time.monotonic() - t3)
+    assert timeline == 2
+    assert rows(new) == list(range(100))
+    insert_rows(new, [1000])
+
+    # Reality check: a clean switchover forks timeline 2 exactly at the old primary's end.
+    div = check_divergence(host, old, new)
+    assert div.same_system and not div.needs_rewind, div.reason
+    assert div.fork_lsn == target == div.node_end_lsn
+    result = resync(host, old, new)
+    assert result.method == "none", result.reason
+    wait_streaming(old, timeout=20, upstream=new)
+    wait_for_catchup(old, new, max_lag_bytes=0, timeout=20)
+    assert rows(old) == [*range(100), 1000]
+    assert observe(host, old).timeline == 2
+
+    # And back home: the same primitives the other way round.
+    ckpt2 = stop(host, new, mode="fast")
+    wait_for_replay(old, final_position(host, new), timeout=10)
+    assert promote(old, timeout=30) == 3
+    assert ckpt2 > ckpt
+    assert resync(host, new, old).method == "none"
+    wait_streaming(new, timeout=20, upstream=old)
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def _split_brain(pair: PgPair) -> list[int]:
+    """Promote the standby while the old primary keeps taking writes, then fence (stop) it."""
+    insert_rows(pair.primary, [1, 2, 3])
+    wait_for_catchup(pair.standby, pair.primary, timeout=20)
+    promote(pair.standby, timeout=30)
+    insert_rows(pair.standby, [10])
+    lost = [100, 101, 102]
+    insert_rows(pair.primary, lost)  # diverged writes: only the old primary has them
+    return lost
+
+
+def test_diverged_old_primary_is_rewound(pair: PgPair) -> None:
+    host, old, new = pair.host, pair.primary, pair.standby
+    _split_brain(pair)
+    stop(host, old, mode="fast")
+    div = check_divergence(host, old, new)
+    assert div.needs_rewind and not div.split_brain, div.reason
+    assert div.node_timeline == 1 and div.source_timeline == 2
+    assert div.fork_lsn is not None and div.node_end_lsn > div.fork_lsn
+    assert "past the point" in div.reason
+    t0 = time.monotonic()
+    result = resync(host, old, new)
+    timing("resync by rewind (incl. CHECKPOINT, pg_rewind, start)", time.monotonic() - t0)
+    timing("  pg_rewind step", result.details["rewind_s"])
+    assert result.method == "rewind", result.reason
+    assert result.details["clean_shutdown"] == "none"
+    wait_streaming(old, timeout=30, upstream=new)
+    wait_for_catchup(old, new, timeout=20)
+    assert rows(old) == [1, 2, 3, 10]  # the diverged rows are gone
+    obs = observe(host, old)
+    assert obs.role == "standby" and obs.timeline == 2 and obs.upstream == new.address
+    # pg_rewind copied the source's config; our port (command line) and conninfo survived
+    auto = host.read_text(f"{old.pgdata}/postgresql.auto.conf")
+    assert auto.count("primary_conninfo") == 1 and f"port={new.port}" in auto
+
+
+def test_rewind_impossible_falls_back_to_reclone() -> None:
+    with pg_pair(data_checksums=False, wal_log_hints=False) as pair:
+        wait_streaming(pair.standby, timeout=20)
+        host, old, new = pair.host, pair.primary, pair.standby
+        assert not observe(host, old).rewind_possible
+        _split_brain(pair)
+        stop(host, old, mode="fast")
+        result = resync(host, old, new)
+        assert result.method == "reclone"
+        assert "rewind impossible" in result.reason and "wal_log_hints" in result.reason
+        moved = result.details["moved_to"]
+        assert moved.startswith(old.pgdata + ".failback-old-") and host.exists(moved)
+        assert host.exists(f"{moved}/PG_VERSION")  # the old data is kept, never deleted
+        wait_streaming(old, timeout=30, upstream=new)
+        wait_for_catchup(old, new, timeout=20)
+        assert rows(old) == [1, 2, 3, 10]
+
+
+def test_sigkilled_primary_restarts_and_diverged_crash_is_rewound(pair: PgPair) -> None:
+    host, old, new = pair.host, pair.primary, pair.standby
+    insert_rows(old, [0])
+    pid = kill_postmaster(host, old)
+    assert pid is not None
+    obs = observe(host, old)
+    assert obs.role == "down" and not obs.postmaster_alive
+    assert postmaster_pid_file(host, old) is not None  # the stale lock file stays
+    t0 = time.monotonic()
+    start(host, old, timeout=60)  # waits out the zombie and the orphaned children
+    timing("start after SIGKILL (zombie window + crash recovery)", time.monotonic() - t0)
+    assert rows(old) == [0]
+    wait_streaming(new, timeout=30, upstream=old)
+
+    # Now a crash after divergence: WAL beyond the fork and no clean shutdown.
+    _split_brain(pair)
+    kill_postmaster(host, old)
+    div = check_divergence(host, old, new)
+    assert div.node_state == "crashed" and div.needs_rewind, div.reason
+    assert controldata(host, old)["Database cluster state"] == "in production"
+    result = resync(host, old, new)
+    assert result.method == "rewind", result.reason
+    assert result.details["clean_shutdown"] == "single-user"
+    wait_streaming(old, timeout=30, upstream=new)
+    wait_for_catchup(old, new, timeout=20)
+    assert rows(old) == [0, 1, 2, 3, 10]
+
+
+def test_connection_errors_are_psycopg_free(shared_pair: PgPair) -> None:
+    """The PgError subclasses carry the cause; the psycopg error is only chained."""
+    node = dataclasses.replace(shared_pair.primary, port=1)
+    with pytest.raises(PgUnreachable) as err:
+        connect(node)
+    assert isinstance(err.value.__cause__, psycopg.OperationalError)
