@@ -196,7 +196,11 @@ def pg_pair(*, data_checksums: bool = True, wal_log_hints: bool = False) -> Iter
     pair: PgPair | None = None
     try:
         primary = create_primary(
-            host, base, "dc1", bin_dir=bin_dir, data_checksums=data_checksums,
+            host,
+            base,
+            "dc1",
+            bin_dir=bin_dir,
+            data_checksums=data_checksums,
             wal_log_hints=wal_log_hints,
         )
         nodes.append(primary)

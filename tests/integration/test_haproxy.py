@@ -33,6 +33,8 @@ from failback.drivers.haproxy.models import (
     parse_servers_state,
     parse_stat_csv,
 )
+from failback.drivers.haproxy.observation import observe_haproxy_component
+from failback.hosts import LocalHost
 from failback.lab.ports import pick_ports
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -288,6 +290,26 @@ def test_missing_and_stale_sockets_are_unreachable(tmp_path: Path) -> None:
         s.bind(str(stale))  # bound, never listening: like a socket left by a dead haproxy
         with pytest.raises(HaproxyUnreachable, match="refused"):
             HaproxyRouter(str(stale)).command("show info")
+
+
+def test_observe_component_roles(haproxy: Haproxy, tmp_path: Path) -> None:
+    component = {
+        "driver": "haproxy",
+        "options": {"socket": haproxy.router.socket_path, "backend": "pg_write", "timeout": 2.0},
+        "sites": {"dc1": {"server": "dc1"}, "dc2": {"server": "dc2"}},
+    }
+    host = LocalHost()
+    dc1 = observe_haproxy_component(host, "app", "router", component, "dc1")
+    dc2 = observe_haproxy_component(host, "app", "router", component, "dc2")
+    assert (dc1.healthy, dc1.role, dc1.data["write_target"]) == (True, "active", "dc1")
+    assert (dc2.healthy, dc2.role) == (True, "standby")
+    haproxy.router.set_state("pg_write", "dc2", "ready")
+    both = observe_haproxy_component(host, "app", "router", component, "dc2")
+    assert not both.healthy and "two writable" in both.detail
+    component["options"]["socket"] = str(tmp_path / "gone.sock")  # type: ignore[index]
+    down = observe_haproxy_component(host, "app", "router", component, "dc1")
+    assert (down.healthy, down.role) == (False, "down")
+    assert "does not exist" in down.detail
 
 
 @pytest.mark.parametrize(

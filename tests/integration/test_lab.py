@@ -62,8 +62,11 @@ def _site_conn(info: LabInfo, site: str, user: str = "app") -> psycopg.Connectio
 def _wait_row_on(info: LabInfo, site: str, value: str, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        with _site_conn(info, site) as conn:
-            row = conn.execute("SELECT count(*) FROM t WHERE v = %s", (value,)).fetchone()
+        try:
+            with _site_conn(info, site) as conn:
+                row = conn.execute("SELECT count(*) FROM t WHERE v = %s", (value,)).fetchone()
+        except psycopg.errors.UndefinedTable:  # asynchronous: CREATE TABLE not replayed yet
+            row = None
         if row and row[0] == 1:
             return
         assert time.monotonic() < deadline, f"{value!r} never replicated to {site}"

@@ -211,7 +211,10 @@ def test_diverged_old_primary_is_rewound(pair: PgPair) -> None:
     t0 = time.monotonic()
     result = resync(host, old, new)
     timing("resync by rewind (incl. CHECKPOINT, pg_rewind, start)", time.monotonic() - t0)
-    timing("  pg_rewind step", result.details["rewind_s"])
+    timing("  rewind step", result.details["rewind_s"])
+    timing("    CHECKPOINT on the source", result.details["source_checkpoint_s"])
+    timing("    pg_rewind", result.details["pg_rewind_s"])
+    print("[pg_rewind]", result.details["pg_rewind"])
     assert result.method == "rewind", result.reason
     assert result.details["clean_shutdown"] == "none"
     wait_streaming(old, timeout=30, upstream=new)

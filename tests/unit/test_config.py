@@ -258,6 +258,31 @@ services:
     }
 
 
+def test_undeclared_sites_are_reported_beside_type_errors() -> None:
+    text = MINIMAL.replace("dc2: {port: 5433", "dc3: {port: x").replace(
+        "primary_site: dc1", "primary_site: dc9"
+    )
+    problems = problems_of(text)
+    assert {(p.line, p.key) for p in problems} == {
+        (6, "services.app.primary_site"),
+        (12, "services.app.components.db.sites.dc3"),
+        (12, "services.app.components.db.sites.dc3.port"),
+    }
+
+
+def test_a_misspelt_required_key_is_one_problem() -> None:
+    [problem] = problems_of(MINIMAL.replace("primary_site", "primary_stie"))
+    assert (problem.line, problem.key) == (6, "services.app.primary_stie")
+    assert problem.hint == "did you mean 'primary_site'?"
+
+
+def test_value_errors_put_the_example_in_the_hint() -> None:
+    [problem] = problems_of(MINIMAL + "    policy: {bake_time: 5 minutes}\n")
+    assert problem.key == "services.app.policy.bake_time"
+    assert problem.message == "'5 minutes' is not a duration"
+    assert problem.hint and problem.hint.startswith("write e.g. 500ms")
+
+
 def test_problem_rendering() -> None:
     problem = Problem("f.yaml", 3, "services.app.primary_site", "is wrong", "fix it")
     assert str(problem) == "f.yaml:3: services.app.primary_site: is wrong (hint: fix it)"
@@ -345,7 +370,8 @@ def test_alias_bomb_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["sites: !!python/object:os.system {}\n", "sites: {a: !vault x}\n", "sites: !!omap []\n"]
+    "text",
+    ["sites: !!python/object:os.system {}\n", "sites: {a: !vault x}\n", "sites: !!omap []\n"],
 )
 def test_unknown_yaml_tag(text: str) -> None:
     problems = problems_of(text)
@@ -540,3 +566,12 @@ def test_json_schema() -> None:
     timeout = defs["HaproxyOptions"]["properties"]["timeout"]
     assert "anyOf" in timeout
     json.dumps(schema)  # serialisable
+
+
+def test_docs_example_is_valid() -> None:
+    """docs/topology.md opens with an example: it must stay a valid topology."""
+    doc = (ROOT / "docs" / "topology.md").read_text()
+    match = re.search(r"```yaml\n(.*?)```", doc, re.DOTALL)
+    assert match is not None
+    topology = load_topology_text(match.group(1), str(ROOT / "docs" / "failback.yaml"))
+    assert topology.service("app").secondary_site == "dc2"

@@ -85,8 +85,10 @@ def mutated(draw: st.DrawFn) -> str:
         i = draw(st.integers(min_value=0, max_value=max(0, n - 1)))
         op = draw(
             st.sampled_from(
-                ["delete", "duplicate", "indent", "dedent", "scalar", "key", "swap", "truncate"]
-                + ["insert_chars", "tabify"]
+                [
+                    *("delete", "duplicate", "indent", "dedent", "scalar", "key", "swap"),
+                    *("truncate", "insert_chars", "tabify"),
+                ]
             )
         )
         if op == "delete" and lines:

@@ -156,6 +156,12 @@ class HaproxyOptions(ConfigModel):
     timeout: PositiveDuration = Field(
         parse_duration("2s"), description="How long one admin-socket command may take."
     )
+    endpoint: NonEmptyStr | None = Field(
+        None,
+        pattern=r"^[^\s:]+:[0-9]{1,5}$",
+        description="host:port clients use (the frontend): failback writes through it to "
+        "verify that writes land on the new primary.",
+    )
 
 
 class HaproxySite(ConfigModel):
@@ -248,9 +254,7 @@ class CommandSite(ConfigModel):
     def actions(self) -> dict[str, CommandAction]:
         """The actions this site declares, by name, in the canonical order."""
         return {
-            name: action
-            for name in COMMAND_ACTIONS
-            if (action := getattr(self, name)) is not None
+            name: action for name in COMMAND_ACTIONS if (action := getattr(self, name)) is not None
         }
 
 

@@ -112,7 +112,7 @@ def parse_size(value: str | int | float) -> int:
     unit = match.group(2).lower() if match else ""
     if match is None or (unit and unit not in _SIZE_UNITS):
         raise ValueError(f"{text!r} is not a size; {_SIZE_EXAMPLE}")
-    return int(round(float(match.group(1)) * _SIZE_UNITS.get(unit, 1)))
+    return round(float(match.group(1)) * _SIZE_UNITS.get(unit, 1))
 
 
 def format_duration(seconds: float) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from failback.config.errors import ConfigError, Problem
-from failback.config.models import Service, Site, Topology
-from failback.config.semantics import Reporter, check_names, check_service
+from failback.config.models import Service, Topology
+from failback.config.semantics import Reporter, check_raw, check_service
 from failback.config.validation import problems_from_validation
 from failback.config.yaml_source import YamlDocument, parse_yaml
 
@@ -90,18 +90,13 @@ def _semantic_problems(
     """Cross-checks; when some sections failed validation, run them on those that passed."""
     report = Reporter(file, doc)
     data = doc.data if isinstance(doc.data, dict) else {}
-    check_names(data, report)
+    check_raw(data, report)
     raw_sites = data.get("sites")
     declared = list(raw_sites) if isinstance(raw_sites, dict) else None
     if topology is not None:
         for name, service in topology.services.items():
             check_service(name, service, declared, report)
         return report.problems
-    if declared is not None:
-        try:
-            TypeAdapter(dict[str, Site]).validate_python(raw_sites, context=context)
-        except ValidationError:
-            pass  # already reported; the names are still usable for cross-checks
     raw_services = data.get("services")
     if isinstance(raw_services, dict):
         for name, raw in raw_services.items():

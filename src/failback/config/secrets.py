@@ -58,7 +58,9 @@ class SecretRef:
         if text.startswith("file:"):
             raw = text[5:].strip()
             if not raw:
-                raise ValueError("file: must be followed by a path, e.g. file:/etc/failback/pg.pass")
+                raise ValueError(
+                    "file: must be followed by a path, e.g. file:/etc/failback/pg.pass"
+                )
             path = Path(raw).expanduser()
             if not path.is_absolute():
                 if base_dir is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 from failback.config.common import valid_name
 from failback.config.drivers import CommandComponent, HaproxyComponent, PostgresComponent
@@ -17,7 +18,7 @@ from failback.config.errors import Problem
 from failback.config.models import Service
 from failback.config.yaml_source import KeyPath, YamlDocument, dotted
 
-__all__ = ["Reporter", "check_names", "check_service"]
+__all__ = ["Reporter", "check_raw", "check_service"]
 
 
 class Reporter:
@@ -29,7 +30,9 @@ class Reporter:
         self.problems: list[Problem] = []
 
     def add(self, path: KeyPath, message: str, hint: str | None = None) -> None:
-        self.problems.append(Problem(self.file, self.doc.line_of(path), dotted(path), message, hint))
+        self.problems.append(
+            Problem(self.file, self.doc.line_of(path), dotted(path), message, hint)
+        )
 
     def line(self, path: KeyPath) -> int | str:
         line = self.doc.line_of(path)
@@ -45,8 +48,13 @@ def _known(name: str, choices: Iterable[str], what: str) -> str:
     return f"declared {what}: {listed}"
 
 
-def check_names(data: dict[str, object], report: Reporter) -> None:
-    """Site, service and component names: present, and usable in commands and file names."""
+def check_raw(data: dict[str, object], report: Reporter) -> None:
+    """Checks that need only names, run on the raw data so they work beside type errors.
+
+    Names must be present and usable in commands and file names; every site a service
+    refers to (primary_site, component sites, check sites) must be declared. Running
+    these on the raw data means a typo elsewhere in the same service does not hide them.
+    """
     rule = "use letters, digits, '-', '_' or '.', starting with a letter or digit (max 63)"
     sites = data.get("sites")
     if isinstance(sites, dict):
@@ -62,12 +70,37 @@ def check_names(data: dict[str, object], report: Reporter) -> None:
         for name, service in services.items():
             if not valid_name(name):
                 report.add(("services", name), f"{name!r} is not a valid service name", rule)
-            components = service.get("components") if isinstance(service, dict) else None
+            if not isinstance(service, dict):
+                continue
+            components = service.get("components")
             if isinstance(components, dict):
                 for comp in components:
                     if not valid_name(comp):
                         path = ("services", name, "components", comp)
                         report.add(path, f"{comp!r} is not a valid component name", rule)
+            if isinstance(sites, dict):
+                _check_site_references(("services", name), service, list(sites), report)
+
+
+def _check_site_references(
+    base: KeyPath, service: dict[str, Any], declared: list[str], report: Reporter
+) -> None:
+    def check(path: KeyPath, site: object, what: str) -> None:
+        if isinstance(site, str) and site not in declared:
+            report.add(
+                path, f"{what}{site!r} is not declared in sites", _known(site, declared, "sites")
+            )
+
+    check((*base, "primary_site"), service.get("primary_site"), "primary site ")
+    components = service.get("components")
+    for comp_name, component in (components if isinstance(components, dict) else {}).items():
+        sites = component.get("sites") if isinstance(component, dict) else None
+        for site in sites if isinstance(sites, dict) else {}:
+            check((*base, "components", comp_name, "sites", site), site, "site ")
+    checks = service.get("checks")
+    for index, item in enumerate(checks if isinstance(checks, list) else []):
+        if isinstance(item, dict):
+            check((*base, "checks", index, "site"), item.get("site"), "site ")
 
 
 def check_service(
@@ -82,17 +115,9 @@ def check_service(
     _check_policy(base, service, report)
 
 
-def _check_sites(
-    name: str, service: Service, declared: list[str] | None, report: Reporter
-) -> None:
+def _check_sites(name: str, service: Service, declared: list[str] | None, report: Reporter) -> None:
     base: KeyPath = ("services", name)
     primary_known = declared is None or service.primary_site in declared
-    if not primary_known:
-        report.add(
-            (*base, "primary_site"),
-            f"primary site {service.primary_site!r} is not declared in sites",
-            _known(service.primary_site, declared or [], "sites"),
-        )
     if not service.components:
         report.add(
             (*base, "components"),
@@ -100,15 +125,6 @@ def _check_sites(
             "add at least one component (postgres, haproxy or command)",
         )
         return
-    if declared is not None:
-        for comp_name, component in service.components.items():
-            for site in component.site_names:
-                if site not in declared:
-                    report.add(
-                        (*base, "components", comp_name, "sites", site),
-                        f"site {site!r} is not declared in sites",
-                        _known(site, declared, "sites"),
-                    )
     used = service.sites
     if primary_known and not any(
         service.primary_site in c.site_names for c in service.components.values()
@@ -215,11 +231,7 @@ def _check_checks(
         first.setdefault(check.name, index)
         if check.site is not None:
             if declared is not None and check.site not in declared:
-                report.add(
-                    (*path, "site"),
-                    f"site {check.site!r} is not declared in sites",
-                    _known(check.site, declared, "sites"),
-                )
+                pass  # reported by check_raw
             elif check.site not in used:
                 report.add(
                     (*path, "site"),

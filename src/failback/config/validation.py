@@ -30,11 +30,39 @@ _YAML_SPECIALS = "YAML reads yes/no/on/off/true/false as booleans and ~ or null 
 def problems_from_validation(
     err: ValidationError, root: type[BaseModel], doc: YamlDocument, file: str, prefix: KeyPath = ()
 ) -> list[Problem]:
-    """One problem per pydantic error, located in ``doc`` (``prefix``: where ``root`` sits)."""
-    problems = []
-    for error in err.errors(include_url=False):
-        problems.append(_problem(error, root, doc, file, prefix))
-    return problems
+    """One problem per pydantic error, located in ``doc`` (``prefix``: where ``root`` sits).
+
+    A misspelt required key is one mistake, not two: when an unknown key's closest
+    match is a missing sibling, the "missing" problem is dropped and the unknown key
+    says "did you mean".
+    """
+    problems = [_problem(error, root, doc, file, prefix) for error in err.errors(include_url=False)]
+    misspelt = {
+        _parent(p.key) + _suggested(p.hint)
+        for p in problems
+        if p.message.startswith("unknown key") and _suggested(p.hint)
+    }
+    return [
+        p
+        for p in problems
+        if not (p.message == _MISSING and _parent(p.key) + _last(p.key) in misspelt)
+    ]
+
+
+_MISSING = "required key is missing"
+
+
+def _suggested(hint: str | None) -> str:
+    match = re.match(r"did you mean '([^']+)'\?", hint or "")
+    return match.group(1) if match else ""
+
+
+def _parent(key: str) -> str:
+    return key.rsplit(".", 1)[0] + "." if "." in key else ""
+
+
+def _last(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
 
 
 def _problem(
@@ -51,11 +79,13 @@ def _problem(
 
     if kind == "missing":
         key = loc[-1] if loc else "?"
-        message = "required key is missing"
+        message = _MISSING
         parent_line = doc.line_of(path[:-1])
         line = parent_line
         description = _field_description(root, data, loc)
-        hint = f"add '{key}:'" + (f" ({description[:1].lower()}{description[1:]})" if description else "")
+        hint = f"add '{key}:'"
+        if description:
+            hint += f" ({description[:1].lower()}{description[1:]})"
     elif kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
         allowed = _fields_at(root, data, loc[:-1])
@@ -86,11 +116,14 @@ def _problem(
             hint = None
     else:
         message = _plain_message(error)
+        if kind == "value_error" and "; " in message:
+            message, hint = message.split("; ", 1)  # our validators put the example last
         if not any(word in dotted(path) for word in _SENSITIVE) and kind != "value_error":
             message += f" (got {_show(value)})"
-        if isinstance(value, bool) or value is None:
-            if kind in ("string_type", "int_type", "float_type", "list_type", "dict_type"):
-                hint = f"{_YAML_SPECIALS}: quote the value if you meant text"
+        if value is None and kind.endswith("_type"):
+            hint = "the value is empty: write it after the ':' (or remove the key)"
+        elif isinstance(value, bool) and kind == "string_type":
+            hint = f"{_YAML_SPECIALS}: quote the value if you meant text"
     return Problem(file, line, dotted(path), message, hint)
 
 
@@ -154,12 +187,11 @@ def _suggest(word: str, choices: list[str], label: str) -> str:
 
 def _at(data: Any, path: KeyPath) -> Any:
     for part in path:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
-            data = data[part]
-        else:
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not (in_dict or in_list):
             return None
+        data = data[part]
     return data
 
 

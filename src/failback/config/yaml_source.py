@@ -168,6 +168,16 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+_FRIENDLY = (
+    ("expected <block end>", "the indentation does not line up with the lines above"),
+    ("mapping values are not allowed", "unexpected ':'"),
+    ("could not find expected ':'", "a key is missing its ':'"),
+    ("found unexpected end of stream", "the file ends inside a quoted value"),
+    ("but found another document", "a second YAML document follows the first"),
+)
+"""PyYAML's parser vocabulary, said the way a person would say it."""
+
+
 def _syntax_problem(file: str, text: str, err: yaml.YAMLError, key: str = "") -> Problem:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line = int(mark.line) + 1 if mark is not None else 1
@@ -185,10 +195,13 @@ def _syntax_problem(file: str, text: str, err: yaml.YAMLError, key: str = "") ->
     while lines and line > 1 and (line > len(lines) or not lines[line - 1].strip()):
         line -= 1
     problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    context = getattr(err, "context", None)
-    message = f"YAML error: {problem}" if key else f"YAML syntax error: {problem}"
-    if context and context not in problem:
-        message += f" ({context})"
+    context = getattr(err, "context", None) or ""
+    if "duplicate anchor" in context:
+        problem, context = context.split(";")[0], ""
+    friendly = next((text for start, text in _FRIENDLY if problem.startswith(start)), None)
+    detail = f"{problem} ({context})" if context and context not in problem else problem
+    message = f"{friendly} [{detail}]" if friendly else detail
+    message = f"YAML error: {message}" if key else f"YAML syntax error: {message}"
     hint: str | None = "check the indentation and quoting on this line or the one above"
     if "\\t" in problem or "\t" in problem:
         hint = "YAML does not allow tabs for indentation: use spaces"

@@ -258,16 +258,10 @@ class Executor:
             )
             return final
         self.journal.update_step(run_id, idx, status="applying", started=True, attempt=True)
-        self.journal.add_event(
-            "step.applying", spec.title, run_id=run_id, service=ctx.service_name, step_id=spec.id
-        )
         output = action.apply() or {}
-        self.journal.update_step(run_id, idx, status="verifying", output=output)
         action.verify()
-        self.journal.update_step(run_id, idx, status="done", finished=True)
-        self.journal.add_event(
-            "step.done", spec.title, run_id=run_id, service=ctx.service_name, step_id=spec.id
-        )
+        # one write after the action: if the process dies before it, resume asks check()
+        self.journal.update_step(run_id, idx, status="done", finished=True, output=output)
         return "done"
 
     def _after_failure(

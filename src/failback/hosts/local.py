@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 
 from failback.hosts.base import CommandResult
 
-
 _PR_SET_PDEATHSIG = 1
 
 

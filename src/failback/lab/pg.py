@@ -168,6 +168,6 @@ def _lit(text: str) -> str:
 def clone_standby(host: Host, primary: PgNode, standby: PgNode) -> None:
     """The standby's pgdata as a pg_basebackup of the primary, configured to stream
     from it (the driver's ``reclone``: standby.signal, primary_conninfo naming the
-    standby's site as application_name), then started; returns once it streams."""
+    standby's site as application_name). Starting it is the caller's next step."""
     host.make_dirs(os.path.dirname(standby.pgdata), owner=standby.os_user, mode=0o700)
     reclone(host, standby, primary, timeout=300)

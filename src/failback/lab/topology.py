@@ -54,7 +54,11 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
                     },
                     "router": {
                         "driver": "haproxy",
-                        "options": {"socket": info.router.socket, "backend": info.router.backend},
+                        "options": {
+                            "socket": info.router.socket,
+                            "backend": info.router.backend,
+                            "endpoint": f"127.0.0.1:{info.router.port}",
+                        },
                         "sites": {name: {"server": name} for name in info.sites},
                     },
                 },

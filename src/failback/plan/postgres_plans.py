@@ -61,7 +61,15 @@ def switchover_steps(
     service: Any, *, db: str, router: str | None, old: str, new: str, endpoint: str | None
 ) -> list[StepSpec]:
     """Zero-loss switchover old -> new: the core of a planned failover and of a failback."""
-    steps: list[StepSpec] = []
+    steps: list[StepSpec] = [
+        StepSpec(
+            id=f"checkpoint-{old}",
+            title=f"checkpoint {old} so that its final stop is quick",
+            action="postgres.checkpoint",
+            component=db,
+            site=old,
+        )
+    ]
     if router:
         steps.append(StepSpec(
             id=f"fence-router-{old}", title=f"stop writes at {old} (router fence)",

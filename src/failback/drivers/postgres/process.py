@@ -224,17 +224,23 @@ def log_since(host: Host, node: PgNode, offset: int, limit: int = 4000) -> str:
 
 
 def _log_problem(text: str) -> str | None:
-    """The first FATAL/PANIC line of a startup log, for a one-line error."""
+    """The last FATAL/PANIC line of a startup log (plus a bind error), for one line."""
+    problem = None
+    bind = None
     for line in text.splitlines():
         for marker in ("FATAL:", "PANIC:"):
             if marker in line:
-                return line.split(marker, 1)[1].strip()
-    return None
+                problem = line.split(marker, 1)[1].strip()
+        if "could not bind" in line and "LOG:" in line:
+            bind = line.split("LOG:", 1)[1].strip()
+    if problem and bind:
+        return f"{problem} ({bind})"
+    return problem
 
 
 _RETRYABLE_START = (
     "pre-existing shared memory block",  # children of a SIGKILLed postmaster still exiting
-    "lock file \"postmaster.pid\" already exists",  # its zombie not reaped yet (note 10)
+    'lock file "postmaster.pid" already exists',  # its zombie not reaped yet (note 10)
 )
 
 
@@ -263,27 +269,38 @@ def start(
             f"{node.site}: no PostgreSQL data directory at {node.pgdata} (PG_VERSION missing)",
             hint="resync (re-clone) this node or fix pgdata in the topology",
         )
-    stale = postmaster_pid_file(host, node)
-    if stale is not None and running_postmaster(host, node) is None:
-        # Dead (or zombie) postmaster left its lock file: wait until the PID is gone.
-        wait_pid_gone(host, stale[0], timeout=max(0.0, deadline - time.monotonic()))
+    wait_stale_postmaster(host, node, timeout=max(0.0, deadline - time.monotonic()))
+    offset = _log_size(host, node)
     if running_postmaster(host, node) is None:
-        _launch(host, node, options=options, deadline=deadline, poll=poll)
-    _wait_ready(host, node, deadline=deadline, poll=poll, check_connect=check_connect)
+        offset = _launch(host, node, options=options, deadline=deadline, poll=poll)
+    _wait_ready(
+        host, node, deadline=deadline, poll=poll, check_connect=check_connect, offset=offset
+    )
     return time.monotonic() - started
 
 
 def _launch(
     host: Host, node: PgNode, *, options: Sequence[str], deadline: float, poll: float
-) -> None:
+) -> int:
+    """pg_ctl start -W, retried while a killed postmaster's leftovers block it; returns
+    the log offset where this start's messages begin."""
     opts = " ".join([f"-p {int(node.port)}", *options])
     while True:
         offset = _log_size(host, node)
         result = run_pg(
             host,
             node,
-            [node.bin("pg_ctl"), "start", "-W", "-D", node.ctl_dir, "-l", node.server_log,
-             "-o", opts],
+            [
+                node.bin("pg_ctl"),
+                "start",
+                "-W",
+                "-D",
+                node.ctl_dir,
+                "-l",
+                node.server_log,
+                "-o",
+                opts,
+            ],
             timeout=30,
             check=False,
         )
@@ -294,7 +311,7 @@ def _launch(
             )
         problem = _watch_launch(host, node, offset=offset, deadline=deadline, poll=poll)
         if problem is None:
-            return
+            return offset
         if any(marker in problem for marker in _RETRYABLE_START) and time.monotonic() < deadline:
             time.sleep(0.02)
             continue
@@ -327,14 +344,13 @@ def _watch_launch(
 
 
 def _wait_ready(
-    host: Host, node: PgNode, *, deadline: float, poll: float, check_connect: bool
+    host: Host, node: PgNode, *, deadline: float, poll: float, check_connect: bool, offset: int
 ) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         info = postmaster_pid_file(host, node)
         pid = running_postmaster(host, node)
         if pid is None:
-            offset = max(0, _log_size(host, node) - 4000)
             problem = _log_problem(log_since(host, node, offset)) or "postmaster exited"
             raise PgCommandFailed(
                 f"{node.site}: PostgreSQL stopped while starting: {problem}",
@@ -385,6 +401,24 @@ def wait_pid_gone(
                 hint="a zombie is reaped by its parent (init); check the process table",
             )
         time.sleep(poll)
+
+
+def wait_stale_postmaster(host: Host, node: PgNode, *, timeout: float = 30.0) -> float:
+    """After a crash/SIGKILL: wait until the PID in a stale postmaster.pid is gone.
+
+    Its zombie keeps PostgreSQL's lock-file check failing for 1-2 s (note 10). A live
+    process under that PID that is *not* in this data directory is an unrelated one
+    that inherited the number: not waited for. Returns seconds waited.
+    """
+    info = postmaster_pid_file(host, node)
+    if info is None or running_postmaster(host, node) is not None:
+        return 0.0
+    pid = info[0]
+    if host.pid_alive(pid):
+        cwd = host.process_cwd(pid)
+        if cwd is not None and cwd != host.realpath(node.pgdata):
+            return 0.0
+    return wait_pid_gone(host, pid, timeout=timeout)
 
 
 def stop(

@@ -88,9 +88,7 @@ def configure_standby(host: Host, node: PgNode, upstream: PgNode) -> bool:
     recovery_signal = os.path.join(node.pgdata, "recovery.signal")
     if host.exists(recovery_signal):
         host.remove(recovery_signal)
-    host.write_text(
-        os.path.join(node.pgdata, "standby.signal"), "", owner=node.os_user, mode=0o600
-    )
+    host.write_text(os.path.join(node.pgdata, "standby.signal"), "", owner=node.os_user, mode=0o600)
     if running_postmaster(host, node) is not None:
         try:
             with connect(node) as conn:

@@ -26,13 +26,12 @@ from failback.drivers.postgres.process import (
     checkpoint,
     controldata,
     pgdata_ok,
-    postmaster_pid_file,
     rewind_possible_from_controldata,
     run_pg,
     running_postmaster,
     start,
     stop,
-    wait_pid_gone,
+    wait_stale_postmaster,
 )
 from failback.drivers.postgres.replication import configure_standby
 from failback.hosts.base import Host
@@ -43,6 +42,8 @@ class RewindResult:
     duration_s: float
     clean_shutdown: str  # "none" | "single-user" | "restricted-start": what made it clean
     output: str  # pg_rewind's own summary ("servers diverged at WAL location ...")
+    checkpoint_s: float = 0.0  # CHECKPOINT on the source
+    pg_rewind_s: float = 0.0  # pg_rewind itself
 
 
 @dataclass
@@ -69,9 +70,7 @@ def _stop_if_running(host: Host, node: PgNode, timeout: float) -> None:
     if running_postmaster(host, node) is not None:
         stop(host, node, mode="fast", timeout=timeout)
     # A dead postmaster's zombie / lock file must be gone before anything restarts it.
-    info = postmaster_pid_file(host, node)
-    if info is not None:
-        wait_pid_gone(host, info[0], timeout=timeout)
+    wait_stale_postmaster(host, node, timeout=timeout)
 
 
 def ensure_clean_shutdown(host: Host, node: PgNode, *, timeout: float = 300.0) -> str:
@@ -90,9 +89,7 @@ def ensure_clean_shutdown(host: Host, node: PgNode, *, timeout: float = 300.0) -
     cd = controldata(host, node)
     if cd.get("Database cluster state") in CLEAN_STATES:
         return "none"
-    info = postmaster_pid_file(host, node)
-    if info is not None:
-        wait_pid_gone(host, info[0], timeout=timeout)
+    wait_stale_postmaster(host, node, timeout=timeout)
     standby = host.exists(os.path.join(node.pgdata, "standby.signal"))
     if not standby:
         run_pg(
@@ -135,7 +132,9 @@ def rewind(host: Host, node: PgNode, source: PgNode, *, timeout: float = 600.0) 
     started = time.monotonic()
     _stop_if_running(host, node, timeout)
     how = ensure_clean_shutdown(host, node, timeout=timeout)
+    t_ckpt = time.monotonic()
     checkpoint(source)
+    checkpoint_s = time.monotonic() - t_ckpt
     conninfo = source.dsn(dbname=source.dbname)
     env = {"PGPASSWORD": source.password} if source.password else {}
     result = run_pg(
@@ -165,7 +164,7 @@ def rewind(host: Host, node: PgNode, source: PgNode, *, timeout: float = 600.0) 
         for line in (result.stderr + result.stdout).splitlines()
         if line.strip()
     )
-    return RewindResult(time.monotonic() - started, how, summary)
+    return RewindResult(time.monotonic() - started, how, summary, checkpoint_s, result.duration_s)
 
 
 def _drop_copied_log(host: Host, node: PgNode) -> None:
@@ -277,7 +276,10 @@ def resync(
         try:
             rw = rewind(host, node, source, timeout=timeout)
             details.update(
-                rewind_s=round(rw.duration_s, 3), clean_shutdown=rw.clean_shutdown,
+                rewind_s=round(rw.duration_s, 3),
+                source_checkpoint_s=round(rw.checkpoint_s, 3),
+                pg_rewind_s=round(rw.pg_rewind_s, 3),
+                clean_shutdown=rw.clean_shutdown,
                 pg_rewind=rw.output,
             )
             return done("rewind", div.reason, div)
