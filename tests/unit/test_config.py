@@ -320,15 +320,36 @@ def test_directory(tmp_path: Path) -> None:
     assert problem.hint == f"did you mean {tmp_path / 'failback.yaml'}?"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_file(tmp_path: Path) -> None:
+    """Root reads any file, so as root the loader runs as ``nobody`` in a child process."""
     path = tmp_path / "failback.yaml"
     path.write_text(MINIMAL)
     path.chmod(0)
-    with pytest.raises(ConfigError) as info:
-        load_topology(path)
-    [problem] = info.value.problems
-    assert "permission denied" in problem.message
+    if os.geteuid() != 0:
+        with pytest.raises(ConfigError) as info:
+            load_topology(path)
+        [problem] = info.value.problems
+        assert "permission denied" in problem.message
+        return
+    code = (
+        "import os, pwd, sys\n"
+        "from failback.config import ConfigError, load_topology\n"
+        "nobody = pwd.getpwnam('nobody')\n"
+        "os.setgroups([]); os.setgid(nobody.pw_gid); os.setuid(nobody.pw_uid)\n"
+        "try:\n"
+        f"    load_topology({str(path)!r})\n"
+        "except ConfigError as exc:\n"
+        "    print(exc.problems[0].message)\n"
+        "    sys.exit(2)\n"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "permission denied" in result.stdout
 
 
 def test_not_utf8(tmp_path: Path) -> None:

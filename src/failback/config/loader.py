@@ -27,7 +27,11 @@ def load_topology(path: str | Path) -> Topology:
     """Read and validate the topology file at ``path``; ``ConfigError`` lists every problem."""
     shown = str(path)
     file = Path(path).expanduser()
-    if file.is_dir():
+    try:
+        is_directory = file.is_dir()
+    except OSError:  # e.g. a parent directory we may not traverse: reading says why
+        is_directory = False
+    if is_directory:
         candidate = file / "failback.yaml"
         hint = f"did you mean {candidate}?" if candidate.is_file() else _START_HINT
         raise ConfigError([Problem(shown, None, "", "is a directory, not a YAML file", hint)])
