@@ -51,29 +51,49 @@ def _register() -> None:
 _register()
 
 
+def _cli_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
+    """Exit, Abort and usage-error classes of click and of typer's vendored click.
+
+    Recent typer releases vendor click (``typer._click``); older ones use click itself.
+    Catching both keeps user mistakes free of tracebacks whichever is installed.
+    """
+    exits: list[type[BaseException]] = [click.exceptions.Exit, typer.Exit]
+    aborts: list[type[BaseException]] = [click.exceptions.Abort, typer.Abort]
+    errors: list[type[BaseException]] = [click.ClickException]
+    tyexc = getattr(typer, "TyperException", None)
+    if isinstance(tyexc, type):
+        errors.append(tyexc)
+    return tuple(exits), tuple(aborts), tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn user mistakes into one line + hint + exit code, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
+    exits, aborts, errors = _cli_exceptions()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="failback", standalone_mode=False)
-    except click.exceptions.Abort:
+    except aborts:
         stderr.print("aborted: nothing was changed", style="yellow")
         sys.exit(1)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        if as_json:
-            from failback.cli.output import emit_json
-
-            emit_json({"error": exc.format_message(), "hint": "see --help", "kind": "UsageError"})
-        else:
-            exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except exits as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
     except FailbackError as exc:
         print_error(exc, as_json=as_json)
         sys.exit(exc.exit_code)
+    except errors as exc:
+        code = int(getattr(exc, "exit_code", 2) or 2)
+        if as_json:
+            from failback.cli.output import emit_json
+
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            emit_json({"error": message, "hint": "see --help", "kind": "UsageError"})
+        elif hasattr(exc, "show"):
+            exc.show()
+        else:
+            stderr.print(f"error: {exc}", markup=False)
+        sys.exit(code)
     except KeyboardInterrupt:
         stderr.print(
             "interrupted: a run in progress can be continued with `failback resume ID`",

@@ -18,7 +18,7 @@ from failback.config.checks import Check
 from failback.config.common import ConfigModel
 from failback.config.drivers import Component, ComponentBase
 from failback.config.policy import Policy
-from failback.errors import FailbackError
+from failback.errors import FailbackError, UsageError
 
 __all__ = ["Service", "Site", "Topology"]
 
@@ -86,7 +86,7 @@ class Service(ConfigModel):
     def component(self, name: str) -> ComponentBase:
         """The component called ``name``; ``FailbackError`` with did-you-mean if missing."""
         if name not in self.components:
-            raise FailbackError(
+            raise UsageError(
                 f"service {self._name or '?'} has no component {name!r}",
                 _did_you_mean(name, list(self.components)),
             )
@@ -167,7 +167,7 @@ class Topology(ConfigModel):
     def service(self, name: str) -> Service:
         """The service called ``name``; ``FailbackError`` with did-you-mean if missing."""
         if name not in self.services:
-            raise FailbackError(
+            raise UsageError(
                 f"no service {name!r} in {self._path.name}",
                 _did_you_mean(name, list(self.services)),
             )
@@ -176,7 +176,7 @@ class Topology(ConfigModel):
     def site(self, name: str) -> Site:
         """The site called ``name``; ``FailbackError`` with did-you-mean if missing."""
         if name not in self.sites:
-            raise FailbackError(
+            raise UsageError(
                 f"no site {name!r} in {self._path.name}", _did_you_mean(name, list(self.sites))
             )
         return self.sites[name]
