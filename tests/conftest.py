@@ -29,16 +29,25 @@ def failback_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "failback.cli.main", *args]
 
 
-def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
-            input_text: str | None = None) -> CliResult:
+def run_cli(
+    *args: str,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+) -> CliResult:
     """Run ``failback ARGS`` as a user would, in its own process."""
     merged = dict(os.environ)
     merged.setdefault("COLUMNS", "200")
     if env:
         merged.update(env)
     proc = subprocess.run(
-        failback_argv(*args), capture_output=True, text=True, timeout=timeout, env=merged,
-        input=input_text, check=False,
+        failback_argv(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=merged,
+        input=input_text,
+        check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

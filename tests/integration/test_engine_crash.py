@@ -22,8 +22,9 @@ from tests.conftest import failback_argv, run_cli
 SLOW = 0.4
 
 
-def write_topology(tmp: Path, *, approval: str = "none", slow: float = SLOW,
-                   fail_action: str | None = None) -> Path:
+def write_topology(
+    tmp: Path, *, approval: str = "none", slow: float = SLOW, fail_action: str | None = None
+) -> Path:
     effects = tmp / "effects.log"
     effects.touch()
 
@@ -32,13 +33,13 @@ def write_topology(tmp: Path, *, approval: str = "none", slow: float = SLOW,
         cmd = f"sleep {slow}; echo {marker} >> {effects}"
         if fail_action == marker:
             cmd = f"echo failing {marker} >&2; exit 7"
-        lines = [f"{name}:", f"  run: \"{cmd}\"", f"  check: \"grep -qx {marker} {effects}\""]
+        lines = [f"{name}:", f'  run: "{cmd}"', f'  check: "grep -qx {marker} {effects}"']
         if undo:
-            lines.append(f"  undo: \"echo undo-{marker} >> {effects}\"")
+            lines.append(f'  undo: "echo undo-{marker} >> {effects}"')
         return "\n".join(lines)
 
     def site_block(site: str) -> str:
-        parts = [f"observe: \"test -f {tmp}/{site}.up\""]
+        parts = [f'observe: "test -f {tmp}/{site}.up"']
         for name in ("fence", "promote", "unfence", "sync", "verify"):
             parts.append(action(name, site))
         return textwrap.indent("\n".join(parts), " " * 12)
@@ -58,9 +59,9 @@ services:
         options: {{timeout: 20s}}
         sites:
           dc1:
-{site_block('dc1')}
+{site_block("dc1")}
           dc2:
-{site_block('dc2')}
+{site_block("dc2")}
     policy:
       approval: {approval}
       stability_window: 200ms
@@ -83,7 +84,9 @@ def fail_over(config: Path) -> None:
 def start_failback(config: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

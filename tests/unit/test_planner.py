@@ -43,16 +43,30 @@ def topology() -> Any:
     return load_topology_text(PG_TOPOLOGY, "/tmp/failback.yaml")
 
 
-def state(active: str, dc1: tuple[str, bool], dc2: tuple[str, bool],
-          sysids: tuple[int, int] = (7, 7)) -> ServiceState:
+def state(
+    active: str, dc1: tuple[str, bool], dc2: tuple[str, bool], sysids: tuple[int, int] = (7, 7)
+) -> ServiceState:
     comps = []
     for site, (role, healthy), sysid in zip(("dc1", "dc2"), (dc1, dc2), sysids, strict=True):
-        comps.append(ComponentObservation(
-            component="db", site=site, driver="postgres", healthy=healthy, role=role,
-            data={"system_identifier": sysid}))
-        comps.append(ComponentObservation(
-            component="router", site=site, driver="haproxy", healthy=True,
-            role="active" if site == active else "standby"))
+        comps.append(
+            ComponentObservation(
+                component="db",
+                site=site,
+                driver="postgres",
+                healthy=healthy,
+                role=role,
+                data={"system_identifier": sysid},
+            )
+        )
+        comps.append(
+            ComponentObservation(
+                component="router",
+                site=site,
+                driver="haproxy",
+                healthy=True,
+                role="active" if site == active else "standby",
+            )
+        )
     return ServiceState(service="app", primary_site="dc1", active_site=active, components=comps)
 
 
@@ -62,8 +76,9 @@ def ids(plan: Any) -> list[str]:
 
 def test_unplanned_failover_fences_before_promoting() -> None:
     topo = topology()
-    plan = plan_failover("app", topo.service("app"), state("dc1", ("down", False),
-                                                            ("standby", True)))
+    plan = plan_failover(
+        "app", topo.service("app"), state("dc1", ("down", False), ("standby", True))
+    )
     order = ids(plan)
     assert order.index("fence-router-dc1") < order.index("promote-dc2")
     assert order.index("fence-db-dc1") < order.index("promote-dc2")
@@ -75,32 +90,41 @@ def test_unplanned_failover_fences_before_promoting() -> None:
 def test_unplanned_failover_refused_when_primary_healthy() -> None:
     topo = topology()
     with pytest.raises(PlanRefused) as refused:
-        plan_failover("app", topo.service("app"), state("dc1", ("primary", True),
-                                                         ("standby", True)))
+        plan_failover(
+            "app", topo.service("app"), state("dc1", ("primary", True), ("standby", True))
+        )
     assert "--planned" in (refused.value.hint or "")
 
 
 def test_forced_failover_is_planned_and_says_so() -> None:
     topo = topology()
-    plan = plan_failover("app", topo.service("app"),
-                         state("dc1", ("primary", True), ("standby", True)), force=True)
+    plan = plan_failover(
+        "app", topo.service("app"), state("dc1", ("primary", True), ("standby", True)), force=True
+    )
     assert any("--force" in note for note in plan.notes)
 
 
 def test_planned_failover_is_a_zero_loss_switchover() -> None:
     topo = topology()
-    plan = plan_failover("app", topo.service("app"),
-                         state("dc1", ("primary", True), ("standby", True)), planned=True)
+    plan = plan_failover(
+        "app", topo.service("app"), state("dc1", ("primary", True), ("standby", True)), planned=True
+    )
     order = ids(plan)
-    assert order.index("fence-router-dc1") < order.index("stop-dc1") < order.index(
-        "replay-dc2") < order.index("promote-dc2") < order.index("route-dc2")
+    assert (
+        order.index("fence-router-dc1")
+        < order.index("stop-dc1")
+        < order.index("replay-dc2")
+        < order.index("promote-dc2")
+        < order.index("route-dc2")
+    )
     assert "reprotect-dc1" in order
 
 
 def test_failback_order_and_gates() -> None:
     topo = topology()
-    plan = plan_failback("app", topo.service("app"),
-                         state("dc2", ("stale-primary", True), ("primary", True)))
+    plan = plan_failback(
+        "app", topo.service("app"), state("dc2", ("stale-primary", True), ("primary", True))
+    )
     order = ids(plan)
     assert order[0] == "fence-router-dc1"
     assert order.index("stability") < order.index("resync-dc1") < order.index("catchup-dc1")
@@ -114,15 +138,19 @@ def test_failback_order_and_gates() -> None:
 def test_failback_refused_when_already_home() -> None:
     topo = topology()
     with pytest.raises(PlanRefused, match="already runs at its primary site"):
-        plan_failback("app", topo.service("app"), state("dc1", ("primary", True),
-                                                         ("standby", True)))
+        plan_failback(
+            "app", topo.service("app"), state("dc1", ("primary", True), ("standby", True))
+        )
 
 
 def test_different_clusters_are_refused() -> None:
     topo = topology()
     with pytest.raises(PlanRefused, match="different PostgreSQL clusters"):
-        plan_failover("app", topo.service("app"),
-                      state("dc1", ("down", False), ("standby", True), sysids=(1, 2)))
+        plan_failover(
+            "app",
+            topo.service("app"),
+            state("dc1", ("down", False), ("standby", True), sysids=(1, 2)),
+        )
 
 
 def test_plans_are_pure() -> None:
@@ -137,12 +165,25 @@ ROLES = st.sampled_from(["primary", "standby", "down", "unknown", "stale-primary
 
 
 @settings(max_examples=200, deadline=None)
-@given(active=st.sampled_from(["dc1", "dc2"]), role1=ROLES, role2=ROLES,
-       healthy1=st.booleans(), healthy2=st.booleans(), planned=st.booleans(),
-       force=st.booleans(), kind=st.sampled_from(["failover", "failback"]))
+@given(
+    active=st.sampled_from(["dc1", "dc2"]),
+    role1=ROLES,
+    role2=ROLES,
+    healthy1=st.booleans(),
+    healthy2=st.booleans(),
+    planned=st.booleans(),
+    force=st.booleans(),
+    kind=st.sampled_from(["failover", "failback"]),
+)
 def test_any_plan_fences_the_old_site_before_any_promotion(
-    active: str, role1: str, role2: str, healthy1: bool, healthy2: bool, planned: bool,
-    force: bool, kind: str,
+    active: str,
+    role1: str,
+    role2: str,
+    healthy1: bool,
+    healthy2: bool,
+    planned: bool,
+    force: bool,
+    kind: str,
 ) -> None:
     """Promise 1 at plan level: whatever is observed, a plan either refuses, or fences the
     site losing the role at the router before it promotes the other, and promotes only
@@ -151,8 +192,7 @@ def test_any_plan_fences_the_old_site_before_any_promotion(
     observed = state(active, (role1, healthy1), (role2, healthy2))
     try:
         if kind == "failover":
-            plan = plan_failover("app", topo.service("app"), observed, planned=planned,
-                                 force=force)
+            plan = plan_failover("app", topo.service("app"), observed, planned=planned, force=force)
         else:
             plan = plan_failback("app", topo.service("app"), observed)
     except PlanRefused as refused:

@@ -59,6 +59,10 @@ def fmt_value(value: float | None, unit: str | None) -> str:
         return "-"
     if unit == "s":
         return fmt_duration(value)
+    if unit == "lsn":
+        from failback.drivers.postgres.lsn import format_lsn
+
+        return format_lsn(int(value))
     if unit == "bytes":
         return f"{int(value)} bytes"
     if float(value).is_integer():

@@ -108,7 +108,7 @@ def switchover_steps(
     steps.append(StepSpec(
         id=f"verify-{new}", title=f"verify a write through the router lands on {new}",
         action="postgres.verify_write", component=db, site=new,
-        params={"endpoint": endpoint, "measure_rto": True},
+        params={"endpoint": endpoint},
     ))  # fmt: skip
     return steps
 

@@ -265,7 +265,7 @@ class PgPromote(PgAction):
         received = seen.current_lsn
         last = (self.ctx.journal.service_state(self.ctx.service_name) or {}).get("last_primary")
         if received is not None:
-            self.ctx.measure("standby_received_lsn", received, "lsn", note=format_lsn(received))
+            self.ctx.measure("standby_received_lsn", received, "lsn")
         if not last or received is None:
             self.ctx.measure(
                 "possible_loss_bytes",
