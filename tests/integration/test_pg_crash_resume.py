@@ -166,6 +166,9 @@ def test_sigkill_failback_at_step_then_resume(
     status = lab.wait_home_end_state()
     # one promotion of dc1, however many times the run was started
     assert status.db("dc1")["data"]["timeline"] == timeline_before + 1, status.summary()
+    # promise 4: the report of the resumed run still has what was measured
+    names = [m["name"] for m in doc["report"]["measurements"]]
+    assert "write_unavailability_s" in names, names
     steps = {s["id"]: s["status"] for s in doc["report"]["steps"]}
     assert set(steps.values()) <= {"done", "skipped"}, steps
     show = lab.run_show(run_id)

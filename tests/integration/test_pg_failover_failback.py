@@ -18,7 +18,7 @@ import pytest
 
 from failback.drivers.postgres.process import controldata, stop
 from failback.hosts import LocalHost
-from failback.lab import lab_status
+from failback.lab import lab_break, lab_status
 from failback.lab.pg import lab_node
 from failback.lab.probe import WriteProbe
 from tests.integration.labfixtures import (
@@ -280,3 +280,43 @@ def test_rewind_impossible_falls_back_to_reclone_keeping_old_data(lab: Lab) -> N
     assert {f"dc2-{i}" for i in range(5)} | {"before"} <= on_dc1
     # the re-clone came from dc2, which has checksums: dc1 can be rewound next time
     assert status.db("dc1")["data"]["data_checksums"] is True
+
+
+# --------------------------------------------------------------------------- 3b
+
+
+def test_failover_to_a_stale_primary_is_refused(lab: Lab) -> None:
+    """dc2 took writes after the failover; stale dc1 came back; now dc2 crashes.
+
+    An unplanned failover to dc1 would make the stale primary (timeline 1, without
+    dc2's writes) the service's primary again: every write acknowledged on dc2 since the
+    first failover silently disappears for clients. dc1 is listed in needs_resync; the
+    planner must refuse it as a target (promise 1: "a returning old primary is fenced
+    until it has been resynced"; promise 2: a loss is measured, never hidden).
+    """
+    make_table(lab)
+    lab.unplanned_failover()
+    assert lab.write_via_router(TABLE, "acked-on-dc2") == lab.port("dc2")
+    lab.repair("dc1")
+    assert lab.status().db("dc1")["role"] == "stale-primary"
+    lab_break(lab.dir, "dc2", "db")
+    runs_before = lab.runs()
+
+    result = lab.cli("failover", SERVICE, "--yes", "--json")
+    doc = result.json()
+    if result.returncode == 0:  # the bug: show precisely what clients now see
+        with lab.connect_dsn() as conn:
+            rows = conn.execute(f"SELECT v FROM {TABLE}").fetchall()
+            port = conn.execute("SELECT inet_server_port()").fetchone()
+        measured = [m["name"] for m in doc["report"]["measurements"]]
+        pytest.fail(
+            "failover to the stale primary dc1 succeeded: clients now write to "
+            f"port {port} (dc1) which has {sorted(r[0] for r in rows)} - 'acked-on-dc2' is "
+            f"gone; steps {[(s['id'], s['status']) for s in doc['report']['steps']]}; "
+            f"measurements {measured} (no possible_loss_bytes)"
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "dc1" in doc["error"] and "resync" in (doc["error"] + (doc["hint"] or ""))
+    assert lab.runs() == runs_before
+    assert lab.status().active_site == "dc2"
+    assert lab_status(lab.dir)["router"]["servers"]["dc1"] == "maint"

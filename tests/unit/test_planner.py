@@ -207,3 +207,15 @@ def test_any_plan_fences_the_old_site_before_any_promotion(
         assert order.index(f"stop-{old}") < order.index(f"replay-{plan.to_site}") < promotes[0]
     routes = [i for i, s in enumerate(plan.steps) if s.action == "haproxy.route"]
     assert routes and all(r > promotes[0] for r in routes)
+
+
+def test_failover_to_a_site_never_resynced_is_refused() -> None:
+    """dc1 lost the primary role and was never resynced: promoting it loses dc2's writes."""
+    topo = topology()
+    observed = state("dc2", ("stale-primary", True), ("down", False))
+    observed = observed.model_copy(update={"needs_resync": ["dc1"]})
+    with pytest.raises(PlanRefused, match="not been resynced") as refused:
+        plan_failover("app", topo.service("app"), observed)
+    assert "--accept-data-loss" in (refused.value.hint or "")
+    plan = plan_failover("app", topo.service("app"), observed, accept_data_loss=True)
+    assert plan.to_site == "dc1"

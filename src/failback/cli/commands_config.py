@@ -194,6 +194,7 @@ def make_plan(
     *,
     planned: bool = False,
     force: bool = False,
+    accept_data_loss: bool = False,
     approval: bool | None = None,
 ) -> Plan:
     """Observe (read-only), then plan."""
@@ -204,7 +205,9 @@ def make_plan(
     svc = topology.service(service)
     state = observe_service(LocalHost(), topology, service, journal)
     if kind == "failover":
-        return plan_failover(service, svc, state, planned=planned, force=force)
+        return plan_failover(
+            service, svc, state, planned=planned, force=force, accept_data_loss=accept_data_loss
+        )
     if kind == "failback":
         return plan_failback(service, svc, state, approval=approval)
     raise UsageError(f"unknown kind of run {kind!r}", hint="failover or failback")

@@ -133,6 +133,13 @@ def failover(
     force: Annotated[
         bool, typer.Option("--force", help="Fail over even though the active site looks healthy")
     ] = False,
+    accept_data_loss: Annotated[
+        bool,
+        typer.Option(
+            "--accept-data-loss",
+            help="Fail over to a site that was never resynced, losing the writes it lacks",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
@@ -140,7 +147,15 @@ def failover(
 ) -> int:
     """Move SERVICE from its active site to the other site."""
     return _start(
-        "failover", service, config, state_dir, as_json, yes, planned=planned, force=force
+        "failover",
+        service,
+        config,
+        state_dir,
+        as_json,
+        yes,
+        planned=planned,
+        force=force,
+        accept_data_loss=accept_data_loss,
     )
 
 

@@ -35,6 +35,7 @@ def plan_failover(
     *,
     planned: bool = False,
     force: bool = False,
+    accept_data_loss: bool = False,
 ) -> Plan:
     """Move the service away from its active site (unplanned, or planned with --planned)."""
     from_site = state.active_site
@@ -50,6 +51,7 @@ def plan_failover(
             to_site=to_site,
             planned=planned,
             force=force,
+            accept_data_loss=accept_data_loss,
         )
     active_healthy = state.site_healthy(from_site)
     if active_healthy and not planned and not force:

@@ -31,10 +31,18 @@ def _refuse_bad_site(obs: ComponentObservation | None, site: str, *, need: str) 
     if obs is None:
         return
     text = obs.detail or ""
+    if text.startswith(f"{site}: "):
+        text = text[len(site) + 2 :]
     if obs.role == "unknown" and not obs.healthy:
         raise PlanRefused(
             f"{site}: {text}",
             hint="check that site's host, port, credentials and pgdata in the topology file",
+        )
+    if obs.data.get("pgdata_matches") is False and obs.role != "unknown":
+        raise PlanRefused(
+            f"{site}: the server at {obs.data.get('address')} runs from "
+            f"{obs.data.get('data_directory')}, not from the pgdata the topology names",
+            hint="fix pgdata of that site in the topology file: failback acts on that directory",
         )
     if need == "reachable" and not obs.healthy:
         raise PlanRefused(
@@ -54,6 +62,31 @@ def _same_cluster(state: ServiceState, db: str) -> None:
         raise PlanRefused(
             f"the sites of {db} are different PostgreSQL clusters (system identifiers {detail})",
             hint="one site's host/port/pgdata points at another cluster: fix the topology file",
+        )
+
+
+def _refuse_unsynced_target(
+    state: ServiceState, new: ComponentObservation | None, to_site: str, accept: bool
+) -> None:
+    """Never promote a site that has not been resynced since it lost the primary role.
+
+    Its data stops where it was when the service left it; every write acknowledged
+    since then would silently disappear for clients (promises 1 and 2).
+    """
+    if accept:
+        return
+    if to_site in state.needs_resync:
+        raise PlanRefused(
+            f"{to_site} has not been resynced since it lost the primary role: failing over to"
+            f" it would lose every write acknowledged at {state.active_site} since then",
+            hint=f"bring {state.active_site} back, or resync {to_site} first; if "
+            f"{state.active_site}'s data is gone for good, --accept-data-loss",
+        )
+    if new is not None and new.role in ("primary", "stale-primary"):
+        raise PlanRefused(
+            f"{to_site} already claims the primary role while {state.active_site} is active: "
+            "promoting it would keep its divergent writes and drop the other site's",
+            hint=f"resync {to_site} first (failback), or --accept-data-loss",
         )
 
 
@@ -115,7 +148,7 @@ def switchover_steps(
 
 def postgres_failover_plan(
     service_name: str, service: Any, state: ServiceState, *, from_site: str, to_site: str,
-    planned: bool, force: bool,
+    planned: bool, force: bool, accept_data_loss: bool = False,
 ) -> Plan:  # fmt: skip
     db = _one(service, "postgres")
     assert db is not None
@@ -125,7 +158,10 @@ def postgres_failover_plan(
     new = state.get(db, to_site)
     _same_cluster(state, db)
     _refuse_bad_site(new, to_site, need="reachable")
+    if not force or planned or (old is not None and old.data.get("misconfigured")):
+        _refuse_bad_site(old, from_site, need="any")
     old_alive = old is not None and old.healthy and old.role == "primary"
+    _refuse_unsynced_target(state, new, to_site, accept_data_loss)
     if planned:
         if not old_alive:
             raise PlanRefused(
@@ -185,6 +221,7 @@ def postgres_failover_plan(
         steps.append(StepSpec(
             id=f"fence-router-{from_site}", title=f"fence {from_site} at the router",
             action="haproxy.fence", component=router, site=from_site,
+            params={"undo": "restore"},
             why="promise 1: the old primary must be unreachable for clients before promotion",
         ))  # fmt: skip
     steps.append(StepSpec(
@@ -243,7 +280,13 @@ def postgres_failback_plan(
             f"{away} is {current.role}, not the primary: there is nothing to fail back from",
             hint="`failback status` shows each site's role",
         )
-    _refuse_bad_site(state.get(db, home), home, need="any")
+    home_db = state.get(db, home)
+    _refuse_bad_site(home_db, home, need="any")
+    if home_db is not None and not home_db.data.get("pgdata_ok", True):
+        raise PlanRefused(
+            f"{home}: no PostgreSQL data directory at the pgdata the topology names",
+            hint="fix pgdata of that site in the topology file (the resync acts on it)",
+        )
     policy = service.policy
     window = policy.stability_window if stability_window_s is None else stability_window_s
     steps: list[StepSpec] = []

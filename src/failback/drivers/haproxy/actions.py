@@ -34,17 +34,22 @@ class RouterFence(Action):
     def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
         super().__init__(spec, ctx)
         self.target = _target(spec, ctx)
-        self.has_undo = spec.params.get("undo") == "route"
+        self.has_undo = spec.params.get("undo") in ("route", "restore")
 
     def check(self) -> bool:
         state = self.target.router().server_state(self.target.backend, self.target.server)
         return not state.takes_new_sessions and state.current_sessions == 0
 
     def apply(self) -> dict[str, Any] | None:
-        started = time.time()
-        self.target.router().fence(self.target.backend, self.target.server)
+        router = self.target.router()
+        if self.spec.params.get("undo") == "restore":
+            before = router.server_state(self.target.backend, self.target.server)
+            self.ctx.remember(f"router_took_traffic.{self.spec.site}", before.takes_new_sessions)
         if self.spec.params.get("stop_writes"):
-            self.ctx.remember("writes_stopped_at", started)
+            # journaled before the fence: a crash right after it still leaves the start of
+            # the write-unavailability on record for the resumed run to measure
+            self.ctx.remember("writes_stopped_at", time.time())
+        router.fence(self.target.backend, self.target.server)
         return {"fenced": f"{self.target.backend}/{self.target.server}"}
 
     def verify(self) -> None:
@@ -56,6 +61,11 @@ class RouterFence(Action):
             )
 
     def undo(self) -> dict[str, Any] | None:
+        """Send traffic back to the site ("route"), or only if it had traffic ("restore")."""
+        if self.spec.params.get("undo") == "restore" and not self.ctx.values.get(
+            f"router_took_traffic.{self.spec.site}"
+        ):
+            return {"routed": None}
         self.target.router().route_to(self.target.backend, self.target.server)
         return {"routed": f"{self.target.backend}/{self.target.server}"}
 
@@ -71,20 +81,27 @@ class RouterRoute(Action):
         self.target = _target(spec, ctx)
 
     def check(self) -> bool:
-        return self.target.router().write_target(self.target.backend) == self.target.server
+        done = self.target.router().write_target(self.target.backend) == self.target.server
+        if done and "writes_resumed_at" not in self.ctx.values:
+            # routed before an interruption: the end is known only to be before now
+            self._measure(time.time(), note=" (upper bound: the run was interrupted)")
+        return done
 
     def apply(self) -> dict[str, Any] | None:
         self.target.router().route_to(self.target.backend, self.target.server)
-        routed_at = time.time()
-        stopped = self.ctx.values.get("writes_stopped_at")
-        if self.spec.params.get("measure_unavailability") and stopped:
-            self.ctx.measure(
-                "write_unavailability_s", routed_at - float(stopped), "s",
-                note="from the router fence (first refused write) to writes routed to "
-                f"{self.spec.site} (first accepted write)",
-            )  # fmt: skip
-            self.ctx.remember("writes_resumed_at", routed_at)
+        self._measure(time.time())
         return {"write_target": self.target.server}
+
+    def _measure(self, routed_at: float, note: str = "") -> None:
+        stopped = self.ctx.values.get("writes_stopped_at")
+        if not (self.spec.params.get("measure_unavailability") and stopped):
+            return
+        self.ctx.measure(
+            "write_unavailability_s", routed_at - float(stopped), "s",
+            note="from the router fence (first refused write) to writes routed to "
+            f"{self.spec.site} (first accepted write){note}",
+        )  # fmt: skip
+        self.ctx.remember("writes_resumed_at", routed_at)
 
     def verify(self) -> None:
         target = self.target.router().write_target(self.target.backend)

@@ -57,8 +57,12 @@ class PgAction(Action):
     def observe(self, node: PgNode | None = None) -> PgObservation:
         return observe(self.ctx.host, node or self.node)
 
-    def on_progress(self, message: str, fraction: float | None = None) -> None:
-        self.ctx.progress(message, fraction)
+    def on_progress(self, current: int, target: int) -> None:
+        """Progress of a wait on LSNs (replay towards a target, standby towards primary)."""
+        behind = max(0, int(target) - int(current))
+        self.ctx.progress(
+            f"{format_lsn(int(current))} of {format_lsn(int(target))}, {behind} bytes behind"
+        )
 
 
 def _raise_unusable(obs: PgObservation, what: str) -> None:
@@ -110,6 +114,13 @@ class PgPreflight(PgAction):
             if other.error and "password" in other.error:
                 _raise_unusable(other, "refuses our credentials")
             observed.append(other)
+        for seen in observed:
+            if seen.pgdata_matches is False:
+                raise StepFailed(
+                    f"{seen.site}: the server at {seen.address} runs from "
+                    f"{seen.data_directory}, not from the pgdata the topology names",
+                    hint="fix pgdata of that site in the topology file",
+                )
         ensure_same_cluster(observed)
         return {site.site: site.to_dict() for site in observed}
 
@@ -124,6 +135,7 @@ class PgFence(PgAction):
     """
 
     name = "postgres.fence"
+    has_undo = True
 
     def check(self) -> bool:
         return running_postmaster(self.ctx.host, self.node) is None
@@ -132,6 +144,7 @@ class PgFence(PgAction):
         pid = running_postmaster(self.ctx.host, self.node)
         if pid is None:
             return {"was_running": False}
+        self.ctx.remember(f"was_running.{self.spec.site}", True)
         try:
             stop(
                 self.ctx.host,
@@ -149,6 +162,16 @@ class PgFence(PgAction):
     def verify(self) -> None:
         if running_postmaster(self.ctx.host, self.node) is not None:
             raise StepFailed(f"{self.spec.site}: postmaster still runs after the fence")
+
+    def undo(self) -> dict[str, Any] | None:
+        """Start it again if this step stopped it (a rollback before any promotion)."""
+        if (
+            self.ctx.values.get(f"was_running.{self.spec.site}")
+            and running_postmaster(self.ctx.host, self.node) is None
+        ):
+            start(self.ctx.host, self.node, timeout=120)
+            return {"started": self.spec.site}
+        return {"started": None}
 
 
 @register

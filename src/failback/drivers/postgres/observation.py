@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from failback.drivers.postgres.errors import PgError
+from failback.drivers.postgres.errors import PgError, PgStateError
 from failback.drivers.postgres.node import node_from_component
 from failback.drivers.postgres.observe import observe
 from failback.hosts import Host
@@ -24,6 +24,7 @@ def observe_postgres_component(
         return ComponentObservation(
             component=name, site=site, driver="postgres", healthy=False, role="unknown",
             detail=exc.message, observed_at=time.time(),
+            data={"misconfigured": isinstance(exc, PgStateError)},
         )  # fmt: skip
     data = seen.to_dict()
     if seen.reachable:

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psycopg
+
 from failback.drivers.postgres.conn import connect, current_timeline_sql
 from failback.drivers.postgres.errors import PgAuthFailed, PgError, PgWrongCluster, PgWrongDatabase
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn, to_lsn
@@ -78,6 +80,8 @@ class PgObservation:
     pgdata_ok: bool = False
     cluster_state: str | None = None
     server_version: str | None = None
+    data_directory: str | None = None
+    pgdata_matches: bool | None = None
     replicas: list[ReplicaInfo] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +116,8 @@ def observe(host: Host, node: PgNode, *, timeout: float | None = None) -> PgObse
         with connect(node, timeout=timeout) as conn:
             _observe_sql(conn, obs)
         obs.reachable = True
+        if obs.data_directory:
+            obs.pgdata_matches = host.realpath(obs.data_directory) == host.realpath(node.pgdata)
     except PgError as exc:
         obs.error = exc.message
         obs.role = "unknown" if isinstance(exc, PgAuthFailed | PgWrongDatabase) else "down"
@@ -124,6 +130,19 @@ def observe(host: Host, node: PgNode, *, timeout: float | None = None) -> PgObse
     return obs
 
 
+def _data_directory(conn: Any) -> str | None:
+    """The server's own data directory, to catch a topology whose pgdata points elsewhere.
+
+    Needs superuser or pg_read_all_settings; without them we cannot tell (None).
+    """
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    except psycopg.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
 def _observe_sql(conn: Any, obs: PgObservation) -> None:
     row = conn.execute(
         "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),"
@@ -131,6 +150,7 @@ def _observe_sql(conn: Any, obs: PgObservation) -> None:
         " current_setting('server_version')"
     ).fetchone()
     in_recovery, sysid, checksums, hints, version = row
+    obs.data_directory = _data_directory(conn)
     obs.system_identifier = int(sysid)
     obs.data_checksums = checksums == "on"
     obs.rewind_possible = checksums == "on" or hints == "on"

@@ -119,7 +119,29 @@ def running_postmaster(host: Host, node: PgNode) -> int | None:
     cwd = host.process_cwd(pid)
     if cwd is not None and cwd != host.realpath(node.pgdata):
         return None
+    _refuse_foreign_postmaster(host, node, pid)
     return pid
+
+
+def _refuse_foreign_postmaster(host: Host, node: PgNode, pid: int) -> None:
+    """Refuse to act on a live postmaster that listens on another port than the node's.
+
+    That is a topology whose pgdata names another site's data directory: stopping or
+    rewinding it would hit the wrong server (seen: a planned failover stopped the
+    standby it was about to promote).
+    """
+    try:
+        lines = host.read_text(os.path.join(node.pgdata, "postmaster.pid")).splitlines()
+        port = int(lines[3].strip())
+    except (OSError, IndexError, ValueError):
+        return
+    if port != node.port:
+        raise PgStateError(
+            f"{node.site}: {node.pgdata} belongs to the PostgreSQL server on port {port} "
+            f"(pid {pid}), not to {node.address}",
+            hint="pgdata of that site in the topology file points at another server's data "
+            "directory; fix it before anything is stopped or resynced",
+        )
 
 
 def controldata(host: Host, node: PgNode) -> dict[str, str]:
