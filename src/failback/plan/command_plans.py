@@ -29,73 +29,38 @@ def command_switch_steps(
     promote_is_point_of_no_return: bool = True,
 ) -> list[StepSpec]:
     """fence(from) -> promote(to) -> unfence(to) -> demote(from) -> verify(to)."""
+    phases: list[tuple[str, str, str]] = [
+        ("fence", from_site, "fence {name} at {site}"),
+        ("promote", to_site, "promote {name} at {site}"),
+        ("unfence", to_site, "open {name} at {site} to traffic"),
+        ("demote", from_site, "demote {name} at {site}"),
+        ("verify", to_site, "verify {name} at {site}"),
+    ]
+    if not fence_old:
+        phases = phases[1:]
     steps: list[StepSpec] = []
-    components = command_components(service)
-    if fence_old:
-        for name, comp in components:
-            if _has(comp, from_site, "fence"):
-                steps.append(
-                    StepSpec(
-                        id=f"fence-{name}-{from_site}",
-                        title=f"fence {name} at {from_site}",
-                        action="command.run",
-                        component=name,
-                        site=from_site,
-                        params={"action": "fence"},
-                        why="the site losing the role must take no writes before another one is"
-                        " promoted",
-                    )
-                )
-    for name, comp in components:
-        if _has(comp, to_site, "promote"):
+    for action, site, title in phases:
+        for name, comp in command_components(service):
+            if not _has(comp, site, action):
+                continue
             steps.append(
                 StepSpec(
-                    id=f"promote-{name}-{to_site}",
-                    title=f"promote {name} at {to_site}",
+                    id=f"{action}-{name}-{site}",
+                    title=title.format(name=name, site=site),
                     action="command.run",
                     component=name,
-                    site=to_site,
-                    params={"action": "promote"},
-                    point_of_no_return=promote_is_point_of_no_return,
-                )
-            )
-    for name, comp in components:
-        if _has(comp, to_site, "unfence"):
-            steps.append(
-                StepSpec(
-                    id=f"unfence-{name}-{to_site}",
-                    title=f"open {name} at {to_site} to traffic",
-                    action="command.run",
-                    component=name,
-                    site=to_site,
-                    params={"action": "unfence"},
-                )
-            )
-    for name, comp in components:
-        if _has(comp, from_site, "demote"):
-            steps.append(
-                StepSpec(
-                    id=f"demote-{name}-{from_site}",
-                    title=f"demote {name} at {from_site}",
-                    action="command.run",
-                    component=name,
-                    site=from_site,
-                    params={"action": "demote"},
-                )
-            )
-    for name, comp in components:
-        if _has(comp, to_site, "verify"):
-            steps.append(
-                StepSpec(
-                    id=f"verify-{name}-{to_site}",
-                    title=f"verify {name} at {to_site}",
-                    action="command.run",
-                    component=name,
-                    site=to_site,
-                    params={"action": "verify"},
+                    site=site,
+                    params={"action": action},
+                    point_of_no_return=action == "promote" and promote_is_point_of_no_return,
+                    why=_WHY.get(action),
                 )
             )
     return steps
+
+
+_WHY = {
+    "fence": "the site losing the role must take no writes before another one is promoted",
+}
 
 
 def command_sync_steps(service: Any, *, site: str) -> list[StepSpec]:

@@ -12,6 +12,13 @@ from typing import Any
 from failback.errors import FailbackError
 from failback.model.state import ServiceState
 from failback.plan.command_plans import command_switch_steps, command_sync_steps
+from failback.plan.common import (
+    approval_gate,
+    approval_needed,
+    checks_gate,
+    record_step,
+    stability_gate,
+)
 from failback.plan.errors import PlanRefused
 from failback.plan.model import Plan, StepSpec
 
@@ -62,7 +69,7 @@ def plan_failover(
         )
     steps = [
         *command_switch_steps(service, from_site=from_site, to_site=to_site),
-        _record(to_site, needs_resync=[from_site]),
+        record_step(to_site, needs_resync=[from_site]),
     ]
     notes = [] if not active_healthy else [f"{from_site} was healthy: failover was requested"]
     return Plan(
@@ -106,56 +113,13 @@ def plan_failback(
     policy = service.policy
     window = policy.stability_window if stability_window_s is None else stability_window_s
     steps: list[StepSpec] = [
-        StepSpec(
-            id="precheck",
-            title=f"prechecks at {home}",
-            action="gate.checks",
-            site=home,
-            kind="gate",
-            params={"use": "precheck"},
-        ),
-        StepSpec(
-            id="stability",
-            title=f"{home} healthy for {window:g}s",
-            action="gate.stability",
-            site=home,
-            kind="gate",
-            params={"window_s": window},
-        ),
+        checks_gate("precheck", home),
+        stability_gate(home, window),
         *command_sync_steps(service, site=home),
     ]
-    if approval if approval is not None else policy.approval == "required":
-        steps.append(_approval(home))
+    if approval_needed(policy.approval, approval):
+        steps.append(approval_gate(home, f"switch the service back to {home}?"))
     steps.extend(command_switch_steps(service, from_site=away, to_site=home))
-    steps.append(
-        StepSpec(
-            id="postcheck",
-            title=f"post-checks at {home}",
-            action="gate.checks",
-            site=home,
-            kind="gate",
-            params={"use": "postcheck"},
-        )
-    )
-    steps.append(_record(home, needs_resync=[]))
+    steps.append(checks_gate("postcheck", home))
+    steps.append(record_step(home, needs_resync=[]))
     return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)
-
-
-def _approval(home: str) -> StepSpec:
-    return StepSpec(
-        id="approve",
-        title=f"approval to switch to {home}",
-        action="gate.approval",
-        kind="gate",
-        params={"question": f"switch the service back to {home}?"},
-        why="policy approval: required",
-    )
-
-
-def _record(active_site: str, needs_resync: list[str]) -> StepSpec:
-    return StepSpec(
-        id="record",
-        title=f"record {active_site} as the active site",
-        action="state.record",
-        params={"active_site": active_site, "needs_resync": needs_resync},
-    )

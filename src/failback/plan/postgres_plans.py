@@ -11,6 +11,13 @@ from typing import Any
 
 from failback.model.state import ComponentObservation, ServiceState
 from failback.plan.command_plans import command_switch_steps
+from failback.plan.common import (
+    approval_gate,
+    approval_needed,
+    checks_gate,
+    record_step,
+    stability_gate,
+)
 from failback.plan.errors import PlanRefused
 from failback.plan.model import Plan, StepSpec
 
@@ -190,7 +197,7 @@ def postgres_failover_plan(
             *switchover_steps(
                 service, db=db, router=router, old=from_site, new=to_site, endpoint=endpoint
             ),
-            _record(to_site, []),
+            record_step(to_site, []),
         ]
         return Plan(
             service=service_name,
@@ -247,7 +254,7 @@ def postgres_failover_plan(
         action="postgres.verify_write", component=db, site=to_site,
         params={"endpoint": endpoint, "measure_rto": True},
     ))  # fmt: skip
-    steps.append(_record(to_site, [from_site]))
+    steps.append(record_step(to_site, [from_site]))
     notes = [f"{from_site} will need a resync before it can return"]
     if old_alive:
         notes.append(
@@ -297,14 +304,7 @@ def postgres_failback_plan(
             why="a returning old primary is fenced until it has been resynced (promise 1)",
         ))  # fmt: skip
     steps += [
-        StepSpec(
-            id="precheck",
-            title=f"prechecks for {home}",
-            action="gate.checks",
-            site=home,
-            kind="gate",
-            params={"use": "precheck"},
-        ),
+        checks_gate("precheck", home),
         StepSpec(
             id="preflight",
             title=f"preflight: {away} is the primary of the same cluster",
@@ -314,14 +314,7 @@ def postgres_failback_plan(
             kind="gate",
             params={"expect": "primary", "compare": [home]},
         ),
-        StepSpec(
-            id="stability",
-            title=f"{home} healthy for its stability window ({window:g}s)",
-            action="gate.stability",
-            site=home,
-            kind="gate",
-            params={"window_s": window},
-        ),
+        stability_gate(home, window),
         StepSpec(
             id=f"resync-{home}",
             title=f"resync {home} from {away} (rewind or re-clone)",
@@ -339,31 +332,11 @@ def postgres_failback_plan(
             params={"source": away},
         ),
     ]
-    if approval if approval is not None else policy.approval == "required":
-        steps.append(StepSpec(
-            id="approve", title=f"approval to switch writes back to {home}",
-            action="gate.approval", kind="gate",
-            params={"question": f"{home} is resynced and caught up: switch writes back to it?"},
+    if approval_needed(policy.approval, approval):
+        steps.append(approval_gate(
+            home, f"{home} is resynced and caught up: switch writes back to it?"
         ))  # fmt: skip
     steps += switchover_steps(service, db=db, router=router, old=away, new=home, endpoint=endpoint)
-    steps.append(
-        StepSpec(
-            id="postcheck",
-            title=f"post-checks at {home}",
-            action="gate.checks",
-            site=home,
-            kind="gate",
-            params={"use": "postcheck"},
-        )
-    )
-    steps.append(_record(home, []))
+    steps.append(checks_gate("postcheck", home))
+    steps.append(record_step(home, []))
     return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)
-
-
-def _record(active_site: str, needs_resync: list[str]) -> StepSpec:
-    return StepSpec(
-        id="record",
-        title=f"record {active_site} as the active site",
-        action="state.record",
-        params={"active_site": active_site, "needs_resync": needs_resync},
-    )

@@ -1,0 +1,40 @@
+"""Step builders every planner shares: gates and the final bookkeeping step."""
+
+from __future__ import annotations
+
+from failback.plan.model import StepSpec
+
+
+def checks_gate(use: str, site: str) -> StepSpec:
+    """Declared checks of one kind (precheck | postcheck) for ``site``."""
+    return StepSpec(
+        id=use, title=f"{use}s for {site}", action="gate.checks", site=site, kind="gate",
+        params={"use": use},
+    )  # fmt: skip
+
+
+def stability_gate(site: str, window_s: float) -> StepSpec:
+    """``site`` healthy continuously for the stability window (any failure restarts it)."""
+    return StepSpec(
+        id="stability", title=f"{site} healthy for its stability window ({window_s:g}s)",
+        action="gate.stability", site=site, kind="gate", params={"window_s": window_s},
+    )  # fmt: skip
+
+
+def approval_gate(site: str, question: str) -> StepSpec:
+    return StepSpec(
+        id="approve", title=f"approval to switch to {site}", action="gate.approval",
+        kind="gate", params={"question": question}, why="policy: approval required",
+    )  # fmt: skip
+
+
+def record_step(active_site: str, needs_resync: list[str]) -> StepSpec:
+    """Record where the service runs now and which sites need a resync."""
+    return StepSpec(
+        id="record", title=f"record {active_site} as the active site", action="state.record",
+        params={"active_site": active_site, "needs_resync": needs_resync},
+    )  # fmt: skip
+
+
+def approval_needed(policy_approval: str, override: bool | None) -> bool:
+    return override if override is not None else policy_approval == "required"
