@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from failback.cli.commands_config import make_plan
 from failback.config import load_topology
 from failback.engine.executor import Executor
 from failback.engine.journal import Journal
+from failback.engine.starter import create_run, make_plan
 from failback.lab import lab_down, lab_up
 from failback.lab.probe import WriteProbe
 
@@ -50,9 +50,7 @@ def _switch(
     service = "app"
     plan = make_plan(kind, service, topology, journal, **opts)
     started = time.time()
-    run_id = executor.create(
-        topology, plan, {"from_site": plan.from_site, "to_site": plan.to_site, **opts}
-    )
+    run_id = create_run(executor, topology, plan, **opts)
     outcome = executor.execute(run_id)
     finished = time.time()
     time.sleep(SETTLE_S)

@@ -6,7 +6,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer iproute2 procps"
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer iproute2 procps chromium"
 
 missing=""
 for pkg in $DEB_PACKAGES; do

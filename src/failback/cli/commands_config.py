@@ -12,7 +12,8 @@ from rich.table import Table
 from failback.cli.context import config_path, load
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
 from failback.cli.output import emit_json, stdout
-from failback.errors import FailbackError, UsageError
+from failback.engine.starter import make_plan
+from failback.errors import FailbackError
 from failback.plan.model import Plan
 
 
@@ -184,33 +185,6 @@ def print_plan(plan: Plan, *, as_json: bool) -> None:
             stdout.print(f"      [dim]why: {step.why}[/]", highlight=False)
     for note in plan.notes:
         stdout.print(f"  note: {note}", highlight=False)
-
-
-def make_plan(
-    kind: str,
-    service: str,
-    topology: Any,
-    journal: Any,
-    *,
-    planned: bool = False,
-    force: bool = False,
-    accept_data_loss: bool = False,
-    approval: bool | None = None,
-) -> Plan:
-    """Observe (read-only), then plan."""
-    from failback.drivers.registry import observe_service
-    from failback.hosts import LocalHost
-    from failback.plan.planners import plan_failback, plan_failover
-
-    svc = topology.service(service)
-    state = observe_service(LocalHost(), topology, service, journal)
-    if kind == "failover":
-        return plan_failover(
-            service, svc, state, planned=planned, force=force, accept_data_loss=accept_data_loss
-        )
-    if kind == "failback":
-        return plan_failback(service, svc, state, approval=approval)
-    raise UsageError(f"unknown kind of run {kind!r}", hint="failover or failback")
 
 
 def plan_failover_cmd(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from failback.cli.commands_config import make_plan, print_plan
+from failback.cli.commands_config import print_plan
 from failback.cli.context import load, open_journal
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import (
@@ -23,6 +23,7 @@ from failback.cli.output import (
 )
 from failback.engine.executor import Executor, RunOutcome
 from failback.engine.journal import Journal
+from failback.engine.starter import create_run, make_plan
 from failback.errors import UsageError
 
 RunIdArg = Annotated[int, typer.Argument(help="Run id (see `failback runs`)")]
@@ -116,9 +117,7 @@ def _start(
         print_plan(plan, as_json=False)
     confirm(f"Start the {kind} of {service} from {plan.from_site} to {plan.to_site}?", yes)
     executor = _executor(journal, as_json)
-    run_id = executor.create(
-        topology, plan, {"from_site": plan.from_site, "to_site": plan.to_site, **plan_options}
-    )
+    run_id = create_run(executor, topology, plan, **plan_options)
     if not as_json:
         stderr.print(f"run {run_id} started", markup=False)
     return finish(journal, executor.execute(run_id), as_json=as_json)

@@ -35,12 +35,10 @@ def _measure(report: dict[str, Any], name: str) -> float | None:
 def _run(
     kind: str, service: str, topology: Any, journal: Journal, executor: Executor, **options: Any
 ) -> dict[str, Any]:
-    from failback.cli.commands_config import make_plan
+    from failback.engine.starter import create_run, make_plan
 
     plan = make_plan(kind, service, topology, journal, **options)
-    run_id = executor.create(
-        topology, plan, {"from_site": plan.from_site, "to_site": plan.to_site, **options}
-    )
+    run_id = create_run(executor, topology, plan, **options)
     outcome = executor.execute(run_id)
     report = journal.get_run(run_id).report or {}
     if outcome.status != "succeeded":
