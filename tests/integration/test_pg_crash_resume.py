@@ -45,11 +45,13 @@ STARTED = ("applying", "verifying", "done", "skipped", "failed")
 # (step id of the failback plan, a program of the lab whose presence marks the moment)
 CASES = [
     ("resync-dc1", "pg_rewind"),  # dc1's data directory half rewound
+    ("pause-pool-dc2", None),  # PgBouncer paused: clients' queries wait
     ("fence-router-dc2", None),  # writes stopped at the router, dc2 still the primary
     ("stop-dc2", None),  # dc2 stopping / stopped, its final position maybe unrecorded
     ("replay-dc1", None),  # dc1 replaying dc2's final position
     ("promote-dc1", None),  # the point of no return
-    ("route-dc1", None),  # writes being routed back to dc1
+    ("route-router-dc1", None),  # writes being routed back to dc1
+    ("route-pool-dc1", None),  # PgBouncer re-pointed at dc1 and resumed
     ("reprotect-dc2", None),  # dc2 being made a standby of dc1
 ]
 

@@ -82,7 +82,7 @@ def test_unplanned_failover_fences_before_promoting() -> None:
     order = ids(plan)
     assert order.index("fence-router-dc1") < order.index("promote-dc2")
     assert order.index("fence-db-dc1") < order.index("promote-dc2")
-    assert order.index("promote-dc2") < order.index("route-dc2")
+    assert order.index("promote-dc2") < order.index("route-router-dc2")
     assert plan.steps[order.index("promote-dc2")].point_of_no_return
     assert plan.steps[-1].params == {"active_site": "dc2", "needs_resync": ["dc1"]}
 
@@ -115,7 +115,7 @@ def test_planned_failover_is_a_zero_loss_switchover() -> None:
         < order.index("stop-dc1")
         < order.index("replay-dc2")
         < order.index("promote-dc2")
-        < order.index("route-dc2")
+        < order.index("route-router-dc2")
     )
     assert "reprotect-dc1" in order
 
@@ -129,8 +129,8 @@ def test_failback_order_and_gates() -> None:
     assert order[0] == "fence-router-dc1"
     assert order.index("stability") < order.index("resync-dc1") < order.index("catchup-dc1")
     assert order.index("approve") < order.index("fence-router-dc2")
-    assert order.index("replay-dc1") < order.index("promote-dc1") < order.index("route-dc1")
-    assert order.index("route-dc1") < order.index("reprotect-dc2")
+    assert order.index("replay-dc1") < order.index("promote-dc1") < order.index("route-router-dc1")
+    assert order.index("route-router-dc1") < order.index("reprotect-dc2")
     stability = plan.steps[order.index("stability")]
     assert stability.params["window_s"] == 10.0
 

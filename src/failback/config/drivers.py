@@ -37,6 +37,9 @@ __all__ = [
     "HaproxyComponent",
     "HaproxyOptions",
     "HaproxySite",
+    "PgbouncerComponent",
+    "PgbouncerOptions",
+    "PgbouncerSite",
     "PostgresComponent",
     "PostgresOptions",
     "PostgresSite",
@@ -182,6 +185,55 @@ class HaproxyComponent(ComponentBase):
     sites: dict[str, HaproxySite] = Field(description="Per-site server: site name -> server.")
 
 
+# --- pgbouncer --------------------------------------------------------------------------
+
+
+class PgbouncerOptions(ConfigModel):
+    """The PgBouncer in front of the database: its admin console and the file failback owns.
+
+    A switchover PAUSEs the pooled databases (clients' queries wait instead of failing),
+    rewrites ``databases_file`` to point at the new primary, RELOADs and RESUMEs.
+    """
+
+    host: NonEmptyStr = Field("127.0.0.1", description="Where PgBouncer listens.")
+    port: Port = Field(description="PgBouncer's port (clients and the admin console).")
+    admin_user: NonEmptyStr = Field(description="A user listed in PgBouncer's admin_users.")
+    admin_password: SecretRef | None = Field(None, description="Password of `admin_user`.")
+    databases: list[NonEmptyStr] = Field(
+        min_length=1, description="Pooled database names failback switches (PAUSE/RESUME)."
+    )
+    databases_file: AbsPath = Field(
+        description="File holding the [databases] lines, included from pgbouncer.ini with "
+        "%include; failback rewrites it to point at the primary."
+    )
+    os_user: NonEmptyStr | None = Field(
+        None, description="Owner of `databases_file` (the OS user PgBouncer runs as)."
+    )
+    pause_timeout: PositiveDuration = Field(
+        parse_duration("10s"),
+        description="How long PAUSE may wait for running transactions before giving up.",
+    )
+
+
+class PgbouncerSite(ConfigModel):
+    """Where the pooled databases live when this site is primary."""
+
+    host: NonEmptyStr = Field(description="Database host of this site.")
+    port: Port = Field(description="Database port of this site.")
+    dbname: NonEmptyStr | None = Field(
+        None, description="Database name on the server (default: the pooled name)."
+    )
+
+
+class PgbouncerComponent(ComponentBase):
+    """A PgBouncer that routes clients' database traffic to the active site's primary."""
+
+    pair_only: ClassVar[bool] = True
+    driver: Literal["pgbouncer"]
+    options: PgbouncerOptions
+    sites: dict[str, PgbouncerSite] = Field(description="Per-site database target.")
+
+
 # --- command ----------------------------------------------------------------------------
 
 COMMAND_ACTIONS = ("observe", "promote", "demote", "fence", "unfence", "sync", "verify")
@@ -269,12 +321,13 @@ class CommandComponent(ComponentBase):
 COMPONENT_MODELS: tuple[type[ComponentBase], ...] = (
     PostgresComponent,
     HaproxyComponent,
+    PgbouncerComponent,
     CommandComponent,
 )
 """Every component model; their ``driver`` literals are the known driver names."""
 
 Component = Annotated[
-    PostgresComponent | HaproxyComponent | CommandComponent,
+    PostgresComponent | HaproxyComponent | PgbouncerComponent | CommandComponent,
     Field(discriminator="driver"),
 ]
 """A component of any driver; pydantic picks the model from ``driver:``."""

@@ -26,6 +26,10 @@ def observe_component(
         from failback.drivers.haproxy.observation import observe_haproxy_component
 
         return observe_haproxy_component(host, service, name, component, site)
+    if driver == "pgbouncer":
+        from failback.drivers.pgbouncer.observation import observe_pgbouncer_component
+
+        return observe_pgbouncer_component(host, service, name, component, site)
     return ComponentObservation(
         component=name,
         site=site,
@@ -54,8 +58,12 @@ def observe_service(host: Host, topology: Any, service_name: str, journal: Any) 
         primary_site=service.primary_site,
         active_site=active_site,
         needs_resync=recorded.get("needs_resync", []),
+        sync_mode=recorded.get("sync_mode"),
         components=observations,
     )
+
+
+ROUTER_DRIVERS = ("haproxy", "pgbouncer")
 
 
 def mark_stale_primaries(observations: list[ComponentObservation], active_site: str) -> None:
@@ -63,7 +71,9 @@ def mark_stale_primaries(observations: list[ComponentObservation], active_site: 
 
     Its router server is shown beside it, so a person sees at once whether it is fenced.
     """
-    fenced_sites = {o.site for o in observations if o.driver == "haproxy" and o.role != "active"}
+    fenced_sites = {
+        o.site for o in observations if o.driver in ROUTER_DRIVERS and o.role != "active"
+    }
     for obs in observations:
         if obs.driver == "postgres" and obs.role == "primary" and obs.site != active_site:
             obs.role = "stale-primary"

@@ -146,5 +146,6 @@ def _load_builtin_actions() -> None:
     """Import the modules that register actions (kept lazy to avoid import cycles)."""
     import failback.drivers.command.actions
     import failback.drivers.haproxy.actions
+    import failback.drivers.pgbouncer.actions
     import failback.drivers.postgres.actions
     import failback.engine.gates  # noqa: F401

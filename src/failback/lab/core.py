@@ -31,6 +31,7 @@ from failback.drivers.postgres.process import (
 from failback.drivers.postgres.replication import wait_streaming
 from failback.hosts import Host, LocalHost
 from failback.lab import pg
+from failback.lab import pool as lab_pool
 from failback.lab import router as lab_router
 from failback.lab.info import (
     LAB_FILE,
@@ -42,6 +43,7 @@ from failback.lab.info import (
     load_info,
     save_info,
 )
+from failback.lab.pool import LabPool
 from failback.lab.ports import pick_ports
 from failback.lab.topology import render_topology
 
@@ -129,7 +131,7 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
     for which in pg.SECRETS:
         h.write_text(pg.secret_path(directory, which), secrets.token_urlsafe(24) + "\n")
 
-    ports = pick_ports(3)
+    ports = pick_ports(4)
     avoid = set(ports)
     sites = {
         name: LabSite(
@@ -180,6 +182,12 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
         f"host=127.0.0.1 port={router.port} dbname={pg.DBNAME} user={pg.APP_USER} "
         f"password={app_password} connect_timeout=2"
     )
+    # the pool: PgBouncer -> dc1, the endpoint clients see a stall through, not errors
+    pool = _start_pool_on_free_port(h, directory, ports[3], avoid, os_user, sites["dc1"].port)
+    pool_dsn = (
+        f"host=127.0.0.1 port={pool.port} dbname={pg.DBNAME} user={pg.APP_USER} "
+        f"password={app_password} connect_timeout=2"
+    )
     info = LabInfo(
         dir=info.dir,
         config=info.config,
@@ -190,11 +198,32 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
         sync=sync,
         bin_dir=bin_dir,
         extra={_STATE_KEY: "ready"},
+        pool=pool,
+        pool_dsn=pool_dsn,
     )
     h.write_text(info.config, render_topology(info), mode=0o644)
     save_info(h, info)
     _validate_topology(info)
     return info
+
+
+def _start_pool_on_free_port(
+    h: Host, directory: Path, port: int, avoid: set[int], os_user: str, target_port: int
+) -> LabPool:
+    users = {
+        pg.APP_USER: pg.read_secret(h, directory, "app"),
+        pg.ADMIN_USER: pg.read_secret(h, directory, "admin"),
+    }
+    for _attempt in range(5):
+        pool = LabPool(port=port, dir=str(directory / "pgbouncer"), database=pg.DBNAME)
+        lab_pool.write_files(h, pool, os_user=os_user, users=users, target_port=target_port)
+        try:
+            lab_pool.start_pool(h, pool, os_user=os_user)
+            return pool
+        except LabError:
+            avoid.add(port)
+            port = pick_ports(1, avoid=avoid)[0]
+    raise LabError("could not start PgBouncer on a free port", hint="see pgbouncer.log")
 
 
 def _site_with_port(site: LabSite, port: int) -> LabSite:
@@ -246,6 +275,8 @@ def _restart_existing(h: Host, directory: Path) -> LabInfo:
         start(h, pg.lab_node(h, info, site), timeout=60)
     if lab_router.router_pid(h, info.router) is None:
         lab_router.start_router(h, info.router)
+    if info.pool is not None and lab_pool.pool_pid(h, info.pool) is None:
+        lab_pool.start_pool(h, info.pool, os_user=_os_user())
     return info
 
 
@@ -291,6 +322,8 @@ def _stop_everything(h: Host, directory: Path) -> list[str]:
     if info is not None:
         if lab_router.stop_router(h, info.router):
             stopped.append("router")
+        if info.pool is not None and lab_pool.stop_pool(h, info.pool):
+            stopped.append("pool")
         for site in info.sites:
             try:
                 node = pg.lab_node(h, info, site)
@@ -325,7 +358,7 @@ def lab_processes(h: Host, directory: Path) -> list[int]:
         except OSError:
             continue
         program = os.path.basename(argv[0].split(" ")[0]) if argv and argv[0] else ""
-        if not (program.startswith(("postgres", "pg_")) or program == "haproxy"):
+        if not (program.startswith(("postgres", "pg_")) or program in ("haproxy", "pgbouncer")):
             continue
         cwd = h.process_cwd(pid) or ""
         mine = any(prefix in arg for arg in argv) or (cwd + "/").startswith(prefix)

@@ -65,6 +65,10 @@ class LabInfo:
     bin_dir: str = ""
     primary_site: str = "dc1"
     extra: dict[str, Any] = field(default_factory=dict)
+    pool: Any = None
+    """The lab's PgBouncer (lab.pool.LabPool), None in labs made before it existed."""
+    pool_dsn: str = ""
+    """libpq conninfo of the database endpoint through PgBouncer."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +81,7 @@ class LabInfo:
             "sync": self.sync,
             "bin_dir": self.bin_dir,
             "primary_site": self.primary_site,
+            **({"pool": self.pool.to_dict(), "pool_dsn": self.pool_dsn} if self.pool else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -93,6 +98,8 @@ class LabInfo:
             bin_dir=data.get("bin_dir", ""),
             primary_site=data.get("primary_site", "dc1"),
             extra=dict(data.get("extra", {})),
+            pool=_pool_from(data.get("pool")),
+            pool_dsn=data.get("pool_dsn", ""),
         )
 
     def site(self, name: str) -> LabSite:
@@ -103,6 +110,14 @@ class LabInfo:
                 hint=f"use one of: {', '.join(self.sites)}",
             )
         return self.sites[name]
+
+
+def _pool_from(data: dict[str, Any] | None) -> Any:
+    if not data:
+        return None
+    from failback.lab.pool import LabPool
+
+    return LabPool.from_dict(data)
 
 
 def lab_file(directory: Path) -> Path:

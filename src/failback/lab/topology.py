@@ -26,7 +26,7 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
         }
         for name, site in info.sites.items()
     }
-    return {
+    doc: dict[str, Any] = {
         "version": 1,
         "state_dir": str(directory / "state"),
         "sites": {
@@ -89,6 +89,29 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
                     "observation_window": "3s",
                 },
             }
+        },
+    }
+    if info.pool is not None:
+        doc["services"][info.service]["components"]["pool"] = _pool_component(info, directory)
+    return doc
+
+
+def _pool_component(info: LabInfo, directory: Path) -> dict[str, Any]:
+    """PgBouncer in front of the database: clients stall through a switch, no errors."""
+    return {
+        "driver": "pgbouncer",
+        "description": "PgBouncer: clients stall through a switch instead of failing",
+        "options": {
+            "host": "127.0.0.1",
+            "port": info.pool.port,
+            "admin_user": ADMIN_USER,
+            "admin_password": f"file:{secret_path(directory, 'admin')}",
+            "databases": [info.pool.database],
+            "databases_file": info.pool.databases_file,
+            "os_user": info.sites["dc1"].os_user,
+        },
+        "sites": {
+            name: {"host": "127.0.0.1", "port": site.port} for name, site in info.sites.items()
         },
     }
 

@@ -20,17 +20,17 @@ from failback.plan.common import (
 )
 from failback.plan.errors import PlanRefused
 from failback.plan.model import Plan, StepSpec
+from failback.plan.router_steps import (
+    client_endpoint,
+    keep_fenced_steps,
+    route_writes_steps,
+    stop_writes_steps,
+)
 
 
 def _one(service: Any, driver: str) -> str | None:
     names = [n for n, c in service.components.items() if c.driver == driver]
     return names[0] if names else None
-
-
-def _endpoint(service: Any, router: str | None) -> str | None:
-    if router is None:
-        return None
-    return getattr(service.components[router].options, "endpoint", None)
 
 
 def _refuse_bad_site(obs: ComponentObservation | None, site: str, *, need: str) -> None:
@@ -56,6 +56,19 @@ def _refuse_bad_site(obs: ComponentObservation | None, site: str, *, need: str) 
             f"{site}: the database is not reachable ({text})",
             hint="a failover needs the target site up; `failback status` shows every site",
         )
+
+
+def _refuse_unreachable_routers(service: Any, state: ServiceState, *, what: str) -> None:
+    """A switch needs every router it must fence and re-point: refuse while one is down."""
+    from failback.plan.router_steps import db_routers
+
+    for name, _driver in db_routers(service):
+        for obs in state.components:
+            if obs.component == name and not obs.healthy:
+                raise PlanRefused(
+                    f"{name} cannot be driven: {obs.detail}",
+                    hint=f"a {what} must fence and re-point every router; fix {name} first",
+                )
 
 
 def _same_cluster(state: ServiceState, db: str) -> None:
@@ -97,8 +110,29 @@ def _refuse_unsynced_target(
         )
 
 
+def _refuse_unless_zero_loss(service: Any, state: ServiceState, to_site: str) -> None:
+    """With ``policy.synchronous``, promote only a standby that was synchronous when the
+    primary was last observed: in relaxed (asynchronous) mode it may lack acknowledged
+    writes, and a synchronous service promised not to lose any."""
+    if not getattr(service.policy, "synchronous", False):
+        return
+    mode = state.sync_mode or {}
+    if mode.get("mode") == "sync" and mode.get("standby") in (None, to_site):
+        return
+    seen = (
+        f"was in {mode.get('mode')} mode at the last observation"
+        if mode
+        else "was never observed in zero-loss mode"
+    )
+    raise PlanRefused(
+        f"{state.service} is synchronous but {seen}: {to_site} may lack acknowledged writes",
+        hint="bring the old primary back if you can; --force promotes anyway (what may be lost"
+        " is measured)",
+    )
+
+
 def switchover_steps(
-    service: Any, *, db: str, router: str | None, old: str, new: str, endpoint: str | None
+    service: Any, *, db: str, old: str, new: str, endpoint: str | None
 ) -> list[StepSpec]:
     """Zero-loss switchover old -> new: the core of a planned failover and of a failback."""
     steps: list[StepSpec] = [
@@ -110,13 +144,7 @@ def switchover_steps(
             site=old,
         )
     ]
-    if router:
-        steps.append(StepSpec(
-            id=f"fence-router-{old}", title=f"stop writes at {old} (router fence)",
-            action="haproxy.fence", component=router, site=old,
-            params={"stop_writes": True, "undo": "route"},
-            why="no client may write to the old primary once its final position is read",
-        ))  # fmt: skip
+    steps += stop_writes_steps(service, old, undo="route", purpose=f"stop writes at {old}")
     steps.append(StepSpec(
         id=f"stop-{old}", title=f"stop {old} cleanly and read its final WAL position",
         action="postgres.stop", component=db, site=old,
@@ -131,11 +159,7 @@ def switchover_steps(
         id=f"promote-{new}", title=f"promote {new}", action="postgres.promote",
         component=db, site=new, point_of_no_return=True,
     ))  # fmt: skip
-    if router:
-        steps.append(StepSpec(
-            id=f"route-{new}", title=f"route writes to {new}", action="haproxy.route",
-            component=router, site=new, params={"measure_unavailability": True},
-        ))  # fmt: skip
+    steps += route_writes_steps(service, new, measure=True)
     steps.extend(
         command_switch_steps(
             service, from_site=old, to_site=new, promote_is_point_of_no_return=False
@@ -159,8 +183,7 @@ def postgres_failover_plan(
 ) -> Plan:  # fmt: skip
     db = _one(service, "postgres")
     assert db is not None
-    router = _one(service, "haproxy")
-    endpoint = _endpoint(service, router)
+    endpoint = client_endpoint(service)
     old = state.get(db, from_site)
     new = state.get(db, to_site)
     _same_cluster(state, db)
@@ -169,6 +192,8 @@ def postgres_failover_plan(
         _refuse_bad_site(old, from_site, need="any")
     old_alive = old is not None and old.healthy and old.role == "primary"
     _refuse_unsynced_target(state, new, to_site, accept_data_loss)
+    if planned or not force:
+        _refuse_unreachable_routers(service, state, what="failover")
     if planned:
         if not old_alive:
             raise PlanRefused(
@@ -194,9 +219,7 @@ def postgres_failover_plan(
                 site=to_site,
                 params={"source": from_site},
             ),
-            *switchover_steps(
-                service, db=db, router=router, old=from_site, new=to_site, endpoint=endpoint
-            ),
+            *switchover_steps(service, db=db, old=from_site, new=to_site, endpoint=endpoint),
             record_step(to_site, []),
         ]
         return Plan(
@@ -213,6 +236,8 @@ def postgres_failover_plan(
             "its latest writes",
             hint="use --planned for a zero-loss move (maintenance), or --force to fail over anyway",
         )
+    if not force:
+        _refuse_unless_zero_loss(service, state, to_site)
     steps: list[StepSpec] = [
         StepSpec(
             id="preflight",
@@ -224,13 +249,7 @@ def postgres_failover_plan(
             params={"expect": "any", "compare": []},
         ),
     ]
-    if router:
-        steps.append(StepSpec(
-            id=f"fence-router-{from_site}", title=f"fence {from_site} at the router",
-            action="haproxy.fence", component=router, site=from_site,
-            params={"undo": "restore"},
-            why="promise 1: the old primary must be unreachable for clients before promotion",
-        ))  # fmt: skip
+    steps += stop_writes_steps(service, from_site, undo="restore", purpose=f"fence {from_site}")
     steps.append(StepSpec(
         id=f"fence-db-{from_site}", title=f"stop {from_site}'s database if it still runs",
         action="postgres.fence", component=db, site=from_site,
@@ -239,11 +258,7 @@ def postgres_failover_plan(
         id=f"promote-{to_site}", title=f"promote {to_site}", action="postgres.promote",
         component=db, site=to_site, params={"measure_loss": True}, point_of_no_return=True,
     ))  # fmt: skip
-    if router:
-        steps.append(StepSpec(
-            id=f"route-{to_site}", title=f"route writes to {to_site}", action="haproxy.route",
-            component=router, site=to_site,
-        ))  # fmt: skip
+    steps += route_writes_steps(service, to_site, measure=False)
     steps.extend(
         command_switch_steps(
             service, from_site=from_site, to_site=to_site, promote_is_point_of_no_return=False
@@ -277,11 +292,11 @@ def postgres_failback_plan(
 ) -> Plan:  # fmt: skip
     db = _one(service, "postgres")
     assert db is not None
-    router = _one(service, "haproxy")
-    endpoint = _endpoint(service, router)
+    endpoint = client_endpoint(service)
     _same_cluster(state, db)
     current = state.get(db, away)
     _refuse_bad_site(current, away, need="reachable")
+    _refuse_unreachable_routers(service, state, what="failback")
     if current is not None and current.role != "primary":
         raise PlanRefused(
             f"{away} is {current.role}, not the primary: there is nothing to fail back from",
@@ -297,12 +312,7 @@ def postgres_failback_plan(
     policy = service.policy
     window = policy.stability_window if stability_window_s is None else stability_window_s
     steps: list[StepSpec] = []
-    if router:
-        steps.append(StepSpec(
-            id=f"fence-router-{home}", title=f"keep {home} fenced at the router until resynced",
-            action="haproxy.fence", component=router, site=home,
-            why="a returning old primary is fenced until it has been resynced (promise 1)",
-        ))  # fmt: skip
+    steps += keep_fenced_steps(service, home)
     steps += [
         checks_gate("precheck", home),
         StepSpec(
@@ -336,7 +346,7 @@ def postgres_failback_plan(
         steps.append(approval_gate(
             home, f"{home} is resynced and caught up: switch writes back to it?"
         ))  # fmt: skip
-    steps += switchover_steps(service, db=db, router=router, old=away, new=home, endpoint=endpoint)
+    steps += switchover_steps(service, db=db, old=away, new=home, endpoint=endpoint)
     steps.append(checks_gate("postcheck", home))
     steps.append(record_step(home, []))
     return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)

@@ -1,0 +1,127 @@
+"""Plan steps on PgBouncer: hold clients' queries (PAUSE), then retarget and RESUME.
+
+Against HAProxy's fence, clients see refused connections; against PAUSE, they see a
+stall and no error (transaction pooling; see the PgBouncer note in docs/concepts.md).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from failback.drivers.pgbouncer.admin import Pgbouncer
+from failback.drivers.pgbouncer.target import database_lines, pgbouncer_of
+from failback.engine.actions import Action, RunContext, register
+from failback.errors import FailbackError
+from failback.plan.model import StepSpec
+
+
+class PoolAction(Action):
+    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+        super().__init__(spec, ctx)
+        if spec.component is None or spec.site is None:
+            raise FailbackError(f"step {spec.id}: a pgbouncer step needs a component and a site")
+        self.component = ctx.service.components[spec.component]
+        self.bouncer: Pgbouncer = pgbouncer_of(self.component)
+        self.databases: list[str] = list(self.component.options.databases)
+
+    def _paused(self) -> bool:
+        targets = self.bouncer.targets()
+        return all(targets.get(n) is not None and targets[n].paused for n in self.databases)
+
+
+@register
+class PoolPause(PoolAction):
+    """PAUSE the pooled databases: from now on clients' queries wait (writes stop).
+
+    Undo RESUMEs them (still pointing at the old primary): a rollback before any
+    promotion gives clients their primary back with a stall instead of errors.
+    """
+
+    name = "pgbouncer.pause"
+    has_undo = True
+
+    def check(self) -> bool:
+        return self._paused()
+
+    def apply(self) -> dict[str, Any] | None:
+        if self.spec.params.get("stop_writes"):
+            self.ctx.remember("writes_stopped_at", time.time())
+        self.bouncer.pause(self.databases, timeout=float(self.component.options.pause_timeout))
+        return {"paused": self.databases}
+
+    def undo(self) -> dict[str, Any] | None:
+        self.bouncer.resume(self.databases)
+        return {"resumed": self.databases}
+
+
+@register
+class PoolRoute(PoolAction):
+    """Point the pooled databases at the site's server, RELOAD, then RESUME.
+
+    Clients' held queries run on the new primary; the time from the PAUSE to the
+    RESUME is the write-unavailability (measured when ``measure_unavailability``).
+    """
+
+    name = "pgbouncer.route"
+
+    def _pointing_here(self) -> bool:
+        where = self.component.sites[self.spec.site]
+        targets = self.bouncer.targets()
+        return all(
+            n in targets and targets[n].host == where.host and targets[n].port == where.port
+            for n in self.databases
+        )
+
+    def check(self) -> bool:
+        done = self._pointing_here() and not any(
+            t.paused for n, t in self.bouncer.targets().items() if n in self.databases
+        )
+        if done and "writes_resumed_at" not in self.ctx.values:
+            self._measure(time.time(), " (upper bound: the run was interrupted)")
+        return done
+
+    def apply(self) -> dict[str, Any] | None:
+        where = self.component.sites[self.spec.site]
+        self.bouncer.retarget(self.ctx.host, database_lines(self.component, self.spec.site))
+        self.bouncer.wait_target(self.databases, where.host, int(where.port))
+        self.bouncer.resume(self.databases)
+        self._measure(time.time())
+        return {"target": f"{where.host}:{where.port}", "resumed": self.databases}
+
+    def verify(self) -> None:
+        if not self._pointing_here():
+            raise FailbackError(f"PgBouncer does not point at {self.spec.site} after the switch")
+
+    def _measure(self, resumed_at: float, note: str = "") -> None:
+        stopped = self.ctx.values.get("writes_stopped_at")
+        if not (self.spec.params.get("measure_unavailability") and stopped):
+            return
+        self.ctx.measure(
+            "write_unavailability_s", resumed_at - float(stopped), "s",
+            note=f"from PAUSE (clients' queries start waiting) to RESUME on {self.spec.site}"
+            f" (they run on the new primary){note}",
+        )  # fmt: skip
+        self.ctx.remember("writes_resumed_at", resumed_at)
+
+
+@register
+class PoolFence(PoolAction):
+    """Failover: point the pool nowhere writable — PAUSE, so clients wait for the new primary.
+
+    Undo RESUMEs (a rollback before the promotion).
+    """
+
+    name = "pgbouncer.fence"
+    has_undo = True
+
+    def check(self) -> bool:
+        return self._paused()
+
+    def apply(self) -> dict[str, Any] | None:
+        self.bouncer.pause(self.databases, timeout=float(self.component.options.pause_timeout))
+        return {"paused": self.databases}
+
+    def undo(self) -> dict[str, Any] | None:
+        self.bouncer.resume(self.databases)
+        return {"resumed": self.databases}

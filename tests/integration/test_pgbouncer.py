@@ -1,0 +1,110 @@
+"""The database switch through PgBouncer: clients see a stall, never an error.
+
+Real PostgreSQL pair, HAProxy and PgBouncer (transaction pooling, run as the
+``postgres`` OS user) from the lab; the client is a real psycopg writer through
+PgBouncer that records every acknowledged commit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from failback.lab.probe import WriteProbe
+from tests.integration.labfixtures import Lab, assert_home, lab_base, measurement, new_lab
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with lab_base("fb-pool-") as root:
+        yield new_lab(root)
+
+
+def pool_port(lab: Lab) -> int:
+    assert lab.info.pool is not None
+    return int(lab.info.pool.port)
+
+
+def pool_target(lab: Lab) -> str:
+    pool = lab.status().component("pool", "dc1")
+    return str(pool["data"]["targets"]["app"])
+
+
+def test_failback_through_pgbouncer_has_no_client_error_and_no_lost_write(lab: Lab) -> None:
+    probe = WriteProbe(lab.info.pool_dsn, interval=0.01).start()
+    try:
+        time.sleep(0.5)
+        failover = lab.failover("--planned")
+        assert failover["status"] == "succeeded", failover
+        assert pool_target(lab) == f"127.0.0.1:{lab.port('dc2')}"
+        started = time.time()
+        failback = lab.failback()
+        assert failback["status"] == "succeeded", failback
+        time.sleep(0.5)
+    finally:
+        stats = probe.stop()
+    assert stats.failures == [], stats.failures[:5]
+    assert probe.missing(stats.acked_ids()) == []
+    assert stats.acked_ids(since=started), "the writer made no progress during the failback"
+    unavailability = measurement(failback["report"], "write_unavailability_s")
+    assert unavailability["step"] == "route-pool-dc1"
+    assert pool_target(lab) == f"127.0.0.1:{lab.port('dc1')}"
+    assert_home(lab, lab.status())
+
+
+def test_a_long_transaction_makes_pause_give_up_and_roll_back(lab: Lab) -> None:
+    """PAUSE waits for running transactions; past pause_timeout the run rolls back:
+    PgBouncer resumed on the old primary, the database did not move."""
+    text = lab.config.read_text().replace(
+        "databases_file:", "pause_timeout: 1s\n          databases_file:", 1
+    )
+    config = lab.dir / "short-pause.yaml"
+    config.write_text(text)
+    lab.failover("--planned")
+    holder = psycopg.connect(lab.info.pool_dsn, autocommit=False, prepare_threshold=None)
+    holder.execute("SELECT 1")  # a transaction now holds a server connection
+    release = threading.Timer(20, holder.close)
+    release.start()
+    try:
+        result = lab.cli("failback", "app", "--yes", "--json", config=config)
+    finally:
+        release.cancel()
+        holder.close()
+    doc = result.json()
+    assert result.returncode == 1
+    assert doc["status"] == "rolled-back", doc
+    assert "PAUSE did not finish" in doc["error"]
+    status = lab.status()
+    assert status.active_site == "dc2"
+    assert status.db("dc2")["role"] == "primary"
+    pool = status.component("pool", "dc2")
+    assert pool["role"] == "active" and pool["data"]["paused"] is False
+    with psycopg.connect(lab.info.pool_dsn, autocommit=True, prepare_threshold=None) as conn:
+        assert conn.execute("SELECT inet_server_port()").fetchone() == (lab.port("dc2"),)
+
+
+def test_wrong_admin_password_is_a_clear_error_and_changes_nothing(lab: Lab) -> None:
+    wrong = lab.dir / "secrets" / "wrong.pass"
+    wrong.write_text("not-the-password\n")
+    text = lab.config.read_text().replace(
+        f"admin_password: file:{lab.dir}/secrets/failback.pass",
+        f"admin_password: file:{wrong}",
+    )
+    config = lab.dir / "wrong-admin.yaml"
+    config.write_text(text)
+    status = lab.status(config=config)
+    pool = status.component("pool", "dc1")
+    assert pool["healthy"] is False
+    assert "PgBouncer admin console" in pool["detail"]
+    result = lab.cli("failover", "app", "--planned", "--yes", config=config)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    after = lab.status()
+    assert after.active_site == "dc1" and after.db("dc1")["role"] == "primary"
+    assert pool_target(lab) == f"127.0.0.1:{lab.port('dc1')}"
