@@ -68,8 +68,8 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
         reporter = None if as_json else TerminalReporter()
         executor = Executor(journal, reporter=reporter)
         service = info.service
-        probe = WriteProbe(info.dsn, interval=0.01).start()
-        _say("a client inserts an increasing id every 10 ms through the router", as_json)
+        probe = WriteProbe(info.pool_dsn or info.dsn, interval=0.01).start()
+        _say("a client inserts an increasing id every 10 ms through PgBouncer", as_json)
         time.sleep(1.0)
         observe_service(LocalHost(), topology, service, journal)  # last seen position of dc1
 
@@ -102,7 +102,7 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
         lost_failback = probe.missing(acked_in_failback)
         figures = {
             "failover_rto_s": _measure(failover, "rto_s"),
-            "failover_client_gap_s": stats.outage_around(broken_at),
+            "failover_client_gap_s": stats.outage_across(broken_at - 0.2, failover_done),
             "failover_possible_loss_bytes": _measure(failover, "possible_loss_bytes"),
             "failover_lost_acknowledged_writes": len(lost_failover),
             "stale_primary_fenced": stale_seen,

@@ -34,14 +34,14 @@ class ProbeStats:
         times = [t for _, t in self.acknowledged if since <= t <= until]
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
-    def outage_around(self, moment: float) -> float:
-        """From the last acknowledged commit before ``moment`` to the first one after it:
-        how long the client could not write across an event (a crash, a failover)."""
-        before = [t for _, t in self.acknowledged if t <= moment]
-        after = [t for _, t in self.acknowledged if t > moment]
-        if not before or not after:
+    def outage_across(self, start: float, end: float) -> float:
+        """Longest gap between acknowledged commits from ``start`` until the first commit
+        after ``end``: how long the client could not write across an event (a crash and
+        the failover that followed it), whatever the exact moment the crash took effect."""
+        after = [t for _, t in self.acknowledged if t > end]
+        if not after:
             return float("nan")
-        return min(after) - max(before)
+        return self.longest_gap(since=start, until=min(after))
 
     def failures_between(self, since: float, until: float = float("inf")) -> int:
         return sum(1 for t, _ in self.failures if since <= t <= until)
