@@ -78,7 +78,9 @@ def _summary(values: list[float | None]) -> dict[str, float | None]:
     return {"median": round(statistics.median(present), 4), "max": round(max(present), 4)}
 
 
-def run(rounds: int, directory: Path | None) -> tuple[dict[str, Any], int]:
+def run(
+    rounds: int, directory: Path | None, *, endpoint: str = "router"
+) -> tuple[dict[str, Any], int]:
     own_dir = directory is None
     if own_dir:
         base = Path(tempfile.mkdtemp(prefix="fb-bench-", dir="/tmp"))
@@ -94,7 +96,8 @@ def run(rounds: int, directory: Path | None) -> tuple[dict[str, Any], int]:
         topology = load_topology(info.config)
         journal = Journal(topology.state_dir)
         executor = Executor(journal)
-        probe = WriteProbe(info.dsn, interval=0.01).start()
+        dsn = info.pool_dsn if endpoint == "pool" and info.pool_dsn else info.dsn
+        probe = WriteProbe(dsn, interval=0.01).start()
         time.sleep(SETTLE_S)
         for _ in range(rounds):
             for kind, opts in (("failover", {"planned": True}), ("failback", {})):
@@ -117,6 +120,7 @@ def run(rounds: int, directory: Path | None) -> tuple[dict[str, Any], int]:
     doc = {
         "benchmark": "failback_downtime",
         "rounds": rounds,
+        "client_endpoint": endpoint,
         "switches": switches,
         "write_unavailability_s": {
             "run_measured": _summary([s["write_unavailability_s"] for s in switches]),
@@ -142,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dir", type=Path, default=None, help="lab directory (new or empty; default: a temp dir)"
     )
+    parser.add_argument(
+        "--endpoint", choices=("router", "pool"), default="router",
+        help="where the client writes: HAProxy (router) or PgBouncer (pool)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    doc, code = run(args.rounds, args.dir)
+    doc, code = run(args.rounds, args.dir, endpoint=args.endpoint)
     json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return code
