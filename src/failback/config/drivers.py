@@ -159,6 +159,12 @@ class HaproxyOptions(ConfigModel):
     timeout: PositiveDuration = Field(
         parse_duration("2s"), description="How long one admin-socket command may take."
     )
+    tier: Literal["database", "stateless"] = Field(
+        "database",
+        description="database: the backend is the write endpoint of the database (one "
+        "server takes traffic); stateless: a tier whose traffic failback shifts between the "
+        "sites in steps by server weight, with health gates.",
+    )
     endpoint: NonEmptyStr | None = Field(
         None,
         pattern=r"^[^\s:]+:[0-9]{1,5}$",

@@ -81,7 +81,7 @@ class StabilityGate(Action):
             nonlocal healthy_since, failures
             problems = []
             for name, component in self.ctx.service.components.items():
-                if site not in component.sites:
+                if site not in component.sites or _stateless(component):
                     continue
                 seen = observe_component(
                     self.ctx.host, self.ctx.service_name, name, component, site
@@ -113,6 +113,11 @@ class StabilityGate(Action):
         )
         self.ctx.measure("stability_window_s", window, "s", note=message)
         return {"result": message, "window_restarts": failures}
+
+
+def _stateless(component: Any) -> bool:
+    """A stateless tier is judged under traffic by the traffic gates, not by stability."""
+    return getattr(getattr(component, "options", None), "tier", "database") == "stateless"
 
 
 @register

@@ -33,6 +33,7 @@ from failback.hosts import Host, LocalHost
 from failback.lab import pg
 from failback.lab import pool as lab_pool
 from failback.lab import router as lab_router
+from failback.lab import web as lab_web
 from failback.lab.info import (
     LAB_FILE,
     SITES,
@@ -46,6 +47,7 @@ from failback.lab.info import (
 from failback.lab.pool import LabPool
 from failback.lab.ports import pick_ports
 from failback.lab.topology import render_topology
+from failback.lab.web import LabWeb
 
 SERVICE = "app"
 _SUN_PATH_MAX = 107  # bytes of a unix socket path, NUL excluded
@@ -66,12 +68,18 @@ def _os_user() -> str:
 # --------------------------------------------------------------------------- up
 
 
-def lab_up(directory: Path, *, sync: bool = False, host: Host | None = None) -> LabInfo:
+def lab_up(
+    directory: Path, *, sync: bool = False, auto: bool = False, host: Host | None = None
+) -> LabInfo:
     """Create and start a lab in ``directory`` (new or empty); return how to use it.
 
     An existing lab whose processes are all up is refused (it is already there);
     one that is stopped is started again as it was. Any other non-empty directory
     is refused: the lab never writes into a directory it did not create.
+
+    ``auto``: the topology's policies are automatic with windows short enough for
+    tests (see ``failback.lab.topology.AUTO_POLICY``); with ``sync`` too, the
+    monitor (not postgresql.conf) keeps replication synchronous.
     """
     h = _host(host)
     directory = Path(os.path.abspath(directory))
@@ -87,7 +95,7 @@ def lab_up(directory: Path, *, sync: bool = False, host: Host | None = None) -> 
     _check_paths(directory)
     created = not directory.exists()
     try:
-        return _create(h, directory, sync=sync)
+        return _create(h, directory, sync=sync, auto=auto)
     except BaseException:
         _cleanup_failed(h, directory, remove_dir=created)
         raise
@@ -119,7 +127,7 @@ def _check_traversable(h: Host, directory: Path, os_user: str) -> None:
         )
 
 
-def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
+def _create(h: Host, directory: Path, *, sync: bool, auto: bool = False) -> LabInfo:
     os_user = _os_user()
     h.make_dirs(str(directory), mode=0o711 if os.geteuid() == 0 else 0o700)
     _check_traversable(h, directory, os_user)
@@ -131,7 +139,7 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
     for which in pg.SECRETS:
         h.write_text(pg.secret_path(directory, which), secrets.token_urlsafe(24) + "\n")
 
-    ports = pick_ports(4)
+    ports = pick_ports(7)
     avoid = set(ports)
     sites = {
         name: LabSite(
@@ -168,7 +176,7 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
     pg.clone_standby(h, primary, standby)
     standby = pg.start_on_free_port(h, standby, avoid)
     wait_streaming(standby, upstream=primary, timeout=30)
-    if sync:
+    if sync and not auto:  # with --auto the monitor manages synchronous mode
         pg.enable_sync(h, [primary, standby])
     sites = {
         "dc1": _site_with_port(sites["dc1"], primary.port),
@@ -176,16 +184,19 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
     }
 
     # the router: write endpoint -> dc1
-    router = _start_router_on_free_port(h, router, sites, avoid)
     app_password = pg.read_secret(h, directory, "app")
-    dsn = (
-        f"host=127.0.0.1 port={router.port} dbname={pg.DBNAME} user={pg.APP_USER} "
-        f"password={app_password} connect_timeout=2"
-    )
     # the pool: PgBouncer -> dc1, the endpoint clients see a stall through, not errors
     pool = _start_pool_on_free_port(h, directory, ports[3], avoid, os_user, sites["dc1"].port)
     pool_dsn = (
         f"host=127.0.0.1 port={pool.port} dbname={pg.DBNAME} user={pg.APP_USER} "
+        f"password={app_password} connect_timeout=2"
+    )
+    # the web tier: one app per site, writing through the pool
+    web = _start_web(h, directory, ports[4:7], pool_dsn)
+    # the router: write endpoint -> dc1, and the web tier's HTTP frontend
+    router = _start_router_on_free_port(h, router, sites, avoid, web)
+    dsn = (
+        f"host=127.0.0.1 port={router.port} dbname={pg.DBNAME} user={pg.APP_USER} "
         f"password={app_password} connect_timeout=2"
     )
     info = LabInfo(
@@ -197,9 +208,10 @@ def _create(h: Host, directory: Path, *, sync: bool) -> LabInfo:
         sites=sites,
         sync=sync,
         bin_dir=bin_dir,
-        extra={_STATE_KEY: "ready"},
+        extra={_STATE_KEY: "ready", **({"auto": True} if auto else {})},
         pool=pool,
         pool_dsn=pool_dsn,
+        web=web,
     )
     h.write_text(info.config, render_topology(info), mode=0o644)
     save_info(h, info)
@@ -230,13 +242,27 @@ def _site_with_port(site: LabSite, port: int) -> LabSite:
     return LabSite(pgdata=site.pgdata, port=port, os_user=site.os_user, log_file=site.log_file)
 
 
+def _start_web(h: Host, directory: Path, ports: list[int], dsn: str) -> LabWeb:
+    web_dir = directory / "web"
+    h.make_dirs(str(web_dir), mode=0o700)
+    h.write_text(str(web_dir / "dsn"), dsn + "\n", mode=0o600)
+    web = LabWeb(port=ports[0], dir=str(web_dir), sites={"dc1": ports[1], "dc2": ports[2]})
+    for site in web.sites:
+        lab_web.start_app(h, web, site)
+    return web
+
+
 def _start_router_on_free_port(
-    h: Host, router: lab_router.LabRouter, sites: dict[str, LabSite], avoid: set[int]
+    h: Host,
+    router: lab_router.LabRouter,
+    sites: dict[str, LabSite],
+    avoid: set[int],
+    web: LabWeb | None = None,
 ) -> lab_router.LabRouter:
     for attempt in range(5):
         h.write_text(
             router.config,
-            lab_router.render_config(router, {n: s.port for n, s in sites.items()}, "dc1"),
+            lab_router.render_config(router, {n: s.port for n, s in sites.items()}, "dc1", web),
             mode=0o600,
         )
         try:
@@ -277,6 +303,10 @@ def _restart_existing(h: Host, directory: Path) -> LabInfo:
         lab_router.start_router(h, info.router)
     if info.pool is not None and lab_pool.pool_pid(h, info.pool) is None:
         lab_pool.start_pool(h, info.pool, os_user=_os_user())
+    if info.web is not None:
+        for site in info.web.sites:
+            if lab_web.app_pid(h, info.web, site) is None:
+                lab_web.start_app(h, info.web, site)
     return info
 
 
@@ -324,6 +354,8 @@ def _stop_everything(h: Host, directory: Path) -> list[str]:
             stopped.append("router")
         if info.pool is not None and lab_pool.stop_pool(h, info.pool):
             stopped.append("pool")
+        if info.web is not None:
+            stopped += lab_web.stop_apps(h, info.web)
         for site in info.sites:
             try:
                 node = pg.lab_node(h, info, site)
@@ -358,7 +390,10 @@ def lab_processes(h: Host, directory: Path) -> list[int]:
         except OSError:
             continue
         program = os.path.basename(argv[0].split(" ")[0]) if argv and argv[0] else ""
-        if not (program.startswith(("postgres", "pg_")) or program in ("haproxy", "pgbouncer")):
+        webapp = program.startswith("python") and "failback.lab.webapp" in argv
+        if not (
+            program.startswith(("postgres", "pg_")) or program in ("haproxy", "pgbouncer") or webapp
+        ):
             continue
         cwd = h.process_cwd(pid) or ""
         mine = any(prefix in arg for arg in argv) or (cwd + "/").startswith(prefix)
@@ -435,6 +470,8 @@ def lab_break(
     info = load_info(h, directory)
     info.site(site)
     check_component(what)
+    if what == "web":
+        return _web_flag(h, info, site, broken=True)
     if what == "router":
         lab_router.save_router_state(h, info.router)
         pid = lab_router.router_pid(h, info.router)
@@ -459,6 +496,14 @@ def lab_break(
     return {"site": site, "component": what, "killed_pid": pid}
 
 
+def _web_flag(h: Host, info: LabInfo, site: str, *, broken: bool) -> dict[str, Any]:
+    """``web``: that site's app answers 500 to every request (break) or heals (repair)."""
+    if info.web is None:
+        raise LabError("this lab has no web tier", hint="create a new lab with 'lab up'")
+    lab_web.set_broken(h, info.web, site, broken)
+    return {"site": site, "component": "web", "broken": broken}
+
+
 def lab_repair(
     directory: Path, site: str, what: str = "db", *, host: Host | None = None
 ) -> dict[str, Any]:
@@ -472,6 +517,8 @@ def lab_repair(
     info = load_info(h, directory)
     info.site(site)
     check_component(what)
+    if what == "web":
+        return _web_flag(h, info, site, broken=False)
     if what == "router":
         pid = lab_router.router_pid(h, info.router)
         if pid is None:

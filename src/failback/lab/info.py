@@ -17,7 +17,7 @@ from failback.hosts import Host
 
 LAB_FILE = "lab.json"
 SITES = ("dc1", "dc2")
-COMPONENTS = ("db", "router")
+COMPONENTS = ("db", "router", "web")
 
 
 class LabError(FailbackError):
@@ -69,6 +69,8 @@ class LabInfo:
     """The lab's PgBouncer (lab.pool.LabPool), None in labs made before it existed."""
     pool_dsn: str = ""
     """libpq conninfo of the database endpoint through PgBouncer."""
+    web: Any = None
+    """The lab's web tier (lab.web.LabWeb), None in labs made before it existed."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class LabInfo:
             "bin_dir": self.bin_dir,
             "primary_site": self.primary_site,
             **({"pool": self.pool.to_dict(), "pool_dsn": self.pool_dsn} if self.pool else {}),
+            **({"web": self.web.url, "web_tier": self.web.to_dict()} if self.web else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -100,6 +103,7 @@ class LabInfo:
             extra=dict(data.get("extra", {})),
             pool=_pool_from(data.get("pool")),
             pool_dsn=data.get("pool_dsn", ""),
+            web=_web_from(data.get("web_tier")),
         )
 
     def site(self, name: str) -> LabSite:
@@ -118,6 +122,14 @@ def _pool_from(data: dict[str, Any] | None) -> Any:
     from failback.lab.pool import LabPool
 
     return LabPool.from_dict(data)
+
+
+def _web_from(data: dict[str, Any] | None) -> Any:
+    if not data:
+        return None
+    from failback.lab.web import LabWeb
+
+    return LabWeb.from_dict(data)
 
 
 def lab_file(directory: Path) -> Path:

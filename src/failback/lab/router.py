@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from failback.drivers.haproxy import HaproxyError, HaproxyRouter
 from failback.hosts import Host
@@ -33,7 +34,7 @@ def state_file(router: LabRouter) -> str:
     return str(Path(router.config).with_name("haproxy.state"))
 
 
-def render_config(router: LabRouter, servers: dict[str, int], active: str) -> str:
+def render_config(router: LabRouter, servers: dict[str, int], active: str, web: Any = None) -> str:
     """haproxy.cfg: one TCP frontend (the write endpoint) -> backend pg_write.
 
     Only ``active`` is enabled at boot; the others start ``disabled`` (maint), so
@@ -60,6 +61,10 @@ def render_config(router: LabRouter, servers: dict[str, int], active: str) -> st
     for name, port in servers.items():
         flag = "" if name == active else " disabled"
         lines.append(f"    server {name} 127.0.0.1:{port}{flag}")
+    if web is not None:
+        from failback.lab.web import haproxy_sections
+
+        lines += haproxy_sections(web, active)
     return "\n".join(lines) + "\n"
 
 

@@ -79,20 +79,23 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
                         "use": ["precheck"],
                     },
                 ],
-                "policy": {
-                    "failover": "manual",
-                    "failback": "manual",
-                    "approval": "none",
-                    "stability_window": "3s",
-                    "traffic_steps": [100],
-                    "bake_time": "1s",
-                    "observation_window": "3s",
-                },
+                "policy": _policy(info),
             }
         },
     }
     if info.pool is not None:
         doc["services"][info.service]["components"]["pool"] = _pool_component(info, directory)
+    if info.web is not None:
+        doc["services"][info.service]["components"]["web"] = {
+            "driver": "haproxy",
+            "description": "the web tier: HAProxy splits its traffic between the sites",
+            "options": {
+                "socket": info.router.socket,
+                "backend": info.web.backend,
+                "tier": "stateless",
+            },
+            "sites": {name: {"server": name} for name in info.web.sites},
+        }
     return doc
 
 
@@ -114,6 +117,34 @@ def _pool_component(info: LabInfo, directory: Path) -> dict[str, Any]:
             name: {"host": "127.0.0.1", "port": site.port} for name, site in info.sites.items()
         },
     }
+
+
+AUTO_POLICY: dict[str, Any] = {
+    "failover": "automatic",
+    "failback": "automatic",
+    "stability_window": "3s",
+    "hold_down": "30s",
+    "max_failbacks_per_day": 20,
+}
+"""``lab up --auto``: the monitor acts by itself, on windows short enough for tests
+(detection: the defaults, <= 1.5 s for a dead primary; stability 3 s; hold-down 30 s)."""
+
+
+def _policy(info: LabInfo) -> dict[str, Any]:
+    policy: dict[str, Any] = {
+        "failover": "manual",
+        "failback": "manual",
+        "approval": "none",
+        "stability_window": "3s",
+        "traffic_steps": [50, 100],
+        "bake_time": "1s",
+        "observation_window": "3s",
+    }
+    if info.extra.get("auto"):
+        policy.update(AUTO_POLICY)
+        if info.sync:
+            policy["synchronous"] = True
+    return policy
 
 
 def render_topology(info: LabInfo) -> str:

@@ -24,7 +24,9 @@ from failback.plan.router_steps import (
     client_endpoint,
     keep_fenced_steps,
     route_writes_steps,
+    split_traffic_plan,
     stop_writes_steps,
+    traffic_steps,
 )
 
 
@@ -170,7 +172,7 @@ def switchover_steps(
         action="postgres.resync", component=db, site=old, params={"source": new},
     ))  # fmt: skip
     steps.append(StepSpec(
-        id=f"verify-{new}", title=f"verify a write through the router lands on {new}",
+        id=f"verify-{new}", title=f"verify a write through the clients' endpoint lands on {new}",
         action="postgres.verify_write", component=db, site=new,
         params={"endpoint": endpoint},
     ))  # fmt: skip
@@ -220,6 +222,9 @@ def postgres_failover_plan(
                 params={"source": from_site},
             ),
             *switchover_steps(service, db=db, old=from_site, new=to_site, endpoint=endpoint),
+            *traffic_steps(
+                service, to_site=to_site, away=from_site, percents=[100], bake_s=0, gated=False
+            ),
             record_step(to_site, []),
         ]
         return Plan(
@@ -259,13 +264,18 @@ def postgres_failover_plan(
         component=db, site=to_site, params={"measure_loss": True}, point_of_no_return=True,
     ))  # fmt: skip
     steps += route_writes_steps(service, to_site, measure=False)
+    # a failover moves the stateless tier in one step
+    steps += traffic_steps(
+        service, to_site=to_site, away=from_site, percents=[100], bake_s=0, gated=False
+    )
     steps.extend(
         command_switch_steps(
             service, from_site=from_site, to_site=to_site, promote_is_point_of_no_return=False
         )
     )
     steps.append(StepSpec(
-        id=f"verify-{to_site}", title=f"verify a write through the router lands on {to_site}",
+        id=f"verify-{to_site}",
+        title=f"verify a write through the clients' endpoint lands on {to_site}",
         action="postgres.verify_write", component=db, site=to_site,
         params={"endpoint": endpoint, "measure_rto": True},
     ))  # fmt: skip
@@ -346,7 +356,17 @@ def postgres_failback_plan(
         steps.append(approval_gate(
             home, f"{home} is resynced and caught up: switch writes back to it?"
         ))  # fmt: skip
+    before, after = split_traffic_plan(
+        list(policy.traffic_steps), policy.traffic_gate.database_after
+    )
+    bake = float(policy.bake_time)
+    steps += traffic_steps(
+        service, to_site=home, away=away, percents=before, bake_s=bake, gated=True
+    )
     steps += switchover_steps(service, db=db, old=away, new=home, endpoint=endpoint)
+    steps += traffic_steps(
+        service, to_site=home, away=away, percents=after, bake_s=bake, gated=True
+    )
     steps.append(checks_gate("postcheck", home))
     steps.append(record_step(home, []))
     return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)

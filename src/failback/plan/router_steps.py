@@ -17,8 +17,21 @@ DB_ROUTER_DRIVERS = ("pgbouncer", "haproxy")
 
 def db_routers(service: Any) -> list[tuple[str, str]]:
     """(component name, driver) of the database routers, PgBouncer first."""
-    found = [(n, c.driver) for n, c in service.components.items() if c.driver in DB_ROUTER_DRIVERS]
+    found = [
+        (n, c.driver)
+        for n, c in service.components.items()
+        if c.driver in DB_ROUTER_DRIVERS and getattr(c.options, "tier", "database") == "database"
+    ]
     return sorted(found, key=lambda item: DB_ROUTER_DRIVERS.index(item[1]))
+
+
+def stateless_tiers(service: Any) -> list[str]:
+    """HAProxy components whose traffic is shifted between sites in weighted steps."""
+    return [
+        n
+        for n, c in service.components.items()
+        if c.driver == "haproxy" and getattr(c.options, "tier", "database") == "stateless"
+    ]
 
 
 def client_endpoint(service: Any) -> str | None:
@@ -93,3 +106,42 @@ def keep_fenced_steps(service: Any, site: str) -> list[StepSpec]:
         for name, driver in db_routers(service)
         if driver == "haproxy"
     ]
+
+
+def traffic_steps(
+    service: Any, *, to_site: str, away: str, percents: list[int], bake_s: float, gated: bool
+) -> list[StepSpec]:
+    """Shift every stateless tier's traffic to ``to_site`` in steps, each one judged."""
+    steps: list[StepSpec] = []
+    for percent in percents:
+        for tier in stateless_tiers(service):
+            steps.append(StepSpec(
+                id=f"traffic-{tier}-{to_site}-{percent}",
+                title=f"{percent}% of {tier} traffic to {to_site}",
+                action="haproxy.traffic", component=tier, site=to_site,
+                params={"percent": percent, "away": away},
+            ))  # fmt: skip
+            if gated:
+                steps.append(StepSpec(
+                    id=f"gate-{tier}-{to_site}-{percent}",
+                    title=f"{tier} healthy at {to_site} with {percent}% for {bake_s:g}s",
+                    action="gate.traffic", component=tier, site=to_site, kind="gate",
+                    params={"percent": percent, "bake_s": bake_s},
+                    why="a failed gate sends all traffic back to the secondary site at once",
+                ))  # fmt: skip
+    return steps
+
+
+def split_traffic_plan(percents: list[int], database_after: str) -> tuple[list[int], list[int]]:
+    """Which traffic steps come before the database switch, and which after it.
+
+    The tier moves first so that a primary site that cannot serve is found before the
+    database moves; the final step (100%) follows the database.
+    """
+    before = [p for p in percents if p < 100]
+    if database_after == "first_step":
+        before = before[:1]
+    after = [p for p in percents if p not in before] or [100]
+    if after[-1] != 100:
+        after.append(100)
+    return before, after

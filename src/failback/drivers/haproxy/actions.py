@@ -110,3 +110,123 @@ class RouterRoute(Action):
                 f"router sends writes to {target!r}, not {self.target.server!r}",
                 hint="look at `show servers state` on the HAProxy socket",
             )
+
+
+def _tier_targets(spec: StepSpec, ctx: RunContext) -> dict[str, RouterTarget]:
+    if spec.component is None:
+        raise FailbackError(f"step {spec.id}: a traffic step needs a component")
+    component = ctx.service.components[spec.component]
+    return {site: router_target(component, site) for site in component.sites}
+
+
+@register
+class TrafficShift(Action):
+    """Give ``params.percent`` of a stateless tier's traffic to ``spec.site``.
+
+    Undo sends all of it back to ``params.away`` at once: the rollback of a failed
+    traffic step.
+    """
+
+    name = "haproxy.traffic"
+    has_undo = True
+
+    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+        super().__init__(spec, ctx)
+        self.targets = _tier_targets(spec, ctx)
+        self.percent = int(spec.params["percent"])
+
+    def check(self) -> bool:
+        from failback.drivers.haproxy.traffic import current_split
+
+        split = current_split(self.targets)
+        total = sum(split.values())
+        return bool(total) and round(100 * split.get(self.spec.site or "", 0) / total) == (
+            self.percent
+        )
+
+    def apply(self) -> dict[str, Any] | None:
+        from failback.drivers.haproxy.traffic import set_split
+
+        weights = set_split(self.targets, self.spec.site or "", self.percent)
+        self.ctx.remember(f"traffic.{self.spec.component}", weights)
+        self.ctx.measure(
+            f"traffic.{self.spec.component}.{self.spec.site}_percent", self.percent, "%"
+        )
+        return {"weights": weights}
+
+    def undo(self) -> dict[str, Any] | None:
+        from failback.drivers.haproxy.traffic import set_split
+
+        away = str(self.spec.params["away"])
+        weights = set_split(self.targets, away, 100)
+        self.ctx.remember(f"traffic.{self.spec.component}", weights)
+        return {"weights": weights}
+
+
+@register
+class TrafficGateStep(Action):
+    """Bake a traffic step and judge it from HAProxy's statistics, http checks, Prometheus.
+
+    The verdict's numbers are recorded as measurements whether it passes or not, so a
+    rolled-back run's report shows the offending ones.
+    """
+
+    name = "gate.traffic"
+
+    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+        super().__init__(spec, ctx)
+        self.targets = _tier_targets(spec, ctx)
+
+    def apply(self) -> dict[str, Any] | None:
+        from failback.drivers.haproxy.traffic import Verdict, prometheus_value, wait_and_judge
+        from failback.monitor.checks import run_check
+
+        site = self.spec.site or ""
+        percent = int(self.spec.params["percent"])
+        thresholds = self.ctx.service.policy.traffic_gate
+        verdict = wait_and_judge(
+            self.targets[site], Verdict(site=site, percent=percent),
+            bake_s=float(self.spec.params["bake_s"]), thresholds=thresholds,
+            progress=self.ctx.progress,
+        )  # fmt: skip
+        for check in self.ctx.service.checks:
+            if check.type == "http" and check.site in (None, site):
+                result = run_check(check, self.ctx.service, self.ctx.host)
+                verdict.extra[f"check.{check.name}"] = result.detail
+                if not result.ok:
+                    verdict.problems.append(f"http check {check.name}: {result.detail}")
+        if thresholds.prometheus is not None:
+            self._prometheus(verdict, thresholds.prometheus, prometheus_value)
+        prefix = f"traffic.{site}.{percent}pct"
+        self.ctx.measure(f"{prefix}.responses", verdict.responses)
+        self.ctx.measure(
+            f"{prefix}.error_ratio",
+            verdict.error_ratio,
+            note=f"{verdict.errors} 5xx of {verdict.responses}",
+        )
+        self.ctx.measure(
+            f"{prefix}.response_ms",
+            verdict.response_ms,
+            "ms",
+            note=f"check {verdict.check_status or '-'}, {verdict.server_status}",
+        )
+        if not verdict.ok:
+            raise StepFailed(
+                f"traffic gate at {percent}% to {site} failed: " + "; ".join(verdict.problems),
+                hint="traffic went back to the secondary site; fix the primary site's tier, "
+                "then run the failback again",
+            )
+        return verdict.to_dict()
+
+    @staticmethod
+    def _prometheus(verdict: Any, gate: Any, query: Any) -> None:
+        try:
+            value = query(gate.url, gate.query, gate.timeout)
+        except Exception as exc:  # an unreachable signal fails the gate, it never passes it
+            verdict.problems.append(f"Prometheus query failed: {exc}")
+            return
+        verdict.extra["prometheus"] = value
+        if gate.max is not None and value > gate.max:
+            verdict.problems.append(f"Prometheus {gate.query} = {value:g} > {gate.max:g}")
+        if gate.min is not None and value < gate.min:
+            verdict.problems.append(f"Prometheus {gate.query} = {value:g} < {gate.min:g}")

@@ -62,6 +62,8 @@ def observe_haproxy_component(
     host will need the socket reachable (socat/TCP stats socket) or an agent.
     """
     del host, service
+    if _get(_get(component, "options"), "tier", "database") == "stateless":
+        return observe_traffic_share(name, component, site)
     target = router_target(component, site)
     router = target.router()
     data: dict[str, Any] = {"backend": target.backend, "server": target.server}
@@ -86,5 +88,45 @@ def observe_haproxy_component(
     detail = f"{target.backend}/{target.server} {state.admin_state}, {state.op_state}"
     return ComponentObservation(
         component=name, site=site, driver="haproxy", healthy=True, role=role,
+        detail=detail, data=data, observed_at=time.time(),
+    )  # fmt: skip
+
+
+def observe_traffic_share(name: str, component: Any, site: str) -> ComponentObservation:
+    """A stateless tier: this site's share of the traffic (by weight) and its health check.
+
+    Both sites may take traffic at once here (that is the point of the traffic steps),
+    so there is no single write target to check.
+    """
+    target = router_target(component, site)
+    router = target.router()
+    data: dict[str, Any] = {"backend": target.backend, "server": target.server, "tier": "stateless"}
+    try:
+        states = router.server_states(target.backend)
+    except HaproxyError as exc:
+        return ComponentObservation(
+            component=name, site=site, driver="haproxy", healthy=False, role="down",
+            detail=exc.message, data=data, observed_at=time.time(),
+        )  # fmt: skip
+    mine = states.get(target.server)
+    if mine is None:
+        return ComponentObservation(
+            component=name, site=site, driver="haproxy", healthy=False, role="down",
+            detail=f"no server {target.server} in {target.backend}", data=data,
+            observed_at=time.time(),
+        )  # fmt: skip
+    taking = {n: s.weight for n, s in states.items() if s.admin_state == "ready"}
+    total = sum(taking.values())
+    share = round(100.0 * taking.get(target.server, 0) / total, 1) if total else 0.0
+    data.update(mine.to_dict())
+    data["traffic_percent"] = share
+    healthy = mine.op_state in ("running", "starting")
+    role = "active" if mine.takes_new_sessions else "standby"
+    detail = (
+        f"{target.backend}/{target.server}: {share:g}% of traffic (weight {mine.weight}),"
+        f" check {mine.check_status or 'none'}, {mine.op_state}"
+    )
+    return ComponentObservation(
+        component=name, site=site, driver="haproxy", healthy=healthy, role=role,
         detail=detail, data=data, observed_at=time.time(),
     )  # fmt: skip

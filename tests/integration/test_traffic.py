@@ -1,0 +1,131 @@
+"""Gradual traffic return of the web tier, gated on HAProxy's real statistics.
+
+Real HAProxy (HTTP frontend, health checks, weights through the runtime API), the
+lab's real web application at each site writing through PgBouncer to the real
+PostgreSQL pair, and a real HTTP load from the test while the failback runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from failback.lab import lab_break
+from tests.integration.labfixtures import Lab, lab_base, measurement, new_lab
+
+pytestmark = pytest.mark.integration
+
+
+class HttpLoad:
+    """GETs the web frontend as fast as a handful of threads can, counting answers."""
+
+    def __init__(self, url: str, threads: int = 4) -> None:
+        self.url = url
+        self.answers: Counter[str] = Counter()
+        self.by_site: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> HttpLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    status, site = response.status, response.headers.get("X-Site", "?")
+            except urllib.error.HTTPError as exc:
+                status, site = exc.code, exc.headers.get("X-Site", "?")
+            except OSError:
+                status, site = 0, "?"
+            with self._lock:
+                self.answers[str(status)] += 1
+                self.by_site[site] += 1
+            time.sleep(0.005)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with lab_base("fb-web-") as root:
+        yield new_lab(root)
+
+
+def with_steps(lab: Lab, steps: str, bake: str = "1s") -> Path:
+    text = lab.config.read_text()
+    text = text.replace("traffic_steps:\n      - 50\n      - 100", f"traffic_steps: {steps}")
+    text = text.replace("bake_time: 1s", f"bake_time: {bake}")
+    assert f"traffic_steps: {steps}" in text, "the lab's topology changed shape"
+    path = lab.dir / "steps.yaml"
+    path.write_text(text)
+    return path
+
+
+def web_share(lab: Lab, site: str, config: Path | None = None) -> float:
+    return float(lab.status(config=config).component("web", site)["data"]["traffic_percent"])
+
+
+def test_healthy_tier_returns_step_by_step_with_numbers(lab: Lab) -> None:
+    config = with_steps(lab, "[10, 25, 50, 100]")
+    moved = lab.cli_json("failover", "app", "--planned", "--yes", config=config)
+    assert moved["status"] == "succeeded", moved
+    assert web_share(lab, "dc2", config) == 100.0
+    with HttpLoad(lab.info.web.url) as load:
+        time.sleep(0.5)
+        doc = lab.cli_json("failback", "app", "--yes", config=config)
+    assert doc["status"] == "succeeded", doc
+    report = doc["report"]
+    step_ids = [s["id"] for s in report["steps"]]
+    for percent in (10, 25, 50, 100):
+        assert f"traffic-web-dc1-{percent}" in step_ids
+        assert f"gate-web-dc1-{percent}" in step_ids
+        responses = measurement(report, f"traffic.dc1.{percent}pct.responses")["value"]
+        assert responses is not None and responses > 0, f"no traffic judged at {percent}%"
+        ratio = measurement(report, f"traffic.dc1.{percent}pct.error_ratio")["value"]
+        assert ratio == 0.0
+    # the tier moved before the database, and its last step followed the database
+    assert step_ids.index("gate-web-dc1-50") < step_ids.index("promote-dc1")
+    assert step_ids.index("promote-dc1") < step_ids.index("traffic-web-dc1-100")
+    assert web_share(lab, "dc1", config) == 100.0
+    assert load.answers["200"] > 0
+    assert load.by_site["dc1"] > 0 and load.by_site["dc2"] > 0
+    bad = {k: v for k, v in load.answers.items() if k not in ("200",)}
+    assert not bad, f"clients saw errors through a healthy failback: {bad}"
+
+
+def test_broken_tier_at_the_primary_rolls_back_at_the_first_gate(lab: Lab) -> None:
+    config = with_steps(lab, "[10, 25, 50, 100]", bake="2s")
+    lab.cli_json("failover", "app", "--planned", "--yes", config=config)
+    lab_break(lab.dir, "dc1", "web")
+    with HttpLoad(lab.info.web.url):
+        result = lab.cli("failback", "app", "--yes", "--json", config=config)
+    doc = result.json()
+    assert result.returncode == 1
+    assert doc["status"] == "rolled-back", doc
+    assert "traffic gate at 10% to dc1 failed" in doc["error"]
+    report = doc["report"]
+    steps = {s["id"]: s for s in report["steps"]}
+    assert steps["gate-web-dc1-10"]["status"] == "failed"
+    assert steps["traffic-web-dc1-10"]["undo"] == "undone"
+    assert steps["promote-dc1"]["status"] == "pending"
+    ratio = measurement(report, "traffic.dc1.10pct.error_ratio")
+    assert ratio["value"] is not None and ratio["value"] > 0.01, ratio
+    # traffic is back at dc2, and the database did not move
+    status = lab.status(config=config)
+    assert status.active_site == "dc2"
+    assert status.db("dc2")["role"] == "primary"
+    assert web_share(lab, "dc2", config) == 100.0
