@@ -14,9 +14,11 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from failback.config.api import ApiConfig
 from failback.config.checks import Check
 from failback.config.common import ConfigModel
 from failback.config.drivers import Component, ComponentBase
+from failback.config.notifications import Notifications
 from failback.config.policy import Policy
 from failback.errors import FailbackError, UsageError
 
@@ -118,6 +120,13 @@ class Topology(ConfigModel):
     )
     sites: dict[str, Site] = Field(description="Every place that can run a service.")
     services: dict[str, Service] = Field(description="The services failback moves.")
+    api: ApiConfig | None = Field(
+        None, description="Optional: how `failback serve` listens (HTTP API, dashboard)."
+    )
+    notifications: Notifications = Field(
+        default_factory=Notifications,  # type: ignore[arg-type]
+        description="Optional: webhooks the monitor POSTs every event to.",
+    )
     _path: Path = PrivateAttr(default_factory=lambda: Path("failback.yaml").absolute())
     _text: str = PrivateAttr(default="")
 

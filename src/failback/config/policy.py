@@ -7,14 +7,115 @@ the way keepalived's ``preempt_delay`` or Pacemaker's stickiness are.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from failback.config.common import ConfigModel, StrictInt
-from failback.config.durations import Duration, parse_duration
+from failback.config.common import ConfigModel, NonEmptyStr, StrictInt
+from failback.config.durations import Duration, PositiveDuration, parse_duration
+from failback.config.traffic import TrafficGate
 
-__all__ = ["Policy"]
+__all__ = ["DAY_NAMES", "Detection", "FailbackWindow", "Policy"]
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_GROUPS = {"weekdays": DAY_NAMES[:5], "weekends": DAY_NAMES[5:], "daily": DAY_NAMES}
+_DAY_ALIASES = {
+    alias: (day,)
+    for day, full in zip(
+        DAY_NAMES,
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+        strict=True,
+    )
+    for alias in (day, full)
+}
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+class Detection(ConfigModel):
+    """How the monitor judges the drivers' own observations of each component.
+
+    The defaults declare a dead primary failed within 1.5 s of its death when it
+    refuses connections (three failed observations 500 ms apart), and within 3 s when
+    it hangs (three observations cut off by the 1 s timeout).
+    """
+
+    interval: PositiveDuration = Field(
+        parse_duration("500ms"), description="Time between two observations of a component."
+    )
+    timeout: PositiveDuration = Field(
+        parse_duration("1s"), description="An observation taking longer counts as failed."
+    )
+    failure_threshold: Annotated[StrictInt, Field(ge=1)] = Field(
+        3, description="Consecutive failed observations before a component is declared failed."
+    )
+
+
+class FailbackWindow(ConfigModel):
+    """When an automatic failback may start: days of the week and a time of day range.
+
+    A failback is a planned write pause: teams put it where their traffic is lowest.
+    ``from`` later than ``to`` spans midnight (22:00-02:00).
+    """
+
+    days: list[NonEmptyStr] = Field(
+        default_factory=lambda: ["daily"],
+        description="mon..sun, or weekdays / weekends / daily.",
+    )
+    start: NonEmptyStr = Field(alias="from", description="HH:MM, local to timezone.")
+    end: NonEmptyStr = Field(alias="to", description="HH:MM (exclusive), local to timezone.")
+    timezone: NonEmptyStr = Field("UTC", description="IANA name, e.g. Europe/Berlin.")
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: list[str]) -> list[str]:
+        if not days:
+            raise ValueError("name at least one day (mon..sun, weekdays, weekends, daily)")
+        out: list[str] = []
+        for day in days:
+            word = day.strip().lower()
+            members = _DAY_GROUPS.get(word) or _DAY_ALIASES.get(word)
+            if members is None:
+                raise ValueError(
+                    f"{day!r} is not a day; use mon, tue, wed, thu, fri, sat, sun, "
+                    "weekdays, weekends or daily"
+                )
+            out.extend(d for d in members if d not in out)
+        return out
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError(f"expected a time of day HH:MM such as 02:00 (got {value!r})")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin or UTC"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> FailbackWindow:
+        if self.start == self.end:
+            raise ValueError("from and to are the same time: the window would be empty")
+        return self
+
+    def describe(self) -> str:
+        """``mon,tue 02:00-05:00 Europe/Berlin``, for status lines."""
+        days = ",".join(self.days)
+        for group, members in _DAY_GROUPS.items():
+            if tuple(self.days) == members:
+                days = group
+        return f"{days} {self.start}-{self.end} {self.timezone}"
 
 
 class Policy(ConfigModel):
@@ -37,6 +138,10 @@ class Policy(ConfigModel):
         default_factory=lambda: [10, 25, 50, 100],
         description="Percent of traffic sent back at each step; increasing, ending at 100.",
     )
+    traffic_gate: TrafficGate = Field(
+        default_factory=TrafficGate,  # type: ignore[arg-type]
+        description="Thresholds of the gates between traffic steps.",
+    )
     bake_time: Duration = Field(
         parse_duration("30s"), description="How long each traffic step runs before the next."
     )
@@ -51,3 +156,27 @@ class Policy(ConfigModel):
     max_failbacks_per_day: Annotated[StrictInt, Field(ge=0)] = Field(
         3, description="Automatic failbacks allowed in 24 hours; then a person must act."
     )
+    detection: Detection = Field(
+        default_factory=Detection,  # type: ignore[arg-type]
+        description="How fast the monitor declares a component failed (drivers' observations).",
+    )
+    failback_window: FailbackWindow | None = Field(
+        None,
+        description="When an automatic failback may start (days, from, to, timezone); "
+        "omit: any time.",
+    )
+    synchronous: bool = Field(
+        False,
+        description="The monitor keeps the standby synchronous (zero-loss failover), relaxing "
+        "to asynchronous while the standby is unhealthy.",
+    )
+    strict: bool = Field(
+        False,
+        description="With synchronous: never relax to asynchronous; writes wait for the standby.",
+    )
+
+    @model_validator(mode="after")
+    def _strict_needs_synchronous(self) -> Policy:
+        if self.strict and not self.synchronous:
+            raise ValueError("strict: true needs synchronous: true")
+        return self

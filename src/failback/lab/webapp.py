@@ -2,8 +2,8 @@
 
 Each request reads and writes the database through the lab's database endpoint
 (PgBouncer), the way an application tier does; ``GET /health`` answers without the
-database (HAProxy itself only TCP-checks the instances). While the site's *broken flag* file exists the instance answers
-500 to everything: that is `failback lab break SITE web`.
+database (HAProxy itself only TCP-checks the instances). While the site's *broken
+flag* file exists the instance answers 500 to everything: `failback lab break SITE web`.
 
     python -m failback.lab.webapp --site dc1 --port 8081 --dsn-file F --broken-flag B
 """
