@@ -7,6 +7,8 @@ PostgreSQL pair, and a real HTTP load from the test while the failback runs.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 import urllib.error
@@ -18,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from failback.lab import lab_break
+from failback.lab.probe import WriteProbe
+from tests.conftest import failback_argv
 from tests.integration.labfixtures import Lab, lab_base, measurement, new_lab
 
 pytestmark = pytest.mark.integration
@@ -103,6 +107,8 @@ def test_healthy_tier_returns_step_by_step_with_numbers(lab: Lab) -> None:
     assert web_share(lab, "dc1", config) == 100.0
     assert load.answers["200"] > 0
     assert load.by_site["dc1"] > 0 and load.by_site["dc2"] > 0
+    events = lab.cli_json("run", "show", str(doc["run_id"]), config=config)["events"]
+    assert any(e["kind"] == "run.committed" for e in events)
     bad = {k: v for k, v in load.answers.items() if k not in ("200",)}
     assert not bad, f"clients saw errors through a healthy failback: {bad}"
 
@@ -129,3 +135,81 @@ def test_broken_tier_at_the_primary_rolls_back_at_the_first_gate(lab: Lab) -> No
     assert status.active_site == "dc2"
     assert status.db("dc2")["role"] == "primary"
     assert web_share(lab, "dc2", config) == 100.0
+
+
+def with_observation(lab: Lab, window: str) -> Path:
+    text = lab.config.read_text().replace("observation_window: 3s", f"observation_window: {window}")
+    assert f"observation_window: {window}" in text, "the lab's topology changed shape"
+    path = lab.dir / "observe.yaml"
+    path.write_text(text)
+    return path
+
+
+def start_failback(lab: Lab, config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        failback_argv("failback", "app", "--yes", "--json", "-c", str(config)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_observing(lab: Lab, config: Path, proc: subprocess.Popen[str]) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        runs = lab.cli_json("runs", config=config)["runs"]
+        if runs and runs[0]["kind"] == "failback" and runs[0]["status"] == "observing":
+            return int(runs[0]["id"])
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("the failback never reached its observation window")
+
+
+def assert_back_at_dc2(lab: Lab, config: Path) -> None:
+    status = lab.status(config=config)
+    assert status.active_site == "dc2"
+    assert status.db("dc2")["role"] == "primary"
+    dc1 = status.db("dc1")
+    assert dc1["role"] == "standby" and dc1["data"]["streaming"], dc1
+    assert web_share(lab, "dc2", config) == 100.0
+    assert status.current_run is None
+
+
+def test_abort_in_the_observation_window_switches_back_without_loss(lab: Lab) -> None:
+    config = with_observation(lab, "60s")
+    lab.cli_json("failover", "app", "--planned", "--yes", config=config)
+    probe = WriteProbe(lab.info.pool_dsn, interval=0.01).start()
+    try:
+        proc = start_failback(lab, config)
+        run_id = wait_observing(lab, config, proc)
+        status = lab.status(config=config)
+        assert status.active_site == "dc1"
+        assert status.current_run["undo_until"] > time.time()
+        aborted = lab.cli_json("abort", str(run_id), "--yes", config=config)
+        _out, err = proc.communicate(timeout=120)
+        time.sleep(0.5)
+    finally:
+        stats = probe.stop()
+    assert aborted["status"] == "rolled-back", aborted
+    assert "aborted by request during the observation window" in aborted["error"]
+    assert proc.returncode == 1, err
+    assert probe.missing(stats.acked_ids()) == []
+    assert stats.failures == [], stats.failures[:3]
+    steps = {s["id"]: s["status"] for s in aborted["report"]["steps"]}
+    assert steps["observe"] == "reverted"
+    assert steps["back-promote-dc2"] == "done"
+    assert_back_at_dc2(lab, config)
+
+
+def test_a_gate_failing_in_the_observation_window_switches_back(lab: Lab) -> None:
+    config = with_observation(lab, "60s")
+    lab.cli_json("failover", "app", "--planned", "--yes", config=config)
+    with HttpLoad(lab.info.web.url):
+        proc = start_failback(lab, config)
+        wait_observing(lab, config, proc)
+        lab_break(lab.dir, "dc1", "web")
+        out, err = proc.communicate(timeout=120)
+    doc = json.loads(out)
+    assert proc.returncode == 1, err
+    assert doc["status"] == "rolled-back", doc
+    assert "failed during the observation window" in doc["error"]
+    assert "5xx ratio" in doc["error"]
+    assert_back_at_dc2(lab, config)

@@ -278,7 +278,7 @@ def abort(
     confirm(f"Abort run {run_id} and undo its steps?", yes)
     outcome = _executor(journal, as_json).abort(run_id, force=force)
     code = finish(journal, outcome, as_json=as_json)
-    return 0 if outcome.status == "aborted" else code
+    return 0 if outcome.status in ("aborted", "rolled-back") else code
 
 
 def approve(

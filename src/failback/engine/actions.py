@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from failback.config import Service, Topology
 
 
+class AbortRequested(Exception):
+    """Another process asked (``failback abort``) to stop this run; gates raise it."""
+
+
 @dataclass
 class RunContext:
     """Everything a step may use: the topology, the host, the journal, run values."""
@@ -37,6 +41,15 @@ class RunContext:
     values: dict[str, Any] = field(default_factory=dict)
     current_step: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    def abort_requested(self) -> bool:
+        """True once ``failback abort`` asked this run to stop (read fresh: another process
+        writes it)."""
+        return bool(self.journal.get_run(self.run_id).values.get("abort_requested"))
+
+    def set_run_status(self, status: str, hint: str | None = None) -> None:
+        """Show a run-level state while a step works (e.g. ``observing``)."""
+        self.journal.set_run_status(self.run_id, status, hint=hint)
 
     def remember(self, key: str, value: Any) -> None:
         """Keep a value for later steps, durably (it survives a crash and resume)."""
@@ -80,6 +93,8 @@ class RunContext:
         deadline = time.monotonic() + timeout
         started = time.monotonic()
         while True:
+            if self.abort_requested():
+                raise AbortRequested("aborted by request")
             done, message = predicate()
             elapsed = time.monotonic() - started
             self.progress(message, min(elapsed / timeout, 1.0) if timeout else None)

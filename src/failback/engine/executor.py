@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from failback.engine.actions import Action, RunContext, build_action
+from failback.engine.actions import AbortRequested, Action, RunContext, build_action
 from failback.engine.journal import Journal, RunRecord, StepRecord
 from failback.engine.progress import NullReporter, Reporter
 from failback.errors import FailbackError, SafetyRefusal, StateError
@@ -26,7 +26,10 @@ from failback.plan.model import Plan, StepSpec
 TERMINAL_STATUSES = frozenset({"succeeded", "rolled-back", "aborted"})
 """Runs in these states are over and hold no lock."""
 
-DONE_STEP_STATUSES = frozenset({"done", "skipped"})
+DONE_STEP_STATUSES = frozenset({"done", "skipped", "reverted"})
+
+ABORT_FLAG = "abort_requested"
+"""Run value another process sets to ask the process executing the run to stop."""
 
 
 class WaitingForApproval(Exception):
@@ -36,6 +39,18 @@ class WaitingForApproval(Exception):
         super().__init__(question)
         self.step_id = step_id
         self.question = question
+
+
+class RevertRequested(Exception):
+    """Raised by a step (the observation window) to switch the service back.
+
+    The executor appends the steps that switch back (the step's ``params.revert``
+    names their builder) and runs them; the run then ends ``rolled-back``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -189,15 +204,22 @@ class Executor:
             )
         self.journal.set_run_status(run.id, "running", pid=os.getpid())
         records = self.journal.steps(run.id)
-        total = len(plan.steps)
-        for idx, spec in enumerate(plan.steps):
+        idx = 0
+        while idx < len(plan.steps):
+            spec = plan.steps[idx]
             record = records[idx]
             if record.status in DONE_STEP_STATUSES:
+                idx += 1
                 continue
+            total = len(plan.steps)
             ctx.current_step = spec.id
             self.reporter.step_started(idx, total, spec.id, spec.title)
             started = time.monotonic()
             try:
+                if ctx.abort_requested() and (
+                    _passed_point_of_no_return(plan, self.journal.steps(run.id)) is None
+                ):
+                    raise AbortRequested("aborted by request")
                 action = build_action(spec, ctx)
                 status = self._run_step(ctx, idx, spec, record, action)
             except WaitingForApproval as waiting:
@@ -216,6 +238,13 @@ class Executor:
                 return RunOutcome(
                     run.id, "waiting-approval", waiting.question, f"failback approve {run.id}"
                 )
+            except RevertRequested as revert:
+                plan, records = self._append_revert(ctx, run, idx, spec, revert.reason)
+                self.reporter.step_finished(
+                    spec.id, "reverted", time.monotonic() - started, revert.reason
+                )
+                idx += 1
+                continue
             except Exception as exc:
                 message = _describe(exc)
                 self.journal.update_step(run.id, idx, status="failed", finished=True, error=message)
@@ -227,12 +256,59 @@ class Executor:
                     step_id=spec.id,
                 )
                 self.reporter.step_finished(spec.id, "failed", time.monotonic() - started, message)
+                if isinstance(exc, AbortRequested):
+                    return self._after_abort_request(ctx, plan, run, idx)
                 return self._after_failure(ctx, plan, run, idx, message, exc)
             self.reporter.step_finished(spec.id, status, time.monotonic() - started)
+            idx += 1
         ctx.current_step = None
+        reverted = ctx.values.get("reverted_because")
+        if reverted:
+            self.journal.set_run_status(
+                run.id, "rolled-back", finished=True, error=f"switched back: {reverted}"
+            )
+            self._finish(run, "rolled-back")
+            return RunOutcome(run.id, "rolled-back", f"switched back: {reverted}")
         self.journal.set_run_status(run.id, "succeeded", finished=True)
         self._finish(run, "succeeded")
         return RunOutcome(run.id, "succeeded")
+
+    def _append_revert(
+        self, ctx: RunContext, run: RunRecord, idx: int, spec: StepSpec, reason: str
+    ) -> tuple[Plan, list[StepRecord]]:
+        """Journal the decision to switch back and the steps that do it, then go on."""
+        from failback.plan.revert import revert_steps
+
+        self.journal.update_step(
+            run.id, idx, status="reverted", finished=True, error=f"switch back: {reason}"
+        )
+        ctx.remember("reverted_because", reason)
+        steps = revert_steps(ctx.service, spec.params)
+        self.journal.append_steps(run.id, [s.model_dump(mode="json") for s in steps])
+        self.journal.add_event(
+            "run.reverting",
+            f"switching {run.service} back: {reason}",
+            run_id=run.id,
+            service=run.service,
+            step_id=spec.id,
+        )
+        fresh = self.journal.get_run(run.id)
+        return Plan.model_validate(fresh.plan), self.journal.steps(run.id)
+
+    def _after_abort_request(
+        self, ctx: RunContext, plan: Plan, run: RunRecord, idx: int
+    ) -> RunOutcome:
+        records = self.journal.steps(run.id)
+        if self._undo(ctx, plan, records, upto=idx):
+            self.journal.set_run_status(
+                run.id, "aborted", finished=True, error="aborted by request"
+            )
+            self._finish(run, "aborted")
+            return RunOutcome(run.id, "aborted", "aborted by request")
+        hint = f"an undo failed: repair by hand, then `failback abort {run.id}` again"
+        self.journal.set_run_status(run.id, "failed", error="abort: an undo failed", hint=hint)
+        self._finish(run, "failed")
+        return RunOutcome(run.id, "failed", "abort: an undo failed", hint)
 
     def _run_step(
         self, ctx: RunContext, idx: int, spec: StepSpec, record: StepRecord, action: Action
@@ -367,21 +443,30 @@ class Executor:
         )
         return step_id
 
-    def abort(self, run_id: int, *, force: bool = False) -> RunOutcome:
+    def abort(self, run_id: int, *, force: bool = False, wait_s: float = 600) -> RunOutcome:
         """Undo what the run applied and end it as ``aborted`` (a safe state).
 
-        Refused once a point-of-no-return step took effect, because undoing it could
-        lose writes or create two primaries; ``force`` then ends the run without undo.
+        While another process executes the run, the request is journaled and that
+        process stops at its next step or gate poll (undoing, or switching back during
+        an observation window); this call waits for the end. Past a point of no return
+        without an open observation window, undoing could lose writes or create two
+        primaries: refused, unless ``force`` ends the run without undo.
         """
         run = self.journal.get_run(run_id)
         if run.status in TERMINAL_STATUSES:
             raise StateError(f"run {run_id} is already {run.status}; nothing to abort")
         lock = RunProcessLock(self.journal.state_dir, run_id)
+        if lock.is_held_elsewhere():
+            self._request_abort(run, force=force)
+            return self._wait_for_end(run_id, wait_s)
         lock.acquire()
         try:
             ctx, plan = self._context(run)
             records = self.journal.steps(run_id)
             ponr = _passed_point_of_no_return(plan, records)
+            if ponr is not None and _open_observation(plan, records, ctx.values):
+                self._request_abort(run, force=force)
+                return self._execute_locked(self.journal.get_run(run_id))
             if ponr is not None and not force:
                 raise SafetyRefusal(
                     f"run {run_id} passed its point of no return ({ponr}); undoing it could "
@@ -412,6 +497,32 @@ class Executor:
         finally:
             lock.release()
 
+    def _request_abort(self, run: RunRecord, *, force: bool) -> None:
+        self.journal.set_value(run.id, ABORT_FLAG, {"at": time.time(), "force": force})
+        self.journal.add_event(
+            "run.abort_requested",
+            f"abort of run {run.id} requested",
+            run_id=run.id,
+            service=run.service,
+        )
+
+    def _wait_for_end(self, run_id: int, wait_s: float) -> RunOutcome:
+        """Wait for the executing process to act on an abort request."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            run = self.journal.get_run(run_id)
+            if run.status not in ("running", "observing", "pending"):
+                return RunOutcome(run_id, run.status, run.error, run.hint)
+            if not RunProcessLock(self.journal.state_dir, run_id).is_held_elsewhere():
+                break  # that process died meanwhile: abort here
+            time.sleep(0.2)
+        else:
+            raise StateError(
+                f"run {run_id} did not stop within {wait_s:g}s of the abort request",
+                hint=f"`failback run show {run_id}` shows where it is",
+            )
+        return self.abort(run_id)
+
     def effective_status(self, run: RunRecord) -> str:
         """``interrupted`` for a run marked running that no live process executes."""
         if (
@@ -435,6 +546,18 @@ class Executor:
             service=run.service,
         )
         self.journal.save_report(run.id, build_report(self.journal, run.id))
+
+
+def _open_observation(plan: Plan, records: list[StepRecord], values: dict[str, Any]) -> bool:
+    """The run waits in (or before) its observation window, and the window is open."""
+    for spec, record in zip(plan.steps, records, strict=True):
+        if record.status in DONE_STEP_STATUSES:
+            continue
+        if spec.action != "gate.observation":
+            return False
+        until = values.get("undo_until")
+        return until is None or float(until) > time.time()
+    return False
 
 
 def _passed_point_of_no_return(plan: Plan, records: list[StepRecord]) -> str | None:

@@ -140,3 +140,90 @@ class RecordActiveSite(Action):
             last_run=self.ctx.run_id,
         )
         return None
+
+
+@register
+class ObservationGate(Action):
+    """After the switch, watch the service for the observation window before committing.
+
+    Until the window passes the failback can be undone: ``failback abort`` or a failed
+    gate (a stateless tier failing at the primary site) raises RevertRequested and the
+    executor switches back with the same zero-loss switchover. When the window
+    passes, the run commits.
+    """
+
+    name = "gate.observation"
+
+    def check(self) -> bool:
+        until = self.ctx.values.get("undo_until")
+        return (
+            until is not None and time.time() >= float(until) and not (self.ctx.abort_requested())
+        )
+
+    def apply(self) -> dict[str, Any] | None:
+        from failback.engine.executor import RevertRequested
+
+        window = float(self.spec.params["window_s"])
+        until = self.ctx.values.get("undo_until")
+        if until is None:
+            until = time.time() + window
+            self.ctx.remember("undo_until", until)
+        self.ctx.set_run_status(
+            "observing", hint=f"failback abort {self.ctx.run_id} switches back until "
+            + time.strftime("%H:%M:%S", time.localtime(float(until))),
+        )  # fmt: skip
+        self.ctx.journal.add_event(
+            "run.observing", f"observing {self.ctx.service_name} for {window:g}s; undo possible",
+            run_id=self.ctx.run_id, service=self.ctx.service_name, step_id=self.spec.id,
+            data={"undo_until": until},
+        )  # fmt: skip
+        watchers = _tier_watchers(self.ctx, str(self.spec.params["home"]))
+        while True:
+            if self.ctx.abort_requested():
+                raise RevertRequested("aborted by request during the observation window")
+            for watcher in watchers:
+                problem = watcher()
+                if problem:
+                    self.ctx.measure("observation.failed_gate", 1.0, note=problem)
+                    raise RevertRequested(problem)
+            left = float(until) - time.time()
+            if left <= 0:
+                break
+            self.ctx.progress(f"undo possible for {left:.0f}s more", 1 - left / window)
+            time.sleep(min(0.5, max(left, 0.01)))
+        self.ctx.set_run_status("running")
+        self.ctx.journal.add_event(
+            "run.committed", f"{self.ctx.service_name}: observation window passed, committed",
+            run_id=self.ctx.run_id, service=self.ctx.service_name, step_id=self.spec.id,
+        )  # fmt: skip
+        return {"committed_at": time.time()}
+
+
+def _tier_watchers(ctx: Any, home: str) -> list[Any]:
+    """One check per stateless tier: its server at ``home`` keeps passing the gate."""
+    from failback.drivers.haproxy.observation import router_target
+    from failback.drivers.haproxy.traffic import Counters, Verdict, judge, server_stats
+
+    thresholds = ctx.service.policy.traffic_gate
+    watchers = []
+    for name, component in ctx.service.components.items():
+        if not _stateless(component) or home not in component.sites:
+            continue
+        target = router_target(component, home)
+        before = Counters.of(server_stats(target))
+
+        def watch(target: Any = target, before: Any = before, name: str = name) -> str | None:
+            verdict = judge(
+                Verdict(site=home, percent=100), before, server_stats(target),
+                max_error_ratio=thresholds.max_error_ratio,
+                max_response_ms=thresholds.max_response_ms,
+                min_requests=thresholds.min_requests,
+            )  # fmt: skip
+            if verdict.ok:
+                return None
+            return f"{name} at {home} failed during the observation window: " + "; ".join(
+                verdict.problems
+            )
+
+        watchers.append(watch)
+    return watchers

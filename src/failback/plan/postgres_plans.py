@@ -369,4 +369,13 @@ def postgres_failback_plan(
     )
     steps.append(checks_gate("postcheck", home))
     steps.append(record_step(home, []))
+    if policy.observation_window > 0:
+        steps.append(StepSpec(
+            id="observe",
+            title=f"observe {home} for {policy.observation_window:g}s (undo possible)",
+            action="gate.observation", kind="gate",
+            params={"window_s": float(policy.observation_window), "home": home, "away": away,
+                    "db": db},
+            why="until the window passes, abort or a failed gate switches back with no loss",
+        ))  # fmt: skip
     return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)

@@ -187,7 +187,7 @@ class TrafficGateStep(Action):
         verdict = wait_and_judge(
             self.targets[site], Verdict(site=site, percent=percent),
             bake_s=float(self.spec.params["bake_s"]), thresholds=thresholds,
-            progress=self.ctx.progress,
+            progress=self.ctx.progress, stop=self._stop_if_aborted,
         )  # fmt: skip
         for check in self.ctx.service.checks:
             if check.type == "http" and check.site in (None, site):
@@ -217,6 +217,12 @@ class TrafficGateStep(Action):
                 "then run the failback again",
             )
         return verdict.to_dict()
+
+    def _stop_if_aborted(self) -> None:
+        from failback.engine.actions import AbortRequested
+
+        if self.ctx.abort_requested():
+            raise AbortRequested("aborted by request")
 
     @staticmethod
     def _prometheus(verdict: Any, gate: Any, query: Any) -> None:

@@ -143,7 +143,7 @@ def prometheus_value(url: str, query: str, timeout: float) -> float:
 
 def wait_and_judge(
     target: RouterTarget, verdict: Verdict, *, bake_s: float, thresholds: Any,
-    progress: Any, poll_s: float = 0.25,
+    progress: Any, poll_s: float = 0.25, stop: Any = None,
 ) -> Verdict:  # fmt: skip
     """Bake: watch the counters; stop early as soon as the numbers already fail."""
     before = Counters.of(server_stats(target))
@@ -163,4 +163,6 @@ def wait_and_judge(
         )
         if not verdict.ok or elapsed >= bake_s:
             return verdict
+        if stop is not None:
+            stop()
         time.sleep(poll_s)
