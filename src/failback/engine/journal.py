@@ -89,6 +89,13 @@ CREATE TABLE IF NOT EXISTS service_state (
     data_json TEXT NOT NULL DEFAULT '{}',
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS health (
+    service TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    data_json TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (service, probe)
+);
 """
 
 
@@ -440,6 +447,27 @@ class Journal:
             for row in rows
         ]
 
+    def append_steps(self, run_id: int, steps: list[dict[str, Any]]) -> None:
+        """Add steps at the end of a run's plan (a switch back decided during the run).
+
+        The stored plan and the step rows change in one transaction, so a resumed run
+        sees either none or all of them.
+        """
+        with self.transaction() as db:
+            row = db.execute("SELECT plan_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+            plan = json.loads(row["plan_json"])
+            first = len(plan["steps"])
+            plan["steps"].extend(steps)
+            db.execute(
+                "UPDATE runs SET plan_json = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(plan), time.time(), run_id),
+            )
+            for offset, step in enumerate(steps):
+                db.execute(
+                    "INSERT INTO steps (run_id, idx, step_id, status) VALUES (?,?,?,?)",
+                    (run_id, first + offset, step["id"], "pending"),
+                )
+
     def approve(self, run_id: int, step_id: str, approved_by: str) -> None:
         with self.transaction() as db:
             db.execute(
@@ -481,6 +509,71 @@ class Journal:
                 " updated_at = excluded.updated_at",
                 (service, active_site, json.dumps(current), time.time()),
             )
+
+    def update_service_data(self, service: str, default_site: str, **data: Any) -> None:
+        """Set data keys atomically without touching ``active_site`` (the monitor's writes).
+
+        ``set_service_state`` rewrites the active site it is given; a long-running
+        writer such as the monitor must never put back an active site it read before
+        a run recorded a new one. ``default_site`` is used only when no row exists yet.
+        """
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT data_json FROM service_state WHERE service = ?", (service,)
+            ).fetchone()
+            current = json.loads(row["data_json"]) if row is not None else {}
+            current.update(data)
+            db.execute(
+                "INSERT INTO service_state (service, active_site, data_json, updated_at)"
+                " VALUES (?,?,?,?) ON CONFLICT(service) DO UPDATE SET"
+                " data_json = excluded.data_json, updated_at = excluded.updated_at",
+                (service, default_site, json.dumps(current), time.time()),
+            )
+
+    # health (written by the monitor, read by `failback status`) -----------------
+
+    def save_health(self, service: str, probes: dict[str, dict[str, Any]]) -> None:
+        """Replace the health records of ``service`` (one per probe) in one transaction."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM health WHERE service = ?", (service,))
+            db.executemany(
+                "INSERT INTO health (service, probe, data_json, updated_at) VALUES (?,?,?,?)",
+                [(service, name, json.dumps(data), now) for name, data in probes.items()],
+            )
+
+    def health(self, service: str) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT probe, data_json, updated_at FROM health WHERE service = ? ORDER BY probe",
+            (service,),
+        ).fetchall()
+        return {
+            row["probe"]: {**json.loads(row["data_json"]), "saved_at": row["updated_at"]}
+            for row in rows
+        }
+
+    def events_since(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Events with an id above ``after_id``, oldest first (the monitor forwards them)."""
+        rows = self._db.execute(
+            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        ).fetchall()
+        return [
+            {
+                "id": row["id"],
+                "run_id": row["run_id"],
+                "service": row["service"],
+                "ts": row["ts"],
+                "kind": row["kind"],
+                "step": row["step_id"],
+                "message": row["message"],
+                "data": json.loads(row["data_json"]) if row["data_json"] else None,
+            }
+            for row in rows
+        ]
+
+    def last_event_id(self) -> int:
+        row = self._db.execute("SELECT max(id) AS m FROM events").fetchone()
+        return int(row["m"] or 0)
 
 
 def _run_from_row(row: sqlite3.Row) -> RunRecord:
