@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import shutil
@@ -13,21 +12,22 @@ from collections.abc import Mapping, Sequence
 
 from failback.hosts.base import CommandResult
 
-_PR_SET_PDEATHSIG = 1
+_SETPRIV = shutil.which("setpriv")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Runs in the child: make the kernel SIGKILL it when failback's process dies.
+def _dying_with_parent(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """Run ``argv`` under ``setpriv --pdeathsig KILL``: the kernel kills it if we die.
 
     A step's command must not outlive the run that started it: if failback is killed
-    while a command is half-way, resume decides (through the step's check) whether
-    to run it again, and an orphan finishing later would apply the effect twice.
-    Daemons the command starts (pg_ctl start, haproxy -D) fork, which clears this.
+    while a command is half-way, resume decides (through the step's check) whether to
+    run it again, and an orphan finishing later would apply the effect twice. Daemons
+    the command starts (pg_ctl start, haproxy -D) fork, which clears the setting.
+    setpriv (util-linux, on every Debian) does what a preexec_fn would, without running
+    Python between fork and exec, which is unsafe in a threaded process (the API server).
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:
-        os._exit(137)
+    if _SETPRIV is None:
+        return argv
+    return (_SETPRIV, "--pdeathsig", "KILL", "--", *argv)
 
 
 class LocalHost:
@@ -71,9 +71,10 @@ class LocalHost:
     ) -> CommandResult:
         started = time.monotonic()
         args = tuple(str(a) for a in argv)
+        command = _dying_with_parent(args)
         try:
             proc = subprocess.run(
-                args,
+                command,
                 input=input_text,
                 capture_output=True,
                 text=True,
@@ -81,7 +82,6 @@ class LocalHost:
                 env=self._env(as_user, env),
                 cwd=cwd or "/",
                 check=False,
-                preexec_fn=_die_with_parent,
                 **self._user_kwargs(as_user),  # type: ignore[arg-type]
             )
         except subprocess.TimeoutExpired as exc:
