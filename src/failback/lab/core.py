@@ -449,8 +449,25 @@ def lab_status(directory: Path, *, host: Host | None = None) -> dict[str, Any]:
         router["write_target"] = hx.write_target(info.router.backend)
     except HaproxyError as exc:
         router["error"] = exc.message
+    doc: dict[str, Any] = {"dir": info.dir, "config": info.config, "sites": sites, "router": router}
     up = router["up"] and all(s["up"] for s in sites.values())
-    return {"dir": info.dir, "config": info.config, "up": up, "sites": sites, "router": router}
+    if info.pool is not None:
+        pool_pid = lab_pool.pool_pid(h, info.pool)
+        doc["pool"] = {"port": info.pool.port, "pid": pool_pid, "up": pool_pid is not None}
+        up = up and pool_pid is not None
+    if info.web is not None:
+        apps = {
+            site: {
+                "port": port,
+                "pid": lab_web.app_pid(h, info.web, site),
+                "broken": info.web.flag(site).exists(),
+            }
+            for site, port in info.web.sites.items()
+        }
+        doc["web"] = {"url": info.web.url, "apps": apps}
+        up = up and all(a["pid"] is not None for a in apps.values())
+    doc["up"] = up
+    return doc
 
 
 # --------------------------------------------------------------------------- break / repair
