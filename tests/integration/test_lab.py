@@ -172,8 +172,8 @@ def test_two_labs_side_by_side_and_refusals(base: Path) -> None:
     assert (foreign / "keep.txt").exists()
     with pytest.raises(LabError, match="no site 'dc3'"):
         lab_break(base / "a", "dc3")
-    with pytest.raises(LabError, match="no component 'web'"):
-        lab_repair(base / "a", "dc1", "web")
+    with pytest.raises(LabError, match="no component 'cache'"):
+        lab_repair(base / "a", "dc1", "cache")
 
     lab_down(base / "a", purge=True)
     assert lab_status(base / "b")["up"] is True  # the other lab is untouched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,6 +110,7 @@ def status(
     from failback.drivers.registry import observe_service
     from failback.engine.executor import Executor
     from failback.hosts import LocalHost
+    from failback.monitor.status import monitor_document, status_lines
 
     topology = load(config)
     journal = open_journal(config, state_dir) if state_dir else _journal_of(topology)
@@ -123,9 +125,12 @@ def status(
         if holder is not None:
             run = journal.get_run(holder)
             run_doc = {"id": run.id, "kind": run.kind, "status": executor.effective_status(run)}
+            if run.status == "observing" and run.values.get("undo_until"):
+                run_doc["undo_until"] = run.values["undo_until"]
         doc = state.model_dump(mode="json")
         doc["degraded"] = state.degraded
         doc["current_run"] = run_doc
+        doc["monitor"] = monitor_document(journal, topology.service(name), doc)
         documents.append(doc)
     if as_json:
         emit_json({"services": documents})
@@ -141,6 +146,13 @@ def status(
         if doc["current_run"]:
             r = doc["current_run"]
             stdout.print(f"  run {r['id']} ({r['kind']}) is {r['status']}")
+            if r.get("undo_until"):
+                until = time.strftime("%H:%M:%S", time.localtime(r["undo_until"]))
+                stdout.print(
+                    f"  run {r['id']} can be undone until {until}: failback abort {r['id']}"
+                    " switches back with no lost write",
+                    markup=False,
+                )
         table = Table()
         for col in ("component", "site", "driver", "role", "healthy", "detail"):
             table.add_column(col)
@@ -156,6 +168,8 @@ def status(
                 c["detail"],
             )
         stdout.print(table)
+        for line in status_lines(doc):
+            stdout.print(line, markup=False, highlight=False)
     return 0
 
 

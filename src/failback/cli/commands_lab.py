@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
 def lab_up_cmd(
     directory: DirOpt,
     sync: Annotated[bool, typer.Option("--sync", help="Synchronous replication")] = False,
+    auto: Annotated[
+        bool,
+        typer.Option("--auto", help="Automatic failover/failback policies with short windows"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Create and start the lab in DIR (created, or empty)."""
@@ -38,7 +42,7 @@ def lab_up_cmd(
 
     if not as_json:
         stderr.print(f"starting a lab in {directory} ...", markup=False)
-    info = lab_up(directory, sync=sync)
+    info = lab_up(directory, sync=sync, auto=auto)
     doc = info.to_dict()
     if as_json:
         emit_json(doc)

@@ -46,6 +46,8 @@ def _register() -> None:
     commands_config.register(app)
     commands_runs.register(app)
     commands_lab.register(app)
+    __import__("failback.cli.commands_serve", fromlist=["register"]).register(app)
+    __import__("failback.cli.commands_monitor", fromlist=["register"]).register(app)
 
 
 _register()

@@ -72,7 +72,11 @@ def mark_stale_primaries(observations: list[ComponentObservation], active_site: 
     Its router server is shown beside it, so a person sees at once whether it is fenced.
     """
     fenced_sites = {
-        o.site for o in observations if o.driver in ROUTER_DRIVERS and o.role != "active"
+        o.site
+        for o in observations
+        if o.driver in ROUTER_DRIVERS
+        and o.data.get("tier", "database") == "database"
+        and o.role != "active"
     }
     for obs in observations:
         if obs.driver == "postgres" and obs.role == "primary" and obs.site != active_site:

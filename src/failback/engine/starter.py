@@ -27,6 +27,7 @@ def make_plan(
     force: bool = False,
     accept_data_loss: bool = False,
     approval: bool | None = None,
+    stability_window_s: float | None = None,
     host: Host | None = None,
 ) -> Plan:
     """Observe the service (read-only), then plan a run of ``kind``; changes nothing."""
@@ -40,7 +41,9 @@ def make_plan(
             service, svc, state, planned=planned, force=force, accept_data_loss=accept_data_loss
         )
     if kind == "failback":
-        return plan_failback(service, svc, state, approval=approval)
+        return plan_failback(
+            service, svc, state, approval=approval, stability_window_s=stability_window_s
+        )
     raise UsageError(f"unknown kind of run {kind!r}", hint=" or ".join(RUN_KINDS))
 
 

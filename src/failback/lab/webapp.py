@@ -63,6 +63,17 @@ class App:
         return {"site": self.site, "hits": int(row[0]) if row else 0}
 
 
+def create_table(dsn: str) -> None:
+    """Once, at start: concurrent CREATE TABLE IF NOT EXISTS can collide in pg_type."""
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5, prepare_threshold=None)
+    with conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(4242)")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY,"
+            " site text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
+        )
+
+
 def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -103,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pidfile", type=Path, required=True)
     args = parser.parse_args(argv)
     app = App(args.site, args.dsn_file.read_text().strip(), args.broken_flag)
+    create_table(app.dsn)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(app))
     server.daemon_threads = True
     args.pidfile.write_text(f"{os.getpid()}\n")

@@ -31,6 +31,9 @@ class ServiceState(BaseModel):
     active_site: str
     needs_resync: list[str] = Field(default_factory=list)
     components: list[ComponentObservation] = Field(default_factory=list)
+    sync_mode: dict[str, Any] | None = None
+    """Replication mode the monitor last saw on the primary (``{"mode": "sync"|"relaxed"|
+    "async", "standby": site, "since": ts}``); None when never observed."""
 
     @property
     def degraded(self) -> bool:

@@ -1,0 +1,64 @@
+"""The FastAPI application: read and change endpoints, event stream, metrics, dashboard.
+
+Built by ``create_app(settings)``; ``failback serve`` runs it with uvicorn, and the
+monitor can run it beside its loop (failback.api.server.ApiServer). The app holds no
+logic of its own: status comes from failback.engine.status, runs start through
+failback.engine.starter, reports come from failback.report.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from failback import __version__
+from failback.api import errors, metrics, routes_read, routes_write, sse
+from failback.api.redact import RedactMiddleware
+from failback.api.settings import ApiSettings
+from failback.api.state import AppState
+from failback.hosts import Host
+
+DESCRIPTION = """\
+The HTTP interface of **failback**: read where each service runs and how its runs went;
+start a failover or a failback, approve a gate, abort or resume a run.
+
+Read endpoints need nothing. Endpoints that change things need
+`Authorization: Bearer TOKEN` (`$FAILBACK_API_TOKEN` or the topology's `api.token_file`).
+Errors are JSON `{error, hint, kind}`. See docs/api.md.
+"""
+
+
+def static_dir() -> str:
+    """The dashboard's files, shipped as package data (no build step)."""
+    return str(resources.files("failback.api") / "static")
+
+
+def create_app(settings: ApiSettings, *, host: Host | None = None) -> FastAPI:
+    """A new app serving the topology and state directory of ``settings``."""
+    app = FastAPI(
+        title="failback",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    state = AppState(settings, host)
+    app.state.failback = state
+    errors.install(app)
+    app.include_router(routes_read.router)
+    app.include_router(routes_write.router)
+    app.include_router(sse.router)
+    app.include_router(metrics.router)
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard() -> HTMLResponse:
+        page = resources.files("failback.api") / "static" / "index.html"
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    app.add_middleware(RedactMiddleware, redactor=state.redactor)
+    return app

@@ -1,0 +1,99 @@
+"""Read endpoints under /api/v1: status, topology, runs, events. No token needed.
+
+They observe (read-only) and read the journal; nothing here changes anything except
+what ``failback status`` itself records (the active primary's last seen position).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from failback import __version__
+from failback.api.state import app_state
+from failback.api.views import run_document, runs_list, topology_document
+
+router = APIRouter(prefix="/api/v1", tags=["read"])
+
+
+@router.get("/health", summary="The server is up (does not observe anything)")
+def health(request: Request) -> dict[str, Any]:
+    state = app_state(request)
+    return {
+        "ok": True,
+        "version": __version__,
+        "read_only": state.settings.token is None,
+        "executing_runs": state.launcher.executing(),
+    }
+
+
+@router.get("/status", summary="Every service: active site, components, lag, traffic, run")
+def status(request: Request) -> dict[str, Any]:
+    """Observed now: each component's role, health and lag, the router's traffic split,
+    the run holding the service, and the automatic-failback switch."""
+    return app_state(request).status.get(max_age=0.0)
+
+
+@router.get("/services/{service}", summary="One service's status, observed now")
+def service_status(service: str, request: Request) -> dict[str, Any]:
+    state = app_state(request)
+    state.require_service(service)
+    doc = state.status.get(max_age=0.0)
+    return next(s for s in doc["services"] if s["service"] == service)
+
+
+@router.get("/topology", summary="Sites, services, components, checks, policies (no options)")
+def topology(request: Request) -> dict[str, Any]:
+    return topology_document(app_state(request).topology)
+
+
+@router.get("/runs", summary="Runs, newest first, with their headline measurements")
+def runs(
+    request: Request,
+    service: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+) -> dict[str, Any]:
+    state = app_state(request)
+    if service is not None:
+        state.require_service(service)
+    with state.journal() as journal:
+        return {"runs": runs_list(journal, service=service, limit=limit)}
+
+
+@router.get("/runs/{run_id}", summary="One run: summary, steps with durations, plan, gate")
+def run(run_id: int, request: Request) -> dict[str, Any]:
+    state = app_state(request)
+    with state.journal() as journal:
+        record = state.require_run(journal, run_id)
+        return run_document(journal, record)
+
+
+@router.get("/runs/{run_id}/report", summary="One run's report (what was measured)")
+def run_report(run_id: int, request: Request) -> dict[str, Any]:
+    state = app_state(request)
+    with state.journal() as journal:
+        record = state.require_run(journal, run_id)
+        return dict(run_document(journal, record)["report"])
+
+
+@router.get("/runs/{run_id}/events", summary="One run's events, oldest first")
+def run_events(
+    run_id: int, request: Request, limit: int = Query(500, ge=1, le=10000)
+) -> dict[str, Any]:
+    state = app_state(request)
+    with state.journal() as journal:
+        state.require_run(journal, run_id)
+        return {"events": journal.events(run_id=run_id, limit=limit)}
+
+
+@router.get("/events", summary="Recent events of every run and service, oldest first")
+def events(
+    request: Request,
+    after: int = Query(0, ge=0, description="only events with a larger id"),
+    limit: int = Query(200, ge=1, le=1000),
+) -> dict[str, Any]:
+    state = app_state(request)
+    with state.journal() as journal:
+        rows = journal.events(limit=limit)
+    return {"events": [e for e in rows if e["id"] > after]}

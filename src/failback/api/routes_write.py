@@ -1,0 +1,191 @@
+"""Mutating endpoints: start failover/failback, approve, abort, resume, the auto switch.
+
+Every one needs ``Authorization: Bearer TOKEN``. Runs start through
+failback.engine.starter (the one observe-plan-create path the CLI and the monitor
+use) and execute in a background thread: the answer is 202 with the run id, and the
+run's progress is at /api/v1/runs/{id} and on the event stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from failback.api.auth import require_token
+from failback.api.errors import ApiError
+from failback.api.state import AppState, app_state
+from failback.engine.executor import TERMINAL_STATUSES, Executor, RunProcessLock
+from failback.engine.starter import create_run, make_plan
+
+router = APIRouter(prefix="/api/v1", tags=["change"], dependencies=[Depends(require_token)])
+
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no `Authorization: Bearer TOKEN`"},
+    403: {"description": "wrong token, or the server has none (read-only)"},
+}
+_START: dict[int | str, dict[str, Any]] = {
+    **_UNAUTHORIZED,
+    404: {"description": "unknown service"},
+    409: {"description": "refused by the planner, or another run holds the service"},
+    422: {"description": "cannot be done as asked (e.g. credentials do not work)"},
+}
+_RUN: dict[int | str, dict[str, Any]] = {
+    **_UNAUTHORIZED,
+    404: {"description": "unknown run"},
+    409: {"description": "the run's state forbids it"},
+}
+
+
+class FailoverRequest(BaseModel):
+    """Options of `failback failover`."""
+
+    planned: bool = Field(False, description="zero-loss move of a healthy active site")
+    force: bool = Field(False, description="fail over although the active site looks healthy")
+    accept_data_loss: bool = Field(
+        False, description="fail over to a site never resynced, losing the writes it lacks"
+    )
+
+
+class FailbackRequest(BaseModel):
+    """Options of `failback failback`."""
+
+    approval: bool | None = Field(
+        None, description="true: add an approval gate before the switchover whatever the policy"
+    )
+
+
+class ApproveRequest(BaseModel):
+    by: str = Field("api", max_length=100, description="who approves (recorded in the journal)")
+
+
+class AbortRequest(BaseModel):
+    force: bool = Field(False, description="end a run past its point of no return without undo")
+
+
+class SwitchRequest(BaseModel):
+    reason: str = Field("", max_length=500, description="why (shown in status and events)")
+    by: str = Field("api", max_length=100, description="who")
+
+
+def _started(state: AppState, run_id: int, status: str = "running") -> dict[str, Any]:
+    state.launcher.start(run_id)
+    return {
+        "run_id": run_id,
+        "status": status,
+        "links": {"run": f"/api/v1/runs/{run_id}", "stream": "/api/v1/stream"},
+    }
+
+
+def _start(state: AppState, kind: str, service: str, **plan_options: Any) -> dict[str, Any]:
+    state.require_service(service)
+    with state.journal() as journal:
+        plan = make_plan(kind, service, state.topology, journal, host=state.host, **plan_options)
+        executor = Executor(journal, host=state.host)
+        options = {k: v for k, v in plan_options.items() if k != "approval"}
+        run_id = create_run(executor, state.topology, plan, **options)
+    return _started(state, run_id)
+
+
+@router.post(
+    "/services/{service}/failover", status_code=202, responses=_START, summary="Start a failover"
+)
+def failover(service: str, request: Request, body: FailoverRequest | None = None) -> dict[str, Any]:
+    """Move the service from its active site to the other one (202: the run started)."""
+    opts = body or FailoverRequest()
+    return _start(app_state(request), "failover", service, **opts.model_dump())
+
+
+@router.post(
+    "/services/{service}/failback", status_code=202, responses=_START, summary="Start a failback"
+)
+def failback(service: str, request: Request, body: FailbackRequest | None = None) -> dict[str, Any]:
+    """Bring the service home: resync, validate, switch with no lost write, re-protect."""
+    opts = body or FailbackRequest()
+    return _start(app_state(request), "failback", service, approval=opts.approval)
+
+
+@router.post(
+    "/runs/{run_id}/approve", status_code=202, responses=_RUN, summary="Approve the waiting gate"
+)
+def approve(run_id: int, request: Request, body: ApproveRequest | None = None) -> dict[str, Any]:
+    """Record the approval of the gate the run waits at, then continue the run."""
+    state = app_state(request)
+    by = (body or ApproveRequest()).by
+    with state.journal() as journal:
+        state.require_run(journal, run_id)
+        step = Executor(journal, host=state.host).approve(run_id, by)
+    return {**_started(state, run_id), "approved": step}
+
+
+@router.post("/runs/{run_id}/resume", status_code=202, responses=_RUN, summary="Resume a run")
+def resume(run_id: int, request: Request) -> dict[str, Any]:
+    """Continue an interrupted or failed run where it stopped (no step is repeated)."""
+    state = app_state(request)
+    with state.journal() as journal:
+        run = state.require_run(journal, run_id)
+        if run.status in TERMINAL_STATUSES:
+            raise ApiError(409, f"run {run_id} is already {run.status}", hint="nothing to resume")
+        if run.status == "waiting-approval":
+            raise ApiError(
+                409,
+                f"run {run_id} waits for approval",
+                hint=f"POST /api/v1/runs/{run_id}/approve (or abort it)",
+            )
+        if RunProcessLock(state.settings.state_dir, run_id).is_held_elsewhere():
+            raise ApiError(409, f"run {run_id} is being executed right now", hint="wait for it")
+    return _started(state, run_id)
+
+
+@router.post("/runs/{run_id}/abort", responses=_RUN, summary="Abort a run (undo its steps)")
+def abort(run_id: int, request: Request, body: AbortRequest | None = None) -> dict[str, Any]:
+    """Undo what the run applied, back to a safe state; refused past the point of no return
+    unless ``force``. Answers when the undo is over, with the run's final status."""
+    state = app_state(request)
+    with state.journal() as journal:
+        state.require_run(journal, run_id)
+        outcome = Executor(journal, host=state.host).abort(
+            run_id, force=(body or AbortRequest()).force
+        )
+    return {
+        "run_id": run_id,
+        "status": outcome.status,
+        "error": outcome.error,
+        "hint": outcome.hint,
+    }
+
+
+def _switch(service: str, request: Request, body: SwitchRequest | None, enabled: bool) -> Any:
+    from failback.engine.status import set_auto_failback
+
+    state = app_state(request)
+    state.require_service(service)
+    opts = body or SwitchRequest()
+    with state.journal() as journal:
+        doc = set_auto_failback(
+            journal, state.topology, service, enabled=enabled, reason=opts.reason, by=opts.by
+        )
+    return {"service": service, "auto_failback": doc}
+
+
+@router.post(
+    "/services/{service}/auto-failback/enable",
+    responses={**_UNAUTHORIZED, 404: {"description": "unknown service"}},
+    summary="Allow automatic failback again (when the policy is automatic)",
+)
+def enable_auto_failback(
+    service: str, request: Request, body: SwitchRequest | None = None
+) -> dict[str, Any]:
+    return dict(_switch(service, request, body, True))
+
+
+@router.post(
+    "/services/{service}/auto-failback/disable",
+    responses={**_UNAUTHORIZED, 404: {"description": "unknown service"}},
+    summary="Suspend automatic failback of the service",
+)
+def disable_auto_failback(
+    service: str, request: Request, body: SwitchRequest | None = None
+) -> dict[str, Any]:
+    return dict(_switch(service, request, body, False))

@@ -1,0 +1,105 @@
+"""monitor, auto enable|disable: the long-running monitor and its one person-owned switch."""
+
+from __future__ import annotations
+
+import getpass
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from failback.cli.context import load
+from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
+from failback.cli.output import emit_json, stderr, stdout
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)
+    auto = typer.Typer(
+        help="Switch automatic failback of a service on or off.", no_args_is_help=True
+    )
+    auto.command("enable")(auto_enable)
+    auto.command("disable")(auto_disable)
+    app.add_typer(auto, name="auto")
+
+
+def monitor(
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option("--log-file", help="Append JSON-lines events here [default: stdout]"),
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option("--grace", help="Seconds a run in progress may take to finish on SIGTERM"),
+    ] = 30.0,
+) -> int:
+    """Watch every service, fail over and back by policy; runs until SIGTERM/SIGINT."""
+    from failback.monitor.runner import run_monitor
+
+    topology = load(config)
+    directory = state_dir or topology.state_dir
+    if log_file is None:
+        run_monitor(topology, directory, log=None, grace=grace)
+        return 0
+    with open(log_file, "a", encoding="utf-8") as log:
+        run_monitor(topology, directory, log=log, grace=grace)
+    return 0
+
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (shown in `failback status`)")]
+ServiceArg = Annotated[str, typer.Argument(help="Service")]
+
+
+def _set(service: str, enabled: bool, reason: str, config: Path | None, state_dir: Path | None,
+         as_json: bool) -> int:  # fmt: skip
+    from failback.engine.journal import Journal
+
+    topology = load(config)
+    svc = topology.service(service)
+    journal = Journal(state_dir or topology.state_dir)
+    record = {"enabled": enabled, "reason": reason, "by": getpass.getuser(), "at": time.time()}
+    journal.update_service_data(svc.name, svc.primary_site, auto_failback=record)
+    word = "enabled" if enabled else "disabled"
+    journal.add_event(
+        f"auto_failback.{word}",
+        f"automatic failback of {svc.name} {word} by {record['by']}: {reason}",
+        service=svc.name,
+        data=record,
+    )
+    if as_json:
+        emit_json({"service": svc.name, "auto_failback": record})
+        return 0
+    stdout.print(f"automatic failback of {svc.name} {word}", markup=False)
+    if enabled and svc.policy.failback != "automatic":
+        stderr.print(
+            f"note: policy failback of {svc.name} is manual; the monitor will not fail back "
+            "by itself until the topology says failback: automatic",
+            style="yellow",
+            markup=False,
+        )
+    return 0
+
+
+def auto_enable(
+    service: ServiceArg,
+    reason: ReasonOpt = "enabled by a person",
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Let the monitor fail SERVICE back by itself again (after a flap suspended it)."""
+    return _set(service, True, reason, config, state_dir, as_json)
+
+
+def auto_disable(
+    service: ServiceArg,
+    reason: ReasonOpt = "disabled by a person",
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Stop the monitor from failing SERVICE back by itself (failover is unaffected)."""
+    return _set(service, False, reason, config, state_dir, as_json)

@@ -1,0 +1,113 @@
+"""A service's status as every interface shows it: observed state, current run, switches.
+
+``monitor`` is failback.monitor.status.monitor_document, exactly as ``failback status
+--json`` shows it (heartbeat, decisions, health of each probe with its history).
+
+``failback status``, the HTTP API, its server-sent events, the dashboard and the
+Prometheus metrics all need the same picture (where the service runs, each
+component's role and health, replication lag, the router's traffic split, the run
+holding the service, whether automatic failback is suspended). It is computed here,
+once, so that no interface holds logic of its own and none can disagree with another.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from failback.engine.executor import Executor
+from failback.engine.journal import Journal
+from failback.hosts import Host
+
+AUTO_FAILBACK_KEY = "auto_failback"
+"""service_state key of the operator's switch (see docs/api.md, "automatic failback")."""
+
+
+def auto_failback_state(service: Any, recorded: dict[str, Any]) -> dict[str, Any]:
+    """The policy, the operator's switch, and what they give together.
+
+    The switch can only *suspend* automatic failback: a service whose policy is
+    ``failback: manual`` is never failed back by the monitor, whatever the switch says.
+    """
+    policy = service.policy.failback
+    switch = recorded.get(AUTO_FAILBACK_KEY) or {}
+    enabled = bool(switch.get("enabled", True))
+    return {
+        "policy": policy,
+        "enabled": enabled,
+        "effective": policy == "automatic" and enabled,
+        "reason": switch.get("reason"),
+        "by": switch.get("by"),
+        "at": switch.get("at"),
+    }
+
+
+def set_auto_failback(
+    journal: Journal, topology: Any, service_name: str, *, enabled: bool, reason: str, by: str
+) -> dict[str, Any]:
+    """Record the operator's switch in the journal, where the monitor reads it."""
+    service = topology.service(service_name)
+    switch = {"enabled": enabled, "reason": reason, "by": by, "at": time.time()}
+    # never rewrites the active site (a run may record a new one meanwhile)
+    journal.update_service_data(service_name, service.primary_site, **{AUTO_FAILBACK_KEY: switch})
+    word = "enabled" if enabled else "disabled"
+    journal.add_event(
+        f"auto_failback.{word}",
+        f"automatic failback of {service_name} {word} by {by}" + (f": {reason}" if reason else ""),
+        service=service_name,
+        data=switch,
+    )
+    return auto_failback_state(service, journal.service_state(service_name) or {})
+
+
+def traffic_split(components: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per router component: each site's HAProxy weight and its share of new sessions."""
+    split: dict[str, dict[str, Any]] = {}
+    for comp in components:
+        if comp["driver"] != "haproxy":
+            continue
+        data = comp.get("data") or {}
+        weight = data.get("weight")
+        takes = bool(data.get("takes_new_sessions"))
+        split.setdefault(comp["component"], {})[comp["site"]] = {
+            "weight": weight,
+            "takes_new_sessions": takes,
+            "effective_weight": (weight or 0) if takes else 0,
+        }
+    for sites in split.values():
+        total = sum(s["effective_weight"] for s in sites.values())
+        for s in sites.values():
+            s["share"] = (s["effective_weight"] / total) if total else 0.0
+    return split
+
+
+def service_status(
+    host: Host, topology: Any, service_name: str, journal: Journal, executor: Executor
+) -> dict[str, Any]:
+    """Observe one service (read-only) and add the run holding it and its switches."""
+    from failback.drivers.registry import observe_service
+    from failback.monitor.status import monitor_document
+
+    service = topology.service(service_name)
+    state = observe_service(host, topology, service_name, journal)
+    recorded = journal.service_state(service_name) or {}
+    doc = state.model_dump(mode="json")
+    doc["degraded"] = state.degraded
+    doc["sites"] = service.sites
+    doc["current_run"] = None
+    holder = journal.lock_holder(service_name)
+    if holder is not None:
+        run = journal.get_run(holder)
+        doc["current_run"] = {
+            "id": run.id,
+            "kind": run.kind,
+            "status": executor.effective_status(run),
+        }
+    for comp in doc["components"]:
+        data = comp.get("data") or {}
+        comp["lag_bytes"] = data.get("lag_bytes")
+        comp["lag_seconds"] = data.get("lag_seconds")
+    doc["traffic"] = traffic_split(doc["components"])
+    doc["auto_failback"] = auto_failback_state(service, recorded)
+    doc["monitor"] = monitor_document(journal, service, doc)
+    return doc

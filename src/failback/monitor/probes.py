@@ -1,0 +1,220 @@
+"""What the monitor watches: one probe per component and site, one per declared check.
+
+A probe is a blocking function (the drivers' observers and ``run_check`` are
+synchronous) plus the timing that judges it: interval, timeout and failure
+threshold. ``ProbeHealth`` keeps the consecutive-failure count that declares a
+component failed, the moments it started passing or failing, and the last results
+that ``failback status`` shows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from failback.hosts import Host
+from failback.model.state import ComponentObservation
+
+HISTORY = 10
+"""Results kept per probe for ``failback status``."""
+
+ROUTER_DRIVERS = ("haproxy", "pgbouncer")
+"""Drivers of the shared traffic layer: their failure is not a site failure."""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One attempt: passed or not, why, when, how long it took."""
+
+    ok: bool
+    detail: str
+    at: float
+    duration_s: float
+    observation: ComponentObservation | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One thing to watch and how to judge it."""
+
+    key: str
+    kind: str  # "component" | "check"
+    site: str | None
+    component: str | None
+    driver: str
+    interval: float
+    timeout: float
+    threshold: int
+    run: Callable[[], ProbeResult] = field(compare=False, repr=False)
+    precheck: bool = True
+    """Counts for the stability window of the primary site (as the run's own gate)."""
+
+    @property
+    def is_router(self) -> bool:
+        return self.kind == "component" and self.driver in ROUTER_DRIVERS
+
+
+@dataclass
+class ProbeHealth:
+    """The judged state of one probe: consecutive failures, since when, recent results."""
+
+    probe: Probe
+    consecutive_failures: int = 0
+    passing_since: float | None = None
+    failing_since: float | None = None
+    last: ProbeResult | None = None
+    history: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+    def record(self, result: ProbeResult) -> bool:
+        """Take one result; True when the probe's judged status changed."""
+        before = self.status
+        self.last = result
+        self.history.append(result)
+        if result.ok:
+            self.consecutive_failures = 0
+            self.failing_since = None
+            if self.passing_since is None:
+                self.passing_since = result.at
+        else:
+            self.consecutive_failures += 1
+            self.passing_since = None  # any failed check restarts the stability window
+            if self.failing_since is None:
+                self.failing_since = result.at
+        return self.status != before
+
+    @property
+    def failed(self) -> bool:
+        """Declared failed: ``threshold`` consecutive failed attempts."""
+        return self.consecutive_failures >= self.probe.threshold
+
+    @property
+    def status(self) -> str:
+        if self.last is None:
+            return "unknown"
+        if self.failed:
+            return "failed"
+        return "failing" if self.consecutive_failures else "passing"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the journal keeps for ``failback status`` (another process reads it)."""
+        p = self.probe
+        return {
+            "kind": p.kind,
+            "component": p.component,
+            "site": p.site,
+            "driver": p.driver,
+            "interval_s": p.interval,
+            "timeout_s": p.timeout,
+            "threshold": p.threshold,
+            "status": self.status,
+            "consecutive_failures": self.consecutive_failures,
+            "passing_since": self.passing_since,
+            "failing_since": self.failing_since,
+            "last_detail": self.last.detail if self.last else None,
+            "last_at": self.last.at if self.last else None,
+            "history": [
+                {"at": r.at, "ok": r.ok, "s": round(r.duration_s, 4), "detail": r.detail[:160]}
+                for r in self.history
+            ],
+        }
+
+
+def build_probes(service_name: str, service: Any, host: Host) -> list[Probe]:
+    """Every component at every site (its driver's observation) and every declared check."""
+    probes: list[Probe] = []
+    detection = service.policy.detection
+    for name, component in service.components.items():
+        for site in component.sites:
+            probes.append(
+                Probe(
+                    key=f"{name}@{site}",
+                    kind="component",
+                    site=site,
+                    component=name,
+                    driver=component.driver,
+                    interval=float(detection.interval),
+                    timeout=float(detection.timeout),
+                    threshold=int(detection.failure_threshold),
+                    run=_observer(host, service_name, name, component, site),
+                )
+            )
+    for check in service.checks:
+        probes.append(
+            Probe(
+                key=f"check:{check.name}",
+                kind="check",
+                site=check.site,
+                component=getattr(check, "component", None),
+                driver=check.type,
+                interval=float(check.interval),
+                timeout=float(check.timeout),
+                threshold=int(check.failure_threshold),
+                run=_checker(check, service, host),
+                precheck="precheck" in check.use,
+            )
+        )
+    return probes
+
+
+def _observer(
+    host: Host, service_name: str, name: str, component: Any, site: str
+) -> Callable[[], ProbeResult]:
+    from failback.drivers.registry import observe_component
+
+    def run() -> ProbeResult:
+        started = time.monotonic()
+        obs = observe_component(host, service_name, name, component, site)
+        return ProbeResult(
+            ok=obs.healthy,
+            detail=f"{obs.role}: {obs.detail}" if obs.detail else obs.role,
+            at=time.time(),
+            duration_s=time.monotonic() - started,
+            observation=obs,
+        )
+
+    return run
+
+
+def _checker(check: Any, service: Any, host: Host) -> Callable[[], ProbeResult]:
+    from failback.monitor.checks import run_check
+
+    def run() -> ProbeResult:
+        result = run_check(check, service, host)
+        return ProbeResult(
+            ok=result.ok, detail=result.detail, at=time.time(), duration_s=result.duration_s
+        )
+
+    return run
+
+
+@dataclass(frozen=True)
+class HealthView:
+    """A copy of one probe's health taken on the event loop, safe to read in a thread."""
+
+    probe: Probe
+    status: str
+    failed: bool
+    passing_since: float | None
+    failing_since: float | None
+    last: ProbeResult | None
+    record: dict[str, Any]
+
+    @classmethod
+    def of(cls, health: ProbeHealth) -> HealthView:
+        return cls(
+            probe=health.probe,
+            status=health.status,
+            failed=health.failed,
+            passing_since=health.passing_since,
+            failing_since=health.failing_since,
+            last=health.last,
+            record=health.to_dict(),
+        )
+
+    @property
+    def observation(self) -> ComponentObservation | None:
+        return self.last.observation if self.last else None

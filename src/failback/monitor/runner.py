@@ -1,0 +1,224 @@
+"""``failback monitor``: the long-running process, on asyncio.
+
+Tasks: one per probe (each on its own clock, blocking work in a thread pool sized
+so no probe waits for a thread), one reconcile loop per service (decisions run in
+that service's own thread: they read the journal and may fence or change
+replication, and must never stall the probes), and one pump that forwards every
+journal event to the log and the webhooks.
+
+One monitor per state directory (an flock): two monitors would race each other's
+decisions. SIGTERM or SIGINT stops probing and deciding at once, lets a run in
+progress finish for up to ``grace`` seconds (else it is left ``interrupted`` and the
+next monitor resumes it), and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+from failback.errors import StateError
+from failback.hosts import Host, LocalHost
+from failback.monitor.notify import Notifier
+from failback.monitor.probes import ProbeHealth, build_probes
+from failback.monitor.runs import JournalPerThread
+from failback.monitor.scheduler import run_probe
+from failback.monitor.service import ServiceMonitor
+
+TICK_S = 0.25
+PUMP_S = 0.2
+
+
+class MonitorLock:
+    """``STATE_DIR/locks/monitor.lock``: one monitor per state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "locks" / "monitor.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode().strip() or "?"
+            os.close(fd)
+            raise StateError(
+                f"a monitor already runs for {self.path.parent.parent} (process {other})",
+                hint="one monitor per state directory; stop the other one first",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Monitor:
+    """Watches every service of a topology and acts on their policies."""
+
+    def __init__(
+        self,
+        topology: Any,
+        state_dir: Path,
+        *,
+        log: TextIO | None = None,
+        grace: float = 30.0,
+        host: Host | None = None,
+    ) -> None:
+        self.topology = topology
+        self.state_dir = Path(state_dir)
+        self.log = log or sys.stdout
+        self.grace = grace
+        self.host = host or LocalHost()
+        self.journals = JournalPerThread(self.state_dir)
+        self.services: list[ServiceMonitor] = []
+        for name, service in topology.services.items():
+            probes = build_probes(name, service, self.host)
+            self.services.append(
+                ServiceMonitor(
+                    name=name,
+                    service=service,
+                    topology=topology,
+                    state_dir=self.state_dir,
+                    journals=self.journals,
+                    health={p.key: ProbeHealth(p) for p in probes},
+                )
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        probes = [(svc, h.probe) for svc in self.services for h in svc.health.values()]
+        pool = ThreadPoolExecutor(max_workers=len(probes) + 4, thread_name_prefix="probe")
+        deciders = {
+            svc.name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"svc-{svc.name}")
+            for svc in self.services
+        }
+        pump = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
+        loop = asyncio.get_running_loop()
+        notifier = Notifier(list(self.topology.notifications.webhooks), self.log)
+        notifier.start()
+        cursor = await loop.run_in_executor(pump, lambda: self.journals.get().last_event_id())
+        await loop.run_in_executor(pump, self._event, "monitor.started", self._started_message())
+        wake = {svc.name: asyncio.Event() for svc in self.services}
+
+        def on_result(svc: ServiceMonitor, probe: Any, result: Any) -> None:
+            if svc.on_result(probe, result):
+                wake[svc.name].set()
+
+        probe_stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(
+                run_probe(p, pool, lambda pr, r, s=svc: on_result(s, pr, r), probe_stop),
+                name=f"probe-{svc.name}-{p.key}",
+            )
+            for svc, p in probes
+        ]
+        tasks += [
+            asyncio.create_task(self._reconcile_loop(svc, deciders[svc.name], wake[svc.name], stop))
+            for svc in self.services
+        ]
+        pump_task = asyncio.create_task(self._pump(pump, notifier, cursor, stop))
+        await stop.wait()
+        probe_stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._wait_runs()
+        await loop.run_in_executor(pump, self._event, "monitor.stopped", "monitor stopped")
+        await pump_task
+        await self._pump_once(pump, notifier, pump_task.result())
+        await notifier.close()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for executor in (*deciders.values(), pump):
+            executor.shutdown(wait=True)
+
+    def _started_message(self) -> str:
+        names = ", ".join(s.name for s in self.services)
+        return f"monitor started (pid {os.getpid()}) for {names}"
+
+    def _event(self, kind: str, message: str) -> None:
+        self.journals.get().add_event(kind, message, data={"pid": os.getpid()})
+
+    async def _reconcile_loop(
+        self,
+        svc: ServiceMonitor,
+        executor: ThreadPoolExecutor,
+        wake: asyncio.Event,
+        stop: asyncio.Event,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        last_error = ("", 0.0)
+        while not stop.is_set():
+            wake.clear()
+            views = svc.views()
+            try:
+                await loop.run_in_executor(executor, svc.reconcile, views, time.time())
+            except Exception as exc:  # a broken tick is reported, the loop goes on
+                message = f"{svc.name}: reconcile failed: {type(exc).__name__}: {exc}"
+                if message != last_error[0] or time.time() - last_error[1] > 30:
+                    last_error = (message, time.time())
+                    with contextlib.suppress(Exception):
+                        await loop.run_in_executor(executor, self._event, "monitor.error", message)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), TICK_S)
+
+    async def _pump(
+        self, executor: ThreadPoolExecutor, notifier: Notifier, cursor: int, stop: asyncio.Event
+    ) -> int:
+        while not stop.is_set():
+            cursor = await self._pump_once(executor, notifier, cursor)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PUMP_S)
+        return cursor
+
+    async def _pump_once(
+        self, executor: ThreadPoolExecutor, notifier: Notifier, cursor: int
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            events = await loop.run_in_executor(
+                executor, lambda: self.journals.get().events_since(cursor)
+            )
+        except Exception:  # the journal is busy: the next pass gets them
+            return cursor
+        for event in events:
+            notifier.emit(event)
+            cursor = int(event["id"])
+        return cursor
+
+    async def _wait_runs(self) -> None:
+        """Let runs in progress end (bounded): an interrupted run is resumed later anyway."""
+        deadline = time.monotonic() + self.grace
+        for svc in self.services:
+            worker = svc.worker
+            while worker is not None and worker.alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+
+
+def run_monitor(topology: Any, state_dir: Path, *, log: TextIO | None, grace: float) -> None:
+    """Foreground entry point: run until SIGTERM/SIGINT, then exit cleanly."""
+    lock = MonitorLock(state_dir)
+    lock.acquire()
+    try:
+        monitor = Monitor(topology, state_dir, log=log, grace=grace)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await monitor.run(stop)
+
+        asyncio.run(main())
+    finally:
+        lock.release()

@@ -1,0 +1,124 @@
+"""Runs the monitor starts (or resumes) execute in their own thread, through the starter.
+
+Same path as the CLI: ``make_plan`` observes and plans, ``create_run`` records the run
+and takes the service lock (so the monitor can never run two at once, nor race a
+person), the executor runs it. Each worker has its own journal connection (SQLite
+connections belong to one thread). The outcome becomes an event; a refusal is kept
+for the monitor to report (it retries, level-triggered).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from failback.engine.executor import Executor, RunOutcome
+from failback.engine.journal import Journal
+from failback.errors import FailbackError
+
+OUTCOME_EVENTS = {
+    "succeeded": "finished",
+    "rolled-back": "rolled_back",
+    "waiting-approval": "waiting_approval",
+    "failed": "failed",
+    "aborted": "failed",
+}
+
+
+class JournalPerThread:
+    """One Journal (SQLite connection) per thread, opened on first use."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self._local = threading.local()
+
+    def get(self) -> Journal:
+        journal = getattr(self._local, "journal", None)
+        if journal is None:
+            journal = Journal(self.state_dir)
+            self._local.journal = journal
+        return journal
+
+
+class RunWorker:
+    """Start (``kind``) or resume (``run_id``) one run in a daemon thread."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        topology: Any,
+        service: str,
+        kind: str,
+        run_id: int | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.topology = topology
+        self.service = service
+        self.kind = kind
+        self.run_id = run_id
+        self.prepare = prepare
+        self.refusal: str | None = None
+        self.outcome: RunOutcome | None = None
+        self.thread = threading.Thread(target=self._main, name=f"run-{service}-{kind}", daemon=True)
+
+    def start(self) -> RunWorker:
+        self.thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _main(self) -> None:
+        from failback.engine.starter import create_run, make_plan
+
+        journal = Journal(self.state_dir)
+        executor = Executor(journal)
+        try:
+            if self.run_id is None:
+                if self.prepare is not None:
+                    self.prepare()
+                options: dict[str, Any] = {}
+                if self.kind == "failback":
+                    # the monitor watched the stability window already: the run's gate
+                    # re-checks the primary site once instead of waiting a second window
+                    options["stability_window_s"] = 0.0
+                plan = make_plan(self.kind, self.service, self.topology, journal, **options)
+                self.run_id = create_run(executor, self.topology, plan, by="monitor")
+                journal.add_event(
+                    f"{self.kind}.started",
+                    f"{self.kind} of {self.service} from {plan.from_site} to {plan.to_site}"
+                    f" started by the monitor (run {self.run_id})",
+                    run_id=self.run_id,
+                    service=self.service,
+                    data={"from": plan.from_site, "to": plan.to_site, "by": "monitor"},
+                )
+            self.outcome = executor.execute(self.run_id)
+            self._report(journal, self.outcome)
+        except FailbackError as exc:
+            self.refusal = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+        except Exception as exc:  # the monitor must outlive a broken run
+            self.refusal = f"{type(exc).__name__}: {exc}"
+        finally:
+            journal.close()
+
+    def _report(self, journal: Journal, outcome: RunOutcome) -> None:
+        suffix = OUTCOME_EVENTS.get(outcome.status, outcome.status)
+        message = f"{self.kind} of {self.service} {outcome.status} (run {outcome.run_id})"
+        if outcome.status == "waiting-approval":
+            message = (
+                f"{self.kind} of {self.service} waits for approval: "
+                f"`failback approve {outcome.run_id}`"
+            )
+        elif outcome.error:
+            message += f": {outcome.error}"
+        journal.add_event(
+            f"{self.kind}.{suffix}",
+            message,
+            run_id=outcome.run_id,
+            service=self.service,
+            data={"status": outcome.status, "error": outcome.error, "hint": outcome.hint},
+        )

@@ -1,0 +1,204 @@
+"""The monitor's pure parts: config, allowed window, failback decisions, probe judging,
+and the planner's refusal to promote a possibly lagging standby of a synchronous service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from failback.config import ConfigError, Policy, load_topology_text
+from failback.model.state import ComponentObservation, ServiceState
+from failback.monitor import decide, window
+from failback.monitor.probes import Probe, ProbeHealth, ProbeResult
+from failback.plan.errors import PlanRefused
+from failback.plan.planners import plan_failover
+from tests.unit.test_planner import PG_TOPOLOGY
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def at(text: str) -> float:
+    """Epoch seconds of a Berlin wall-clock time, e.g. '2026-11-23 03:00' (a Monday)."""
+    return datetime.fromisoformat(text).replace(tzinfo=BERLIN).timestamp()
+
+
+def policy(**values: Any) -> Policy:
+    return Policy.model_validate(values)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_policy_defaults_detect_a_dead_primary_within_three_seconds() -> None:
+    detection = Policy().detection
+    worst_refused = detection.interval * detection.failure_threshold
+    worst_hung = max(detection.interval, detection.timeout) * detection.failure_threshold
+    assert worst_refused <= 3 and worst_hung <= 3
+    assert Policy().failback == "manual" and Policy().synchronous is False
+
+
+def test_policy_rejects_bad_window_and_strict_without_synchronous() -> None:
+    with pytest.raises(ValueError, match="strict: true needs synchronous"):
+        policy(strict=True)
+    with pytest.raises(ValueError, match="not a day"):
+        policy(failback_window={"days": ["someday"], "from": "02:00", "to": "05:00"})
+    with pytest.raises(ValueError, match="unknown time zone"):
+        policy(failback_window={"from": "02:00", "to": "05:00", "timezone": "Mars/Base"})
+    with pytest.raises(ValueError, match="HH:MM"):
+        policy(failback_window={"from": "2am", "to": "05:00"})
+
+
+def test_notifications_section_with_secret_headers_loads_and_typos_are_errors() -> None:
+    text = PG_TOPOLOGY + (
+        "notifications:\n  webhooks:\n"
+        '    - {url: "http://127.0.0.1:9/hook", headers: {Authorization: "env:HOOK"},'
+        " events: [failover.]}\n"
+    )
+    topology = load_topology_text(text, "/tmp/failback.yaml")
+    (hook,) = topology.notifications.webhooks
+    assert hook.headers["Authorization"].describe() == "env:HOOK"
+    assert hook.wants("failover.started") and not hook.wants("failback.started")
+    with pytest.raises(ConfigError) as err:
+        load_topology_text(PG_TOPOLOGY + "notifications:\n  webhook: []\n", "/tmp/f.yaml")
+    assert "webhooks" in str(err.value.problems[0])
+
+
+# --------------------------------------------------------------------------- window
+
+
+def test_window_on_weekdays_in_its_own_time_zone() -> None:
+    w = policy(
+        failback_window={"days": ["weekdays"], "from": "02:00", "to": "05:00",
+                         "timezone": "Europe/Berlin"}
+    ).failback_window  # fmt: skip
+    assert w is not None
+    assert window.inside(w, at("2026-11-23 03:00"))  # Monday
+    assert not window.inside(w, at("2026-11-23 05:00"))  # end is exclusive
+    assert not window.inside(w, at("2026-11-28 03:00"))  # Saturday
+    opening = window.next_opening(w, at("2026-11-27 06:00"))  # Friday after the window
+    assert datetime.fromtimestamp(opening, BERLIN).isoformat().startswith("2026-11-30T02:00")
+    assert "opens Mon 02:00" in window.describe_wait(w, at("2026-11-27 06:00"))
+
+
+def test_window_across_midnight_belongs_to_the_day_it_starts() -> None:
+    w = policy(
+        failback_window={"days": ["fri"], "from": "22:00", "to": "02:00",
+                         "timezone": "Europe/Berlin"}
+    ).failback_window  # fmt: skip
+    assert w is not None
+    assert window.inside(w, at("2026-11-27 23:00"))  # Friday night
+    assert window.inside(w, at("2026-11-28 01:00"))  # Saturday, still Friday's window
+    assert not window.inside(w, at("2026-11-29 01:00"))  # Sunday 01:00: Saturday's, not set
+
+
+# --------------------------------------------------------------------------- failback decisions
+
+
+def facts(**overrides: Any) -> decide.FailbackFacts:
+    base: dict[str, Any] = {
+        "now": 10_000.0,
+        "policy": policy(failback="automatic", stability_window="5m", hold_down="30m"),
+        "home": "dc1",
+        "auto": {},
+        "stable_since": 10_000.0 - 130,
+        "failing": "",
+        "last_failback_at": None,
+        "automatic_failbacks_24h": 0,
+    }
+    base.update(overrides)
+    return decide.FailbackFacts(**base)
+
+
+def test_failback_decisions_say_why_not() -> None:
+    assert decide.decide_failback(facts()).reason == "stable for 2m10s of 5m"
+    assert decide.decide_failback(facts(policy=policy())).code == "manual"
+    suspended = decide.decide_failback(
+        facts(auto={"enabled": False, "by": "monitor", "reason": "flapped at 14:02:07"})
+    )
+    assert suspended.reason == "suspended: flapped at 14:02:07" and not suspended.act
+    assert decide.decide_failback(facts(stable_since=None, failing="db@dc1: down")).reason == (
+        "dc1 not healthy: db@dc1: down"
+    )
+    held = decide.decide_failback(facts(stable_since=0.0, last_failback_at=10_000.0 - 60))
+    assert held.code == "hold_down" and not held.act
+    capped = decide.decide_failback(facts(stable_since=0.0, automatic_failbacks_24h=3))
+    assert capped.code == "capped"
+    go = decide.decide_failback(facts(stable_since=0.0))
+    assert go.act and go.code == "go"
+
+
+def test_a_person_enabling_again_overrides_the_hold_down() -> None:
+    last = 10_000.0 - 60
+    enabled = {"enabled": True, "by": "alice", "at": last + 10}
+    assert decide.decide_failback(facts(stable_since=0.0, last_failback_at=last, auto=enabled)).act
+    assert decide.flapped(10_000.0, last, 1800.0)
+    assert not decide.flapped(10_000.0, last, 1800.0, enabled_at=last + 10)
+    assert not decide.flapped(10_000.0, last, 30.0)
+
+
+def test_outside_the_allowed_window_waits() -> None:
+    p = policy(
+        failback="automatic",
+        stability_window="1m",
+        failback_window={"days": ["weekdays"], "from": "02:00", "to": "05:00",
+                         "timezone": "Europe/Berlin"},
+    )  # fmt: skip
+    now = at("2026-11-23 12:00")
+    decision = decide.decide_failback(facts(policy=p, now=now, stable_since=now - 3600))
+    assert decision.code == "window" and "outside the allowed window" in decision.reason
+
+
+# --------------------------------------------------------------------------- probe judging
+
+
+def test_probe_is_declared_failed_at_its_threshold_and_any_failure_restarts_stability() -> None:
+    probe = Probe("db@dc1", "component", "dc1", "db", "postgres", 0.5, 1.0, 3, run=lambda: None)  # type: ignore[arg-type,return-value]
+    health = ProbeHealth(probe)
+    ok = ProbeResult(True, "primary", 1.0, 0.01)
+    bad = ProbeResult(False, "refused", 2.0, 0.01)
+    health.record(ok)
+    assert health.status == "passing" and health.passing_since == 1.0
+    health.record(bad)
+    health.record(bad)
+    assert health.status == "failing" and health.passing_since is None
+    assert health.record(bad) and health.failed and health.status == "failed"
+    health.record(ProbeResult(True, "primary", 9.0, 0.01))
+    assert not health.failed and health.passing_since == 9.0
+    assert [r["ok"] for r in health.to_dict()["history"]] == [True, False, False, False, True]
+
+
+# --------------------------------------------------------------------------- planner refusal
+
+SYNC_TOPOLOGY = PG_TOPOLOGY.replace("      stability_window: 10s\n", "      synchronous: true\n")
+
+
+def dead_primary(sync_mode: dict[str, Any] | None) -> ServiceState:
+    comps = [
+        ComponentObservation(component="db", site="dc1", driver="postgres", healthy=False,
+                             role="down", data={"system_identifier": 7}),
+        ComponentObservation(component="db", site="dc2", driver="postgres", healthy=True,
+                             role="standby", data={"system_identifier": 7}),
+    ]  # fmt: skip
+    return ServiceState(
+        service="app", primary_site="dc1", active_site="dc1", components=comps,
+        sync_mode=sync_mode,
+    )  # fmt: skip
+
+
+def test_failover_of_a_synchronous_service_refuses_a_standby_that_may_lack_writes() -> None:
+    topology = load_topology_text(SYNC_TOPOLOGY, "/tmp/failback.yaml")
+    svc = topology.service("app")
+    relaxed = {"mode": "relaxed", "primary": "dc1", "standby": "dc2"}
+    with pytest.raises(PlanRefused, match="may lack acknowledged writes"):
+        plan_failover("app", svc, dead_primary(relaxed))
+    with pytest.raises(PlanRefused, match="never observed in zero-loss mode"):
+        plan_failover("app", svc, dead_primary(None))
+    assert plan_failover("app", svc, dead_primary(relaxed), force=True).to_site == "dc2"
+    zero_loss = {"mode": "sync", "primary": "dc1", "standby": "dc2"}
+    assert plan_failover("app", svc, dead_primary(zero_loss)).to_site == "dc2"
+    # an asynchronous service keeps today's behaviour: what may be lost is measured
+    plain = load_topology_text(PG_TOPOLOGY, "/tmp/failback.yaml").service("app")
+    assert plan_failover("app", plain, dead_primary(None)).to_site == "dc2"
