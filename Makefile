@@ -27,6 +27,8 @@ integration: setup
 
 bench: setup
 	$(BIN)/python bench/failback_downtime.py
+	$(BIN)/python bench/failback_stall.py
+	$(BIN)/python bench/failover_rto.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

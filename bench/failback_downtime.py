@@ -96,7 +96,7 @@ def run(
         topology = load_topology(info.config)
         journal = Journal(topology.state_dir)
         executor = Executor(journal)
-        dsn = info.pool_dsn if endpoint == "pool" and info.pool_dsn else info.dsn
+        dsn = info.dsn if endpoint == "pool" or not info.router_dsn else info.router_dsn
         probe = WriteProbe(dsn, interval=0.01).start()
         time.sleep(SETTLE_S)
         for _ in range(rounds):

@@ -102,12 +102,17 @@ def test_up_write_break_repair_down(base: Path) -> None:
     with pytest.raises(LabError, match="already up"):
         lab_up(directory)
 
+    # the dsn is PgBouncer's; HAProxy's write endpoint reaches dc1 too
+    assert d["pool"]["port"] == int(info.dsn.split("port=")[1].split()[0])
+    with psycopg.connect(info.router_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
+
     # break dc1: writes through the router fail
     killed = lab_break(directory, "dc1")
     assert killed["killed_pid"] == status["sites"]["dc1"]["pid"]
     with (
         pytest.raises(psycopg.OperationalError),
-        psycopg.connect(info.dsn, autocommit=True) as conn,
+        psycopg.connect(info.router_dsn, autocommit=True) as conn,
     ):
         conn.execute("INSERT INTO t VALUES ('lost')")
     assert lab_status(directory)["sites"]["dc1"]["up"] is False

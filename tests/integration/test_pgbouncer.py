@@ -37,7 +37,7 @@ def pool_target(lab: Lab) -> str:
 
 
 def test_failback_through_pgbouncer_has_no_client_error_and_no_lost_write(lab: Lab) -> None:
-    probe = WriteProbe(lab.info.pool_dsn, interval=0.01).start()
+    probe = WriteProbe(lab.info.dsn, interval=0.01).start()
     try:
         time.sleep(0.5)
         failover = lab.failover("--planned")
@@ -67,7 +67,7 @@ def test_a_long_transaction_makes_pause_give_up_and_roll_back(lab: Lab) -> None:
     config = lab.dir / "short-pause.yaml"
     config.write_text(text)
     lab.failover("--planned")
-    holder = psycopg.connect(lab.info.pool_dsn, autocommit=False, prepare_threshold=None)
+    holder = psycopg.connect(lab.info.dsn, autocommit=False, prepare_threshold=None)
     holder.execute("SELECT 1")  # a transaction now holds a server connection
     release = threading.Timer(20, holder.close)
     release.start()
@@ -85,7 +85,7 @@ def test_a_long_transaction_makes_pause_give_up_and_roll_back(lab: Lab) -> None:
     assert status.db("dc2")["role"] == "primary"
     pool = status.component("pool", "dc2")
     assert pool["role"] == "active" and pool["data"]["paused"] is False
-    with psycopg.connect(lab.info.pool_dsn, autocommit=True, prepare_threshold=None) as conn:
+    with psycopg.connect(lab.info.dsn, autocommit=True, prepare_threshold=None) as conn:
         assert conn.execute("SELECT inet_server_port()").fetchone() == (lab.port("dc2"),)
 
 

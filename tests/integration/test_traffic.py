@@ -179,7 +179,7 @@ def assert_back_at_dc2(lab: Lab, config: Path) -> None:
 def test_abort_in_the_observation_window_switches_back_without_loss(lab: Lab) -> None:
     config = with_observation(lab, "60s")
     lab.cli_json("failover", "app", "--planned", "--yes", config=config)
-    probe = WriteProbe(lab.info.pool_dsn, interval=0.01).start()
+    probe = WriteProbe(lab.info.dsn, interval=0.01).start()
     try:
         proc = start_failback(lab, config)
         run_id = wait_observing(lab, config, proc)

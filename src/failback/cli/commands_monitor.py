@@ -35,12 +35,29 @@ def monitor(
         float,
         typer.Option("--grace", help="Seconds a run in progress may take to finish on SIGTERM"),
     ] = 30.0,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen", help="Also serve the HTTP API, dashboard and /metrics on HOST:PORT"
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> int:
-    """Watch every service, fail over and back by policy; runs until SIGTERM/SIGINT."""
+    """Watch every service, fail over and back by policy; runs until SIGTERM/SIGINT.
+
+    Events are JSON lines (on stdout, or --log-file), so --json changes nothing here.
+    """
     from failback.monitor.runner import run_monitor
 
+    del as_json
     topology = load(config)
     directory = state_dir or topology.state_dir
+    if listen is not None:
+        from failback.api import ApiServer, resolve_settings
+
+        settings = resolve_settings(topology, state_dir=directory, listen=listen)
+        api = ApiServer(settings).start()
+        stderr.print(f"API and dashboard on {api.url}", markup=False)
     if log_file is None:
         run_monitor(topology, directory, log=None, grace=grace)
         return 0

@@ -195,7 +195,7 @@ def _create(h: Host, directory: Path, *, sync: bool, auto: bool = False) -> LabI
     web = _start_web(h, directory, ports[4:7], pool_dsn)
     # the router: write endpoint -> dc1, and the web tier's HTTP frontend
     router = _start_router_on_free_port(h, router, sites, avoid, web)
-    dsn = (
+    router_dsn = (
         f"host=127.0.0.1 port={router.port} dbname={pg.DBNAME} user={pg.APP_USER} "
         f"password={app_password} connect_timeout=2"
     )
@@ -203,14 +203,14 @@ def _create(h: Host, directory: Path, *, sync: bool, auto: bool = False) -> LabI
         dir=info.dir,
         config=info.config,
         service=SERVICE,
-        dsn=dsn,
+        dsn=pool_dsn,
         router=router,
         sites=sites,
         sync=sync,
         bin_dir=bin_dir,
         extra={_STATE_KEY: "ready", **({"auto": True} if auto else {})},
         pool=pool,
-        pool_dsn=pool_dsn,
+        router_dsn=router_dsn,
         web=web,
     )
     h.write_text(info.config, render_topology(info), mode=0o644)

@@ -68,7 +68,7 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
         reporter = None if as_json else TerminalReporter()
         executor = Executor(journal, reporter=reporter)
         service = info.service
-        probe = WriteProbe(info.pool_dsn or info.dsn, interval=0.01).start()
+        probe = WriteProbe(info.dsn, interval=0.01).start()
         _say("a client inserts an increasing id every 10 ms through PgBouncer", as_json)
         time.sleep(1.0)
         observe_service(LocalHost(), topology, service, journal)  # last seen position of dc1

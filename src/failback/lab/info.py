@@ -59,6 +59,8 @@ class LabInfo:
     config: str
     service: str
     dsn: str
+    """libpq conninfo of the database endpoint clients use: PgBouncer (HAProxy in labs
+    made before PgBouncer was part of the lab)."""
     router: LabRouter
     sites: dict[str, LabSite]
     sync: bool = False
@@ -67,8 +69,8 @@ class LabInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     pool: Any = None
     """The lab's PgBouncer (lab.pool.LabPool), None in labs made before it existed."""
-    pool_dsn: str = ""
-    """libpq conninfo of the database endpoint through PgBouncer."""
+    router_dsn: str = ""
+    """libpq conninfo of HAProxy's write endpoint (refused connections while switching)."""
     web: Any = None
     """The lab's web tier (lab.web.LabWeb), None in labs made before it existed."""
 
@@ -83,7 +85,8 @@ class LabInfo:
             "sync": self.sync,
             "bin_dir": self.bin_dir,
             "primary_site": self.primary_site,
-            **({"pool": self.pool.to_dict(), "pool_dsn": self.pool_dsn} if self.pool else {}),
+            **({"router_dsn": self.router_dsn} if self.router_dsn else {}),
+            **({"pool": self.pool.to_dict()} if self.pool else {}),
             **({"web": self.web.url, "web_tier": self.web.to_dict()} if self.web else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
@@ -102,7 +105,7 @@ class LabInfo:
             primary_site=data.get("primary_site", "dc1"),
             extra=dict(data.get("extra", {})),
             pool=_pool_from(data.get("pool")),
-            pool_dsn=data.get("pool_dsn", ""),
+            router_dsn=data.get("router_dsn", ""),
             web=_web_from(data.get("web_tier")),
         )
 

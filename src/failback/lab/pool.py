@@ -72,6 +72,8 @@ def render_config(pool: LabPool, *, admin_user: str) -> str:
         f"pidfile = {pool.pidfile}",
         "server_login_retry = 1",
         "server_connect_timeout = 2",
+        # clients wait through a failover instead of failing; past this they get an error
+        "query_wait_timeout = 30",
         "ignore_startup_parameters = extra_float_digits",
         "",
     ])  # fmt: skip
