@@ -107,10 +107,10 @@ def status(
 ) -> int:
     """Where each service runs, each component's role and health, runs in progress."""
     from failback.cli.context import open_journal
-    from failback.drivers.registry import observe_service
     from failback.engine.executor import Executor
+    from failback.engine.status import service_status
     from failback.hosts import LocalHost
-    from failback.monitor.status import monitor_document, status_lines
+    from failback.monitor.status import status_lines
 
     topology = load(config)
     journal = open_journal(config, state_dir) if state_dir else _journal_of(topology)
@@ -119,19 +119,7 @@ def status(
     executor = Executor(journal)
     documents = []
     for name in names:
-        state = observe_service(host, topology, name, journal)
-        holder = journal.lock_holder(name)
-        run_doc = None
-        if holder is not None:
-            run = journal.get_run(holder)
-            run_doc = {"id": run.id, "kind": run.kind, "status": executor.effective_status(run)}
-            if run.status == "observing" and run.values.get("undo_until"):
-                run_doc["undo_until"] = run.values["undo_until"]
-        doc = state.model_dump(mode="json")
-        doc["degraded"] = state.degraded
-        doc["current_run"] = run_doc
-        doc["monitor"] = monitor_document(journal, topology.service(name), doc)
-        documents.append(doc)
+        documents.append(service_status(host, topology, name, journal, executor))
     if as_json:
         emit_json({"services": documents})
         return 0

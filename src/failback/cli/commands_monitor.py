@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -77,15 +76,13 @@ def _set(service: str, enabled: bool, reason: str, config: Path | None, state_di
     topology = load(config)
     svc = topology.service(service)
     journal = Journal(state_dir or topology.state_dir)
-    record = {"enabled": enabled, "reason": reason, "by": getpass.getuser(), "at": time.time()}
-    journal.update_service_data(svc.name, svc.primary_site, auto_failback=record)
-    word = "enabled" if enabled else "disabled"
-    journal.add_event(
-        f"auto_failback.{word}",
-        f"automatic failback of {svc.name} {word} by {record['by']}: {reason}",
-        service=svc.name,
-        data=record,
+    from failback.engine.status import set_auto_failback
+
+    state = set_auto_failback(
+        journal, topology, svc.name, enabled=enabled, reason=reason, by=getpass.getuser()
     )
+    record = {k: state[k] for k in ("enabled", "reason", "by", "at")}
+    word = "enabled" if enabled else "disabled"
     if as_json:
         emit_json({"service": svc.name, "auto_failback": record})
         return 0

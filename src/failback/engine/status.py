@@ -103,6 +103,8 @@ def service_status(
             "kind": run.kind,
             "status": executor.effective_status(run),
         }
+        if run.status == "observing" and run.values.get("undo_until"):
+            doc["current_run"]["undo_until"] = run.values["undo_until"]
     for comp in doc["components"]:
         data = comp.get("data") or {}
         comp["lag_bytes"] = data.get("lag_bytes")
