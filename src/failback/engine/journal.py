@@ -401,19 +401,7 @@ class Journal:
             rows = self._db.execute(
                 "SELECT * FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit)
             ).fetchall()
-        return [
-            {
-                "id": row["id"],
-                "run_id": row["run_id"],
-                "service": row["service"],
-                "ts": row["ts"],
-                "kind": row["kind"],
-                "step": row["step_id"],
-                "message": row["message"],
-                "data": json.loads(row["data_json"]) if row["data_json"] else None,
-            }
-            for row in reversed(rows)
-        ]
+        return [_event_from_row(row) for row in reversed(rows)]
 
     def add_measurement(
         self,
@@ -557,23 +545,24 @@ class Journal:
         rows = self._db.execute(
             "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         ).fetchall()
-        return [
-            {
-                "id": row["id"],
-                "run_id": row["run_id"],
-                "service": row["service"],
-                "ts": row["ts"],
-                "kind": row["kind"],
-                "step": row["step_id"],
-                "message": row["message"],
-                "data": json.loads(row["data_json"]) if row["data_json"] else None,
-            }
-            for row in rows
-        ]
+        return [_event_from_row(row) for row in rows]
 
     def last_event_id(self) -> int:
         row = self._db.execute("SELECT max(id) AS m FROM events").fetchone()
         return int(row["m"] or 0)
+
+
+def _event_from_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "run_id": row["run_id"],
+        "service": row["service"],
+        "ts": row["ts"],
+        "kind": row["kind"],
+        "step": row["step_id"],
+        "message": row["message"],
+        "data": json.loads(row["data_json"]) if row["data_json"] else None,
+    }
 
 
 def _run_from_row(row: sqlite3.Row) -> RunRecord:
