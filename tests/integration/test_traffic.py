@@ -216,3 +216,40 @@ def test_a_gate_failing_in_the_observation_window_switches_back(lab: Lab) -> Non
     assert "failed during the observation window" in doc["error"]
     assert "5xx ratio" in doc["error"]
     assert_back_at_dc2(lab, config)
+
+
+def wait_step_applying(lab: Lab, config: Path, step_id: str, proc: subprocess.Popen[str]) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        runs = lab.cli_json("runs", config=config)["runs"]
+        if runs and runs[0]["kind"] == "failback":
+            run_id = int(runs[0]["id"])
+            steps = {s["id"]: s["status"] for s in lab.run_show(run_id)["run"]["steps"]}
+            if steps.get(step_id) == "applying":
+                return run_id
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError(f"{step_id} never started")
+
+
+def test_abort_after_the_promotion_is_refused_until_the_window(lab: Lab) -> None:
+    """Between the promotion and the observation window nothing may be undone: an abort
+    then would leave clients split between two sites (found by review, reproduced)."""
+    config = with_steps(lab, "[50, 100]", bake="6s")
+    lab.cli_json("failover", "app", "--planned", "--yes", config=config)
+    probe = WriteProbe(lab.info.dsn, interval=0.01).start()
+    try:
+        proc = start_failback(lab, config)
+        run_id = wait_step_applying(lab, config, "gate-web-dc1-100", proc)
+        refused = lab.cli("abort", str(run_id), "--yes", config=config)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        stats = probe.stop()
+    assert refused.returncode != 0
+    assert "point of no return" in refused.stderr
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] == "succeeded"
+    assert probe.missing(stats.acked_ids()) == []
+    status = lab.status(config=config)
+    assert status.active_site == "dc1" and status.db("dc1")["role"] == "primary"
+    assert web_share(lab, "dc1", config) == 100.0

@@ -219,3 +219,22 @@ def test_failover_to_a_site_never_resynced_is_refused() -> None:
     assert "--accept-data-loss" in (refused.value.hint or "")
     plan = plan_failover("app", topo.service("app"), observed, accept_data_loss=True)
     assert plan.to_site == "dc1"
+
+
+def test_switch_back_steps_never_reuse_the_forward_switch_values() -> None:
+    """The switch back of an observation window runs in the same run as the failback:
+    its replay must wait for the position of the site it stops (not the one stopped
+    by the forward switch), and its write-unavailability is measured under its own name."""
+    from failback.plan.revert import revert_steps
+
+    topo = topology()
+    steps = revert_steps(topo.service("app"), {"home": "dc1", "away": "dc2", "db": "db"})
+    ids = [s.id for s in steps]
+    assert all(i.startswith("back-") for i in ids) and len(set(ids)) == len(ids)
+    by_action = {s.action: s for s in steps}
+    assert by_action["postgres.stop"].site == "dc1"
+    assert by_action["postgres.wait_replay"].params["source"] == "dc1"
+    assert by_action["postgres.promote"].site == "dc2"
+    routes = [s for s in steps if s.params.get("measure_unavailability")]
+    assert [s.params["measure_as"] for s in routes] == ["switch_back_write_unavailability_s"]
+    assert all(s.params["from"] == "dc1" for s in steps if s.action.endswith(".route"))

@@ -216,9 +216,7 @@ class Executor:
             self.reporter.step_started(idx, total, spec.id, spec.title)
             started = time.monotonic()
             try:
-                if ctx.abort_requested() and (
-                    _passed_point_of_no_return(plan, self.journal.steps(run.id)) is None
-                ):
+                if ctx.abort_requested() and spec.action != "gate.observation":
                     raise AbortRequested("aborted by request")
                 action = build_action(spec, ctx)
                 status = self._run_step(ctx, idx, spec, record, action)
@@ -245,6 +243,20 @@ class Executor:
                 )
                 idx += 1
                 continue
+            except AbortRequested:
+                if _passed_point_of_no_return(plan, self.journal.steps(run.id)) is not None:
+                    # too late to undo (a gate noticed the request after the promotion):
+                    # refuse it and carry on; the observation window, if any, can switch back
+                    self._refuse_abort(run, spec.id)
+                    records = self.journal.steps(run.id)
+                    continue
+                self.journal.update_step(
+                    run.id, idx, status="failed", finished=True, error="aborted by request"
+                )
+                self.reporter.step_finished(
+                    spec.id, "failed", time.monotonic() - started, "aborted by request"
+                )
+                return self._after_abort_request(ctx, plan, run, idx)
             except Exception as exc:
                 message = _describe(exc)
                 self.journal.update_step(run.id, idx, status="failed", finished=True, error=message)
@@ -256,8 +268,6 @@ class Executor:
                     step_id=spec.id,
                 )
                 self.reporter.step_finished(spec.id, "failed", time.monotonic() - started, message)
-                if isinstance(exc, AbortRequested):
-                    return self._after_abort_request(ctx, plan, run, idx)
                 return self._after_failure(ctx, plan, run, idx, message, exc)
             self.reporter.step_finished(spec.id, status, time.monotonic() - started)
             idx += 1
@@ -279,12 +289,13 @@ class Executor:
         """Journal the decision to switch back and the steps that do it, then go on."""
         from failback.plan.revert import revert_steps
 
-        self.journal.update_step(
-            run.id, idx, status="reverted", finished=True, error=f"switch back: {reason}"
-        )
-        ctx.remember("reverted_because", reason)
         steps = revert_steps(ctx.service, spec.params)
-        self.journal.append_steps(run.id, [s.model_dump(mode="json") for s in steps])
+        # one transaction: the decision, its reason and the steps that carry it out
+        self.journal.record_revert(
+            run.id, idx, reason, [step.model_dump(mode="json") for step in steps]
+        )
+        ctx.values["reverted_because"] = reason
+        ctx.values.pop(ABORT_FLAG, None)
         self.journal.add_event(
             "run.reverting",
             f"switching {run.service} back: {reason}",
@@ -457,6 +468,17 @@ class Executor:
             raise StateError(f"run {run_id} is already {run.status}; nothing to abort")
         lock = RunProcessLock(self.journal.state_dir, run_id)
         if lock.is_held_elsewhere():
+            plan = Plan.model_validate(run.plan)
+            records = self.journal.steps(run_id)
+            ponr = _passed_point_of_no_return(plan, records)
+            if ponr is not None and not _open_observation(plan, records, run.values):
+                raise SafetyRefusal(
+                    f"run {run_id} passed its point of no return ({ponr}) and is not in its "
+                    "observation window yet; undoing now could lose writes or create two "
+                    "primaries",
+                    hint="wait for its observation window (`failback status`), then abort; "
+                    "or let it finish and plan the way back",
+                )
             self._request_abort(run, force=force)
             return self._wait_for_end(run_id, wait_s)
         lock.acquire()
@@ -496,6 +518,16 @@ class Executor:
             return RunOutcome(run_id, "aborted", "aborted by request")
         finally:
             lock.release()
+
+    def _refuse_abort(self, run: RunRecord, step_id: str) -> None:
+        self.journal.set_value(run.id, ABORT_FLAG, None)
+        self.journal.add_event(
+            "run.abort_refused",
+            f"abort of run {run.id} refused at {step_id}: past the point of no return",
+            run_id=run.id,
+            service=run.service,
+            step_id=step_id,
+        )
 
     def _request_abort(self, run: RunRecord, *, force: bool) -> None:
         self.journal.set_value(run.id, ABORT_FLAG, {"at": time.time(), "force": force})

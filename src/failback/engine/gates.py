@@ -76,6 +76,7 @@ class StabilityGate(Action):
         checks = checks_for(self.ctx.service, "precheck", site)
         healthy_since: float | None = None
         failures = 0
+        stable_for_at_end = [0.0]
 
         def stable() -> tuple[bool, str]:
             nonlocal healthy_since, failures
@@ -101,6 +102,7 @@ class StabilityGate(Action):
             if healthy_since is None:
                 healthy_since = now
             stable_for = now - healthy_since
+            stable_for_at_end[0] = stable_for
             if stable_for >= window:
                 return True, f"{site} healthy for {stable_for:.1f}s of {window:g}s"
             return False, f"{site} healthy for {stable_for:.1f}s of {window:g}s"
@@ -111,7 +113,9 @@ class StabilityGate(Action):
             interval=min(interval, max(window / 5, 0.05)),
             what=f"stability window of {site}",
         )
-        self.ctx.measure("stability_window_s", window, "s", note=message)
+        self.ctx.measure(
+            "stable_for_s", stable_for_at_end[0], "s", note=f"{message} (window {window:g}s)"
+        )
         return {"result": message, "window_restarts": failures}
 
 

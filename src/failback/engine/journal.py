@@ -435,20 +435,34 @@ class Journal:
             for row in rows
         ]
 
-    def append_steps(self, run_id: int, steps: list[dict[str, Any]]) -> None:
-        """Add steps at the end of a run's plan (a switch back decided during the run).
+    def record_revert(
+        self, run_id: int, idx: int, reason: str, steps: list[dict[str, Any]]
+    ) -> None:
+        """Decide a switch back in one transaction: the step that decided it, the reason
+        (a run value), the abort request consumed, and the steps that carry it out.
 
-        The stored plan and the step rows change in one transaction, so a resumed run
-        sees either none or all of them.
+        A crash can then find either no decision or the whole of it, never a run that
+        says "switched back" without the steps to do so.
         """
+        now = time.time()
         with self.transaction() as db:
-            row = db.execute("SELECT plan_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = db.execute(
+                "SELECT plan_json, values_json FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
             plan = json.loads(row["plan_json"])
+            values = json.loads(row["values_json"])
+            values["reverted_because"] = reason
+            values.pop("abort_requested", None)
             first = len(plan["steps"])
             plan["steps"].extend(steps)
             db.execute(
-                "UPDATE runs SET plan_json = ?, updated_at = ? WHERE id = ?",
-                (json.dumps(plan), time.time(), run_id),
+                "UPDATE runs SET plan_json = ?, values_json = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(plan), json.dumps(values), now, run_id),
+            )
+            db.execute(
+                "UPDATE steps SET status = 'reverted', finished_at = ?, error = ?"
+                " WHERE run_id = ? AND idx = ?",
+                (now, f"switch back: {reason}", run_id, idx),
             )
             for offset, step in enumerate(steps):
                 db.execute(

@@ -154,14 +154,14 @@ def switchover_steps(
     ))  # fmt: skip
     steps.append(StepSpec(
         id=f"replay-{new}", title=f"wait until {new} replayed the exact final position",
-        action="postgres.wait_replay", component=db, site=new,
+        action="postgres.wait_replay", component=db, site=new, params={"source": old},
         why="promise 2: not one acknowledged write may be left behind",
     ))  # fmt: skip
     steps.append(StepSpec(
         id=f"promote-{new}", title=f"promote {new}", action="postgres.promote",
         component=db, site=new, point_of_no_return=True,
     ))  # fmt: skip
-    steps += route_writes_steps(service, new, measure=True)
+    steps += route_writes_steps(service, new, measure=True, from_site=old)
     steps.extend(
         command_switch_steps(
             service, from_site=old, to_site=new, promote_is_point_of_no_return=False
@@ -263,7 +263,7 @@ def postgres_failover_plan(
         id=f"promote-{to_site}", title=f"promote {to_site}", action="postgres.promote",
         component=db, site=to_site, params={"measure_loss": True}, point_of_no_return=True,
     ))  # fmt: skip
-    steps += route_writes_steps(service, to_site, measure=False)
+    steps += route_writes_steps(service, to_site, measure=False, from_site=from_site)
     # a failover moves the stateless tier in one step
     steps += traffic_steps(
         service, to_site=to_site, away=from_site, percents=[100], bake_s=0, gated=False

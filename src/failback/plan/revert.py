@@ -24,4 +24,14 @@ def revert_steps(service: Any, params: dict[str, Any]) -> list[StepSpec]:
         *switchover_steps(service, db=db, old=home, new=away, endpoint=client_endpoint(service)),
         record_step(away, []),
     ]
-    return [s.model_copy(update={"id": f"back-{s.id}", "title": f"back: {s.title}"}) for s in steps]
+    renamed = []
+    for step in steps:
+        params = dict(step.params)
+        if params.get("measure_unavailability"):
+            params["measure_as"] = "switch_back_write_unavailability_s"
+        renamed.append(
+            step.model_copy(
+                update={"id": f"back-{step.id}", "title": f"back: {step.title}", "params": params}
+            )
+        )
+    return renamed

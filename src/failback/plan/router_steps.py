@@ -74,7 +74,7 @@ def stop_writes_steps(service: Any, site: str, *, undo: str, purpose: str) -> li
     return steps
 
 
-def route_writes_steps(service: Any, site: str, *, measure: bool) -> list[StepSpec]:
+def route_writes_steps(service: Any, site: str, *, measure: bool, from_site: str) -> list[StepSpec]:
     """Every router sends writes to ``site``; the last one ends the write-unavailability."""
     routers = list(reversed(db_routers(service)))
     steps = []
@@ -87,7 +87,7 @@ def route_writes_steps(service: Any, site: str, *, measure: bool) -> list[StepSp
         )  # fmt: skip
         steps.append(StepSpec(
             id=f"route-{name}-{site}", title=title, action=action, component=name, site=site,
-            params={"measure_unavailability": measure and last},
+            params={"measure_unavailability": measure and last, "from": from_site},
         ))  # fmt: skip
     return steps
 

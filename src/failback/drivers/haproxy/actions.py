@@ -48,7 +48,7 @@ class RouterFence(Action):
         if self.spec.params.get("stop_writes"):
             # journaled before the fence: a crash right after it still leaves the start of
             # the write-unavailability on record for the resumed run to measure
-            self.ctx.remember("writes_stopped_at", time.time())
+            self.ctx.remember(f"writes_stopped_at.{self.spec.site}", time.time())
         router.fence(self.target.backend, self.target.server)
         return {"fenced": f"{self.target.backend}/{self.target.server}"}
 
@@ -82,7 +82,7 @@ class RouterRoute(Action):
 
     def check(self) -> bool:
         done = self.target.router().write_target(self.target.backend) == self.target.server
-        if done and "writes_resumed_at" not in self.ctx.values:
+        if done and f"writes_resumed_at.{self.spec.site}" not in self.ctx.values:
             # routed before an interruption: the end is known only to be before now
             self._measure(time.time(), note=" (upper bound: the run was interrupted)")
         return done
@@ -93,15 +93,16 @@ class RouterRoute(Action):
         return {"write_target": self.target.server}
 
     def _measure(self, routed_at: float, note: str = "") -> None:
-        stopped = self.ctx.values.get("writes_stopped_at")
+        stopped = self.ctx.values.get(f"writes_stopped_at.{self.spec.params.get('from')}")
         if not (self.spec.params.get("measure_unavailability") and stopped):
             return
+        name = str(self.spec.params.get("measure_as", "write_unavailability_s"))
         self.ctx.measure(
-            "write_unavailability_s", routed_at - float(stopped), "s",
+            name, routed_at - float(stopped), "s",
             note="from the router fence (first refused write) to writes routed to "
             f"{self.spec.site} (first accepted write){note}",
         )  # fmt: skip
-        self.ctx.remember("writes_resumed_at", routed_at)
+        self.ctx.remember(f"writes_resumed_at.{self.spec.site}", routed_at)
 
     def verify(self) -> None:
         target = self.target.router().write_target(self.target.backend)

@@ -46,7 +46,7 @@ class PoolPause(PoolAction):
 
     def apply(self) -> dict[str, Any] | None:
         if self.spec.params.get("stop_writes"):
-            self.ctx.remember("writes_stopped_at", time.time())
+            self.ctx.remember(f"writes_stopped_at.{self.spec.site}", time.time())
         self.bouncer.pause(self.databases, timeout=float(self.component.options.pause_timeout))
         return {"paused": self.databases}
 
@@ -77,7 +77,7 @@ class PoolRoute(PoolAction):
         done = self._pointing_here() and not any(
             t.paused for n, t in self.bouncer.targets().items() if n in self.databases
         )
-        if done and "writes_resumed_at" not in self.ctx.values:
+        if done and f"writes_resumed_at.{self.spec.site}" not in self.ctx.values:
             self._measure(time.time(), " (upper bound: the run was interrupted)")
         return done
 
@@ -94,15 +94,16 @@ class PoolRoute(PoolAction):
             raise FailbackError(f"PgBouncer does not point at {self.spec.site} after the switch")
 
     def _measure(self, resumed_at: float, note: str = "") -> None:
-        stopped = self.ctx.values.get("writes_stopped_at")
+        stopped = self.ctx.values.get(f"writes_stopped_at.{self.spec.params.get('from')}")
         if not (self.spec.params.get("measure_unavailability") and stopped):
             return
+        name = str(self.spec.params.get("measure_as", "write_unavailability_s"))
         self.ctx.measure(
-            "write_unavailability_s", resumed_at - float(stopped), "s",
+            name, resumed_at - float(stopped), "s",
             note=f"from PAUSE (clients' queries start waiting) to RESUME on {self.spec.site}"
             f" (they run on the new primary){note}",
         )  # fmt: skip
-        self.ctx.remember("writes_resumed_at", resumed_at)
+        self.ctx.remember(f"writes_resumed_at.{self.spec.site}", resumed_at)
 
 
 @register

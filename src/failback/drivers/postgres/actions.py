@@ -186,9 +186,14 @@ class PgStopPrimary(PgAction):
     name = "postgres.stop"
     has_undo = True
 
+    def _key(self) -> str:
+        # per site: a switch back in the same run stops the other site, and must never
+        # reuse this position
+        return f"final_lsn.{self.spec.site}"
+
     def check(self) -> bool:
         return (
-            running_postmaster(self.ctx.host, self.node) is None and "final_lsn" in self.ctx.values
+            running_postmaster(self.ctx.host, self.node) is None and self._key() in self.ctx.values
         )
 
     def apply(self) -> dict[str, Any] | None:
@@ -201,14 +206,19 @@ class PgStopPrimary(PgAction):
                 timeout=float(self.options.switchover_timeout),
             )
         final = final_position(self.ctx.host, self.node)
-        self.ctx.remember("final_lsn", format_lsn(final))
+        self.ctx.remember(self._key(), format_lsn(final))
         return {"final_lsn": format_lsn(final)}
 
     def undo(self) -> dict[str, Any] | None:
-        if (
-            self.ctx.values.get(f"was_running.{self.spec.site}")
-            and running_postmaster(self.ctx.host, self.node) is None
-        ):
+        """Start it again as the primary it was, once a stop in progress has finished."""
+        if not self.ctx.values.get(f"was_running.{self.spec.site}"):
+            return {"started": None}
+        pid = running_postmaster(self.ctx.host, self.node)
+        if pid is not None:
+            # a fast stop that timed out may still be shutting down: routing writes back
+            # to it now would send them to a server about to disappear
+            wait_pid_gone(self.ctx.host, pid, timeout=120)
+        if running_postmaster(self.ctx.host, self.node) is None:
             start(self.ctx.host, self.node, timeout=120)
         return {"started": self.spec.site}
 
@@ -239,8 +249,11 @@ class PgWaitReplay(PgAction):
 
     name = "postgres.wait_replay"
 
+    def _target(self) -> str | None:
+        return self.ctx.values.get(f"final_lsn.{self.spec.params['source']}")
+
     def apply(self) -> dict[str, Any] | None:
-        target = self.ctx.values.get("final_lsn")
+        target = self._target()
         if target is None:
             raise StepFailed("no final position recorded by the stop step")
         replayed = wait_for_replay(
@@ -250,7 +263,10 @@ class PgWaitReplay(PgAction):
         return {"final_lsn": target, "replayed": format_lsn(replayed)}
 
     def verify(self) -> None:
-        target = parse_lsn(self.ctx.values["final_lsn"])
+        recorded = self._target()
+        if recorded is None:
+            raise StepFailed("no final position recorded by the stop step")
+        target = parse_lsn(recorded)
         with connect(self.node, timeout=2) as conn:
             row = conn.execute(
                 "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
