@@ -6,7 +6,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer iproute2 procps chromium"
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer prometheus iproute2 procps util-linux chromium"
 
 missing=""
 for pkg in $DEB_PACKAGES; do
@@ -23,7 +23,13 @@ if [ -n "$missing" ]; then
         fi
     fi
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    # Installing postgresql must not leave a default cluster in the way: the lab makes its own.
+    # The lab and the tests start their own PostgreSQL, HAProxy, PgBouncer and Prometheus
+    # on free ports: keep the packages' system services from starting on install.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
 fi
 
