@@ -111,7 +111,12 @@ def test_full_example_model() -> None:
     assert list(vip.sites["dc2"].actions) == ["observe", "promote", "demote", "fence"]
     assert app.policy.traffic_steps == [10, 25, 50, 100]
     assert app.policy.hold_down == 1800.0
-    assert [c.name for c in app.components_of("haproxy")] == ["router"]
+    assert [c.name for c in app.components_of("haproxy")] == ["router", "web"]
+    assert app.component("web").options.tier == "stateless"
+    pool = app.component("pool")
+    assert pool.options.databases == ["orders"]
+    assert pool.options.admin_password == SecretRef("env", "PGBOUNCER_ADMIN_PASSWORD")
+    assert app.policy.traffic_gate.max_response_ms == 500
 
 
 def test_defaults() -> None:
