@@ -261,7 +261,8 @@ def postgres_failover_plan(
     ))  # fmt: skip
     steps.append(StepSpec(
         id=f"promote-{to_site}", title=f"promote {to_site}", action="postgres.promote",
-        component=db, site=to_site, params={"measure_loss": True}, point_of_no_return=True,
+        component=db, site=to_site, params={"measure_loss": True, "relax_sync": True},
+        point_of_no_return=True,
     ))  # fmt: skip
     steps += route_writes_steps(service, to_site, measure=False, from_site=from_site)
     # a failover moves the stateless tier in one step

@@ -297,7 +297,31 @@ class PgPromote(PgAction):
         timeline = promote(self.node, timeout=float(self.options.switchover_timeout))
         self.ctx.measure("promote_s", time.monotonic() - started, "s")
         self.ctx.remember("new_timeline", timeline)
+        if self.spec.params.get("relax_sync"):
+            self._relax_synchronous_commit()
         return {"timeline": timeline}
+
+    def _relax_synchronous_commit(self) -> None:
+        """After an unplanned failover the new primary has no standby: a synchronous_standby
+        _names it inherited would make every commit wait for ever. Unless the service is
+        ``strict`` (writes must wait for a standby), relax to asynchronous, say so, and
+        leave the monitor to restore zero-loss mode once a standby streams again."""
+        if getattr(self.ctx.service.policy, "strict", False):
+            return
+        with connect(self.node, timeout=2) as conn:
+            row = conn.execute("SHOW synchronous_standby_names").fetchone()
+            if not row or not str(row[0]).strip():
+                return
+            conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+            conn.execute("SELECT pg_reload_conf()")
+        self.ctx.log(
+            f"{self.spec.site} had synchronous_standby_names = {row[0]!r} and no standby left: "
+            "relaxed to asynchronous commits (not strict)",
+        )
+        self.ctx.journal.add_event(
+            "sync.relaxed", f"{self.spec.site}: synchronous commit relaxed after failover",
+            run_id=self.ctx.run_id, service=self.ctx.service_name, step_id=self.spec.id,
+        )  # fmt: skip
 
     def _measure_possible_loss(self, seen: PgObservation) -> None:
         """How far the old primary was last seen ahead of what this standby received."""
