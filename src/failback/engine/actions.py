@@ -45,7 +45,32 @@ class RunContext:
     def abort_requested(self) -> bool:
         """True once ``failback abort`` asked this run to stop (read fresh: another process
         writes it)."""
-        return bool(self.journal.get_run(self.run_id).values.get("abort_requested"))
+        return bool(self.journal.run_value(self.run_id, "abort_requested"))
+
+    def writes_stopped(self, site: str) -> None:
+        """The first router stops sending writes to ``site``: the write-unavailability
+        starts. Journaled before the router acts, so a crash right after still leaves it
+        on record for the resumed run."""
+        self.remember(f"writes_stopped_at.{site}", time.time())
+
+    def writes_resumed(self, spec: StepSpec, at: float, *, interrupted: bool = False) -> None:
+        """The last router sends writes to ``spec.site`` again: record how long writes were
+        unavailable since ``params.from`` stopped taking them (when the step measures it)."""
+        stopped = self.values.get(f"writes_stopped_at.{spec.params.get('from')}")
+        if not (spec.params.get("measure_unavailability") and stopped):
+            return
+        note = (
+            f"from the first router refusing or holding writes at {spec.params.get('from')} to"
+            f" the last one sending them to {spec.site}"
+        )
+        if interrupted:
+            note += " (upper bound: the run was interrupted)"
+        name = str(spec.params.get("measure_as", "write_unavailability_s"))
+        self.measure(name, at - float(stopped), "s", note=note)
+        self.remember(f"writes_resumed_at.{spec.site}", at)
+
+    def writes_resume_unrecorded(self, site: str) -> bool:
+        return f"writes_resumed_at.{site}" not in self.values
 
     def set_run_status(self, status: str, hint: str | None = None) -> None:
         """Show a run-level state while a step works (e.g. ``observing``)."""

@@ -288,6 +288,15 @@ class Journal:
                 (json.dumps(values), time.time(), run_id),
             )
 
+    def run_value(self, run_id: int, key: str) -> Any:
+        """One run value, read alone: polled while a run executes (abort requests), so it
+        must not load the plan and the topology snapshot each time."""
+        row = self._db.execute(
+            "SELECT json_extract(values_json, ?) AS v FROM runs WHERE id = ?",
+            (f'$."{key}"', run_id),
+        ).fetchone()
+        return None if row is None else row["v"]
+
     def save_report(self, run_id: int, report: dict[str, Any]) -> None:
         with self.transaction() as db:
             db.execute("UPDATE runs SET report_json = ? WHERE id = ?", (json.dumps(report), run_id))

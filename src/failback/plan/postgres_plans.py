@@ -22,6 +22,7 @@ from failback.plan.errors import PlanRefused
 from failback.plan.model import Plan, StepSpec
 from failback.plan.router_steps import (
     client_endpoint,
+    db_routers,
     keep_fenced_steps,
     route_writes_steps,
     split_traffic_plan,
@@ -33,6 +34,22 @@ from failback.plan.router_steps import (
 def _one(service: Any, driver: str) -> str | None:
     names = [n for n, c in service.components.items() if c.driver == driver]
     return names[0] if names else None
+
+
+def preflight_step(db: str, site: str, *, expect: str, compare: list[str], title: str) -> StepSpec:
+    """Gate: the site is what the plan assumes (role, credentials, same cluster, pgdata)."""
+    return StepSpec(
+        id="preflight", title=title, action="postgres.preflight", component=db, site=site,
+        kind="gate", params={"expect": expect, "compare": compare},
+    )  # fmt: skip
+
+
+def catchup_step(db: str, site: str, *, source: str) -> StepSpec:
+    """Wait until ``site`` lags ``source`` by less than max_lag_bytes."""
+    return StepSpec(
+        id=f"catchup-{site}", title=f"{site} catches up with {source}",
+        action="postgres.catchup", component=db, site=site, params={"source": source},
+    )  # fmt: skip
 
 
 def _refuse_bad_site(obs: ComponentObservation | None, site: str, *, need: str) -> None:
@@ -62,8 +79,6 @@ def _refuse_bad_site(obs: ComponentObservation | None, site: str, *, need: str) 
 
 def _refuse_unreachable_routers(service: Any, state: ServiceState, *, what: str) -> None:
     """A switch needs every router it must fence and re-point: refuse while one is down."""
-    from failback.plan.router_steps import db_routers
-
     for name, _driver in db_routers(service):
         for obs in state.components:
             if obs.component == name and not obs.healthy:
@@ -204,23 +219,14 @@ def postgres_failover_plan(
                 hint="for a failed primary run the unplanned failover (without --planned)",
             )
         steps = [
-            StepSpec(
-                id="preflight",
+            preflight_step(
+                db,
+                to_site,
+                expect="standby",
+                compare=[from_site],
                 title=f"preflight: {to_site} is a standby of the same cluster",
-                action="postgres.preflight",
-                component=db,
-                site=to_site,
-                params={"expect": "standby", "compare": [from_site]},
-                kind="gate",
             ),
-            StepSpec(
-                id=f"catchup-{to_site}",
-                title=f"{to_site} catches up with {from_site}",
-                action="postgres.catchup",
-                component=db,
-                site=to_site,
-                params={"source": from_site},
-            ),
+            catchup_step(db, to_site, source=from_site),
             *switchover_steps(service, db=db, old=from_site, new=to_site, endpoint=endpoint),
             *traffic_steps(
                 service, to_site=to_site, away=from_site, percents=[100], bake_s=0, gated=False
@@ -326,14 +332,12 @@ def postgres_failback_plan(
     steps += keep_fenced_steps(service, home)
     steps += [
         checks_gate("precheck", home),
-        StepSpec(
-            id="preflight",
+        preflight_step(
+            db,
+            away,
+            expect="primary",
+            compare=[home],
             title=f"preflight: {away} is the primary of the same cluster",
-            action="postgres.preflight",
-            component=db,
-            site=away,
-            kind="gate",
-            params={"expect": "primary", "compare": [home]},
         ),
         stability_gate(home, window),
         StepSpec(
@@ -344,14 +348,7 @@ def postgres_failback_plan(
             site=home,
             params={"source": away},
         ),
-        StepSpec(
-            id=f"catchup-{home}",
-            title=f"{home} catches up with {away}",
-            action="postgres.catchup",
-            component=db,
-            site=home,
-            params={"source": away},
-        ),
+        catchup_step(db, home, source=away),
     ]
     if approval_needed(policy.approval, approval):
         steps.append(approval_gate(

@@ -46,9 +46,7 @@ class RouterFence(Action):
             before = router.server_state(self.target.backend, self.target.server)
             self.ctx.remember(f"router_took_traffic.{self.spec.site}", before.takes_new_sessions)
         if self.spec.params.get("stop_writes"):
-            # journaled before the fence: a crash right after it still leaves the start of
-            # the write-unavailability on record for the resumed run to measure
-            self.ctx.remember(f"writes_stopped_at.{self.spec.site}", time.time())
+            self.ctx.writes_stopped(self.spec.site or "")
         router.fence(self.target.backend, self.target.server)
         return {"fenced": f"{self.target.backend}/{self.target.server}"}
 
@@ -82,27 +80,15 @@ class RouterRoute(Action):
 
     def check(self) -> bool:
         done = self.target.router().write_target(self.target.backend) == self.target.server
-        if done and f"writes_resumed_at.{self.spec.site}" not in self.ctx.values:
+        if done and self.ctx.writes_resume_unrecorded(self.spec.site or ""):
             # routed before an interruption: the end is known only to be before now
-            self._measure(time.time(), note=" (upper bound: the run was interrupted)")
+            self.ctx.writes_resumed(self.spec, time.time(), interrupted=True)
         return done
 
     def apply(self) -> dict[str, Any] | None:
         self.target.router().route_to(self.target.backend, self.target.server)
-        self._measure(time.time())
+        self.ctx.writes_resumed(self.spec, time.time())
         return {"write_target": self.target.server}
-
-    def _measure(self, routed_at: float, note: str = "") -> None:
-        stopped = self.ctx.values.get(f"writes_stopped_at.{self.spec.params.get('from')}")
-        if not (self.spec.params.get("measure_unavailability") and stopped):
-            return
-        name = str(self.spec.params.get("measure_as", "write_unavailability_s"))
-        self.ctx.measure(
-            name, routed_at - float(stopped), "s",
-            note="from the router fence (first refused write) to writes routed to "
-            f"{self.spec.site} (first accepted write){note}",
-        )  # fmt: skip
-        self.ctx.remember(f"writes_resumed_at.{self.spec.site}", routed_at)
 
     def verify(self) -> None:
         target = self.target.router().write_target(self.target.backend)

@@ -46,7 +46,7 @@ class PoolPause(PoolAction):
 
     def apply(self) -> dict[str, Any] | None:
         if self.spec.params.get("stop_writes"):
-            self.ctx.remember(f"writes_stopped_at.{self.spec.site}", time.time())
+            self.ctx.writes_stopped(self.spec.site or "")
         self.bouncer.pause(self.databases, timeout=float(self.component.options.pause_timeout))
         return {"paused": self.databases}
 
@@ -77,8 +77,8 @@ class PoolRoute(PoolAction):
         done = self._pointing_here() and not any(
             t.paused for n, t in self.bouncer.targets().items() if n in self.databases
         )
-        if done and f"writes_resumed_at.{self.spec.site}" not in self.ctx.values:
-            self._measure(time.time(), " (upper bound: the run was interrupted)")
+        if done and self.ctx.writes_resume_unrecorded(self.spec.site or ""):
+            self.ctx.writes_resumed(self.spec, time.time(), interrupted=True)
         return done
 
     def apply(self) -> dict[str, Any] | None:
@@ -86,24 +86,12 @@ class PoolRoute(PoolAction):
         self.bouncer.retarget(self.ctx.host, database_lines(self.component, self.spec.site))
         self.bouncer.wait_target(self.databases, where.host, int(where.port))
         self.bouncer.resume(self.databases)
-        self._measure(time.time())
+        self.ctx.writes_resumed(self.spec, time.time())
         return {"target": f"{where.host}:{where.port}", "resumed": self.databases}
 
     def verify(self) -> None:
         if not self._pointing_here():
             raise FailbackError(f"PgBouncer does not point at {self.spec.site} after the switch")
-
-    def _measure(self, resumed_at: float, note: str = "") -> None:
-        stopped = self.ctx.values.get(f"writes_stopped_at.{self.spec.params.get('from')}")
-        if not (self.spec.params.get("measure_unavailability") and stopped):
-            return
-        name = str(self.spec.params.get("measure_as", "write_unavailability_s"))
-        self.ctx.measure(
-            name, resumed_at - float(stopped), "s",
-            note=f"from PAUSE (clients' queries start waiting) to RESUME on {self.spec.site}"
-            f" (they run on the new primary){note}",
-        )  # fmt: skip
-        self.ctx.remember(f"writes_resumed_at.{self.spec.site}", resumed_at)
 
 
 @register
