@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ from failback.lab import (
     lab_status,
     lab_up,
 )
-from tests.conftest import CliResult, run_cli
+from tests.conftest import CliResult, failback_argv, run_cli
 
 SERVICE = "app"
 
@@ -166,12 +167,32 @@ class Lab:
     def unplanned_failover(self) -> dict[str, Any]:
         """dc1 crashes (SIGKILL), the service fails over to dc2; returns the CLI document.
 
-        ``status`` first: observing the service is what records the primary's last seen
-        WAL position, which the failover uses to measure what may have been lost.
+        The monitor runs first, as in production: it records the primary's last seen
+        WAL position (observing alone never writes), which the failover uses to measure
+        what may have been lost.
         """
-        self.status()
+        self.record_primary_position()
         lab_break(self.dir, "dc1", "db")
         return self.failover()
+
+    def record_primary_position(self, timeout: float = 60) -> None:
+        """Run ``failback monitor`` (manual policy: it acts on nothing) until it has saved
+        the primary's position, then stop it with SIGTERM."""
+        proc = subprocess.Popen(
+            failback_argv("monitor", "-c", str(self.config)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while self.status().doc.get("last_primary") is None:
+                assert proc.poll() is None, f"monitor exited: {proc.stderr and proc.stderr.read()}"
+                assert time.monotonic() < deadline, "the monitor never recorded the position"
+                time.sleep(0.2)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
 
     def repair(self, site: str = "dc1") -> None:
         lab_repair(self.dir, site, "db")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -253,14 +254,47 @@ def run_show(
 
 def resume(
     run_id: RunIdArg,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="Continue with the edited topology file (validated; the steps left must fit)",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Continue an interrupted or failed run where it stopped (no step is repeated)."""
+    """Continue an interrupted or failed run where it stopped (no step is repeated).
+
+    A run continues with the copy of the topology file saved when it started; after
+    editing the file (say, to raise a timeout), `--reload` validates the edited file,
+    checks that the steps left still fit it, and continues with it.
+    """
     journal = open_journal(config, state_dir)
+    run = journal.get_run(run_id)
+    path = Path(config) if config is not None else Path(run.topology_path)
+    edited = _read_if_possible(path)
+    topology = None
+    if reload:
+        topology = load(path)
+    elif edited is not None and edited != run.topology_text:
+        stderr.print(
+            f"note: {path} changed since run {run_id} started; the run continues with the "
+            f"copy saved then (to use the edited file: failback resume {run_id} --reload)",
+            style="yellow",
+            markup=False,
+        )
     executor = _executor(journal, as_json)
-    return finish(journal, executor.execute(run_id), as_json=as_json)
+    return finish(journal, executor.resume(run_id, reload=topology), as_json=as_json)
+
+
+def _read_if_possible(path: Path) -> str | None:
+    """The file's text, or None when it cannot be read (the saved copy is used anyway)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def abort(

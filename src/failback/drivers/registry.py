@@ -41,7 +41,13 @@ def observe_component(
 
 
 def observe_service(host: Host, topology: Any, service_name: str, journal: Any) -> Any:
-    """Observe every component at every site, plus the recorded active site."""
+    """Observe every component at every site, plus the recorded active site.
+
+    Read-only, always (``failback status``, ``plan``, the API and metrics call it): a
+    write here could put back an active site read before a concurrent run recorded a
+    new one. What is worth remembering from an observation (the primary's position)
+    is written by the monitor, with its own key (``record_primary_position``).
+    """
     from failback.model.state import ServiceState
 
     service = topology.service(service_name)
@@ -52,7 +58,6 @@ def observe_service(host: Host, topology: Any, service_name: str, journal: Any) 
             observations.append(observe_component(host, service_name, name, component, site))
     active_site = recorded.get("active_site", service.primary_site)
     mark_stale_primaries(observations, active_site)
-    remember_primary_position(journal, service_name, observations, active_site)
     return ServiceState(
         service=service_name,
         primary_site=service.primary_site,
@@ -86,11 +91,11 @@ def mark_stale_primaries(observations: list[ComponentObservation], active_site: 
             obs.data["fenced"] = obs.site in fenced_sites
 
 
-def remember_primary_position(
-    journal: Any, service_name: str, observations: list[ComponentObservation], active_site: str
-) -> None:
-    """Keep the active primary's last seen WAL position: a later failover reports how far
-    beyond what the standby had received it was (what may be lost)."""
+def primary_position(
+    observations: list[ComponentObservation], active_site: str
+) -> dict[str, Any] | None:
+    """The active primary's WAL position as observed: a later unplanned failover reports
+    how far beyond what the standby had received it was (what may be lost)."""
     for obs in observations:
         if (
             obs.driver == "postgres"
@@ -98,12 +103,13 @@ def remember_primary_position(
             and obs.role == "primary"
             and obs.data.get("current_lsn")
         ):
-            journal.set_service_state(
-                service_name,
-                active_site,
-                last_primary={
-                    "site": obs.site,
-                    "lsn": obs.data["current_lsn"],
-                    "at": obs.observed_at,
-                },
-            )
+            return {"site": obs.site, "lsn": obs.data["current_lsn"], "at": obs.observed_at}
+    return None
+
+
+def record_primary_position(journal: Any, state: Any) -> None:
+    """Remember the active primary's last seen position under its own key, atomically,
+    without touching the active site (the monitor's write; observing never writes)."""
+    position = primary_position(state.components, state.active_site)
+    if position is not None:
+        journal.update_service_data(state.service, state.primary_site, last_primary=position)

@@ -138,6 +138,10 @@ class Action:
 
     name: ClassVar[str]
     has_undo: bool = False
+    can_check: bool = True
+    """False when ``check`` cannot tell whether the effect is in place (a command with no
+    ``check:``): a step interrupted while applying then waits for a person instead of
+    being applied a second time."""
 
     def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
         self.spec = spec

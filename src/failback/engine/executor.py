@@ -2,9 +2,15 @@
 
 Crash safety (promise 3): a step is marked ``applying`` before its apply starts and
 ``done`` after its verify passes. On resume a step found ``applying`` is asked
-``check()`` first, so an effect that already happened is never repeated. Failure
-before any point-of-no-return step rolls back through the undos, newest first;
-failure after it stops the run for a person (data safety over speed).
+``check()`` first, so an effect that already happened is never repeated; a step that
+cannot be checked stops the run for a person instead. Failure before any
+point-of-no-return step rolls back through the undos, newest first; failure after it
+stops the run for a person (data safety over speed).
+
+A run has a direction (engine/states.py). Once a rollback is decided the run is
+``rolling-back`` in the journal *before* the first undo runs, each undo is journaled
+``undoing`` then ``undone``, and nothing ever continues such a run forward: after a
+crash it can only finish undoing (``abort``, or the monitor for its own runs).
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +27,24 @@ from typing import Any
 from failback.engine.actions import AbortRequested, Action, RunContext, build_action
 from failback.engine.journal import Journal, RunRecord, StepRecord
 from failback.engine.progress import NullReporter, Reporter
+from failback.engine.states import (
+    APPLIED_STEPS,
+    DONE_STEPS,
+    EXECUTING,
+    INTERRUPTED,
+    TERMINAL,
+    RunStatus,
+    StepStatus,
+    UndoStatus,
+)
 from failback.errors import FailbackError, SafetyRefusal, StateError
 from failback.hosts import Host, LocalHost
 from failback.plan.model import Plan, StepSpec
 
-TERMINAL_STATUSES = frozenset({"succeeded", "rolled-back", "aborted"})
+TERMINAL_STATUSES = TERMINAL
 """Runs in these states are over and hold no lock."""
 
-DONE_STEP_STATUSES = frozenset({"done", "skipped", "reverted"})
+DONE_STEP_STATUSES = DONE_STEPS
 
 ABORT_FLAG = "abort_requested"
 """Run value another process sets to ask the process executing the run to stop."""
@@ -160,19 +178,115 @@ class Executor:
     # executing ---------------------------------------------------------------
 
     def execute(self, run_id: int) -> RunOutcome:
-        """Run (or continue) ``run_id`` until it ends, waits for approval or fails."""
-        run = self.journal.get_run(run_id)
-        if run.status in TERMINAL_STATUSES:
+        """Continue ``run_id`` in the direction it was going, until it ends or waits.
+
+        Forward for a run that never started undoing; otherwise the undo goes on (never
+        forward: an undone step must not count as done). ``approve`` and the monitor
+        (for its own runs) use this; a person's ``resume`` uses :meth:`resume`.
+        """
+        with self._locked(run_id) as run:
+            if _rolling_back(run):
+                return self._continue_rollback(run)
+            return self._execute_locked(run)
+
+    def resume(self, run_id: int, *, reload: Any = None) -> RunOutcome:
+        """Continue an interrupted, failed or waiting run *forward*; refused once it began
+        undoing (``abort`` finishes an undo).
+
+        ``reload`` (a validated Topology) replaces the run's saved copy of the topology
+        file, after checking that the steps left to do still fit it.
+        """
+        with self._locked(run_id) as run:
+            refuse_forward(run)
+            if reload is not None:
+                self._check_fits(run, reload)
+                self.journal.replace_topology(run.id, str(reload.path), reload.text)
+                self.journal.add_event(
+                    "run.reloaded",
+                    f"run {run.id} continues with the edited topology file {reload.path}",
+                    run_id=run.id,
+                    service=run.service,
+                )
+                run = self.journal.get_run(run_id)
+            return self._execute_locked(run)
+
+    def _check_fits(self, run: RunRecord, topology: Any) -> None:
+        """The steps left to do name the same components, drivers and sites in the edited
+        file, and each can still be built from it (a command still configured...)."""
+        from failback.config import load_topology_text
+
+        saved = load_topology_text(run.topology_text, run.topology_path).service(run.service)
+        if run.service not in topology.services:
             raise StateError(
-                f"run {run_id} is already {run.status}",
-                hint=f"nothing to resume; `failback run show {run_id}` shows its report",
+                f"the edited topology file has no service {run.service!r}",
+                hint=f"undo that edit, or `failback abort {run.id}` and plan again",
             )
+        edited = topology.service(run.service)
+        problems: list[str] = []
+        if edited.primary_site != saved.primary_site:
+            problems.append(f"primary site changed ({saved.primary_site} -> {edited.primary_site})")
+        plan = Plan.model_validate(run.plan)
+        ctx = RunContext(
+            run_id=run.id,
+            topology=topology,
+            service_name=run.service,
+            service=edited,
+            host=self.host,
+            journal=self.journal,
+            values=dict(run.values),
+            options=dict(run.options),
+        )
+        records = self.journal.steps(run.id)
+        for spec, record in zip(plan.steps, records, strict=True):
+            if record.status in DONE_STEP_STATUSES or spec.component is None:
+                continue
+            before = saved.components.get(spec.component)
+            after = edited.components.get(spec.component)
+            if after is None:
+                problems.append(f"{spec.id}: component {spec.component} is gone")
+                continue
+            if before is not None and before.driver != after.driver:
+                problems.append(
+                    f"{spec.id}: {spec.component} changed driver ({before.driver} ->"
+                    f" {after.driver})"
+                )
+                continue
+            if spec.site is not None and spec.site not in after.sites:
+                problems.append(f"{spec.id}: {spec.component} has no site {spec.site} any more")
+                continue
+            try:
+                build_action(spec, ctx)
+            except FailbackError as exc:
+                problems.append(f"{spec.id}: {exc.message}")
+        if problems:
+            raise StateError(
+                f"run {run.id} cannot continue with the edited topology file: "
+                + "; ".join(problems),
+                hint=f"undo those edits and `failback resume {run.id} --reload`, or "
+                f"`failback abort {run.id}` and plan again",
+            )
+
+    @contextmanager
+    def _locked(self, run_id: int) -> Iterator[RunRecord]:
+        """Take the run's process lock, then read the run: what another process did
+        before we held the lock (finished it, turned it back) is what we act on."""
+        self._not_terminal(self.journal.get_run(run_id))
         lock = RunProcessLock(self.journal.state_dir, run_id)
         lock.acquire()
         try:
-            return self._execute_locked(run)
+            run = self.journal.get_run(run_id)
+            self._not_terminal(run)
+            yield run
         finally:
             lock.release()
+
+    @staticmethod
+    def _not_terminal(run: RunRecord) -> None:
+        if run.status in TERMINAL_STATUSES:
+            raise StateError(
+                f"run {run.id} is already {run.status}",
+                hint=f"nothing to continue; `failback run show {run.id}` shows its report",
+            )
 
     def _context(self, run: RunRecord) -> tuple[RunContext, Plan]:
         from failback.config import load_topology_text
@@ -195,15 +309,21 @@ class Executor:
 
     def _execute_locked(self, run: RunRecord) -> RunOutcome:
         ctx, plan = self._context(run)
-        if run.status == "running":
+        records = self.journal.steps(run.id)
+        touched = [r.step_id for r in records if r.undo_status is not None]
+        if touched:  # a rollback began without being recorded as such: never go forward
+            raise StateError(
+                f"run {run.id} has undone steps ({', '.join(touched)}): it cannot continue forward",
+                hint=f"`failback abort {run.id}` finishes the undo",
+            )
+        if run.status == RunStatus.RUNNING:
             self.journal.add_event(
                 "run.resumed",
                 f"run {run.id} resumed after an interruption",
                 run_id=run.id,
                 service=run.service,
             )
-        self.journal.set_run_status(run.id, "running", pid=os.getpid())
-        records = self.journal.steps(run.id)
+        self.journal.set_run_status(run.id, RunStatus.RUNNING, pid=os.getpid())
         idx = 0
         while idx < len(plan.steps):
             spec = plan.steps[idx]
@@ -250,16 +370,12 @@ class Executor:
                     self._refuse_abort(run, spec.id)
                     records = self.journal.steps(run.id)
                     continue
-                self.journal.update_step(
-                    run.id, idx, status="failed", finished=True, error="aborted by request"
-                )
                 self.reporter.step_finished(
                     spec.id, "failed", time.monotonic() - started, "aborted by request"
                 )
                 return self._after_abort_request(ctx, plan, run, idx)
             except Exception as exc:
                 message = _describe(exc)
-                self.journal.update_step(run.id, idx, status="failed", finished=True, error=message)
                 self.journal.add_event(
                     "step.failed",
                     f"{spec.id}: {message}",
@@ -309,17 +425,15 @@ class Executor:
     def _after_abort_request(
         self, ctx: RunContext, plan: Plan, run: RunRecord, idx: int
     ) -> RunOutcome:
-        records = self.journal.steps(run.id)
-        if self._undo(ctx, plan, records, upto=idx):
-            self.journal.set_run_status(
-                run.id, "aborted", finished=True, error="aborted by request"
-            )
-            self._finish(run, "aborted")
-            return RunOutcome(run.id, "aborted", "aborted by request")
-        hint = f"an undo failed: repair by hand, then `failback abort {run.id}` again"
-        self.journal.set_run_status(run.id, "failed", error="abort: an undo failed", hint=hint)
-        self._finish(run, "failed")
-        return RunOutcome(run.id, "failed", "abort: an undo failed", hint)
+        self.journal.begin_rollback(
+            run.id,
+            reason="aborted by request",
+            upto=idx,
+            ending=RunStatus.ABORTED,
+            failed_idx=idx,
+            hint=f"failback abort {run.id} finishes the undo",
+        )
+        return self._continue_rollback(self.journal.get_run(run.id), ctx=ctx, plan=plan)
 
     def _run_step(
         self, ctx: RunContext, idx: int, spec: StepSpec, record: StepRecord, action: Action
@@ -327,6 +441,20 @@ class Executor:
         """Check, apply, verify one step; the journal knows each transition."""
         run_id = ctx.run_id
         interrupted = record.status in ("applying", "verifying", "failed", "waiting")
+        if (
+            record.attempts > 0
+            and record.status in (StepStatus.APPLYING, StepStatus.WAITING)
+            and not action.can_check
+            and not self.journal.is_approved(run_id, spec.id)
+        ):
+            # killed while applying, and nothing can tell whether the effect happened:
+            # applying it again could do it twice; a person decides
+            raise WaitingForApproval(
+                spec.id,
+                f"{spec.id} was interrupted while applying and has no check: failback "
+                "cannot tell whether it took effect. Look, then `failback approve "
+                f"{run_id}` to apply it again, or `failback abort {run_id}` to undo it",
+            )
         already = True if record.status == "verifying" else action.check()
         if already:
             self.journal.update_step(run_id, idx, status="verifying", started=True)
@@ -364,24 +492,59 @@ class Executor:
         records = self.journal.steps(run.id)
         ponr = _passed_point_of_no_return(plan, records)
         if ponr is not None:
+            self.journal.update_step(
+                run.id, failed_idx, status=StepStatus.FAILED, finished=True, error=message
+            )
             stop_hint = (
                 f"step {ponr} (point of no return) already took effect, so failback does not "
                 f"roll back; fix the cause, then `failback resume {run.id}`"
             )
-            self.journal.set_run_status(run.id, "failed", error=message, hint=stop_hint)
-            self._finish(run, "failed")
-            return RunOutcome(run.id, "failed", message, hint or stop_hint)
-        undo_ok = self._undo(ctx, plan, records, upto=failed_idx)
-        if undo_ok:
-            self.journal.set_run_status(
-                run.id, "rolled-back", error=message, hint=hint, finished=True
-            )
-            self._finish(run, "rolled-back")
-            return RunOutcome(run.id, "rolled-back", message, hint)
+            self.journal.set_run_status(run.id, RunStatus.FAILED, error=message, hint=stop_hint)
+            self._finish(run, RunStatus.FAILED)
+            return RunOutcome(run.id, RunStatus.FAILED, message, hint or stop_hint)
+        self.journal.begin_rollback(
+            run.id,
+            reason=message,
+            upto=failed_idx,
+            ending=RunStatus.ROLLED_BACK,
+            failed_idx=failed_idx,
+            hint=hint,
+        )
+        return self._continue_rollback(self.journal.get_run(run.id), ctx=ctx, plan=plan)
+
+    def _continue_rollback(
+        self,
+        run: RunRecord,
+        *,
+        ctx: RunContext | None = None,
+        plan: Plan | None = None,
+    ) -> RunOutcome:
+        """Undo what is left to undo of a run turned backward, then end it as decided
+        (``rolled-back`` after a failure, ``aborted`` after an abort)."""
+        if ctx is None or plan is None:
+            ctx, plan = self._context(run)
+        rollback = run.values.get("rollback") or {}
+        reason = str(rollback.get("reason") or run.error or "rolled back")
+        ending = RunStatus(rollback.get("ending", RunStatus.ROLLED_BACK))
+        upto = int(rollback.get("upto", len(plan.steps) - 1))
+        # also a run that ended ``failed`` because an undo failed: it goes on undoing
+        self.journal.set_run_status(
+            run.id, RunStatus.ROLLING_BACK, error=reason, hint=run.hint, pid=os.getpid()
+        )
+        self.journal.add_event(
+            "run.rolling_back",
+            f"undoing run {run.id}: {reason}",
+            run_id=run.id,
+            service=run.service,
+        )
+        if self._undo(ctx, plan, self.journal.steps(run.id), upto=upto):
+            self.journal.set_run_status(run.id, ending, error=reason, finished=True)
+            self._finish(run, ending)
+            return RunOutcome(run.id, ending, reason)
         stop_hint = f"an undo failed: repair by hand, then `failback abort {run.id}` again"
-        self.journal.set_run_status(run.id, "failed", error=message, hint=stop_hint)
-        self._finish(run, "failed")
-        return RunOutcome(run.id, "failed", message, stop_hint)
+        self.journal.set_run_status(run.id, RunStatus.FAILED, error=reason, hint=stop_hint)
+        self._finish(run, RunStatus.FAILED)
+        return RunOutcome(run.id, RunStatus.FAILED, reason, stop_hint)
 
     def _undo(self, ctx: RunContext, plan: Plan, records: list[StepRecord], *, upto: int) -> bool:
         """Undo applied steps newest first; True when every needed undo succeeded."""
@@ -389,10 +552,8 @@ class Executor:
         for idx in range(min(upto, len(plan.steps) - 1), -1, -1):
             record = records[idx]
             spec = plan.steps[idx]
-            applied = record.status in ("done", "applying", "verifying", "failed") and (
-                record.attempts > 0
-            )
-            if not applied or record.undo_status == "undone":
+            applied = record.status in APPLIED_STEPS and record.attempts > 0
+            if not applied or record.undo_status == UndoStatus.UNDONE:
                 continue
             ctx.current_step = spec.id
             action = build_action(spec, ctx)
@@ -400,12 +561,17 @@ class Executor:
                 continue
             self.reporter.step_started(idx, len(plan.steps), spec.id, f"undo: {spec.title}")
             started = time.monotonic()
+            # before the undo acts: a crash here leaves a step that is undone again
+            self.journal.update_step(ctx.run_id, idx, undo_status=UndoStatus.UNDOING)
             try:
                 action.undo()
             except Exception as exc:
                 message = _describe(exc)
                 self.journal.update_step(
-                    ctx.run_id, idx, undo_status="undo-failed", error=f"undo failed: {message}"
+                    ctx.run_id,
+                    idx,
+                    undo_status=UndoStatus.UNDO_FAILED,
+                    error=f"undo failed: {message}",
                 )
                 self.journal.add_event(
                     "step.undo_failed",
@@ -419,7 +585,7 @@ class Executor:
                 )
                 ok = False
                 break
-            self.journal.update_step(ctx.run_id, idx, undo_status="undone")
+            self.journal.update_step(ctx.run_id, idx, undo_status=UndoStatus.UNDONE)
             self.journal.add_event(
                 "step.undone",
                 spec.title,
@@ -461,13 +627,16 @@ class Executor:
         process stops at its next step or gate poll (undoing, or switching back during
         an observation window); this call waits for the end. Past a point of no return
         without an open observation window, undoing could lose writes or create two
-        primaries: refused, unless ``force`` ends the run without undo.
+        primaries: refused, unless ``force`` ends the run without undo. A run that
+        already began undoing (``rolling-back``, or ``failed`` after an undo failed)
+        finishes its undo.
         """
         run = self.journal.get_run(run_id)
-        if run.status in TERMINAL_STATUSES:
-            raise StateError(f"run {run_id} is already {run.status}; nothing to abort")
+        self._not_terminal(run)
         lock = RunProcessLock(self.journal.state_dir, run_id)
         if lock.is_held_elsewhere():
+            if _rolling_back(run):
+                return self._wait_for_end(run_id, wait_s)  # it is undoing already
             plan = Plan.model_validate(run.plan)
             records = self.journal.steps(run_id)
             ponr = _passed_point_of_no_return(plan, records)
@@ -481,8 +650,9 @@ class Executor:
                 )
             self._request_abort(run, force=force)
             return self._wait_for_end(run_id, wait_s)
-        lock.acquire()
-        try:
+        with self._locked(run_id) as run:
+            if _rolling_back(run):
+                return self._continue_rollback(run)
             ctx, plan = self._context(run)
             records = self.journal.steps(run_id)
             ponr = _passed_point_of_no_return(plan, records)
@@ -502,22 +672,20 @@ class Executor:
                 run_id=run_id,
                 service=run.service,
             )
-            if ponr is None and not self._undo(ctx, plan, records, upto=len(plan.steps) - 1):
+            if ponr is not None:  # --force past the point of no return: no undo
                 self.journal.set_run_status(
-                    run_id,
-                    "failed",
-                    error="abort: an undo failed",
-                    hint=f"repair by hand, then `failback abort {run_id}` again",
+                    run_id, RunStatus.ABORTED, finished=True, error="aborted by request (forced)"
                 )
-                self._finish(run, "failed")
-                return RunOutcome(run_id, "failed", "abort: an undo failed")
-            self.journal.set_run_status(
-                run_id, "aborted", finished=True, error="aborted by request"
+                self._finish(run, RunStatus.ABORTED)
+                return RunOutcome(run_id, RunStatus.ABORTED, "aborted by request (forced)")
+            self.journal.begin_rollback(
+                run_id,
+                reason="aborted by request",
+                upto=len(plan.steps) - 1,
+                ending=RunStatus.ABORTED,
+                hint=f"failback abort {run_id} finishes the undo",
             )
-            self._finish(run, "aborted")
-            return RunOutcome(run_id, "aborted", "aborted by request")
-        finally:
-            lock.release()
+            return self._continue_rollback(self.journal.get_run(run_id), ctx=ctx, plan=plan)
 
     def _refuse_abort(self, run: RunRecord, step_id: str) -> None:
         self.journal.set_value(run.id, ABORT_FLAG, None)
@@ -543,7 +711,7 @@ class Executor:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             run = self.journal.get_run(run_id)
-            if run.status not in ("running", "observing", "pending"):
+            if run.status not in (*EXECUTING, RunStatus.PENDING):
                 return RunOutcome(run_id, run.status, run.error, run.hint)
             if not RunProcessLock(self.journal.state_dir, run_id).is_held_elsewhere():
                 break  # that process died meanwhile: abort here
@@ -556,12 +724,13 @@ class Executor:
         return self.abort(run_id)
 
     def effective_status(self, run: RunRecord) -> str:
-        """``interrupted`` for a run marked running that no live process executes."""
+        """``interrupted`` for a run marked running or rolling-back that no live process
+        executes (which way it was going is in ``run.values["rollback"]``)."""
         if (
-            run.status == "running"
+            run.status in (RunStatus.RUNNING, RunStatus.ROLLING_BACK)
             and not RunProcessLock(self.journal.state_dir, run.id).is_held_elsewhere()
         ):
-            return "interrupted"
+            return INTERRUPTED
         return run.status
 
     # finishing -------------------------------------------------------------------
@@ -578,6 +747,23 @@ class Executor:
             service=run.service,
         )
         self.journal.save_report(run.id, build_report(self.journal, run.id))
+
+
+def refuse_forward(run: RunRecord) -> None:
+    """StateError when ``run`` began undoing: continuing it forward would count the steps
+    it undid as done (issue: a crash during an undo resumed forward)."""
+    if _rolling_back(run):
+        rollback = run.values.get("rollback") or {}
+        raise StateError(
+            f"run {run.id} started rolling back ({rollback.get('reason', run.error)}) and "
+            "cannot continue forward: steps it undid would count as done",
+            hint=f"`failback abort {run.id}` finishes the undo; then plan again",
+        )
+
+
+def _rolling_back(run: RunRecord) -> bool:
+    """The run began undoing (its direction is backward for good)."""
+    return run.status == RunStatus.ROLLING_BACK or "rollback" in run.values
 
 
 def _open_observation(plan: Plan, records: list[StepRecord], values: dict[str, Any]) -> bool:

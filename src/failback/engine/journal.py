@@ -143,15 +143,39 @@ class Journal:
     FILE_NAME = "journal.sqlite3"
 
     def __init__(self, state_dir: Path) -> None:
+        """Open (creating it if needed) the journal in ``state_dir``.
+
+        The journal holds command outputs, topology copies and errors: only the user
+        that runs failback may read it. A state directory failback creates is 0700; the
+        journal file is created 0600 before SQLite opens it (SQLite gives its -wal and
+        -shm files the database file's mode), and an older, more open one is tightened.
+        An existing directory keeps its mode: it may be a shared place chosen by a person.
+        """
         self.state_dir = Path(state_dir)
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            if not self.state_dir.is_dir():
+                self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.state_dir.chmod(0o700)  # whatever the umask
         except OSError as exc:
             raise StateError(
                 f"cannot create the state directory {self.state_dir}: {exc.strerror}",
                 hint="choose a writable place with --state-dir or state_dir: in the topology file",
             ) from exc
         self.path = self.state_dir / self.FILE_NAME
+        try:
+            if not self.path.exists():
+                self.path.touch(mode=0o600)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the journal {self.path}: {exc.strerror}",
+                hint="choose a writable place with --state-dir or state_dir: in the topology file",
+            ) from exc
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            try:
+                if path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
+            except OSError:  # absent, or not ours to change: opening it says what matters
+                continue
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -444,6 +468,49 @@ class Journal:
             for row in rows
         ]
 
+    def begin_rollback(
+        self,
+        run_id: int,
+        *,
+        reason: str,
+        upto: int,
+        ending: str,
+        failed_idx: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        """Turn a run backward, durably, before its first undo runs.
+
+        One transaction records the failed step (if a step failed), the run's new
+        status ``rolling-back`` and the ``rollback`` value (why, from which step down,
+        and how the run ends when every undo succeeded). A crash after it finds a run
+        that can only continue undoing; a crash before it finds the step not yet failed.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            if failed_idx is not None:
+                db.execute(
+                    "UPDATE steps SET status = 'failed', finished_at = ?, error = ?"
+                    " WHERE run_id = ? AND idx = ?",
+                    (now, reason, run_id, failed_idx),
+                )
+            row = db.execute("SELECT values_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+            values = json.loads(row["values_json"])
+            values["rollback"] = {"reason": reason, "upto": upto, "ending": ending, "at": now}
+            values.pop("abort_requested", None)
+            db.execute(
+                "UPDATE runs SET status = 'rolling-back', error = ?, hint = ?, values_json = ?,"
+                " updated_at = ? WHERE id = ?",
+                (reason, hint, json.dumps(values), now, run_id),
+            )
+
+    def replace_topology(self, run_id: int, path: str, text: str) -> None:
+        """Continue a run with an edited topology file (``resume --reload``)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET topology_path = ?, topology_text = ?, updated_at = ? WHERE id = ?",
+                (path, text, time.time(), run_id),
+            )
+
     def record_revert(
         self, run_id: int, idx: int, reason: str, steps: list[dict[str, Any]]
     ) -> None:
@@ -507,12 +574,17 @@ class Journal:
         return data
 
     def set_service_state(self, service: str, active_site: str, **data: Any) -> None:
-        """Record where the service runs now and facts like sites needing a resync."""
-        current = self.service_state(service) or {}
-        current.pop("active_site", None)
-        current.pop("updated_at", None)
-        current.update(data)
+        """Record where the service runs now and facts like sites needing a resync.
+
+        Read and write in one IMMEDIATE transaction: a concurrent writer of another key
+        (the monitor's health data) is never overwritten with what was read before it.
+        """
         with self.transaction() as db:
+            row = db.execute(
+                "SELECT data_json FROM service_state WHERE service = ?", (service,)
+            ).fetchone()
+            current = json.loads(row["data_json"]) if row is not None else {}
+            current.update(data)
             db.execute(
                 "INSERT INTO service_state (service, active_site, data_json, updated_at)"
                 " VALUES (?,?,?,?) ON CONFLICT(service) DO UPDATE SET"

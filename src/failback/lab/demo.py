@@ -54,7 +54,7 @@ def _run(
 def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
     from failback.cli.progress import TerminalReporter
     from failback.config import load_topology
-    from failback.drivers.registry import observe_service
+    from failback.drivers.registry import observe_service, record_primary_position
     from failback.hosts import LocalHost
     from failback.lab import lab_break, lab_down, lab_repair, lab_up
 
@@ -71,7 +71,8 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
         probe = WriteProbe(info.dsn, interval=0.01).start()
         _say("a client inserts an increasing id every 10 ms through PgBouncer", as_json)
         time.sleep(1.0)
-        observe_service(LocalHost(), topology, service, journal)  # last seen position of dc1
+        # what the monitor does every few seconds: remember dc1's last seen position
+        record_primary_position(journal, observe_service(LocalHost(), topology, service, journal))
 
         _say("dc1 fails: SIGKILL of its postmaster", as_json)
         broken_at = time.time()

@@ -49,6 +49,8 @@ def build_report(journal: Journal, run_id: int) -> dict[str, Any]:
         "duration_s": end - run.created_at,
         "error": run.error,
         "hint": run.hint,
+        # set once the run turned backward: why, and how it ends when every undo succeeded
+        "rollback": run.values.get("rollback"),
         "steps": steps,
         "measurements": journal.measurements(run_id),
     }
