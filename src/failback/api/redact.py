@@ -3,63 +3,18 @@
 Responses are built from observations, reports and step outputs; none should hold a
 secret, but a command's output is whatever the command printed. Every JSON document
 and event the API sends passes through ``Redactor.text`` first, which masks the API
-token and every secret the topology refers to (resolved once, at start-up).
+token and every secret the topology refers to (resolved once, at start-up). The
+``Redactor`` itself lives in ``config.secrets``: the command driver masks the secrets
+it hands to a command in that command's output before it is journaled.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from failback.config.secrets import SecretRef
+from failback.config.secrets import MASK, Redactor
 
-MASK = "****"
-_MIN_LEN = 4  # shorter "secrets" would mask ordinary words
-
-
-def _secret_refs(value: Any, seen: set[int] | None = None) -> list[SecretRef]:
-    seen = set() if seen is None else seen
-    if id(value) in seen:
-        return []
-    seen.add(id(value))
-    if isinstance(value, SecretRef):
-        return [value]
-    if isinstance(value, BaseModel):
-        fields = type(value).model_fields
-        return [r for name in fields for r in _secret_refs(getattr(value, name), seen)]
-    if isinstance(value, dict):
-        return [r for v in value.values() for r in _secret_refs(v, seen)]
-    if isinstance(value, list | tuple):
-        return [r for v in value for r in _secret_refs(v, seen)]
-    return []
-
-
-class Redactor:
-    """Masks known secret values in text."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        unique = {s for s in secrets if s and len(s) >= _MIN_LEN}
-        unique |= {json.dumps(s)[1:-1] for s in unique}  # as it appears inside JSON
-        self._secrets = sorted(unique, key=len, reverse=True)
-
-    @classmethod
-    def for_topology(cls, topology: Any, token: str | None) -> Redactor:
-        values = [token or ""]
-        for ref in _secret_refs(topology):
-            try:
-                values.append(ref.resolve())
-            except Exception:  # an unreadable secret cannot leak either
-                continue
-        return cls(values)
-
-    def text(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+__all__ = ["MASK", "RedactMiddleware", "Redactor"]
 
 
 class RedactMiddleware:

@@ -12,7 +12,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from failback.config.common import (
     AbsPath,
@@ -274,6 +282,28 @@ Action = Annotated[
 ]
 
 
+_SECRET_PREFIXES = ("env:", "file:", "inline:")
+
+
+def _env_value(value: Any, info: ValidationInfo) -> str | SecretRef:
+    """Text, or a secret by reference when it starts with ``env:``/``file:``/``inline:``."""
+    if isinstance(value, SecretRef):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be text (quote it), or a secret reference: env:NAME or file:/path")
+    value = value.strip()
+    if value.startswith(_SECRET_PREFIXES):
+        return SecretRef.from_config(value, info)
+    return value
+
+
+EnvValue = Annotated[str | SecretRef, PlainValidator(_env_value, json_schema_input_type=str)]
+"""A command's environment value: text, or ``env:NAME`` / ``file:/path`` (a secret,
+read when the command runs and masked in everything failback shows)."""
+
+
 class CommandOptions(ConfigModel):
     """How the command driver runs its commands."""
 
@@ -281,13 +311,19 @@ class CommandOptions(ConfigModel):
         parse_duration("30s"), description="Default time limit of each command."
     )
     shell: NonEmptyStr = Field("/bin/sh", description="Shell that runs each command (-c).")
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment variables for every command."
+    env: dict[str, EnvValue] = Field(
+        default_factory=dict,
+        description=(
+            "Environment variables for every command, on top of PATH, the locale and "
+            "FAILBACK_*: nothing else of failback's environment reaches a command. A value "
+            "env:NAME or file:/path is a secret, read when the command runs and masked as "
+            "**** in its journaled output."
+        ),
     )
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+    def _env_names(cls, env: dict[str, str | SecretRef]) -> dict[str, str | SecretRef]:
         bad = [name for name in env if not _ENV_NAME.match(name)]
         if bad:
             raise ValueError(

@@ -2,24 +2,26 @@
 
 Topology files get committed, pasted into tickets and printed by ``failback plan``.
 A ``SecretRef`` keeps the *reference* until a driver needs the value, and its
-``repr``/``str``/serialised form never show an inline secret.
+``repr``/``str``/serialised form never show an inline secret. A resolved value that
+may come back in a command's output or a response is masked by a ``Redactor``.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo
+from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from failback.errors import FailbackError
 
-__all__ = ["SecretRef"]
+__all__ = ["MASK", "Redactor", "SecretRef", "secret_refs"]
 
 SecretKind = Literal["env", "file", "inline"]
 
@@ -142,7 +144,8 @@ class SecretRef:
     # pydantic integration -------------------------------------------------------------
 
     @classmethod
-    def _validate(cls, value: Any, info: ValidationInfo) -> SecretRef:
+    def from_config(cls, value: Any, info: ValidationInfo) -> SecretRef:
+        """Validate a topology value; a relative ``file:`` is taken from the file's dir."""
         if isinstance(value, SecretRef):
             return value
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -150,6 +153,8 @@ class SecretRef:
         context = info.context if isinstance(info.context, dict) else {}
         base = context.get("config_dir")
         return cls.parse(str(value), Path(base) if base is not None else None)
+
+    _validate = from_config
 
     @classmethod
     def __get_pydantic_core_schema__(
@@ -174,3 +179,52 @@ class SecretRef:
             ),
             "examples": ["env:PGPASSWORD", "file:/etc/failback/pg.pass"],
         }
+
+
+# redaction ----------------------------------------------------------------------------
+
+MASK = "****"
+_MIN_LEN = 4  # shorter "secrets" would mask ordinary words
+
+
+def secret_refs(value: Any, seen: set[int] | None = None) -> list[SecretRef]:
+    """Every ``SecretRef`` inside a (topology) model, dict or list."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return []
+    seen.add(id(value))
+    if isinstance(value, SecretRef):
+        return [value]
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        return [r for name in fields for r in secret_refs(getattr(value, name), seen)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in secret_refs(v, seen)]
+    if isinstance(value, list | tuple):
+        return [r for v in value for r in secret_refs(v, seen)]
+    return []
+
+
+class Redactor:
+    """Masks known secret values in text (values shorter than 4 characters are not)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        unique = {s for s in secrets if s and len(s) >= _MIN_LEN}
+        unique |= {json.dumps(s)[1:-1] for s in unique}  # as it appears inside JSON
+        self._secrets = sorted(unique, key=len, reverse=True)
+
+    @classmethod
+    def for_topology(cls, topology: Any, token: str | None) -> Redactor:
+        values = [token or ""]
+        for ref in secret_refs(topology):
+            try:
+                values.append(ref.resolve())
+            except Exception:  # an unreadable secret cannot leak either
+                continue
+        return cls(values)
+
+    def text(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text

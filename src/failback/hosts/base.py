@@ -11,6 +11,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+"""The only variables a command inherits from the process that runs failback.
+
+failback's own environment holds what a command has no business seeing: the API
+token, the secrets behind ``env:`` references, whatever the shell that started it
+exported. A command gets these names (plus every ``LC_*`` locale variable) and what
+its caller passes explicitly in ``env=``; nothing else. A driver that needs more
+says so: the command driver exports its ``FAILBACK_*`` context and the component's
+declared ``env:``, the PostgreSQL driver its locale and ``PGPASSWORD``.
+"""
+
+
+def inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The allow-listed part of ``environ`` (see ``INHERITED_ENV``)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in INHERITED_ENV or name.startswith("LC_")
+    }
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -48,7 +68,25 @@ class Host(Protocol):
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         input_text: str | None = None,
-    ) -> CommandResult: ...
+    ) -> CommandResult:
+        """Run ``argv`` to completion; a timed-out command leaves no process behind.
+
+        Every command is the leader of its own process group (a new session). When
+        it times out, or the wait is interrupted (Ctrl-C, any exception), the whole
+        group is killed and this returns (or re-raises) only once no process of the
+        group is left: a step is recorded failed, and its undo runs, after the
+        command's last subprocess is dead, never while an orphan (``(sleep 2;
+        echo fenced >> f) | cat``) can still apply the effect. If failback itself
+        dies mid-command, the group is killed too. A command that *finishes* keeps
+        whatever it left running in the background: daemons it starts (``pg_ctl
+        start``, ``haproxy -D``, ``nohup app &``) are meant to outlive it.
+
+        The command's environment is ``INHERITED_ENV`` (PATH, locale, HOME/USER/
+        LOGNAME of ``as_user``...) plus ``env``, never failback's whole environment:
+        pass in ``env`` everything else the command needs. stdin is empty unless
+        ``input_text`` is given.
+        """
+        ...
 
     def run_shell(
         self,
@@ -58,7 +96,9 @@ class Host(Protocol):
         as_user: str | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-    ) -> CommandResult: ...
+    ) -> CommandResult:
+        """``/bin/sh -c command``, with everything :meth:`run` promises."""
+        ...
 
     def read_text(self, path: str) -> str: ...
 

@@ -10,7 +10,8 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
-from failback.hosts.base import CommandResult
+from failback.hosts.base import CommandResult, inherited_environment
+from failback.hosts.procgroup import REAPER, kill_group
 
 _SETPRIV = shutil.which("setpriv")
 
@@ -24,6 +25,10 @@ def _dying_with_parent(argv: tuple[str, ...]) -> tuple[str, ...]:
     the command starts (pg_ctl start, haproxy -D) fork, which clears the setting.
     setpriv (util-linux, on every Debian) does what a preexec_fn would, without running
     Python between fork and exec, which is unsafe in a threaded process (the API server).
+    It composes with the new session: Popen calls setsid() (and switches user) in the
+    child, then execs setpriv, which sets the signal and execs the command in place;
+    the command's first process is still the group leader. The signal covers only that
+    first process; the rest of its group is killed by ``procgroup.REAPER``.
     """
     if _SETPRIV is None:
         return argv
@@ -49,7 +54,7 @@ class LocalHost:
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def _env(self, as_user: str | None, env: Mapping[str, str] | None) -> dict[str, str]:
-        merged = dict(os.environ)
+        merged = inherited_environment(os.environ)
         if as_user is not None:
             entry = pwd.getpwnam(as_user)
             merged["HOME"] = entry.pw_dir
@@ -71,32 +76,40 @@ class LocalHost:
     ) -> CommandResult:
         started = time.monotonic()
         args = tuple(str(a) for a in argv)
-        command = _dying_with_parent(args)
         try:
-            proc = subprocess.run(
-                command,
-                input=input_text,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
+            proc = subprocess.Popen(
+                _dying_with_parent(args),
+                stdin=subprocess.DEVNULL if input_text is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 env=self._env(as_user, env),
                 cwd=cwd or "/",
-                check=False,
+                start_new_session=True,  # its own process group, killed as a whole
                 **self._user_kwargs(as_user),  # type: ignore[arg-type]
-            )
-        except subprocess.TimeoutExpired as exc:
-            return CommandResult(
-                args,
-                -1,
-                _text(exc.stdout),
-                _text(exc.stderr) + f"\n(timed out after {timeout:g}s)",
-                time.monotonic() - started,
-                timed_out=True,
             )
         except FileNotFoundError as exc:
             return CommandResult(args, 127, "", str(exc), time.monotonic() - started)
+        stdin = None if input_text is None else input_text.encode()
+        try:
+            REAPER.register(proc.pid)
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out, err, note = kill_group(proc)
+            return CommandResult(
+                args,
+                -1,
+                _text(out),
+                _text(err) + f"\n(timed out after {timeout:g}s)" + note,
+                time.monotonic() - started,
+                timed_out=True,
+            )
+        except BaseException:  # Ctrl-C, a signal turned exception: no orphan either
+            kill_group(proc)
+            raise
+        finally:
+            REAPER.unregister(proc.pid)
         return CommandResult(
-            args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+            args, proc.returncode, _text(out), _text(err), time.monotonic() - started
         )
 
     def run_shell(
@@ -185,9 +198,6 @@ class LocalHost:
             return []
 
 
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
+def _text(value: bytes | None) -> str:
+    """Output as text; bytes that are not UTF-8 never make a command "fail"."""
+    return value.decode("utf-8", "replace") if value else ""

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from failback.drivers.command.runner import CommandInvocation, configured_action, run_command
+from failback.errors import FailbackError
 from failback.hosts import Host
 from failback.model.state import ComponentObservation
 
@@ -26,13 +27,24 @@ def observe_command_component(
             detail="no observe command configured",
             observed_at=time.time(),
         )
-    result = run_command(
-        host,
-        component,
-        configured.run,
-        CommandInvocation(service=service, component=name, site=site, action="observe"),
-        timeout=configured.timeout,
-    )
+    try:
+        result = run_command(
+            host,
+            component,
+            configured.run,
+            CommandInvocation(service=service, component=name, site=site, action="observe"),
+            timeout=configured.timeout,
+        )
+    except FailbackError as exc:  # a secret in its env: cannot be read
+        return ComponentObservation(
+            component=name,
+            site=site,
+            driver="command",
+            healthy=False,
+            role="unknown",
+            detail=f"observe not run: {exc.message}",
+            observed_at=time.time(),
+        )
     data: dict[str, Any] = {}
     role = "unknown"
     text = result.stdout.strip()

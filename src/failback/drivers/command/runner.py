@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from failback.config.secrets import Redactor, SecretRef
 from failback.errors import FailbackError, StepFailed
 from failback.hosts import CommandResult, Host
 
@@ -14,7 +15,12 @@ OUTPUT_LIMIT = 4000
 
 @dataclass(frozen=True)
 class CommandInvocation:
-    """Who runs what: the context exported to the command as FAILBACK_* variables."""
+    """Who runs what: the context exported to the command as FAILBACK_* variables.
+
+    FAILBACK_SERVICE, FAILBACK_COMPONENT, FAILBACK_SITE, FAILBACK_ACTION (``fence``,
+    ``fence.check``, ``fence.undo``, ``observe``...) always; FAILBACK_RUN_ID,
+    FAILBACK_FROM_SITE and FAILBACK_TO_SITE when the command runs in a run.
+    """
 
     service: str
     component: str
@@ -40,16 +46,26 @@ def configured_action(component: Any, site: str, action: str) -> Any | None:
     return getattr(site_actions(component, site), action, None)
 
 
-def run_command(
-    host: Host,
-    component: Any,
-    command: str,
-    invocation: CommandInvocation,
-    *,
-    timeout: float | None,
-) -> CommandResult:
-    options = component.options
-    env = {str(k): str(v) for k, v in (options.env or {}).items()}
+def command_environment(
+    component: Any, invocation: CommandInvocation
+) -> tuple[dict[str, str], Redactor]:
+    """The variables a command gets beyond the host's allow-list, and what to mask.
+
+    The component's declared ``env:`` (secret references read now, at run time, so a
+    rotated secret is picked up and a missing one fails this command, not the load),
+    then the ``FAILBACK_*`` context, which a declaration cannot override. The
+    returned redactor masks every secret value, to be applied to whatever the
+    command prints before anyone stores or shows it.
+    """
+    env: dict[str, str] = {}
+    secrets: list[str] = []
+    for name, value in (component.options.env or {}).items():
+        if isinstance(value, SecretRef):
+            resolved = value.resolve()
+            secrets.append(resolved)
+            env[str(name)] = resolved
+        else:
+            env[str(name)] = str(value)
     env.update(
         {
             "FAILBACK_SERVICE": invocation.service,
@@ -64,8 +80,34 @@ def run_command(
         env["FAILBACK_FROM_SITE"] = invocation.from_site
     if invocation.to_site:
         env["FAILBACK_TO_SITE"] = invocation.to_site
+    return env, Redactor(secrets)
+
+
+def run_command(
+    host: Host,
+    component: Any,
+    command: str,
+    invocation: CommandInvocation,
+    *,
+    timeout: float | None,
+) -> CommandResult:
+    """Run one configured command; its output comes back with secrets masked.
+
+    Masking here, before the result goes anywhere, covers every place it is shown:
+    the ``command.output`` event, the step's journaled output, error messages (which
+    quote the output's tail), ``failback run show`` and the API. Raises
+    ``FailbackError`` when a secret reference cannot be read.
+    """
+    options = component.options
+    env, redactor = command_environment(component, invocation)
     effective_timeout = timeout if timeout is not None else options.timeout
-    return host.run([options.shell, "-c", command], timeout=effective_timeout, env=env)
+    result = host.run([options.shell, "-c", command], timeout=effective_timeout, env=env)
+    return replace(
+        result,
+        argv=tuple(redactor.text(arg) for arg in result.argv),
+        stdout=redactor.text(result.stdout),
+        stderr=redactor.text(result.stderr),
+    )
 
 
 def result_output(result: CommandResult) -> dict[str, Any]:
@@ -84,7 +126,8 @@ def require_success(result: CommandResult, what: str) -> None:
     if result.timed_out:
         raise StepFailed(
             f"{what}: timed out after {result.duration_s:.1f}s",
-            hint="raise the action's timeout: in the topology file, or fix the command",
+            hint="raise the action's timeout in the topology file (a stopped run continues"
+            " with it through `failback resume ID --reload`), or fix the command",
         )
     if result.returncode != 0:
         tail = result.tail()
