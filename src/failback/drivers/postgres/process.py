@@ -39,8 +39,26 @@ STOP_SIGNALS = {
 CLEAN_STATES = ("shut down", "shut down in recovery")
 
 
+#: libpq settings that are not secrets, passed on to pg_rewind / pg_basebackup when
+#: failback's own environment sets them, so those programs connect the way failback's own
+#: connections do (a password belongs in the topology, as a secret reference).
+LIBPQ_SETTINGS = (
+    "PGPASSFILE",
+    "PGSERVICEFILE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCRL",
+    "PGCONNECT_TIMEOUT",
+)
+
+
 def pg_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(C_LOCALE)
+    """The environment of a PostgreSQL program: C locale, the libpq settings failback
+    itself runs with, and ``extra`` (PGPASSWORD) - never failback's whole environment."""
+    env = {k: os.environ[k] for k in LIBPQ_SETTINGS if k in os.environ}
+    env.update(C_LOCALE)
     if extra:
         env.update(extra)
     return env
