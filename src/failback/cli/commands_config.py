@@ -37,28 +37,46 @@ def validate(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Check topology files; list every problem as FILE:LINE: key: message."""
+    """Check topology files; list every problem as FILE:LINE: key: message.
+
+    Warnings (FILE:LINE: key: warning: message) point at what is valid but unsafe
+    after a crash; they go to stderr and leave the exit code 0.
+    """
     from failback.config import ConfigError, load_topology
 
     paths = files or [config_path(config)]
     results: list[dict[str, Any]] = []
+    warned: list[Any] = []
     for path in paths:
         try:
             topology = load_topology(path)
         except ConfigError as exc:
             results.append(
-                {"file": str(path), "valid": False, "problems": [p.to_dict() for p in exc.problems]}
+                {
+                    "file": str(path),
+                    "valid": False,
+                    "problems": [p.to_dict() for p in exc.problems],
+                    "warnings": [],
+                }
             )
             continue
         results.append(
-            {"file": str(path), "valid": True, "problems": [], "services": list(topology.services)}
+            {
+                "file": str(path),
+                "valid": True,
+                "problems": [],
+                "warnings": [w.to_dict() for w in topology.warnings],
+                "services": list(topology.services),
+            }
         )
+        warned.extend(topology.warnings)
     bad = [r for r in results if not r["valid"]]
     if as_json:
         emit_json({"valid": not bad, "files": results})
     else:
         from failback.cli.output import stderr
 
+        print_warnings(warned)
         for result in results:
             if result["valid"]:
                 stdout.print(
@@ -88,6 +106,24 @@ def _problem_line(problem: dict[str, Any]) -> str:
     if problem.get("hint"):
         line += f" (hint: {problem['hint']})"
     return line
+
+
+def print_warnings(warnings: list[Any]) -> None:
+    """``FILE:LINE: key: warning: message (hint: ...)`` on stderr, one a line."""
+    from failback.cli.output import stderr
+
+    for warning in warnings:
+        stderr.print(warning.render(), style="yellow", markup=False, highlight=False)
+
+
+def plan_warnings(topology: Any, plan: Plan) -> list[Any]:
+    """The topology's warnings about the steps of ``plan`` (same component, site, action)."""
+    steps = {(s.component, s.site, s.params.get("action")) for s in plan.steps}
+    return [
+        w
+        for w in topology.warnings
+        if w.service == plan.service and (w.component, w.site, w.action) in steps
+    ]
 
 
 def schema(as_json: JsonOpt = False) -> int:
@@ -167,10 +203,14 @@ def _journal_of(topology: Any) -> Any:
     return Journal(topology.state_dir)
 
 
-def print_plan(plan: Plan, *, as_json: bool) -> None:
+def print_plan(plan: Plan, *, as_json: bool, warnings: list[Any] | None = None) -> None:
     if as_json:
-        emit_json({"plan": plan.model_dump(mode="json")})
+        document: dict[str, Any] = {"plan": plan.model_dump(mode="json")}
+        if warnings is not None:
+            document["warnings"] = [w.to_dict() for w in warnings]
+        emit_json(document)
         return
+    print_warnings(warnings or [])
     stdout.print(
         f"[bold]{plan.kind}[/] of [bold]{plan.service}[/]: {plan.from_site} -> "
         f"{plan.to_site} ({len(plan.steps)} steps)"
@@ -207,10 +247,8 @@ def plan_failover_cmd(
     """Print the failover plan of SERVICE (changes nothing)."""
     topology = load(config)
     journal = _journal(topology, state_dir)
-    print_plan(
-        make_plan("failover", service, topology, journal, planned=planned, force=force),
-        as_json=as_json,
-    )
+    plan = make_plan("failover", service, topology, journal, planned=planned, force=force)
+    print_plan(plan, as_json=as_json, warnings=plan_warnings(topology, plan))
     return 0
 
 
@@ -223,7 +261,8 @@ def plan_failback_cmd(
     """Print the failback plan of SERVICE (changes nothing)."""
     topology = load(config)
     journal = _journal(topology, state_dir)
-    print_plan(make_plan("failback", service, topology, journal), as_json=as_json)
+    plan = make_plan("failback", service, topology, journal)
+    print_plan(plan, as_json=as_json, warnings=plan_warnings(topology, plan))
     return 0
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from failback.config.common import ConfigModel, NonEmptyStr, Port, StrictInt
+from failback.config.common import MAX_THRESHOLD, ConfigModel, NonEmptyStr, Port, StrictInt
 from failback.config.durations import PositiveDuration, parse_duration
 
 __all__ = [
@@ -41,7 +41,7 @@ class CheckBase(ConfigModel):
     interval: PositiveDuration = Field(
         parse_duration("1s"), description="Time between attempts while a gate waits."
     )
-    failure_threshold: Annotated[StrictInt, Field(ge=1)] = Field(
+    failure_threshold: Annotated[StrictInt, Field(ge=1, le=MAX_THRESHOLD)] = Field(
         3, description="Consecutive failures before the check counts as failed."
     )
     use: list[CheckUse] = Field(

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 __all__ = [
+    "MAX_THRESHOLD",
     "NAME_PATTERN",
     "AbsPath",
     "ConfigModel",
@@ -50,6 +51,10 @@ StrictInt = Annotated[int, Strict()]
 
 Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
 """A TCP port, 1..65535."""
+
+MAX_THRESHOLD = 10_000
+"""Most consecutive failures a ``failure_threshold`` may ask for (a bound the engine's
+arithmetic is safe with: a threshold is multiplied by an interval)."""
 
 
 def _absolute(value: str) -> str:

@@ -13,6 +13,7 @@ import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     PlainValidator,
@@ -31,6 +32,14 @@ from failback.config.common import (
 )
 from failback.config.durations import PositiveDuration, Size, parse_duration, parse_size
 from failback.config.secrets import SecretRef
+from failback.drivers.haproxy.names import NAME_RULE as HAPROXY_NAME_RULE
+from failback.drivers.haproxy.names import name_problem as haproxy_name_problem
+from failback.drivers.pgbouncer.names import (
+    DATABASE_RULE,
+    HOST_RULE,
+    database_problem,
+    host_problem,
+)
 from failback.errors import FailbackError
 
 __all__ = [
@@ -180,6 +189,11 @@ class HaproxyOptions(ConfigModel):
         "verify that writes land on the new primary.",
     )
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_name(cls, backend: str) -> str:
+        return _haproxy_name("backend", backend)
+
 
 class HaproxySite(ConfigModel):
     """The server of the backend that sends traffic to this site."""
@@ -188,6 +202,19 @@ class HaproxySite(ConfigModel):
     weight: Annotated[StrictInt, Field(ge=0, le=256)] | None = Field(
         None, description="Weight at full traffic (0..256); the server's own weight if omitted."
     )
+
+    @field_validator("server")
+    @classmethod
+    def _server_name(cls, server: str) -> str:
+        return _haproxy_name("server", server)
+
+
+def _haproxy_name(kind: str, name: str) -> str:
+    """The runtime's own rule (drivers/haproxy/names.py), checked before any run."""
+    problem = haproxy_name_problem(kind, name)
+    if problem is not None:
+        raise ValueError(f"{problem}; {HAPROXY_NAME_RULE}")
+    return name
 
 
 class HaproxyComponent(ComponentBase):
@@ -202,6 +229,21 @@ class HaproxyComponent(ComponentBase):
 # --- pgbouncer --------------------------------------------------------------------------
 
 
+def _pgbouncer_value(problem: str | None, rule: str) -> None:
+    """The driver's own rules (drivers/pgbouncer/names.py), checked before any run."""
+    if problem is not None:
+        raise ValueError(f"{problem}; use {rule}")
+
+
+def _pooled_name(name: str) -> str:
+    _pgbouncer_value(database_problem(name), DATABASE_RULE)
+    return name
+
+
+PooledName = Annotated[NonEmptyStr, AfterValidator(_pooled_name)]
+"""A database name PgBouncer pools (a ``[databases]`` key, a PAUSE/RESUME argument)."""
+
+
 class PgbouncerOptions(ConfigModel):
     """The PgBouncer in front of the database: its admin console and the file failback owns.
 
@@ -213,7 +255,7 @@ class PgbouncerOptions(ConfigModel):
     port: Port = Field(description="PgBouncer's port (clients and the admin console).")
     admin_user: NonEmptyStr = Field(description="A user listed in PgBouncer's admin_users.")
     admin_password: SecretRef | None = Field(None, description="Password of `admin_user`.")
-    databases: list[NonEmptyStr] = Field(
+    databases: list[PooledName] = Field(
         min_length=1, description="Pooled database names failback switches (PAUSE/RESUME)."
     )
     databases_file: AbsPath = Field(
@@ -228,6 +270,13 @@ class PgbouncerOptions(ConfigModel):
         description="How long PAUSE may wait for running transactions before giving up.",
     )
 
+    @field_validator("databases")
+    @classmethod
+    def _databases_once(cls, databases: list[str]) -> list[str]:
+        if len(set(databases)) != len(databases):
+            raise ValueError("lists the same database twice")
+        return databases
+
 
 class PgbouncerSite(ConfigModel):
     """Where the pooled databases live when this site is primary."""
@@ -237,6 +286,19 @@ class PgbouncerSite(ConfigModel):
     dbname: NonEmptyStr | None = Field(
         None, description="Database name on the server (default: the pooled name)."
     )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        _pgbouncer_value(host_problem(host), HOST_RULE)
+        return host
+
+    @field_validator("dbname")
+    @classmethod
+    def _dbname(cls, dbname: str | None) -> str | None:
+        if dbname is not None:
+            _pgbouncer_value(database_problem(dbname), DATABASE_RULE)
+        return dbname
 
 
 class PgbouncerComponent(ComponentBase):

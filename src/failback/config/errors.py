@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from failback.errors import FailbackError
 
-__all__ = ["ConfigError", "Problem"]
+__all__ = ["ConfigError", "ConfigWarning", "Problem"]
 
 
 @dataclass(frozen=True, order=False)
@@ -48,6 +48,34 @@ class Problem:
             "message": self.message,
             "hint": self.hint,
         }
+
+
+@dataclass(frozen=True, order=False)
+class ConfigWarning(Problem):
+    """Something in a valid topology file that will work, but not as safely as it could.
+
+    Rendered ``FILE:LINE: key: warning: message (hint: ...)``; it never makes a file
+    invalid. ``component``, ``site`` and ``action`` say which plan steps it concerns
+    (``failback plan`` shows only the warnings of the steps it prints).
+    """
+
+    service: str = ""
+    component: str = ""
+    site: str = ""
+    action: str = ""
+
+    def render(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        text = f"{where}: {self.key}: warning: {self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "severity": "warning"}
 
 
 def _sort_key(problem: Problem) -> tuple[int, str, str]:

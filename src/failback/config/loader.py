@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from failback.config.errors import ConfigError, Problem
 from failback.config.models import Service, Topology
-from failback.config.semantics import Reporter, check_raw, check_service
+from failback.config.semantics import Reporter, check_raw, check_service, warn_service
 from failback.config.validation import problems_from_validation
 from failback.config.yaml_source import YamlDocument, parse_yaml
 
@@ -85,6 +85,10 @@ def load_topology_text(text: str, path: str) -> Topology:
         raise ConfigError(problems)
     topology._path = absolute
     topology._text = text
+    report = Reporter(path, doc)
+    for name, service in topology.services.items():
+        warn_service(name, service, report)
+    topology._warnings = report.warnings
     return topology
 
 

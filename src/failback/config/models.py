@@ -18,6 +18,7 @@ from failback.config.api import ApiConfig
 from failback.config.checks import Check
 from failback.config.common import ConfigModel
 from failback.config.drivers import Component, ComponentBase
+from failback.config.errors import ConfigWarning
 from failback.config.notifications import Notifications
 from failback.config.policy import Policy
 from failback.errors import FailbackError, UsageError
@@ -129,6 +130,7 @@ class Topology(ConfigModel):
     )
     _path: Path = PrivateAttr(default_factory=lambda: Path("failback.yaml").absolute())
     _text: str = PrivateAttr(default="")
+    _warnings: list[ConfigWarning] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -167,6 +169,11 @@ class Topology(ConfigModel):
     def text(self) -> str:
         """The file's raw text, as loaded (may contain inline secrets: do not print it)."""
         return self._text
+
+    @property
+    def warnings(self) -> list[ConfigWarning]:
+        """What the loader found safe enough to accept but worth a person's attention."""
+        return list(self._warnings)
 
     @property
     def config_dir(self) -> Path:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from failback.config.common import ConfigModel, NonEmptyStr, StrictInt
+from failback.config.common import MAX_THRESHOLD, ConfigModel, NonEmptyStr, StrictInt
 from failback.config.durations import Duration, PositiveDuration, parse_duration
 from failback.config.traffic import TrafficGate
 
@@ -46,7 +46,7 @@ class Detection(ConfigModel):
     timeout: PositiveDuration = Field(
         parse_duration("1s"), description="An observation taking longer counts as failed."
     )
-    failure_threshold: Annotated[StrictInt, Field(ge=1)] = Field(
+    failure_threshold: Annotated[StrictInt, Field(ge=1, le=MAX_THRESHOLD)] = Field(
         3, description="Consecutive failed observations before a component is declared failed."
     )
 
@@ -153,7 +153,7 @@ class Policy(ConfigModel):
         parse_duration("30m"),
         description="Minimum time between two automatic failbacks of the service (anti-flap).",
     )
-    max_failbacks_per_day: Annotated[StrictInt, Field(ge=0)] = Field(
+    max_failbacks_per_day: Annotated[StrictInt, Field(ge=0, le=1000)] = Field(
         3, description="Automatic failbacks allowed in 24 hours; then a person must act."
     )
     detection: Detection = Field(

@@ -14,11 +14,11 @@ from typing import Any
 
 from failback.config.common import valid_name
 from failback.config.drivers import CommandComponent, HaproxyComponent, PostgresComponent
-from failback.config.errors import Problem
+from failback.config.errors import ConfigWarning, Problem
 from failback.config.models import Service
 from failback.config.yaml_source import KeyPath, YamlDocument, dotted
 
-__all__ = ["Reporter", "check_raw", "check_service"]
+__all__ = ["MUTATING_COMMAND_ACTIONS", "Reporter", "check_raw", "check_service", "warn_service"]
 
 
 class Reporter:
@@ -28,10 +28,17 @@ class Reporter:
         self.file = file
         self.doc = doc
         self.problems: list[Problem] = []
+        self.warnings: list[ConfigWarning] = []
 
     def add(self, path: KeyPath, message: str, hint: str | None = None) -> None:
         self.problems.append(
             Problem(self.file, self.doc.line_of(path), dotted(path), message, hint)
+        )
+
+    def warn(self, path: KeyPath, message: str, hint: str | None = None, **about: str) -> None:
+        """A warning: the file stays valid (``about``: service, component, site, action)."""
+        self.warnings.append(
+            ConfigWarning(self.file, self.doc.line_of(path), dotted(path), message, hint, **about)
         )
 
     def line(self, path: KeyPath) -> int | str:
@@ -299,3 +306,33 @@ def _check_policy(base: KeyPath, service: Service, report: Reporter) -> None:
             "automatic failback with max_failbacks_per_day: 0 can never fail back",
             "allow at least 1, or set failback: manual",
         )
+
+
+MUTATING_COMMAND_ACTIONS = ("promote", "demote", "fence", "unfence", "sync")
+"""Command actions that change something (``observe`` and ``verify`` only look)."""
+
+
+def warn_service(name: str, service: Service, report: Reporter) -> None:
+    """Warnings about a valid service: what works, but cannot be made safe after a crash.
+
+    A mutating command without ``check:`` is one: when the runner dies while it runs,
+    nothing can tell on resume whether it took effect; running it again could apply the
+    effect twice, skipping it could leave it undone, so the run waits for a person.
+    """
+    for comp_name, component in service.components.items():
+        if not isinstance(component, CommandComponent):
+            continue
+        for site, settings in component.sites.items():
+            for action, configured in settings.actions.items():
+                if action not in MUTATING_COMMAND_ACTIONS or configured.check:
+                    continue
+                report.warn(
+                    ("services", name, "components", comp_name, "sites", site, action),
+                    f"{action} has no check: if failback dies while it runs, resume cannot "
+                    "tell whether it took effect and waits for a person",
+                    f"add check: a command that exits 0 once the {action} is in place",
+                    service=name,
+                    component=comp_name,
+                    site=site,
+                    action=action,
+                )

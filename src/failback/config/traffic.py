@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from failback.config.common import ConfigModel, NonEmptyStr, StrictInt
+from failback.config.durations import PositiveDuration, parse_duration
 
 __all__ = ["PrometheusGate", "TrafficGate"]
 
@@ -22,9 +23,15 @@ class PrometheusGate(ConfigModel):
 
     url: NonEmptyStr = Field(description="Prometheus base URL, e.g. http://prometheus:9090.")
     query: NonEmptyStr = Field(description="PromQL; its first sample's value is judged.")
-    max: float | None = Field(None, description="Fail when the value is above this.")
-    min: float | None = Field(None, description="Fail when the value is below this.")
-    timeout: Annotated[float, Field(gt=0)] = Field(5.0, description="Seconds for the query.")
+    max: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        None, description="Fail when the value is above this."
+    )
+    min: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        None, description="Fail when the value is below this."
+    )
+    timeout: PositiveDuration = Field(
+        parse_duration("5s"), description="How long the query may take."
+    )
 
 
 class TrafficGate(ConfigModel):
@@ -33,10 +40,10 @@ class TrafficGate(ConfigModel):
     max_error_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.01, description="Highest share of 5xx responses at the primary site during a bake."
     )
-    max_response_ms: Annotated[StrictInt, Field(ge=1)] = Field(
+    max_response_ms: Annotated[StrictInt, Field(ge=1, le=3_600_000)] = Field(
         1000, description="Highest average response time (HAProxy's rtime) in ms."
     )
-    min_requests: Annotated[StrictInt, Field(ge=0)] = Field(
+    min_requests: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)] = Field(
         0,
         description="Responses needed before the error ratio is judged (health checks are "
         "judged whatever the traffic).",

@@ -9,7 +9,6 @@ opens a socket itself (a unix socket to a server, not a process or a file).
 from __future__ import annotations
 
 import errno
-import re
 import socket
 
 from failback.drivers.haproxy.errors import (
@@ -27,20 +26,18 @@ from failback.drivers.haproxy.models import (
     server_state_from_rows,
     server_stats_from_row,
 )
+from failback.drivers.haproxy.names import NAME_RULE, name_problem
 
-# HAProxy names may hold letters, digits, '-', '_', '.' and ':'. Checking this
-# keeps a name from smuggling a second command (the CLI splits on ';').
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _STATES: tuple[AdminState, ...] = ("ready", "drain", "maint")
 _SOCKET_HINT = "check the 'stats socket ... level admin' line of haproxy.cfg and that haproxy runs"
 
 
 def _check_name(kind: str, name: str) -> None:
-    if not _NAME.match(name):
-        raise HaproxyError(
-            f"invalid HAProxy {kind} name {name!r}",
-            hint="names may only hold letters, digits, '-', '_', '.' and ':'",
-        )
+    # the topology loader checks the same rule; checked again here because a name
+    # that reached the socket unchecked could smuggle a second command
+    problem = name_problem(kind, name)
+    if problem is not None:
+        raise HaproxyError(problem, hint=NAME_RULE)
 
 
 class HaproxyRuntime:

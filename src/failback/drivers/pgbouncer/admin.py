@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from failback.drivers.pgbouncer.names import console_name
 from failback.errors import FailbackError, StepFailed
 from failback.hosts import Host
 
@@ -153,6 +154,8 @@ class Pgbouncer:
 
 
 def _ident(name: str) -> str:
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise PgbouncerError(f"unusable database name for the admin console: {name!r}")
-    return name
+    """The database name as an admin-console argument: checked, double-quoted."""
+    try:
+        return console_name(name)
+    except ValueError as exc:
+        raise PgbouncerError(str(exc), hint="fix databases of the pgbouncer component") from None

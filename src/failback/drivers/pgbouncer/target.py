@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.drivers.pgbouncer.admin import Pgbouncer
+from failback.drivers.pgbouncer.admin import Pgbouncer, PgbouncerError
+from failback.drivers.pgbouncer.names import (
+    DATABASE_RULE,
+    HOST_RULE,
+    database_problem,
+    host_problem,
+)
 
 
 def pgbouncer_of(component: Any) -> Pgbouncer:
@@ -18,9 +24,21 @@ def pgbouncer_of(component: Any) -> Pgbouncer:
 
 
 def database_lines(component: Any, site: str) -> dict[str, str]:
-    """``name = host=H port=P dbname=D`` for every pooled database, aimed at ``site``."""
+    """``name = host=H port=P dbname=D`` for every pooled database, aimed at ``site``.
+
+    Every value is checked against the rules the topology loader applies (names.py):
+    an unchecked space, ``=`` or new line would add keys or lines to the file.
+    """
     where = component.sites[site]
-    return {
-        name: f"host={where.host} port={where.port} dbname={where.dbname or name}"
-        for name in component.options.databases
-    }
+    lines: dict[str, str] = {}
+    for name in component.options.databases:
+        dbname = where.dbname or name
+        for problem, rule in (
+            (database_problem(name), DATABASE_RULE),
+            (database_problem(dbname), DATABASE_RULE),
+            (host_problem(str(where.host)), HOST_RULE),
+        ):
+            if problem is not None:
+                raise PgbouncerError(f"{site}: {problem}", hint=f"use {rule}")
+        lines[name] = f"host={where.host} port={int(where.port)} dbname={dbname}"
+    return lines

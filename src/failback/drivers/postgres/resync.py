@@ -5,6 +5,9 @@ a diverged node is rewound (fast: only changed blocks); a node that cannot be
 rewound (no checksums and wal_log_hints off, split brain on one timeline, a
 failed pg_rewind, a lost data directory) is re-cloned. A re-clone never deletes
 the old data directory: it is moved aside as ``<pgdata>.failback-old-<time>``.
+And it moves aside nothing else: a non-empty directory at ``pgdata`` that is not
+a data directory of this cluster (a mistyped path, a volume holding other files,
+another cluster) is refused, never renamed (``pgdata_contents``).
 """
 
 from __future__ import annotations
@@ -12,14 +15,20 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from failback.drivers.postgres.conn import query_one
 from failback.drivers.postgres.divergence import (
     Divergence,
     check_divergence,
     require_same_system,
 )
-from failback.drivers.postgres.errors import PgCommandFailed, PgRewindFailed, PgStateError
+from failback.drivers.postgres.errors import (
+    PgCommandFailed,
+    PgError,
+    PgRewindFailed,
+    PgStateError,
+)
 from failback.drivers.postgres.node import PgNode
 from failback.drivers.postgres.process import (
     CLEAN_STATES,
@@ -34,7 +43,93 @@ from failback.drivers.postgres.process import (
     wait_stale_postmaster,
 )
 from failback.drivers.postgres.replication import configure_standby
+from failback.errors import SafetyRefusal
 from failback.hosts.base import Host
+
+
+class PgdataNotOurs(PgError, SafetyRefusal):
+    """What is at a node's pgdata is not a data directory of this cluster: left alone."""
+
+
+PgdataContents = Literal["absent", "empty", "this-cluster", "partial-clone"]
+
+
+def clone_marker(node: PgNode) -> str:
+    """The file that says "pgdata holds a copy in progress" while pg_basebackup runs.
+
+    Beside pgdata, not in it (pg_basebackup wants an empty directory). When the runner
+    dies during a copy, the marker is what lets the next re-clone recognise the partial
+    copy as its own, although it has no PG_VERSION or pg_control yet.
+    """
+    return f"{node.pgdata.rstrip('/')}.failback-cloning"
+
+
+def pgdata_contents(host: Host, node: PgNode, source: PgNode) -> PgdataContents:
+    """What a re-clone of ``node`` from ``source`` would find at its pgdata.
+
+    * ``absent``, ``empty``: nothing to move aside;
+    * ``this-cluster``: a data directory whose system identifier is the source's
+      (its pg_control says so): moved aside, kept;
+    * ``partial-clone``: our own copy interrupted (the clone marker is there and
+      pg_control is not readable yet): moved aside, kept.
+
+    Anything else raises ``PgdataNotOurs`` and nothing is touched: a file, a non-empty
+    directory without PG_VERSION (e.g. ``/var/lib/important``), another cluster's data,
+    a data directory whose pg_control cannot be read. Reads only.
+    """
+    pgdata = node.pgdata
+    if not host.exists(pgdata):
+        return "absent"
+    hint = (
+        f"check pgdata of {node.site} in the topology file; if what is there may go, "
+        "move it away yourself, then `failback resume`"
+    )
+    try:
+        names = host.list_dir(pgdata)
+    except NotADirectoryError:
+        raise PgdataNotOurs(
+            f"{node.site}: {pgdata} is a file, not a data directory; a re-clone will not "
+            "move it aside",
+            hint=hint,
+        ) from None
+    if not names:
+        return "empty"
+    partial = host.exists(clone_marker(node))
+    if "PG_VERSION" not in names:
+        if partial:
+            return "partial-clone"
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise PgdataNotOurs(
+            f"{node.site}: {pgdata} is not empty ({shown}) and is not a PostgreSQL data "
+            "directory (no PG_VERSION); a re-clone will not move it aside",
+            hint=hint,
+        )
+    result = run_pg(host, node, [node.bin("pg_controldata"), "-D", pgdata], timeout=30, check=False)
+    system = _system_identifier(result.stdout) if result.ok else None
+    if system is None:
+        if partial:
+            return "partial-clone"
+        raise PgdataNotOurs(
+            f"{node.site}: {pgdata} has PG_VERSION but pg_controldata cannot read it "
+            f"({result.tail() or 'no system identifier'}); a re-clone will not move it aside",
+            hint=hint,
+        )
+    (wanted,) = query_one(source, "SELECT system_identifier FROM pg_control_system()")
+    if system != int(wanted):
+        raise PgdataNotOurs(
+            f"{node.site}: {pgdata} holds another cluster (system identifier {system}, "
+            f"{source.site} has {wanted}); a re-clone will not move it aside",
+            hint=hint,
+        )
+    return "this-cluster"
+
+
+def _system_identifier(controldata_output: str) -> int | None:
+    for line in controldata_output.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "Database system identifier" and value.strip().isdigit():
+            return int(value.strip())
+    return None
 
 
 @dataclass
@@ -178,19 +273,25 @@ def reclone(host: Host, node: PgNode, source: PgNode, *, timeout: float = 3600.0
 
     The old data directory is moved aside to ``<pgdata>.failback-old-<time>``, never
     deleted: it may hold the only copy of writes a split brain diverged. If the copy
-    fails, the partial copy is moved aside and the old directory put back.
+    fails, the partial copy is moved aside and the old directory put back. A copy
+    interrupted by the runner's death is moved aside as ``.failback-partial-<time>``
+    by the next re-clone. Anything else at pgdata is refused (``pgdata_contents``).
     """
     started = time.monotonic()
     _stop_if_running(host, node, min(timeout, 300.0))
     moved_to: str | None = None
-    if host.exists(node.pgdata) and host.list_dir(node.pgdata):
-        moved_to = f"{node.pgdata}.failback-old-{time.strftime('%Y%m%dT%H%M%S')}"
-        suffix = 1
-        while host.exists(moved_to):
-            moved_to = f"{node.pgdata}.failback-old-{time.strftime('%Y%m%dT%H%M%S')}-{suffix}"
-            suffix += 1
+    contents = pgdata_contents(host, node, source)
+    if contents == "this-cluster":
+        moved_to = _aside(host, node, "old")
         host.rename(node.pgdata, moved_to)
+    elif contents == "partial-clone":
+        host.rename(node.pgdata, _aside(host, node, "partial"))
     host.make_dirs(node.pgdata, owner=node.os_user, mode=0o700)
+    host.write_text(
+        clone_marker(node),
+        f"pg_basebackup from {source.site} into {node.pgdata}, started "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n",
+    )
     conninfo = source.replication_conninfo(application_name=f"{node.site}-clone")
     secret = source.replication_secret
     env = {"PGPASSWORD": secret} if secret else {}
@@ -212,10 +313,10 @@ def reclone(host: Host, node: PgNode, source: PgNode, *, timeout: float = 3600.0
         check=False,
     )
     if not result.ok:
-        partial = f"{node.pgdata}.failback-partial-{time.strftime('%Y%m%dT%H%M%S')}"
-        host.rename(node.pgdata, partial)
+        host.rename(node.pgdata, _aside(host, node, "partial"))
         if moved_to is not None:
             host.rename(moved_to, node.pgdata)
+        host.remove(clone_marker(node))
         raise PgCommandFailed(
             f"{node.site}: pg_basebackup from {source.site} failed: {result.tail()}",
             hint=(
@@ -223,10 +324,20 @@ def reclone(host: Host, node: PgNode, source: PgNode, *, timeout: float = 3600.0
                 f"entry on {source.site}; the old data directory was put back"
             ),
         )
+    host.remove(clone_marker(node))
     host.make_dirs(node.pgdata, owner=node.os_user, mode=0o700)
     _drop_copied_log(host, node)
     configure_standby(host, node, source)
     return RecloneResult(time.monotonic() - started, moved_to)
+
+
+def _aside(host: Host, node: PgNode, what: str) -> str:
+    """A free ``<pgdata>.failback-<what>-<time>[-n]`` beside pgdata."""
+    base = f"{node.pgdata.rstrip('/')}.failback-{what}-{time.strftime('%Y%m%dT%H%M%S')}"
+    path, suffix = base, 1
+    while host.exists(path):
+        path, suffix = f"{base}-{suffix}", suffix + 1
+    return path
 
 
 def resync(
