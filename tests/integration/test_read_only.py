@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -102,7 +101,7 @@ def test_status_read_spanning_a_run_never_reverts_the_active_site(lab: Lab) -> N
         assert switched.returncode == 0, switched.stdout + switched.stderr
         assert switched.json()["status"] == "succeeded"
         assert reader.poll() is None, "the read ended before the run: no race exercised"
-        out, err = reader.communicate(timeout=60)
+        _out, err = reader.communicate(timeout=60)
         assert reader.returncode == 0, err
     finally:
         if reader.poll() is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from failback.config.semantics import MUTATING_COMMAND_ACTIONS
 from failback.drivers.command.runner import (
     CommandInvocation,
     configured_action,
@@ -41,6 +42,10 @@ class CommandStep(Action):
                 hint="the topology file changed since the plan was made",
             )
         self.has_undo = bool(self.configured.undo)
+        # a command that only looks (verify) may simply run again after a crash
+        self.can_check = (
+            bool(self.configured.check) or self.action_name not in MUTATING_COMMAND_ACTIONS
+        )
 
     def _invocation(self, action: str) -> CommandInvocation:
         return CommandInvocation(
