@@ -88,10 +88,23 @@ def wait_run(client: httpx.Client, run_id: int, until: tuple[str, ...] = ENDED) 
         time.sleep(0.2)
 
 
+def fresh_status(client: httpx.Client) -> dict[str, Any]:
+    """GET /api/v1/status until it serves an observation that began after this call (the
+    API serves a shared observation up to a second old); bounded."""
+    since = time.time()
+    deadline = time.monotonic() + 60
+    while True:
+        response = client.get("/api/v1/status")
+        assert response.status_code == 200, response.text
+        if response.json()["observed_at"] >= since:
+            return dict(response.json())
+        assert time.monotonic() < deadline, "no new observation"
+        time.sleep(0.1)
+
+
 def service_doc(client: httpx.Client) -> dict[str, Any]:
-    response = client.get("/api/v1/status")
-    assert response.status_code == 200, response.text
-    (doc,) = [s for s in response.json()["services"] if s["service"] == SERVICE]
+    """The service's status, observed after everything the test did so far."""
+    (doc,) = [s for s in fresh_status(client)["services"] if s["service"] == SERVICE]
     return dict(doc)
 
 
@@ -412,7 +425,7 @@ def test_metrics_parse_and_carry_every_family(lab: Lab, client: httpx.Client) ->
         journal.save_health(SERVICE, {"db@dc1": {"site": "dc1", "history": history}})
     finally:
         journal.close()
-    client.get("/api/v1/status")  # a fresh observation, shared with /metrics
+    fresh_status(client)  # an observation that saw the record, shared with /metrics
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

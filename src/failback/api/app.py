@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from failback import __version__
 from failback.api import errors, metrics, routes_read, routes_write, sse
+from failback.api.guard import GuardMiddleware
 from failback.api.redact import RedactMiddleware
 from failback.api.settings import ApiSettings
 from failback.api.state import AppState
@@ -25,9 +26,10 @@ DESCRIPTION = """\
 The HTTP interface of **failback**: read where each service runs and how its runs went;
 start a failover or a failback, approve a gate, abort or resume a run.
 
-Read endpoints need nothing. Endpoints that change things need
-`Authorization: Bearer TOKEN` (`$FAILBACK_API_TOKEN` or the topology's `api.token_file`).
-Errors are JSON `{error, hint, kind}`. See docs/api.md.
+Read endpoints need nothing (with the token, run reports and events also show command
+lines and outputs). Endpoints that change things need `Authorization: Bearer TOKEN`
+(`$FAILBACK_API_TOKEN` or the topology's `api.token_file`). Request bodies are at most
+64 KiB. Errors are JSON `{error, hint, kind}`. See docs/api.md.
 """
 
 
@@ -61,4 +63,6 @@ def create_app(settings: ApiSettings, *, host: Host | None = None) -> FastAPI:
         return HTMLResponse(page.read_text(encoding="utf-8"))
 
     app.add_middleware(RedactMiddleware, redactor=state.redactor)
+    # outermost: refuses an anonymous change or an oversized body before it is read
+    app.add_middleware(GuardMiddleware, token=settings.token)
     return app

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,11 +30,12 @@ RUNS_SCANNED = 100_000
 class FailbackCollector:
     """Every failback metric, computed on each scrape."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, status: dict[str, Any]) -> None:
         self.state = state
+        self.status = status
 
     def collect(self) -> Iterator[Metric]:
-        status = self.state.status.get(max_age=1.0)
+        status = self.status
         yield from _component_metrics(status["services"])
         yield from _service_metrics(status["services"])
         with self.state.journal() as journal:
@@ -157,8 +159,17 @@ def _last(journal: Any, runs: list[Any], kind: str, name: str) -> float | None:
     return None
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(request: Request) -> Response:
+def _exposition(state: AppState, status: dict[str, Any]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FailbackCollector(app_state(request)))  # type: ignore[arg-type]
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    registry.register(FailbackCollector(state, status))  # type: ignore[arg-type]
+    return bytes(generate_latest(registry))
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """The status is awaited from the shared cache without holding a worker thread; the
+    journal is read in one."""
+    state = app_state(request)
+    status = await state.status.aget()
+    body = await anyio.to_thread.run_sync(_exposition, state, status)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,7 +1,10 @@
 """Read endpoints under /api/v1: status, topology, runs, events. No token needed.
 
-They observe (read-only) and read the journal; nothing here changes anything except
-what ``failback status`` itself records (the active primary's last seen position).
+They observe (read-only) and read the journal; nothing here changes anything.
+Status comes from the shared cache (at most a second old, one observation at a time;
+see ``StatusCache``) and is awaited without holding a worker thread. Command lines
+and outputs (in run reports and events) are shown only to a caller that sent the
+token; others get those records without them.
 """
 
 from __future__ import annotations
@@ -11,8 +14,16 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from failback import __version__
+from failback.api.auth import authenticated
 from failback.api.state import app_state
-from failback.api.views import run_document, runs_list, topology_document
+from failback.api.views import (
+    event_for,
+    report_for,
+    run_document,
+    run_for,
+    runs_list,
+    topology_document,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
@@ -29,17 +40,17 @@ def health(request: Request) -> dict[str, Any]:
 
 
 @router.get("/status", summary="Every service: active site, components, lag, traffic, run")
-def status(request: Request) -> dict[str, Any]:
-    """Observed now: each component's role, health and lag, the router's traffic split,
-    the run holding the service, and the automatic-failback switch."""
-    return app_state(request).status.get(max_age=0.0)
+async def status(request: Request) -> dict[str, Any]:
+    """Observed at most a second ago: each component's role, health and lag, the router's
+    traffic split, the run holding the service, and the automatic-failback switch."""
+    return await app_state(request).status.aget()
 
 
-@router.get("/services/{service}", summary="One service's status, observed now")
-def service_status(service: str, request: Request) -> dict[str, Any]:
+@router.get("/services/{service}", summary="One service's status, observed at most 1 s ago")
+async def service_status(service: str, request: Request) -> dict[str, Any]:
     state = app_state(request)
     state.require_service(service)
-    doc = state.status.get(max_age=0.0)
+    doc = await state.status.aget()
     return next(s for s in doc["services"] if s["service"] == service)
 
 
@@ -66,7 +77,7 @@ def run(run_id: int, request: Request) -> dict[str, Any]:
     state = app_state(request)
     with state.journal() as journal:
         record = state.require_run(journal, run_id)
-        return run_document(journal, record)
+        return run_for(run_document(journal, record), authenticated(request))
 
 
 @router.get("/runs/{run_id}/report", summary="One run's report (what was measured)")
@@ -74,7 +85,7 @@ def run_report(run_id: int, request: Request) -> dict[str, Any]:
     state = app_state(request)
     with state.journal() as journal:
         record = state.require_run(journal, run_id)
-        return dict(run_document(journal, record)["report"])
+        return report_for(run_document(journal, record)["report"], authenticated(request))
 
 
 @router.get("/runs/{run_id}/events", summary="One run's events, oldest first")
@@ -84,7 +95,8 @@ def run_events(
     state = app_state(request)
     with state.journal() as journal:
         state.require_run(journal, run_id)
-        return {"events": journal.events(run_id=run_id, limit=limit)}
+        rows = journal.events(run_id=run_id, limit=limit)
+    return {"events": [event_for(e, authenticated(request)) for e in rows]}
 
 
 @router.get("/events", summary="Recent events of every run and service, oldest first")
@@ -96,4 +108,4 @@ def events(
     state = app_state(request)
     with state.journal() as journal:
         rows = journal.events(limit=limit)
-    return {"events": [e for e in rows if e["id"] > after]}
+    return {"events": [event_for(e, authenticated(request)) for e in rows if e["id"] > after]}

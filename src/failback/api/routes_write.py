@@ -52,7 +52,9 @@ class FailbackRequest(BaseModel):
     """Options of `failback failback`."""
 
     approval: bool | None = Field(
-        None, description="true: add an approval gate before the switchover whatever the policy"
+        None,
+        description="true: add an approval gate before the switchover whatever the policy;"
+        " false or null: the policy decides (a gate it requires cannot be removed)",
     )
 
 

@@ -12,10 +12,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failback.config.api import DEFAULT_LISTEN, parse_listen
+from failback.config.api import DEFAULT_LISTEN, MIN_TOKEN_LENGTH, parse_listen
 from failback.errors import UsageError
 
 TOKEN_ENV = "FAILBACK_API_TOKEN"
+
+
+def check_token(token: str, source: str) -> str:
+    """``token`` when it is long enough; UsageError (exit 2, one line) when it is not.
+
+    The message says how long it is, never what it is.
+    """
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise UsageError(
+            f"the API token ({source}) is {len(token)} characters long: it must have at"
+            f" least {MIN_TOKEN_LENGTH}",
+            hint="generate one with: head -c 24 /dev/urandom | base64",
+        )
+    return token
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,9 @@ def resolve_settings(
     """Command-line options first, then the topology's ``api:`` section, then defaults.
 
     The token comes from ``$FAILBACK_API_TOKEN``, else from ``api.token_file``; with
-    neither, the API is read-only (every mutating request is refused).
+    neither, the API is read-only (every mutating request is refused). A token shorter
+    than ``MIN_TOKEN_LENGTH`` is refused here, before anything listens (``failback
+    serve`` and ``failback monitor --listen`` both resolve their settings here).
     """
     env = os.environ if environ is None else environ
     section = getattr(topology, "api", None)
@@ -99,6 +115,8 @@ def resolve_settings(
     if token is None and section is not None and section.token_file is not None:
         token = read_token_file(section.token_file)
         source = f"file {section.token_file}"
+    if token is not None:
+        check_token(token, source)
     return ApiSettings(
         topology=topology,
         state_dir=Path(state_dir or topology.state_dir),

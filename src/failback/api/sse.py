@@ -5,7 +5,9 @@ to it too, so the stream polls it rather than relying on in-process notification
 every half second it sends new journal events (``event: journal``) and runs whose
 row changed (``event: run``, the same document as /api/v1/runs/{id}); about every
 second it sends the status (``event: status``) when anything but timestamps changed.
-Every payload passes through the redactor.
+Every payload passes through the redactor, and command lines and outputs are left out
+unless the client sent the token (see failback.api.views.run_for). The status comes
+from the shared cache, awaited without holding a worker thread.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from failback.api.auth import authenticated
 from failback.api.state import AppState, app_state
-from failback.api.views import run_document
+from failback.api.views import event_for, run_document, run_for
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
@@ -50,8 +53,9 @@ def _without_timestamps(value: Any) -> Any:
 class _Cursor:
     """What one client has already been sent."""
 
-    def __init__(self, after: int | None) -> None:
+    def __init__(self, after: int | None, authenticated: bool) -> None:
         self.after = after
+        self.authenticated = authenticated
         self.run_marks: dict[int, float] = {}
         self.status_key: str | None = None
 
@@ -64,17 +68,19 @@ def _poll_journal(state: AppState, cursor: _Cursor) -> list[str]:
             cursor.after = rows[-1]["id"] if rows else 0
         for event in rows:
             if event["id"] > cursor.after:
-                frames.append(_frame(state, "journal", event, event["id"]))
+                frames.append(
+                    _frame(state, "journal", event_for(event, cursor.authenticated), event["id"])
+                )
                 cursor.after = event["id"]
         for run in journal.list_runs(limit=10):
             if cursor.run_marks.get(run.id) != run.updated_at:
                 cursor.run_marks[run.id] = run.updated_at
-                frames.append(_frame(state, "run", run_document(journal, run)))
+                doc = run_for(run_document(journal, run), cursor.authenticated)
+                frames.append(_frame(state, "run", doc))
     return frames
 
 
-def _poll_status(state: AppState, cursor: _Cursor) -> list[str]:
-    doc = state.status.get(max_age=1.0)
+def _status_frames(state: AppState, cursor: _Cursor, doc: dict[str, Any]) -> list[str]:
     key = json.dumps(_without_timestamps(doc), sort_keys=True, default=str)
     if key == cursor.status_key:
         return []
@@ -94,7 +100,7 @@ async def stream(
     last_event_id: int | None = Header(None, description="set by browsers on reconnection"),
 ) -> StreamingResponse:
     state = app_state(request)
-    cursor = _Cursor(last_event_id if last_event_id is not None else after)
+    cursor = _Cursor(last_event_id if last_event_id is not None else after, authenticated(request))
 
     async def frames() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
@@ -103,7 +109,7 @@ async def stream(
             for frame in await anyio.to_thread.run_sync(_poll_journal, state, cursor):
                 yield frame
             if tick % STATUS_EVERY == 0:
-                for frame in await anyio.to_thread.run_sync(_poll_status, state, cursor):
+                for frame in _status_frames(state, cursor, await state.status.aget()):
                     yield frame
             if tick % KEEPALIVE_EVERY == KEEPALIVE_EVERY - 1:
                 yield ": keepalive\n\n"

@@ -7,9 +7,11 @@ endpoints in a pool of threads, so every request opens its own short-lived
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,27 +26,65 @@ from failback.engine.journal import Journal, RunRecord
 from failback.errors import StateError
 from failback.hosts import Host, LocalHost
 
+MAX_RUN_ID = 2**63 - 1
+MAX_AGE_S = 1.0
+"""How old a served observation may be (from the moment it started)."""
+
 
 class StatusCache:
-    """Observations shared by the dashboards, the event streams and /metrics.
+    """Observations shared by /status, the dashboards, the event streams and /metrics.
 
-    Observing a service talks to every database and router; several viewers asking
-    within ``max_age`` seconds get the same observation instead of one each.
+    Observing a service talks to every database and router, and can take seconds when
+    one of them does not answer. So at most one observation is in progress at a time
+    (single flight, in a thread of its own): a reader gets the cached document when it
+    is at most ``max_age`` seconds old, else it joins the observation in progress
+    (starting one when none is). Readers wait in the event loop (``aget``), without
+    holding a worker thread, so any number of status requests never starve the threads that
+    health, approve and abort run in; ``_lock`` guards only these fields, is never
+    held while observing, and no mutating route takes it.
     """
 
-    def __init__(self, state: AppState) -> None:
-        self._state = state
+    def __init__(self, observe: Callable[[], dict[str, Any]]) -> None:
+        self._observe = observe
         self._lock = threading.Lock()
         self._doc: dict[str, Any] | None = None
         self._at = 0.0
+        self._flight: Future[dict[str, Any]] | None = None
 
-    def get(self, max_age: float = 0.0) -> dict[str, Any]:
+    def _claim(self, max_age: float) -> dict[str, Any] | Future[dict[str, Any]]:
+        """The fresh cached document, or the observation in progress to wait for."""
         with self._lock:
             if self._doc is not None and time.monotonic() - self._at <= max_age:
                 return self._doc
-            self._doc = self._state.observe_all()
-            self._at = time.monotonic()
-            return self._doc
+            if self._flight is None:
+                flight: Future[dict[str, Any]] = Future()
+                flight.set_running_or_notify_cancel()  # a waiter's cancel cannot cancel it
+                self._flight = flight
+                threading.Thread(
+                    target=self._refresh, args=(flight,), name="failback-status", daemon=True
+                ).start()
+            return self._flight
+
+    def _refresh(self, flight: Future[dict[str, Any]]) -> None:
+        started = time.monotonic()
+        try:
+            doc = self._observe()
+        except BaseException as exc:  # every waiter gets it; the next reader tries again
+            with self._lock:
+                self._flight = None
+            flight.set_exception(exc)
+            return
+        with self._lock:
+            self._doc, self._at, self._flight = doc, started, None
+        flight.set_result(doc)
+
+    async def aget(self, max_age: float = MAX_AGE_S) -> dict[str, Any]:
+        """The cached document, or the one of the observation in progress, awaited in the
+        event loop: no worker thread is held while waiting."""
+        got = self._claim(max_age)
+        if isinstance(got, Future):
+            return await asyncio.shield(asyncio.wrap_future(got))
+        return got
 
 
 class AppState:
@@ -55,7 +95,7 @@ class AppState:
         self.topology = settings.topology
         self.host: Host = host or LocalHost()
         self.launcher = RunLauncher(settings.state_dir, self.host)
-        self.status = StatusCache(self)
+        self.status = StatusCache(self.observe_all)
         self.redactor = Redactor.for_topology(settings.topology, settings.token)
 
     @contextmanager
@@ -74,23 +114,31 @@ class AppState:
         return self.topology.services[name]
 
     def require_run(self, journal: Journal, run_id: int) -> RunRecord:
-        """The run ``run_id``, or 404 with the journal's hint."""
+        """The run ``run_id``, or 404 (also for ids no run can have: SQLite integers
+        are 64-bit, and a larger one would be an OverflowError, a 500)."""
+        if not 1 <= run_id <= MAX_RUN_ID:
+            raise ApiError(404, f"no run {run_id}", hint="GET /api/v1/runs lists the runs")
         try:
             return journal.get_run(run_id)
-        except StateError as exc:
-            raise ApiError(404, exc.message, hint=exc.hint) from None
+        except StateError as exc:  # its message names the state directory: not for clients
+            raise ApiError(404, f"no run {run_id}", hint=exc.hint) from None
 
     def observe_all(self) -> dict[str, Any]:
-        """Every service's status (see failback.engine.status), observed now."""
+        """Every service's status (see failback.engine.status), observed now.
+
+        ``observed_at`` is when the observation began: everything that happened before
+        it is in the document (a client waiting for a change can rely on that).
+        """
         from failback.engine.status import service_status
 
+        started = time.time()
         with self.journal() as journal:
             executor = Executor(journal, host=self.host)
             services = [
                 service_status(self.host, self.topology, name, journal, executor)
                 for name in self.topology.services
             ]
-        return {"services": services, "observed_at": time.time()}
+        return {"services": services, "observed_at": started}
 
 
 def app_state(request: Request) -> AppState:

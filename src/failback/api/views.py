@@ -15,6 +15,43 @@ from failback.report.build import build_report
 from failback.report.summary import run_summary
 
 _PUBLIC_PARAMS = ("question", "window_s", "use")
+COMMAND_DETAILS = frozenset({"command", "stdout", "stderr"})
+"""Keys of a command's record (failback.drivers.command.runner.result_output) that only
+an authenticated caller sees: a command line or its output may carry anything."""
+
+
+def without_command_details(value: Any) -> Any:
+    """``value`` with every ``command``/``stdout``/``stderr`` key removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_command_details(v) for k, v in value.items() if k not in COMMAND_DETAILS}
+    if isinstance(value, list):
+        return [without_command_details(v) for v in value]
+    return value
+
+
+def report_for(report: dict[str, Any], authenticated: bool) -> dict[str, Any]:
+    """A run's report for this caller: step outputs keep their command lines and
+    outputs only for an authenticated one."""
+    if authenticated:
+        return report
+    steps = [
+        {**step, "output": without_command_details(step.get("output"))}
+        for step in report.get("steps", [])
+    ]
+    return {**report, "steps": steps}
+
+
+def run_for(doc: dict[str, Any], authenticated: bool) -> dict[str, Any]:
+    """A ``run_document`` for this caller (see ``report_for``)."""
+    return doc if authenticated else {**doc, "report": report_for(doc["report"], False)}
+
+
+def event_for(event: dict[str, Any], authenticated: bool) -> dict[str, Any]:
+    """A journal event for this caller: its data without command details, unless
+    authenticated (``command.output`` events carry a command's line and output)."""
+    if authenticated or not isinstance(event.get("data"), dict | list):
+        return event
+    return {**event, "data": without_command_details(event["data"])}
 
 
 def public_plan(plan: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +128,7 @@ def topology_document(topology: Any) -> dict[str, Any]:
             "policy": svc.policy.model_dump(mode="json"),
         }
     return {
-        "file": str(topology.path),
+        "file": topology.path.name,  # the name only: where it lives is no client's business
         "sites": {name: {"description": s.description} for name, s in topology.sites.items()},
         "services": services,
     }

@@ -14,9 +14,12 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from failback.config.common import ConfigModel
 
-__all__ = ["DEFAULT_LISTEN", "ApiConfig", "parse_listen"]
+__all__ = ["DEFAULT_LISTEN", "MIN_TOKEN_LENGTH", "ApiConfig", "parse_listen"]
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
+MIN_TOKEN_LENGTH = 16
+"""Shorter API tokens can be guessed; ``head -c 24 /dev/urandom | base64`` gives 32."""
+_TOKEN_READ_LIMIT = 4096
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -67,6 +70,26 @@ class ApiConfig(ConfigModel):
         context = info.context if isinstance(info.context, dict) else {}
         base = Path(context.get("config_dir") or Path.cwd())
         return Path(base, value.expanduser()).absolute()
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_long_enough(cls, value: Path | None) -> Path | None:
+        """A token file this user can read must hold a token of ``MIN_TOKEN_LENGTH``
+        characters at least (one it cannot read, or that is missing, is left to
+        ``failback serve``, which says why at start-up). The message never shows it."""
+        if value is None:
+            return None
+        try:
+            with open(value, "rb") as handle:
+                token = handle.read(_TOKEN_READ_LIMIT).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return value
+        if token and len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"the token in {value} is {len(token)} characters long: it must have at least"
+                f" {MIN_TOKEN_LENGTH} (generate one with: head -c 24 /dev/urandom | base64)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> ApiConfig:

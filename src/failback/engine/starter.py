@@ -30,7 +30,12 @@ def make_plan(
     stability_window_s: float | None = None,
     host: Host | None = None,
 ) -> Plan:
-    """Observe the service (read-only), then plan a run of ``kind``; changes nothing."""
+    """Observe the service (read-only), then plan a run of ``kind``; changes nothing.
+
+    ``approval=True`` adds an approval gate whatever the policy; ``False`` and ``None``
+    leave it to the policy. No caller (HTTP client, CLI, monitor) can remove a gate
+    the service's policy requires: that is the policy's decision, made in the topology.
+    """
     from failback.drivers.registry import observe_service
     from failback.plan.planners import plan_failback, plan_failover
 
@@ -42,7 +47,7 @@ def make_plan(
         )
     if kind == "failback":
         return plan_failback(
-            service, svc, state, approval=approval, stability_window_s=stability_window_s
+            service, svc, state, approval=approval or None, stability_window_s=stability_window_s
         )
     raise UsageError(f"unknown kind of run {kind!r}", hint=" or ".join(RUN_KINDS))
 
