@@ -306,7 +306,6 @@ def test_auto_failback_switch_is_journaled(lab: Lab, client: httpx.Client) -> No
 
 def test_failover_and_failback_through_the_api(lab: Lab, client: httpx.Client) -> None:
     # dc1 fails; the failover is started through the API and the status reflects it
-    service_doc(client)  # observe first: it records dc1's position (loss is then measured)
     lab_break(lab.dir, "dc1", "db")
     started = client.post("/api/v1/services/app/failover", headers=auth(), json={})
     assert started.status_code == 202, started.text

@@ -339,3 +339,41 @@ def test_resume_reload_refuses_a_file_the_remaining_steps_do_not_fit(tmp_path: P
     after = run_doc(config, run_id)
     assert after["status"] == saved["status"] == "failed"
     assert [s["status"] for s in after["steps"]] == [s["status"] for s in saved["steps"]]
+
+
+def test_api_resume_of_a_run_that_began_undoing_is_refused(tmp_path: Path) -> None:
+    """The HTTP API keeps the same rule as the CLI: 409 pointing at abort; abort finishes."""
+    import httpx
+
+    from failback.api import ApiServer, resolve_settings
+    from failback.config import load_topology
+
+    config = write_topology(tmp_path, undo_slow=1.0, fail_once="fence-app@dc2")
+    before = fail_over(config, tmp_path)
+    proc = subprocess.Popen(
+        failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for("undo of sync-app", lambda: "undo-start-sync-app@dc1" in effects(tmp_path))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = int(cli(config, "runs", "--json").json()["runs"][0]["id"])
+    token = "rollback-api-token-2f9c41"
+    settings = resolve_settings(
+        load_topology(config), listen="127.0.0.1:0", environ={"FAILBACK_API_TOKEN": token}
+    )
+    server = ApiServer(settings, log_level="warning").start()
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            refused = client.post(f"/api/v1/runs/{run_id}/resume", headers=headers)
+            assert refused.status_code == 409, refused.text
+            body = refused.json()
+            assert "rolling back" in body["error"] and "abort" in body["hint"]
+            aborted = client.post(f"/api/v1/runs/{run_id}/abort", headers=headers, json={})
+            assert aborted.status_code == 200, aborted.text
+            assert aborted.json()["status"] == "rolled-back"
+    finally:
+        server.stop()
+    assert net_state(effects(tmp_path)[before:]) == {}

@@ -16,8 +16,14 @@ from pydantic import BaseModel, Field
 from failback.api.auth import require_token
 from failback.api.errors import ApiError
 from failback.api.state import AppState, app_state
-from failback.engine.executor import TERMINAL_STATUSES, Executor, RunProcessLock
+from failback.engine.executor import (
+    TERMINAL_STATUSES,
+    Executor,
+    RunProcessLock,
+    refuse_forward,
+)
 from failback.engine.starter import create_run, make_plan
+from failback.errors import StateError
 
 router = APIRouter(prefix="/api/v1", tags=["change"], dependencies=[Depends(require_token)])
 
@@ -137,6 +143,12 @@ def resume(run_id: int, request: Request) -> dict[str, Any]:
             )
         if RunProcessLock(state.settings.state_dir, run_id).is_held_elsewhere():
             raise ApiError(409, f"run {run_id} is being executed right now", hint="wait for it")
+        try:
+            refuse_forward(run)  # it began undoing: only an abort finishes it
+        except StateError as exc:
+            raise ApiError(
+                409, exc.message, hint=f"POST /api/v1/runs/{run_id}/abort finishes the undo"
+            ) from exc
     return _started(state, run_id)
 
 
