@@ -1,9 +1,13 @@
 """The engine's durability promise, proven with the real CLI and SIGKILL.
 
-The service is driven by the ``command`` driver: every action appends one line to an
-effects file, so the test can count how many times each effect happened. Every
-action has a check command (grep for its line) which is what lets a resumed run
-skip an effect that happened before the crash.
+Needs no server (no ``integration`` marker): the service is driven by the ``command``
+driver, and every action appends one line to an effects file, so the test can count
+how many times each effect happened. Every action has a check command (grep for its
+line) which is what lets a resumed run skip an effect that happened before the crash.
+
+A kill meant to land *inside* a step holds that step: its command writes a start
+marker and waits for a release file the test never creates, so the kill lands there
+whatever the machine's load, and each test asserts where it landed.
 """
 
 from __future__ import annotations
@@ -23,14 +27,26 @@ SLOW = 0.4
 
 
 def write_topology(
-    tmp: Path, *, approval: str = "none", slow: float = SLOW, fail_action: str | None = None
+    tmp: Path,
+    *,
+    approval: str = "none",
+    slow: float = SLOW,
+    fail_action: str | None = None,
+    hold: str | None = None,
 ) -> Path:
+    """``hold`` names an action whose command writes ``start-ACTION@SITE`` and then
+    waits for ``tmp/release`` before its effect."""
     effects = tmp / "effects.log"
     effects.touch()
 
     def action(name: str, site: str, undo: bool = True) -> str:
         marker = f"{name}@{site}"
         cmd = f"sleep {slow}; echo {marker} >> {effects}"
+        if hold == marker:
+            cmd = (
+                f"echo start-{marker} >> {effects}; "
+                f"while [ ! -e {tmp}/release ]; do sleep 0.02; done; echo {marker} >> {effects}"
+            )
         if fail_action == marker:
             cmd = f"echo failing {marker} >&2; exit 7"
         lines = [f"{name}:", f'  run: "{cmd}"', f'  check: "grep -qx {marker} {effects}"']
@@ -72,7 +88,33 @@ services:
 
 
 def effects(tmp: Path) -> list[str]:
-    return (tmp / "effects.log").read_text().split()
+    """The effects that happened (start markers of held steps left out)."""
+    return [e for e in (tmp / "effects.log").read_text().split() if not e.startswith("start-")]
+
+
+def started(tmp: Path, marker: str) -> bool:
+    return f"start-{marker}" in (tmp / "effects.log").read_text().split()
+
+
+def step_statuses(config: Path, run_id: int) -> dict[str, str]:
+    show = run_cli("run", "show", str(run_id), "-c", str(config), "--json").json()
+    return {s["id"]: s["status"] for s in show["run"]["steps"]}
+
+
+def processes_mentioning(tmp: Path) -> list[int]:
+    """Live processes whose command line names the test's directory (held commands)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(tmp) in argv and "failback.cli.main" not in argv and state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 def fail_over(config: Path) -> None:
@@ -132,6 +174,13 @@ def test_sigkill_between_steps_then_resume(tmp_path: Path, kill_after: str) -> N
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_id = latest_run_id(config)
+    # where the kill landed: after this effect, before the next one (each sleeps first)
+    landed = effects(tmp_path)[4:]
+    assert landed == FAILBACK_EFFECTS[: FAILBACK_EFFECTS.index(kill_after) + 1], landed
+    step = "-vip-".join(kill_after.split("@"))
+    at_kill = step_statuses(config, run_id)
+    print(f"killed after {kill_after}: {step} was {at_kill[step]}")
+    assert at_kill[step] in ("applying", "verifying", "done"), at_kill
     listed = run_cli("runs", "-c", str(config), "--json").json()["runs"][0]
     assert listed["status"] == "interrupted"
     resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
@@ -143,21 +192,36 @@ def test_sigkill_between_steps_then_resume(tmp_path: Path, kill_after: str) -> N
     assert failback_effects == FAILBACK_EFFECTS
 
 
-def test_sigkill_inside_a_step_then_resume(tmp_path: Path) -> None:
-    """Kill while promote@dc1's command is half-way: it must run exactly once in the end."""
-    config = write_topology(tmp_path, slow=1.0)
-    fail_over(config)
-    proc = start_failback(config)
-    wait_for_effect(tmp_path, "fence@dc2")
-    time.sleep(0.3)  # now inside promote@dc1 (its command sleeps 1 s before its effect)
+def wait_for_start(tmp: Path, marker: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not started(tmp, marker):
+        assert time.monotonic() < deadline, f"{marker} never started: {effects(tmp)}"
+        time.sleep(0.005)
+
+
+def kill_held(proc: subprocess.Popen[str], tmp: Path) -> None:
+    """SIGKILL the runner, wait until its held command is gone too, then release the
+    hold: a command that outlived the runner would now write its effect."""
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(1.2)  # an orphaned command would have written its effect by now
+    deadline = time.monotonic() + 10
+    while processes_mentioning(tmp) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    orphans = processes_mentioning(tmp)
+    (tmp / "release").touch()  # also ends an orphan, so a failing test leaves none behind
+    assert not orphans, f"commands outlived the runner that started them: {orphans}"
+
+
+def test_sigkill_inside_a_step_then_resume(tmp_path: Path) -> None:
+    """Kill while promote@dc1's command is half-way: it must run exactly once in the end."""
+    config = write_topology(tmp_path, slow=0, hold="promote@dc1")
+    fail_over(config)
+    proc = start_failback(config)
+    wait_for_start(tmp_path, "promote@dc1")
+    kill_held(proc, tmp_path)
     assert "promote@dc1" not in effects(tmp_path)
     run_id = latest_run_id(config)
-    show = run_cli("run", "show", str(run_id), "-c", str(config), "--json").json()
-    steps = {s["id"]: s["status"] for s in show["run"]["steps"]}
-    assert steps["promote-vip-dc1"] == "applying"
+    assert step_statuses(config, run_id)["promote-vip-dc1"] == "applying"
     resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
@@ -240,19 +304,14 @@ def test_resume_of_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_process_group_kill_leaves_no_double_effect(tmp_path: Path) -> None:
     """SIGKILL during sync (the first effect): resume finishes with each effect once."""
-    config = write_topology(tmp_path, slow=0.8)
+    config = write_topology(tmp_path, slow=0, hold="sync@dc1")
     fail_over(config)
     proc = start_failback(config)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        show = run_cli("runs", "-c", str(config), "--json").json()["runs"]
-        if show and show[0]["kind"] == "failback":
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    wait_for_start(tmp_path, "sync@dc1")
+    kill_held(proc, tmp_path)
     run_id = latest_run_id(config)
+    assert "sync@dc1" not in effects(tmp_path)  # the kill landed inside the sync
+    assert step_statuses(config, run_id)["sync-vip-dc1"] == "applying"
     resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
