@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failback.engine.states import transition_allowed
 from failback.errors import StateError
 
 SCHEMA = """
@@ -294,6 +295,12 @@ class Journal:
     ) -> None:
         now = time.time()
         with self.transaction() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is not None and not transition_allowed(row["status"], status):
+                raise StateError(
+                    f"run {run_id} cannot go from {row['status']} to {status}",
+                    hint="a bug in failback's state machine use: please report it",
+                )
             db.execute(
                 "UPDATE runs SET status = ?, updated_at = ?, error = ?, hint = ?,"
                 " finished_at = CASE WHEN ? THEN ? ELSE finished_at END,"
@@ -493,7 +500,11 @@ class Journal:
                     " WHERE run_id = ? AND idx = ?",
                     (now, reason, run_id, failed_idx),
                 )
-            row = db.execute("SELECT values_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = db.execute(
+                "SELECT status, values_json FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if not transition_allowed(row["status"], "rolling-back"):
+                raise StateError(f"run {run_id} cannot start rolling back from {row['status']}")
             values = json.loads(row["values_json"])
             values["rollback"] = {"reason": reason, "upto": upto, "ending": ending, "at": now}
             values.pop("abort_requested", None)

@@ -84,3 +84,39 @@ class UndoStatus(StrEnum):
     """undo() started; after a crash it runs again (undos are idempotent)."""
     UNDONE = "undone"
     UNDO_FAILED = "undo-failed"
+
+
+_S = RunStatus
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    _S.PENDING: frozenset({_S.RUNNING, _S.ROLLING_BACK, _S.ABORTED}),
+    _S.RUNNING: frozenset(
+        {
+            _S.WAITING_APPROVAL,
+            _S.OBSERVING,
+            _S.ROLLING_BACK,
+            _S.SUCCEEDED,
+            _S.ROLLED_BACK,  # the observation window switched back, and that is done
+            _S.FAILED,
+            _S.ABORTED,  # abort --force of an interrupted run past its point of no return
+        }
+    ),
+    _S.WAITING_APPROVAL: frozenset({_S.RUNNING, _S.ROLLING_BACK, _S.ABORTED}),
+    _S.OBSERVING: frozenset(
+        {_S.RUNNING, _S.WAITING_APPROVAL, _S.SUCCEEDED, _S.ROLLED_BACK, _S.FAILED, _S.ABORTED}
+    ),
+    _S.ROLLING_BACK: frozenset({_S.ROLLED_BACK, _S.ABORTED, _S.FAILED}),
+    _S.FAILED: frozenset({_S.RUNNING, _S.ROLLING_BACK, _S.ABORTED}),
+    _S.SUCCEEDED: frozenset(),
+    _S.ROLLED_BACK: frozenset(),
+    _S.ABORTED: frozenset(),
+}
+"""Which status may follow which (staying in the same status is always allowed). The
+journal refuses anything else: e.g. ``rolling-back -> running`` (a crash during an undo
+resumed forward) cannot be written. docs/concepts.md draws this table."""
+
+
+def transition_allowed(current: str, new: str) -> bool:
+    """True when the state machine lets a run go from ``current`` to ``new``."""
+    if current == new:
+        return True
+    return RunStatus(new) in RUN_TRANSITIONS[RunStatus(current)]
