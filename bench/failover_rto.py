@@ -1,6 +1,6 @@
 """Unplanned failovers done by the monitor: time from the kill to the first accepted write.
 
-    python bench/failover_rto.py [--rounds N] [--async] [--dir DIR]
+    python bench/failover_rto.py [--rounds N] [--second-rounds M] [--async] [--dir DIR]
 
 A lab is started with ``lab up --auto`` (synchronous unless ``--async``), and
 ``failback monitor`` runs as its own process with the default detection settings
@@ -11,10 +11,19 @@ monitor fail over, repair dc1, let the monitor fail back. The RTO of a round is 
 the kill to the client's first acknowledged write after it. At the end every
 acknowledged id is looked up: lost acknowledged writes (must be 0 in synchronous mode).
 
-The lab's hold-down is shortened to 1 s here so that back-to-back rounds are not taken
-for a flapping primary. Figures only; the target (median <= 5 s) is printed beside the
-result, not asserted (machines are shared and noisy). Exit status 1 when a round
-failed or a write was lost in synchronous mode.
+Then the "second failure right after a failback" cases (issue 10), M rounds each: the
+monitor fails back, and dc1's postmaster is SIGKILLed again either during the failback's
+observation window (once the monitor has put the new primary in zero-loss mode) or right
+after the failback committed. The RTO is again from that kill to the first write
+accepted (at dc2); automatic failback is then suspended (flap damping), so the round
+ends with ``failback auto enable`` and the failback home.
+
+The lab's hold-down is shortened to 4 s here, and every round's first kill comes after
+it, so that back-to-back rounds are not taken for a flapping primary (the second failure
+right after a failback is, as it should be); the observation window is lengthened to
+5 s so that the window case can kill inside it. Figures only; the target (median <= 5 s)
+is printed beside the result, not asserted (machines are shared and noisy). Exit status 1
+when a round failed or a write was lost in synchronous mode.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from failback.lab import lab_break, lab_down, lab_repair, lab_up
 from failback.lab.probe import WriteProbe
 
 TARGET_MEDIAN_S = 5.0
+HOLD_DOWN_S = 4.0
 
 
 class Events:
@@ -61,13 +71,18 @@ class Events:
         return max((int(e.get("id") or 0) for e in self.all()), default=0)
 
     def wait(self, kind: str, after: int, timeout: float = 120.0) -> dict[str, Any]:
+        return self.wait_any((kind,), after, timeout)
+
+    def wait_any(
+        self, kinds: tuple[str, ...], after: int, timeout: float = 120.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for event in self.all():
-                if event["kind"] == kind and int(event.get("id") or 0) > after:
+                if event["kind"] in kinds and int(event.get("id") or 0) > after:
                     return event
             time.sleep(0.05)
-        raise TimeoutError(f"no {kind} event within {timeout:g}s")
+        raise TimeoutError(f"no {' or '.join(kinds)} event within {timeout:g}s")
 
 
 def _status(config: str) -> dict[str, Any]:
@@ -90,16 +105,67 @@ def _wait_ready(config: str, synchronous: bool, timeout: float = 120.0) -> None:
     raise TimeoutError("the service did not come home (and zero-loss) in time")
 
 
+def _after_hold_down(events: Events) -> None:
+    """Sleep until the last failback is older than the hold-down (no flap on purpose)."""
+    done = [float(e["ts"]) for e in events.all() if e["kind"] == "failback.finished"]
+    if done:
+        time.sleep(max(0.0, max(done) + HOLD_DOWN_S + 0.5 - time.time()))
+
+
+def _first_write_after(probe: WriteProbe, killed_at: float) -> float | None:
+    deadline = time.monotonic() + 60
+    while not probe.stats.acked_ids(since=killed_at) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return min((t for _, t in probe.stats.acknowledged if t > killed_at), default=None)
+
+
+def _auto_enable(config: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "failback.cli.main", "auto", "enable", "app", "-c", config,
+         "--reason", "bench: next round"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+
+
+def _second_failure_round(
+    lab_dir: Path, config: str, events: Events, probe: WriteProbe, moment: str
+) -> dict[str, Any]:
+    """Fail over, fail back, and kill the new primary again at ``moment``."""
+    mark = events.last_id()
+    lab_break(lab_dir, "dc1", "db")
+    events.wait("failover.finished", mark)
+    mark = events.last_id()
+    lab_repair(lab_dir, "dc1", "db")
+    if moment == "in_observation_window":
+        observing = events.wait("run.observing", mark, timeout=180)
+        events.wait("sync.zero_loss", int(observing["id"]), timeout=30)
+    else:
+        events.wait("run.committed", mark, timeout=180)
+    killed_at = time.time()
+    lab_break(lab_dir, "dc1", "db")
+    ended = events.wait_any(("failover.finished", "failback.rolled_back"), mark)
+    first = _first_write_after(probe, killed_at)
+    suspended = events.wait("failback.suspended", mark, timeout=30)
+    mark = events.last_id()
+    lab_repair(lab_dir, "dc1", "db")
+    _auto_enable(config)
+    failback = events.wait("failback.finished", mark, timeout=180)
+    return {
+        "rto_s": None if first is None else round(first - killed_at, 4),
+        "handled_by": ended["kind"],
+        "handled_after_s": round(float(ended["ts"]) - killed_at, 4),
+        "suspended": bool(suspended),
+        "failback_status": failback["data"]["status"],
+    }
+
+
 def _round(lab_dir: Path, events: Events, probe: WriteProbe) -> dict[str, Any]:
     mark = events.last_id()
     killed_at = time.time()
     lab_break(lab_dir, "dc1", "db")
     detected = events.wait("failure.detected", mark)
     finished = events.wait("failover.finished", mark)
-    deadline = time.monotonic() + 60
-    while not probe.stats.acked_ids(since=killed_at) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    first = min((t for _, t in probe.stats.acknowledged if t > killed_at), default=None)
+    first = _first_write_after(probe, killed_at)
     lab_repair(lab_dir, "dc1", "db")
     failback = events.wait("failback.finished", mark, timeout=180)
     return {
@@ -111,9 +177,16 @@ def _round(lab_dir: Path, events: Events, probe: WriteProbe) -> dict[str, Any]:
     }
 
 
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "max": None}
+    return {"median": round(statistics.median(values), 4), "max": round(max(values), 4)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--second-rounds", type=int, default=2)
     parser.add_argument("--async", dest="asynchronous", action="store_true")
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
@@ -124,7 +197,13 @@ def main() -> int:
     started = time.time()
     info = lab_up(lab_dir, sync=synchronous, auto=True)
     doc = yaml.safe_load(Path(info.config).read_text())
-    doc["services"]["app"]["policy"].update({"hold_down": "1s", "max_failbacks_per_day": 1000})
+    doc["services"]["app"]["policy"].update(
+        {
+            "hold_down": f"{HOLD_DOWN_S:g}s",
+            "max_failbacks_per_day": 1000,
+            "observation_window": "5s",
+        }
+    )
     Path(info.config).write_text(yaml.safe_dump(doc, sort_keys=False))
     log = lab_dir / "monitor-events.jsonl"
     monitor = subprocess.Popen(
@@ -134,6 +213,7 @@ def main() -> int:
     )  # fmt: skip
     events = Events(log)
     rounds: list[dict[str, Any]] = []
+    second: dict[str, list[dict[str, Any]]] = {"in_observation_window": [], "after_commit": []}
     probe = WriteProbe(info.dsn, interval=0.01)
     lost: list[int] = []
     try:
@@ -143,7 +223,13 @@ def main() -> int:
         for _ in range(args.rounds):
             _wait_ready(info.config, synchronous)
             time.sleep(1.0)  # the client writes before the crash
+            _after_hold_down(events)
             rounds.append(_round(lab_dir, events, probe))
+        for moment, done in second.items():
+            for _ in range(args.second_rounds):
+                _wait_ready(info.config, synchronous)
+                _after_hold_down(events)
+                done.append(_second_failure_round(lab_dir, info.config, events, probe, moment))
         _wait_ready(info.config, synchronous)
     finally:
         stats = probe.stop() if probe._thread.is_alive() else probe.stats
@@ -156,6 +242,11 @@ def main() -> int:
             base.rmdir()
     rtos = [r["rto_s"] for r in rounds if r["rto_s"] is not None]
     ok = all(r["failover_status"] == r["failback_status"] == "succeeded" for r in rounds)
+    ok = ok and all(
+        r["failback_status"] == "succeeded" and r["suspended"] and r["rto_s"] is not None
+        for done in second.values()
+        for r in done
+    )
     median = round(statistics.median(rtos), 4) if rtos else None
     result = {
         "benchmark": "failover_rto",
@@ -168,6 +259,14 @@ def main() -> int:
         "lost_acknowledged_writes": len(lost),
         "all_runs_succeeded": ok,
         "per_round": rounds,
+        "second_failure_after_failback": {
+            moment: {
+                "rounds": len(done),
+                "rto_s": _summary([r["rto_s"] for r in done if r["rto_s"] is not None]),
+                "per_round": done,
+            }
+            for moment, done in second.items()
+        },
         "detection": {"interval_s": 0.5, "timeout_s": 1.0, "failure_threshold": 3},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "duration_s": round(time.time() - started, 1),

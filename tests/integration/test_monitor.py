@@ -77,7 +77,13 @@ class MonitorProcess:
             assert self.proc.poll() is None, f"monitor exited: {self.log.read_text()[-2000:]}"
             return next((e for e in self.events(kind) if (e["id"] or 0) > after), None)
 
-        return dict(wait_for(f"event {kind} after id {after}", found, timeout))
+        try:
+            return dict(wait_for(f"event {kind} after id {after}", found, timeout))
+        except AssertionError as exc:
+            tail = "\n".join(
+                f"  {e['id']} {e['kind']}: {e['message'][:200]}" for e in self.events()[-25:]
+            )
+            raise AssertionError(f"{exc}; the monitor's last events:\n{tail}") from None
 
     def last_id(self) -> int:
         return max((e["id"] or 0 for e in self.events()), default=0)

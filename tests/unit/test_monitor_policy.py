@@ -3,6 +3,7 @@ and the planner's refusal to promote a possibly lagging standby of a synchronous
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -202,3 +203,168 @@ def test_failover_of_a_synchronous_service_refuses_a_standby_that_may_lack_write
     # an asynchronous service keeps today's behaviour: what may be lost is measured
     plain = load_topology_text(PG_TOPOLOGY, "/tmp/failback.yaml").service("app")
     assert plan_failover("app", plain, dead_primary(None)).to_site == "dc2"
+
+
+# --------------------------------------------------------------------------- level-triggered
+
+
+def run_facts(**overrides: Any) -> decide.RunFacts:
+    base: dict[str, Any] = {
+        "id": 7, "kind": "failover", "by": "monitor", "status": "running", "alive": True,
+        "backward": False,
+    }  # fmt: skip
+    base.update(overrides)
+    return decide.RunFacts(**base)
+
+
+def failover_facts(**overrides: Any) -> decide.FailoverFacts:
+    base: dict[str, Any] = {
+        "policy": policy(failover="automatic"),
+        "active": "dc1",
+        "failed": ("db@dc1: down: connection refused",),
+    }
+    base.update(overrides)
+    return decide.FailoverFacts(**base)
+
+
+def test_a_failure_that_began_during_a_run_is_acted_on_when_the_run_ends() -> None:
+    """Issue 10: the failover decision is a function of the current state. While a run
+    holds the service it says what it will do; once the service is free the same
+    failure fails over, with no memory of when it began."""
+    during = decide.decide_failover(failover_facts(run=run_facts(kind="failback")))
+    assert not during.act and during.code == "busy"
+    assert "dc1 failed (db@dc1: down: connection refused): acted on when run 7 ends" in (
+        during.reason
+    )
+    after = decide.decide_failover(failover_facts())
+    assert after.act and after.code == "go"
+    assert decide.decide_failover(failover_facts(failed=())).code == "healthy"
+    manual = decide.decide_failover(failover_facts(policy=policy()))
+    assert manual.code == "manual" and not manual.act
+    refused = decide.decide_failover(failover_facts(refused="dc2 may lack writes"))
+    assert refused.code == "refused" and not refused.act
+    assert decide.decide_failover(failover_facts(starting="failover")).code == "busy"
+
+
+def test_the_monitor_continues_only_its_own_interrupted_runs() -> None:
+    """Issue 9 item 1: an interrupted run the monitor started is continued (the executor
+    keeps its direction); a person's is reported and left to that person."""
+    mine = decide.decide_run(run_facts(alive=False))
+    assert mine.act and mine.code == "resume"
+    undoing = decide.decide_run(run_facts(alive=False, status="rolling-back", backward=True))
+    assert undoing.act and "finishes its undo" in undoing.reason
+    theirs = decide.decide_run(run_facts(alive=False, by="alice"))
+    assert not theirs.act and theirs.code == "interrupted"
+    assert theirs.reason == "run 7 was interrupted; a person decides: failback resume 7 / abort 7"
+    theirs_undoing = decide.decide_run(run_facts(alive=False, by="alice", backward=True))
+    assert theirs_undoing.reason.endswith("a person decides: failback abort 7")
+    # not interrupted: alive, or waiting for a person, or stopped for one
+    assert decide.decide_run(run_facts()).code == "busy"
+    assert decide.decide_run(run_facts(alive=False, status="waiting-approval")).code == "busy"
+    assert decide.decide_run(run_facts(alive=False, status="failed")).code == "stopped"
+    # a person's interrupted run is reported by the failover decision, never resumed
+    held = decide.decide_failover(failover_facts(run=run_facts(alive=False, by="alice")))
+    assert held.code == "interrupted" and not held.act
+
+
+NOW = 10_000.0
+
+
+def failback_run(**overrides: Any) -> decide.FailbackRunFacts:
+    base: dict[str, Any] = {
+        "id": 3, "by": "monitor", "ended_at": None, "went_home": False, "succeeded": False,
+        "home_quiet_since": 0.0,
+    }  # fmt: skip
+    base.update(overrides)
+    return decide.FailbackRunFacts(**base)
+
+
+def flap_facts(**overrides: Any) -> decide.FlapFacts:
+    base: dict[str, Any] = {
+        "now": NOW, "service": "app", "home": "dc1", "hold_down": 30.0, "auto": {},
+        "failures": (("db@dc1: down", NOW - 2),), "failback": failback_run(),
+    }  # fmt: skip
+    base.update(overrides)
+    return decide.FlapFacts(**base)
+
+
+def test_flap_damping_during_and_just_after_a_failback() -> None:
+    # waiting at its stability gate (nothing done at dc1 yet): a flap, and the monitor's
+    # own failback is aborted before its point of no return
+    at_gate = flap_facts()
+    decision = decide.decide_flap(at_gate)
+    assert decision.act and "dc1 failed during the failback of run 3" in decision.reason
+    assert decision.reason.startswith("flapped at ")
+    assert decision.reason.endswith("`failback auto enable app`")
+    assert decide.abort_own_failback(at_gate)
+    assert not decide.abort_own_failback(flap_facts(failback=failback_run(by="alice")))
+    # in its observation window, the window itself switches back: a flap, no abort
+    observing = flap_facts(failback=failback_run(went_home=True, home_quiet_since=NOW - 5))
+    assert decide.decide_flap(observing).act and not decide.abort_own_failback(observing)
+    died = failback_run(went_home=True, new_primary_died="db@dc1: down", home_quiet_since=NOW)
+    switched = decide.decide_flap(flap_facts(failures=(), failback=died))
+    assert switched.act and "observation window of run 3, which switched back" in switched.reason
+    # just after its commit, within hold_down
+    ended = failback_run(ended_at=NOW - 1, went_home=True, succeeded=True, home_quiet_since=NOW - 4)
+    after = decide.decide_flap(flap_facts(failback=ended))
+    assert after.act and "dc1 failed 1.0s after the failback of run 3" in after.reason
+
+
+def test_flap_damping_leaves_alone_what_is_not_a_flap() -> None:
+    # the run restarts dc1 itself (its resync): that failure is the run's to judge
+    resync = flap_facts(failback=failback_run(home_quiet_since=None))
+    assert not decide.decide_flap(resync).act and not decide.abort_own_failback(resync)
+    # a failure that began before the run last acted on dc1 (a stale result)
+    stale = flap_facts(failback=failback_run(home_quiet_since=NOW - 1))
+    assert not decide.decide_flap(stale).act and not decide.abort_own_failback(stale)
+    # dc1 healthy
+    assert not decide.decide_flap(flap_facts(failures=())).act
+    # beyond hold_down, or re-enabled by a person since that failback
+    old = failback_run(ended_at=NOW - 31, went_home=True, succeeded=True)
+    assert not decide.decide_flap(flap_facts(failback=old)).act
+    recent = failback_run(ended_at=NOW - 5, went_home=True, succeeded=True)
+    enabled = {"enabled": True, "by": "alice", "at": NOW - 3}
+    assert not decide.decide_flap(flap_facts(failback=recent, auto=enabled)).act
+    # a failback that never brought the service home (rolled back before promoting)
+    never = failback_run(ended_at=NOW - 5)
+    assert not decide.decide_flap(flap_facts(failback=never)).act
+    # already off: nothing to add (the first reason stays)
+    off = {"enabled": False, "by": "monitor", "reason": "flapped at 14:02:07"}
+    assert decide.decide_flap(flap_facts(auto=off)).code == "off"
+    # no failback ever
+    assert not decide.decide_flap(flap_facts(failback=None)).act
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_says_running_only_while_the_monitor_is_alive_and_reporting() -> None:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from failback.monitor.status import STALE_AFTER_S, liveness, monitor_line
+
+    now = 1_000.0
+    alive = {"pid": os.getpid(), "heartbeat": now - 1}
+    assert liveness(alive, now)["state"] == "running"
+    assert liveness({**alive, "heartbeat": now - STALE_AFTER_S - 1}, now)["state"] == "stalled"
+    assert liveness({**alive, "stopped_at": now - 1}, now)["state"] == "stopped"
+    assert liveness({}, now)["state"] == "never"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its PID no longer exists
+    dead = liveness({"pid": gone.pid, "heartbeat": now - 1}, now)
+    assert dead == {**dead, "state": "dead", "running": False}
+    zombie = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        stat = Path(f"/proc/{zombie.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert liveness({"pid": zombie.pid, "heartbeat": now - 1}, now)["state"] == "dead"
+    finally:
+        zombie.wait()
+    line = monitor_line({**liveness({"pid": gone.pid, "heartbeat": now - 3}, now), "pid": gone.pid,
+                         "heartbeat": now - 3}, now)  # fmt: skip
+    assert line == f"NOT running: process {gone.pid} is gone (last report 3.0s ago)"

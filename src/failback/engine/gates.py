@@ -52,7 +52,10 @@ class ChecksGate(Action):
             raise StepFailed(
                 f"{len(failed)} of {len(results)} {use}s failed: "
                 + "; ".join(f"{r.name}: {r.detail}" for r in failed),
-                hint="fix what the check reports, then run the command again",
+                # a post-check runs past the point of no return: the run keeps the service
+                hint=f"fix what the check reports, then `failback resume {self.ctx.run_id}`"
+                if use == "postcheck"
+                else "fix what the check reports, then run the command again",
             )
         return {"checks": [r.to_dict() for r in results]}
 
@@ -146,14 +149,35 @@ class RecordActiveSite(Action):
         return None
 
 
+OBSERVE_POLL_S = 0.1
+"""How often the observation window looks at its probes' results (each probe keeps its
+own interval and timeout: the monitor's detection settings, or the check's own)."""
+
+TIER_EVERY_S = 0.5
+"""How often the stateless tiers' servers are judged from HAProxy's statistics."""
+
+
 @register
 class ObservationGate(Action):
-    """After the switch, watch the service for the observation window before committing.
+    """After the switch, watch the new active site for the observation window, then commit.
 
-    Until the window passes the failback can be undone: ``failback abort`` or a failed
-    gate (a stateless tier failing at the primary site) raises RevertRequested and the
-    executor switches back with the same zero-loss switchover. When the window
-    passes, the run commits.
+    Until the window passes the failback can be undone. What is watched is what the
+    monitor would judge a failure of that site: every component at the new active site
+    that is not a router (its driver's observation; the database must be a reachable
+    primary), the checks declared for that site (their own interval and threshold), and
+    each stateless tier's traffic gate. A failure, or ``failback abort``, raises
+    RevertRequested and the executor appends the steps that switch back
+    (failback.plan.revert):
+
+    * the new primary is alive: the same zero-loss switchover, the other way round
+      (the former primary was re-protected as a streaming standby);
+    * the new primary is dead: an unplanned failover to the site re-protected a moment
+      ago, with the failover path's fencing, reporting what may be lost (0 when it was
+      in zero-loss mode). A switchover would need the dead primary to stop cleanly.
+
+    A probe still failing (not yet declared failed) when the window ends holds the
+    commit until it passes or is declared failed. When the window passes, the run
+    commits.
     """
 
     name = "gate.observation"
@@ -165,9 +189,8 @@ class ObservationGate(Action):
         )
 
     def apply(self) -> dict[str, Any] | None:
-        from failback.engine.executor import RevertRequested
-
         window = float(self.spec.params["window_s"])
+        home = str(self.spec.params["home"])
         until = self.ctx.values.get("undo_until")
         if until is None:
             until = time.time() + window
@@ -181,26 +204,167 @@ class ObservationGate(Action):
             run_id=self.ctx.run_id, service=self.ctx.service_name, step_id=self.spec.id,
             data={"undo_until": until},
         )  # fmt: skip
-        watchers = _tier_watchers(self.ctx, str(self.spec.params["home"]))
-        while True:
-            if self.ctx.abort_requested():
-                raise RevertRequested("aborted by request during the observation window")
-            for watcher in watchers:
-                problem = watcher()
+        site = _SiteWatch(self.ctx, home, self.spec.params.get("db"))
+        tiers = _tier_watchers(self.ctx, home)
+        next_tiers = 0.0
+        try:
+            while True:
+                if self.ctx.abort_requested():
+                    self._switch_back(site, "aborted by request during the observation window")
+                site.poll()
+                problem = site.problem()
+                if problem is None and time.monotonic() >= next_tiers:
+                    next_tiers = time.monotonic() + TIER_EVERY_S
+                    problem = next((p for p in (w() for w in tiers) if p), None)
                 if problem:
                     self.ctx.measure("observation.failed_gate", 1.0, note=problem)
-                    raise RevertRequested(problem)
-            left = float(until) - time.time()
-            if left <= 0:
-                break
-            self.ctx.progress(f"undo possible for {left:.0f}s more", 1 - left / window)
-            time.sleep(min(0.5, max(left, 0.01)))
+                    self._switch_back(site, problem)
+                left = float(until) - time.time()
+                if left <= 0 and not site.in_doubt():
+                    break
+                self.ctx.progress(
+                    f"undo possible for {max(left, 0):.0f}s more", min(1 - left / window, 1.0)
+                )
+                time.sleep(OBSERVE_POLL_S)
+        finally:
+            site.close()
         self.ctx.set_run_status("running")
         self.ctx.journal.add_event(
             "run.committed", f"{self.ctx.service_name}: observation window passed, committed",
             run_id=self.ctx.run_id, service=self.ctx.service_name, step_id=self.spec.id,
         )  # fmt: skip
         return {"committed_at": time.time()}
+
+    def _switch_back(self, site: _SiteWatch, reason: str) -> None:
+        """Decide how to switch back (the new primary alive or dead), then raise."""
+        from failback.engine.executor import RevertRequested
+
+        dead = site.primary_down()
+        how = "failover" if dead else "switchover"
+        if dead:
+            also = "" if dead in reason else f"; the new primary is down too ({dead})"
+            reason = f"{reason}{also}: switching back by unplanned failover"
+        # read by failback.plan.revert.revert_steps: the executor builds the way back from
+        # this step's params (the decision itself is journaled with the steps it appends)
+        self.spec.params["switch_back"] = how
+        self.ctx.remember(
+            "switch_back", {"how": how, "why": reason, "site": site.site, "at": time.time()}
+        )
+        raise RevertRequested(reason)
+
+
+class _SiteWatch:
+    """The monitor's own probes of one site, judged as the monitor judges them.
+
+    Non-router components at the site (``failback.monitor.probes``: driver observation,
+    ``policy.detection`` interval, timeout and threshold) and the checks declared for
+    the site. Each probe runs in a thread on its own clock; one that exceeds its timeout
+    counts as failed at once, and is not started again while it hangs. The database of
+    the site must answer as a primary. Its last good position is journaled
+    (``last_primary``) so that an unplanned switch back reports what may be lost.
+    """
+
+    def __init__(self, ctx: Any, site: str, db: str | None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from failback.monitor.probes import ProbeHealth, build_probes
+
+        self.ctx = ctx
+        self.site = site
+        probes = [
+            p
+            for p in build_probes(ctx.service_name, ctx.service, ctx.host)
+            if p.site == site and not p.is_router
+        ]
+        self.db_key = f"{db}@{site}" if db else None
+        self.health = {p.key: ProbeHealth(p) for p in probes}
+        self.due = {p.key: 0.0 for p in probes}
+        self.inflight: dict[str, tuple[Any, float]] = {}
+        self.pool = ThreadPoolExecutor(max(1, len(probes)), thread_name_prefix="observe")
+        self.saved_at = 0.0
+
+    def poll(self) -> None:
+        """Start the probes that are due, record the results that came in."""
+        now = time.monotonic()
+        for key, health in self.health.items():
+            probe = health.probe
+            running = self.inflight.get(key)
+            if running is not None:
+                future, deadline = running
+                if future.done():
+                    del self.inflight[key]
+                    health.record(self._judge(key, future))
+                elif now >= deadline:  # hung: a failure now, and every interval it stays hung
+                    health.record(_failure(f"timed out after {probe.timeout:g}s"))
+                    self.inflight[key] = (future, deadline + probe.interval)
+                continue
+            if now >= self.due[key]:
+                self.due[key] = now + probe.interval
+                self.inflight[key] = (self.pool.submit(probe.run), now + probe.timeout)
+
+    def _judge(self, key: str, future: Any) -> Any:
+        try:
+            result = future.result()
+        except Exception as exc:  # a probe must not end the window
+            return _failure(f"{type(exc).__name__}: {exc}")
+        if key != self.db_key or not result.ok:
+            return result
+        role = result.observation.role if result.observation is not None else "unknown"
+        if role != "primary":
+            return _failure(f"{role}, not the primary: {result.detail}")
+        self._remember_position(result.observation)
+        return result
+
+    def _remember_position(self, obs: Any) -> None:
+        lsn = obs.data.get("current_lsn")
+        if not lsn or time.monotonic() - self.saved_at < 1.0:
+            return
+        self.saved_at = time.monotonic()
+        self.ctx.journal.update_service_data(
+            self.ctx.service_name, self.ctx.service.primary_site,
+            last_primary={"site": self.site, "lsn": lsn, "at": obs.observed_at},
+        )  # fmt: skip
+
+    def problem(self) -> str | None:
+        """What is declared failed at the site, or None."""
+        failed = [h for h in self.health.values() if h.failed]
+        if not failed:
+            return None
+        return f"{self.site} failed during the observation window: " + "; ".join(
+            f"{h.probe.key}: {h.last.detail if h.last else '?'}" for h in failed
+        )
+
+    def in_doubt(self) -> bool:
+        """A probe is failing but not declared failed yet: do not commit on a coin toss."""
+        return any(h.consecutive_failures for h in self.health.values())
+
+    def primary_down(self) -> str | None:
+        """Why the site's database cannot be switched away from cleanly, or None: it is
+        failing, or a fresh look (bounded by its timeout) finds no reachable primary."""
+        health = self.health.get(self.db_key or "")
+        if health is None:
+            return None
+        if health.consecutive_failures and health.last is not None:
+            return health.last.detail
+        if self.db_key in self.inflight:
+            future, _ = self.inflight.pop(self.db_key)
+        else:
+            future = self.pool.submit(health.probe.run)
+        try:
+            future.result(timeout=health.probe.timeout)
+        except Exception:
+            return f"no answer within {health.probe.timeout:g}s"
+        result = self._judge(self.db_key or "", future)
+        return None if result.ok else str(result.detail)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _failure(detail: str) -> Any:
+    from failback.monitor.probes import ProbeResult
+
+    return ProbeResult(ok=False, detail=detail, at=time.time(), duration_s=0.0)
 
 
 def _tier_watchers(ctx: Any, home: str) -> list[Any]:

@@ -105,3 +105,209 @@ def flapped(
     if last_failback_at is None or last_failback_at <= enabled_at:
         return False
     return now - last_failback_at < hold_down
+
+
+# --------------------------------------------------------------------------- runs
+
+
+RESUMABLE = frozenset({"pending", "running", "observing", "rolling-back"})
+"""Journal statuses in which a run needs a live process; without one it was interrupted."""
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The run that holds the service, as the monitor sees it on this tick."""
+
+    id: int
+    kind: str
+    by: str
+    """``monitor`` for the runs the monitor started, else the person's name."""
+    status: str
+    """As journaled: ``running``, ``observing``, ``waiting-approval``, ``failed``..."""
+    alive: bool
+    """A live process executes it (it holds the run's lock)."""
+    backward: bool
+    """It began undoing: it can only finish its undo, never go forward again."""
+
+    @property
+    def interrupted(self) -> bool:
+        return not self.alive and self.status in RESUMABLE
+
+
+def decide_run(run: RunFacts) -> Decision:
+    """What the monitor does about the run holding the service (it starts nothing else).
+
+    An interrupted run the monitor started is continued, in the direction it was going
+    (the executor knows which). A person's interrupted run is left to that person: the
+    monitor never turns someone's decision into an action of its own.
+    """
+    if run.interrupted:
+        if run.by == "monitor":
+            way = "finishes its undo" if run.backward else "continues it"
+            return Decision(
+                True, f"run {run.id} ({run.kind}) was interrupted: the monitor {way}", "resume"
+            )
+        what = f"failback abort {run.id}" if run.backward else (
+            f"failback resume {run.id} / abort {run.id}"
+        )  # fmt: skip
+        return Decision(
+            False, f"run {run.id} was interrupted; a person decides: {what}", "interrupted"
+        )
+    if run.status == "failed":
+        return Decision(
+            False,
+            f"run {run.id} ({run.kind}, by {run.by}) stopped for a person: "
+            f"`failback run show {run.id}`",
+            "stopped",
+        )
+    return Decision(
+        False, f"observing: run {run.id} ({run.kind}, by {run.by}) is {run.status}", "busy"
+    )
+
+
+# --------------------------------------------------------------------------- failover
+
+
+@dataclass(frozen=True)
+class FailoverFacts:
+    """What the failover decision needs, gathered by the monitor on this tick."""
+
+    policy: Any
+    active: str
+    failed: tuple[str, ...]
+    """``probe: detail`` of every non-router probe of the active site declared failed,
+    judged on results taken since the service was last free of runs."""
+    run: RunFacts | None = None
+    starting: str | None = None
+    """The kind of run the monitor itself is starting right now."""
+    refused: str | None = None
+    """The reason of the last refusal while its retry delay runs."""
+
+
+def decide_failover(f: FailoverFacts) -> Decision:
+    """Fail over, or say why not: from the current state, never from a remembered edge.
+
+    A failure that began while a run held the service is acted on as soon as the run
+    ends, with the same policy as any other (nothing waits for it to pass and fail again).
+    """
+    what = "; ".join(f.failed)
+    if f.run is not None:
+        held = decide_run(f.run)
+        if held.code != "busy" or not f.failed:
+            return held
+        return Decision(
+            False,
+            f"{held.reason}; {f.active} failed ({what}): acted on when run {f.run.id} ends",
+            "busy",
+        )
+    if f.starting:
+        return Decision(False, f"observing: the monitor's {f.starting} is starting", "busy")
+    automatic = f.policy.failover == "automatic"
+    if not f.failed:
+        return Decision(
+            False, f"{f.active} healthy ({'automatic' if automatic else 'manual'} failover)",
+            "healthy",
+        )  # fmt: skip
+    if not automatic:
+        reason = f"manual: {f.active} failed ({what}); waiting for a person"
+        return Decision(False, reason, "manual")
+    if f.refused is not None:
+        return Decision(False, f"{f.active} failed; refused: {f.refused}", "refused")
+    return Decision(True, f"{f.active} failed ({what}): failing over", "go")
+
+
+# --------------------------------------------------------------------------- flap damping
+
+
+@dataclass(frozen=True)
+class FailbackRunFacts:
+    """The latest failback run of the service, as flap damping needs it."""
+
+    id: int
+    by: str
+    ended_at: float | None
+    """None while it holds the service."""
+    went_home: bool
+    """It passed its point of no return: the service ran at the primary site."""
+    succeeded: bool
+    home_quiet_since: float | None
+    """When the run last stopped acting on the primary site's own components (0.0: it
+    has not yet); None while it acts on them (a resync restarts the database on purpose)."""
+    new_primary_died: str | None = None
+    """Why its observation window switched back, when the new primary had died."""
+
+
+@dataclass(frozen=True)
+class FlapFacts:
+    """What flap damping needs: the primary site's failures and the latest failback."""
+
+    now: float
+    service: str
+    home: str
+    hold_down: float
+    auto: dict[str, Any]
+    failures: tuple[tuple[str, float], ...]
+    """``(probe: detail, failing since)`` of the primary site's non-router probes that
+    are declared failed now."""
+    failback: FailbackRunFacts | None
+
+
+def decide_flap(f: FlapFacts) -> Decision:
+    """Suspend automatic failback (``act``) when the primary site failed during a failback
+    or within ``hold_down`` after one. Damps failbacks only: failovers go on by policy.
+
+    Level-triggered: judged on every tick from the failures now and the latest failback
+    run, so a failure that began while the run was still observing is not missed. A
+    failure that began while the run itself restarted the site (its resync) is the run's
+    to judge, not a flap.
+    """
+    fb = f.failback
+    if f.auto.get("enabled") is False:
+        return Decision(False, "automatic failback is off already", "off")
+    if fb is None:
+        return Decision(False, "no failback yet", "steady")
+    enabled_at = float(f.auto.get("at") or 0.0) if f.auto.get("enabled") else 0.0
+    if fb.ended_at is not None and (
+        enabled_at >= fb.ended_at or f.now - fb.ended_at >= f.hold_down
+    ):
+        return Decision(False, f"run {fb.id} is older than the hold-down or re-enabled", "steady")
+    hint = f"`failback auto enable {f.service}`"
+    if fb.new_primary_died:
+        return Decision(
+            True,
+            f"flapped at {clock(f.now)}: {f.home} failed during the observation window of "
+            f"run {fb.id}, which switched back ({fb.new_primary_died}); {hint}",
+            "flapped",
+        )
+    if fb.home_quiet_since is None:
+        return Decision(False, f"run {fb.id} acts on {f.home} itself", "steady")
+    failures = [what for what, since in f.failures if since > fb.home_quiet_since]
+    if not failures:
+        return Decision(False, f"{f.home} has not failed since run {fb.id}", "steady")
+    if fb.ended_at is None:
+        return Decision(
+            True,
+            f"flapped at {clock(f.now)}: {f.home} failed during the failback of run {fb.id}"
+            f" ({failures[0]}); {hint}",
+            "flapped",
+        )
+    if not (fb.succeeded or fb.went_home):
+        return Decision(False, f"run {fb.id} never brought the service home", "steady")
+    return Decision(
+        True,
+        f"flapped at {clock(f.now)}: {f.home} failed {human(f.now - fb.ended_at)} after the "
+        f"failback of run {fb.id} (hold_down {human(f.hold_down)}); {hint}",
+        "flapped",
+    )
+
+
+def abort_own_failback(f: FlapFacts) -> bool:
+    """The primary site failed while the monitor's own failback has not reached its point
+    of no return (and is not restarting that site itself): abort it (undo) rather than
+    wait at its gates for a site that just proved unstable."""
+    fb = f.failback
+    if fb is None or fb.ended_at is not None or fb.by != "monitor" or fb.went_home:
+        return False
+    if fb.home_quiet_since is None:
+        return False
+    return any(since > fb.home_quiet_since for _, since in f.failures)

@@ -9,7 +9,8 @@ journal event to the log and the webhooks.
 One monitor per state directory (an flock): two monitors would race each other's
 decisions. SIGTERM or SIGINT stops probing and deciding at once, lets a run in
 progress finish for up to ``grace`` seconds (else it is left ``interrupted`` and the
-next monitor resumes it), and exits 0.
+next monitor continues it: a monitor continues only the runs a monitor started), and
+exits 0, marking itself stopped in the journal (``failback status`` says so).
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ class Monitor:
         probe_stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._wait_runs()
+        for svc in self.services:
+            with contextlib.suppress(Exception):  # the journal is busy: status ages it out
+                await loop.run_in_executor(pump, svc.mark_stopped, time.time())
         await loop.run_in_executor(pump, self._event, "monitor.stopped", "monitor stopped")
         await pump_task
         await self._pump_once(pump, notifier, pump_task.result())
@@ -197,7 +201,7 @@ class Monitor:
         return cursor
 
     async def _wait_runs(self) -> None:
-        """Let runs in progress end (bounded): an interrupted run is resumed later anyway."""
+        """Let runs in progress end (bounded): the next monitor continues an interrupted one."""
         deadline = time.monotonic() + self.grace
         for svc in self.services:
             worker = svc.worker

@@ -26,6 +26,9 @@ OUTCOME_EVENTS = {
     "aborted": "failed",
 }
 
+ABORT_WAIT_S = 600.0
+"""How long an abort waits for the process executing the run to act on it."""
+
 
 class JournalPerThread:
     """One Journal (SQLite connection) per thread, opened on first use."""
@@ -43,7 +46,11 @@ class JournalPerThread:
 
 
 class RunWorker:
-    """Start (``kind``) or resume (``run_id``) one run in a daemon thread."""
+    """Start (``kind``) or continue (``run_id``) one run in a daemon thread.
+
+    ``abort=True`` aborts ``run_id`` instead: the executor undoes it, or asks the
+    process executing it to stop at its next step or gate poll and waits for the end.
+    """
 
     def __init__(
         self,
@@ -54,6 +61,7 @@ class RunWorker:
         kind: str,
         run_id: int | None = None,
         prepare: Callable[[], None] | None = None,
+        abort: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.topology = topology
@@ -61,6 +69,7 @@ class RunWorker:
         self.kind = kind
         self.run_id = run_id
         self.prepare = prepare
+        self.abort = abort
         self.refusal: str | None = None
         self.outcome: RunOutcome | None = None
         self.thread = threading.Thread(target=self._main, name=f"run-{service}-{kind}", daemon=True)
@@ -78,6 +87,11 @@ class RunWorker:
         journal = Journal(self.state_dir)
         executor = Executor(journal)
         try:
+            if self.abort and self.run_id is not None:
+                # the engine journals the outcome (``KIND.aborted``); the process that
+                # executes the run, if any, reports it as well
+                self.outcome = executor.abort(self.run_id, wait_s=ABORT_WAIT_S)
+                return
             if self.run_id is None:
                 if self.prepare is not None:
                     self.prepare()

@@ -1,20 +1,29 @@
 """One service's reconcile: compare what is observed with what the policy wants, act.
 
 Level-triggered (a Kubernetes controller, not a state machine fed by events): every
-tick looks at the latest probe results and the journal, and decides from scratch.
-Events are edges of that level ("first time seen failed"), remembered in
-``episodes`` so that a person is told once, not every 250 ms.
+tick looks at the latest probe results and the journal, and decides from scratch
+(``failback.monitor.decide`` holds the decisions, each with its reason). Events are
+edges of that level ("first time seen failed"), remembered in ``episodes`` so that a
+person is told once, not every 250 ms; no decision depends on having seen an edge.
 
 Order of business on each tick:
 
 1. read the lock, then the service state (a run records the new active site *before*
    it releases the lock, so this order never pairs a free lock with a stale site);
-2. fence any stale primary at the router, whatever the policy (promise 1), unless a
+2. the run holding the service, if any: continue it when it is the monitor's own and
+   its process died (in the direction it was going), report a person's interrupted run
+   and leave it to them;
+3. fence any stale primary at the router, whatever the policy (promise 1), unless a
    run holds the service: runs promote and route, and a failback's new primary is
    "stale" until its last step records it;
-3. keep a synchronous service in zero-loss mode (or relax it);
-4. failover when the active site is declared failed and the policy is automatic;
-5. failback when the primary site has been healthy for the stability window and the
+4. flap damping: the primary site failed during a failback or within hold_down after
+   one -> automatic failback is suspended (and the monitor's own failback, if it has
+   not reached its point of no return, is aborted). Failovers are never damped;
+5. keep a synchronous service in zero-loss mode (or relax it), also while a failback
+   observes its new primary: that primary must lose nothing if it dies in the window;
+6. failover when the active site is failed now (results taken since the last run
+   ended) and the policy is automatic;
+7. failback when the primary site has been healthy for the stability window and the
    policy, the allowed window, the hold-down and the daily cap all agree.
 
 Anything a run does goes through ``failback.engine.starter`` in a ``RunWorker``.
@@ -23,19 +32,29 @@ Anything a run does goes through ``failback.engine.starter`` in a ``RunWorker``.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failback.engine.executor import Executor
+from failback.engine.executor import RunProcessLock
+from failback.errors import FailbackError
 from failback.monitor import decide
-from failback.monitor.probes import HealthView, Probe, ProbeHealth, ProbeResult
+from failback.monitor.probes import ROUTER_DRIVERS, HealthView, Probe, ProbeHealth, ProbeResult
 from failback.monitor.replication import ReplicationManager, prepare_target
 from failback.monitor.runs import JournalPerThread, RunWorker
+from failback.monitor.status import REPORT_EVERY_S
 
-SAVE_EVERY_S = 1.0
+SAVE_EVERY_S = REPORT_EVERY_S
+SYNC_ERRORS_REPORTED = 4
+"""Consecutive cycles synchronous mode could not be kept before it is reported (a
+primary that just died fails a cycle or two before its probe says so)."""
+RUNS_REFRESH_S = 10.0
+"""The list of past runs only changes while a run holds the service (it is re-read when
+the holder changes); this re-reads it anyway now and then (a journal edited by hand)."""
 REFUSED_RETRY_S = 2.0
+HOSTNAME = socket.gethostname()
 
 
 @dataclass
@@ -59,13 +78,19 @@ class ServiceMonitor:
     health: dict[str, ProbeHealth]
     episodes: set[str] = field(default_factory=set)
     worker: RunWorker | None = None
+    aborter: RunWorker | None = None
     retry_at: dict[str, float] = field(default_factory=dict)
     last_refusal: dict[str, str] = field(default_factory=dict)
     decisions: dict[str, Any] = field(default_factory=dict)
     saved_at: float = 0.0
-    started: bool = False
-    busy_until: float = 0.0
+    heartbeat: float | None = None
+    free_since: float = 0.0
+    """When the service was last seen free of runs: failures count on results since."""
     replication: ReplicationManager | None = None
+    _held: bool = False
+    _sync_errors: int = 0
+    _runs: list[Any] | None = None
+    _runs_key: tuple[Any, ...] = ()
     _edges: list[Edge] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,37 +121,50 @@ class ServiceMonitor:
         holder = journal.lock_holder(self.name)
         state = journal.service_state(self.name) or {}
         active = str(state.get("active_site") or self.service.primary_site)
-        run_doc = self._run_doc(journal, holder)
-        if not self.started:
-            self.started = True
-            self._resume_interrupted(journal, run_doc)
-        busy = holder is not None or (self.worker is not None and self.worker.alive())
-        self._collect_worker(journal, now)
-        self._edges_to_events(journal, active, state, now)
+        run = journal.get_run(holder) if holder is not None else None
+        self._collect_workers(journal, now)
+        held = run is not None or _alive(self.worker) or _alive(self.aborter)
+        if self._held and not held:
+            self.free_since = now  # failures count on results taken from now on
+        self._held = held
+        facts = self._run_facts(run) if run is not None else None
+        self._edges_to_events(journal)
         observations = self._observations(views, active)
-        self._fence_on_sight(journal, observations, busy)
-        data: dict[str, Any] = {}
-        if self.replication is not None and not busy:
-            record = self.replication.reconcile(journal, views, active, state.get("sync_mode"), now)
-            if record is not None:
-                state["sync_mode"] = record
-        self.decisions["failover"] = self._failover(journal, views, active, busy, run_doc, now)
+        self._fence_on_sight(journal, observations, held)
+        runs = self._past_runs(journal, holder, now)
+        self._flap_damping(journal, views, state, run, runs, now)
+        if self.replication is not None and (not held or _observing(run)):
+            self._synchronous_mode(journal, views, active, state, now)
+        run_doc = None
+        if facts is not None:
+            run_doc = {"id": facts.id, "kind": facts.kind, "by": facts.by,
+                       "status": "interrupted" if facts.interrupted else facts.status}  # fmt: skip
+            self._handle_run(journal, facts, now)
+        self.decisions["failover"] = self._failover(journal, views, active, facts, now)
         self.decisions["failback"] = self._failback(
-            journal, views, active, state, busy, run_doc, now
+            journal, views, active, state, held, facts, runs, now
         )
         if now - self.saved_at >= SAVE_EVERY_S:
             self.saved_at = now
+            data: dict[str, Any] = {}
             primary = self._primary_position(observations, active)
             if primary:
                 data["last_primary"] = primary
-            data["monitor"] = {
-                "pid": os.getpid(),
-                "heartbeat": now,
-                "run": run_doc,
-                **self.decisions,
-            }
+            data["monitor"] = self._document(now, run=run_doc)
             journal.update_service_data(self.name, self.service.primary_site, **data)
             journal.save_health(self.name, {k: v.record for k, v in views.items()})
+
+    def mark_stopped(self, now: float) -> None:
+        """The process ends: ``failback status`` must not show it running any more."""
+        doc = self._document(self.heartbeat or now, run=None)
+        doc["stopped_at"] = now
+        self.journals.get().update_service_data(self.name, self.service.primary_site, monitor=doc)
+
+    def _document(self, now: float, *, run: dict[str, Any] | None) -> dict[str, Any]:
+        """What ``failback status`` reads (failback.monitor.status): who, alive when."""
+        self.heartbeat = now
+        return {"pid": os.getpid(), "host": HOSTNAME, "heartbeat": now, "run": run,
+                **self.decisions}  # fmt: skip
 
     # pieces ----------------------------------------------------------------------
 
@@ -134,36 +172,81 @@ class ServiceMonitor:
         names = [n for n, c in self.service.components.items() if c.driver == "postgres"]
         return names[0] if names else None
 
-    def _run_doc(self, journal: Any, holder: int | None) -> dict[str, Any] | None:
-        if holder is None:
-            return None
-        run = journal.get_run(holder)
-        return {
-            "id": run.id,
-            "kind": run.kind,
-            "status": Executor(journal).effective_status(run),
-            "by": run.options.get("by", "person"),
-        }
-
-    def _resume_interrupted(self, journal: Any, run_doc: dict[str, Any] | None) -> None:
-        """A run left ``interrupted`` (its process died) is continued: promise 3."""
-        if run_doc is None or run_doc["status"] != "interrupted":
-            return
-        journal.add_event(
-            "run.resumed_by_monitor",
-            f"run {run_doc['id']} ({run_doc['kind']}) was interrupted: the monitor resumes it",
-            run_id=run_doc["id"],
-            service=self.name,
+    def _run_facts(self, run: Any) -> decide.RunFacts:
+        alive = _alive(self.worker) or RunProcessLock(self.state_dir, run.id).is_held_elsewhere()
+        return decide.RunFacts(
+            id=run.id,
+            kind=run.kind,
+            by=str(run.options.get("by") or "person"),
+            status=run.status,
+            alive=alive,
+            backward=run.status == "rolling-back" or "rollback" in run.values,
         )
+
+    def _handle_run(self, journal: Any, facts: decide.RunFacts, now: float) -> None:
+        """The run holding the service died: the monitor's own is continued in the direction
+        it was going (``Executor.execute`` knows which), a person's is left to that person."""
+        decision = decide.decide_run(facts)
+        key = f"interrupted:{facts.id}"
+        if decision.code == "interrupted" and key not in self.episodes:
+            self.episodes.add(key)
+            journal.add_event(
+                "run.interrupted", decision.reason, run_id=facts.id, service=self.name,
+                data={"by": facts.by, "status": facts.status, "backward": facts.backward},
+            )  # fmt: skip
+        if not decision.act or _alive(self.worker) or now < self.retry_at.get("resume", 0.0):
+            return
+        self.retry_at["resume"] = now + REFUSED_RETRY_S
+        journal.add_event(
+            "run.resumed_by_monitor", decision.reason, run_id=facts.id, service=self.name,
+            data={"backward": facts.backward},
+        )  # fmt: skip
         self.worker = RunWorker(
             state_dir=self.state_dir,
             topology=self.topology,
             service=self.name,
-            kind=run_doc["kind"],
-            run_id=run_doc["id"],
+            kind=facts.kind,
+            run_id=facts.id,
         ).start()
 
-    def _collect_worker(self, journal: Any, now: float) -> None:
+    def _synchronous_mode(
+        self, journal: Any, views: dict[str, HealthView], active: str, state: dict[str, Any],
+        now: float,
+    ) -> None:  # fmt: skip
+        """Zero-loss mode when possible; a primary that stops answering meanwhile (it died
+        since its last probe) is the probes' to judge: the rest of the cycle goes on."""
+        assert self.replication is not None
+        try:
+            record = self.replication.reconcile(journal, views, active, state.get("sync_mode"), now)
+        except FailbackError as exc:
+            self._sync_errors += 1
+            if self._sync_errors == SYNC_ERRORS_REPORTED:  # persistent, not a primary dying
+                journal.add_event(
+                    "monitor.error", f"{self.name}: synchronous mode not kept: {exc.message}",
+                    service=self.name,
+                )  # fmt: skip
+            return
+        self._sync_errors = 0
+        if record is not None:
+            state["sync_mode"] = record
+
+    def _past_runs(self, journal: Any, holder: int | None, now: float) -> list[Any]:
+        """The service's last runs, newest first (for hold-down, daily cap, flap damping)."""
+        key = (holder, int(now // RUNS_REFRESH_S))
+        if self._runs is None or key != self._runs_key:
+            self._runs = journal.list_runs(service=self.name, limit=100)
+            self._runs_key = key
+        return self._runs
+
+    def _collect_workers(self, journal: Any, now: float) -> None:
+        if self.aborter is not None and not self.aborter.alive():
+            if self.aborter.refusal:
+                journal.add_event(
+                    "monitor.error",
+                    f"abort of run {self.aborter.run_id} failed: {self.aborter.refusal}",
+                    run_id=self.aborter.run_id, service=self.name,
+                )  # fmt: skip
+            self.aborter = None
         worker = self.worker
         if worker is None or worker.alive():
             return
@@ -181,9 +264,8 @@ class ServiceMonitor:
                 data={"reason": worker.refusal},
             )
 
-    def _edges_to_events(
-        self, journal: Any, active: str, state: dict[str, Any], now: float
-    ) -> None:
+    def _edges_to_events(self, journal: Any) -> None:
+        """Tell people when a probe crosses its threshold; decisions never depend on it."""
         with self._lock:
             edges, self._edges = self._edges, []
         for edge in edges:
@@ -197,8 +279,6 @@ class ServiceMonitor:
                     service=self.name,
                     data={"probe": p.key, "site": p.site, "detail": edge.result.detail},
                 )
-                if p.site == active == self.service.primary_site and not p.is_router:
-                    self._maybe_suspend(journal, state, now)
             else:
                 journal.add_event(
                     "failure.recovered",
@@ -207,30 +287,120 @@ class ServiceMonitor:
                     data={"probe": p.key, "site": p.site},
                 )
 
-    def _maybe_suspend(self, journal: Any, state: dict[str, Any], now: float) -> None:
-        """Flap damping: home failed again within hold_down of a failback."""
-        auto = state.get("auto_failback") or {}
-        if auto.get("enabled") is False:
-            return
-        last = _last_failback(journal, self.name)
-        enabled_at = float(auto.get("at") or 0.0) if auto.get("enabled") else 0.0
-        hold_down = float(self.service.policy.hold_down)
-        if last is None or not decide.flapped(now, last[1], hold_down, enabled_at):
-            return
-        reason = (
-            f"flapped at {decide.clock(now)}: {self.service.primary_site} failed "
-            f"{decide.human(now - last[1])} after the failback of run {last[0]} "
-            f"(hold_down {decide.human(hold_down)}); `failback auto enable {self.name}`"
+    def _site_failures(
+        self, views: dict[str, HealthView], site: str, *, since: float = 0.0
+    ) -> list[HealthView]:
+        """Non-router probes of ``site`` declared failed now, on results taken after
+        ``since`` (the routers are the shared traffic layer, not the site)."""
+        return [
+            v
+            for v in views.values()
+            if v.probe.site == site
+            and not v.probe.is_router
+            and v.failed
+            and v.last is not None
+            and v.last.at >= since
+        ]
+
+    def _flap_damping(
+        self,
+        journal: Any,
+        views: dict[str, HealthView],
+        state: dict[str, Any],
+        run: Any,
+        runs: list[Any],
+        now: float,
+    ) -> None:
+        """Suspend automatic failback when the primary site failed during or just after a
+        failback (level-triggered: decided again on every tick, see decide.decide_flap)."""
+        home = self.service.primary_site
+        latest = next((r for r in runs if r.kind == "failback"), None)
+        if run is not None and run.kind == "failback":
+            latest = run
+        failures = tuple(
+            (f"{v.probe.key}: {v.last.detail if v.last else '?'}", float(v.failing_since or 0.0))
+            for v in self._site_failures(views, home)
         )
-        record = {"enabled": False, "reason": reason, "by": "monitor", "at": now}
-        journal.update_service_data(self.name, self.service.primary_site, auto_failback=record)
-        state["auto_failback"] = record
-        journal.add_event(
-            "failback.suspended",
-            f"automatic failback of {self.name} suspended: {reason}",
+        if latest is None or not (failures or "switch_back" in latest.values):
+            return  # nothing failed at home and no window switched back: nothing to damp
+        facts = decide.FlapFacts(
+            now=now,
             service=self.name,
-            data=record,
+            home=home,
+            hold_down=float(self.service.policy.hold_down),
+            auto=state.get("auto_failback") or {},
+            failures=failures,
+            failback=self._failback_facts(journal, latest) if latest is not None else None,
         )
+        decision = decide.decide_flap(facts)
+        if decision.act:
+            record = {"enabled": False, "reason": decision.reason, "by": "monitor", "at": now}
+            journal.update_service_data(self.name, home, auto_failback=record)
+            state["auto_failback"] = record
+            journal.add_event(
+                "failback.suspended",
+                f"automatic failback of {self.name} suspended: {decision.reason}",
+                service=self.name,
+                data=record,
+            )
+        if not decide.abort_own_failback(facts) or _alive(self.aborter):
+            return
+        assert facts.failback is not None
+        key = f"abort:{facts.failback.id}"
+        if key in self.episodes:
+            return
+        self.episodes.add(key)
+        journal.add_event(
+            "failback.aborting",
+            f"{home} failed during the monitor's failback (run {facts.failback.id}) before its"
+            f" point of no return ({failures[0][0]}): the monitor aborts it",
+            run_id=facts.failback.id, service=self.name,
+            data={"failures": [what for what, _ in failures]},
+        )  # fmt: skip
+        self.aborter = RunWorker(
+            state_dir=self.state_dir,
+            topology=self.topology,
+            service=self.name,
+            kind="failback",
+            run_id=facts.failback.id,
+            abort=True,
+        ).start()
+
+    def _failback_facts(self, journal: Any, run: Any) -> decide.FailbackRunFacts:
+        """Where a failback run stands towards the primary site (for flap damping)."""
+        home = self.service.primary_site
+        ended = run.finished_at if run.status in ("succeeded", "rolled-back", "aborted") else None
+        steps = list(run.plan.get("steps") or [])
+        records = journal.steps(run.id)
+        went_home = False
+        quiet: float | None = 0.0
+        for spec, record in zip(steps, records, strict=False):
+            attempted = record.attempts > 0
+            if spec.get("point_of_no_return") and attempted and record.undo_status != "undone":
+                went_home = True
+            if not self._acts_on(spec, home):
+                continue
+            if record.status in ("applying", "verifying") or record.undo_status == "undoing":
+                quiet = None  # the run stops or restarts the site on purpose right now
+            elif quiet is not None and attempted and record.finished_at:
+                quiet = max(quiet, float(record.finished_at))
+        died = run.values.get("switch_back") or {}
+        return decide.FailbackRunFacts(
+            id=run.id,
+            by=str(run.options.get("by") or "person"),
+            ended_at=float(ended) if ended else None,
+            went_home=went_home,
+            succeeded=run.status == "succeeded",
+            home_quiet_since=quiet,
+            new_primary_died=died.get("why") if died.get("how") == "failover" else None,
+        )
+
+    def _acts_on(self, spec: dict[str, Any], site: str) -> bool:
+        """A step that acts on one of ``site``'s own components (not a gate, not a router)."""
+        if spec.get("site") != site or spec.get("kind") == "gate":
+            return False
+        component = self.service.components.get(spec.get("component") or "")
+        return component is not None and component.driver not in ROUTER_DRIVERS
 
     def _observations(self, views: dict[str, HealthView], active: str) -> list[Any]:
         from failback.drivers.registry import mark_stale_primaries
@@ -306,65 +476,42 @@ class ServiceMonitor:
         journal: Any,
         views: dict[str, HealthView],
         active: str,
-        busy: bool,
-        run_doc: dict[str, Any] | None,
+        run: decide.RunFacts | None,
         now: float,
     ) -> dict[str, Any]:
-        if run_doc is not None:
-            self.busy_until = now
-        # only failures that began after the last run count: a run stops and restarts
-        # databases on purpose, and what a probe saw then is not a failure of the site
-        failed = [
-            v
-            for v in views.values()
-            if v.probe.site == active
-            and not v.probe.is_router
-            and v.failed
-            and (v.failing_since or 0.0) > self.busy_until
-        ]
-        policy = self.service.policy.failover
-        if run_doc is not None:
-            return _decision(
-                f"observing: run {run_doc['id']} ({run_doc['kind']}, by {run_doc['by']}) is "
-                f"{run_doc['status']}",
-                "busy",
-                now,
-            )
-        if busy:
-            return _decision(f"observing: the monitor's {self.worker.kind} is starting"
-                             if self.worker else "observing", "busy", now)  # fmt: skip
-        stale = [
-            v.probe.key
-            for v in views.values()
-            if v.probe.site == active and not v.probe.is_router and v.failed and v not in failed
-        ]
-        if stale and not failed:
-            return _decision(
-                f"{active}: {', '.join(stale)} failed before the last run ended; not acted on"
-                " until it passes and fails again (a person decides)",
-                "stale_failure",
-                now,
-            )
-        if not failed:
-            self.episodes.discard("failover.needed")
-            state = "automatic" if policy == "automatic" else "manual"
-            return _decision(f"{active} healthy ({state} failover)", "healthy", now)
-        what = "; ".join(f"{v.probe.key}: {v.last.detail if v.last else '?'}" for v in failed)
-        if policy != "automatic":
-            if "failover.needed" not in self.episodes:
-                self.episodes.add("failover.needed")
-                journal.add_event(
-                    "failover.needed",
-                    f"{active} failed ({what}); policy is manual: `failback failover {self.name}`",
-                    service=self.name,
-                    data={"site": active, "failed": [v.probe.key for v in failed]},
-                )
-            return _decision(
-                f"manual: {active} failed ({what}); waiting for a person", "manual", now
-            )
+        # judged on results taken since the service was last free of runs: a run stops
+        # and restarts databases on purpose, and a result from then is not news; a
+        # failure that goes on after the run is seen again within one probe interval
+        failed = self._site_failures(views, active, since=self.free_since)
+        refused = None
         if now < self.retry_at.get("failover", 0.0):
-            reason = self.last_refusal.get("failover", "retrying")
-            return _decision(f"{active} failed; refused: {reason}", "refused", now)
+            refused = self.last_refusal.get("failover", "retrying")
+        starting = self.worker.kind if _alive(self.worker) and run is None else None
+        if starting is None and _alive(self.aborter):
+            starting = "abort"
+        decision = decide.decide_failover(
+            decide.FailoverFacts(
+                policy=self.service.policy,
+                active=active,
+                failed=tuple(f"{v.probe.key}: {v.last.detail if v.last else '?'}" for v in failed),
+                run=run,
+                starting=starting,
+                refused=refused,
+            )
+        )
+        if decision.code == "healthy":
+            self.episodes.discard("failover.needed")
+        if decision.code == "manual" and "failover.needed" not in self.episodes:
+            self.episodes.add("failover.needed")
+            journal.add_event(
+                "failover.needed",
+                f"{decision.reason[len('manual: ') :]}; policy is manual: "
+                f"`failback failover {self.name}`",
+                service=self.name,
+                data={"site": active, "failed": [v.probe.key for v in failed]},
+            )
+        if not decision.act or decision.code != "go":
+            return decision.to_dict(now)
         prepare = None
         db = self._db()
         if self.replication is not None and db is not None:
@@ -380,7 +527,8 @@ class ServiceMonitor:
             kind="failover",
             prepare=prepare,
         ).start()
-        return _decision(f"{active} failed ({what}): failing over", "go", now)
+        self._held = True
+        return decision.to_dict(now)
 
     def _failback(
         self,
@@ -388,20 +536,21 @@ class ServiceMonitor:
         views: dict[str, HealthView],
         active: str,
         state: dict[str, Any],
-        busy: bool,
-        run_doc: dict[str, Any] | None,
+        held: bool,
+        run: decide.RunFacts | None,
+        runs: list[Any],
         now: float,
     ) -> dict[str, Any]:
         home = self.service.primary_site
+        if run is not None:
+            if run.kind == "failback" and run.status == "waiting-approval":
+                reason = f"waiting for approval: `failback approve {run.id}`"
+                return _decision(reason, "approval", now)
+            return decide.decide_run(run).to_dict(now)
         if active == home:
             self._episode(None)
             return _decision(f"home at {home}: nothing to fail back", "home", now)
-        if run_doc is not None:
-            if run_doc["kind"] == "failback" and run_doc["status"] == "waiting-approval":
-                reason = f"waiting for approval: `failback approve {run_doc['id']}`"
-                return _decision(reason, "approval", now)
-            return _decision(f"observing: run {run_doc['id']} is {run_doc['status']}", "busy", now)
-        if busy:
+        if held or self.worker is not None:
             return _decision("observing: a run is starting", "busy", now)
         mine = [
             v
@@ -415,7 +564,6 @@ class ServiceMonitor:
             for v in mine
             if v.passing_since is None
         )
-        runs = journal.list_runs(service=self.name, limit=100)
         last = _last_failback_from(runs)
         automatic_24h = sum(
             1
@@ -442,6 +590,7 @@ class ServiceMonitor:
                 service=self.name,
                 kind="failback",
             ).start()
+            self._held = True
         elif decision.act:
             reason = self.last_refusal.get("failback", "retrying")
             return _decision(f"refused: {reason}", "refused", now)
@@ -495,8 +644,19 @@ def _last_failback_from(runs: list[Any]) -> tuple[int, float] | None:
     return None
 
 
-def _last_failback(journal: Any, service: str) -> tuple[int, float] | None:
-    return _last_failback_from(journal.list_runs(service=service, limit=100))
+def _alive(worker: RunWorker | None) -> bool:
+    return worker is not None and worker.alive()
+
+
+def _observing(run: Any) -> bool:
+    """A failback in its observation window, not switching back: the new primary is the
+    active site's, and the monitor keeps it in zero-loss mode."""
+    return (
+        run is not None
+        and run.status == "observing"
+        and "reverted_because" not in run.values
+        and "rollback" not in run.values
+    )
 
 
 def _database_tier(component: Any) -> bool:

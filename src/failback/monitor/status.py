@@ -1,18 +1,73 @@
-"""What ``failback status`` shows about the monitor: health history, decisions, zero-loss.
+"""What ``failback status`` shows about the monitor: alive or not, health history,
+decisions, zero-loss.
 
 Read-only, from the journal the monitor writes (so another process shows it) plus
 the observation ``status`` just made (zero-loss mode is judged from what the primary
 reports right now, not from a record).
+
+"Running" means alive now, not "started once": the monitor's process exists (when it
+runs on this host) *and* it reported within the last few cycles. A monitor that was
+killed, that stopped, or that hangs is shown as such, with when it last reported.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from failback.monitor.decide import human
 
-STALE_AFTER_S = 10.0
+REPORT_EVERY_S = 1.0
+"""How often a live monitor writes its heartbeat and decisions."""
+
+STALE_AFTER_S = 5 * REPORT_EVERY_S
+"""No report for this long: the monitor is not doing its job, whatever its PID says."""
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed monitor whose parent has not
+    reaped it yet has a PID and does nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+def liveness(mon: dict[str, Any], now: float) -> dict[str, Any]:
+    """``state``: running | stalled (alive, not reporting) | dead (process gone) |
+    stopped (exited cleanly) | never; ``running`` is True only for ``running``."""
+    heartbeat = mon.get("heartbeat")
+    pid = mon.get("pid")
+    if heartbeat is None:
+        return {"state": "never", "running": False, "reported_ago_s": None, "pid_alive": None}
+    ago = max(0.0, now - float(heartbeat))
+    pid_alive = None
+    if pid is not None and mon.get("host", socket.gethostname()) == socket.gethostname():
+        pid_alive = process_alive(int(pid))
+    if mon.get("stopped_at"):
+        state = "stopped"
+    elif pid_alive is False:
+        state = "dead"
+    elif ago >= STALE_AFTER_S:
+        state = "stalled" if pid_alive else "silent"
+    else:
+        state = "running"
+    return {
+        "state": state,
+        "running": state == "running",
+        "reported_ago_s": round(ago, 3),
+        "pid_alive": pid_alive,
+    }
 
 
 def monitor_document(journal: Any, service: Any, state_doc: dict[str, Any]) -> dict[str, Any]:
@@ -20,12 +75,13 @@ def monitor_document(journal: Any, service: Any, state_doc: dict[str, Any]) -> d
     recorded = journal.service_state(service.name) or {}
     mon = recorded.get("monitor") or {}
     heartbeat = mon.get("heartbeat")
-    now = time.time()
-    running = heartbeat is not None and now - float(heartbeat) < STALE_AFTER_S
+    alive = liveness(mon, time.time())
     return {
-        "running": running,
+        **alive,
         "pid": mon.get("pid"),
+        "host": mon.get("host"),
         "heartbeat": heartbeat,
+        "stopped_at": mon.get("stopped_at"),
         "failover": mon.get("failover"),
         "failback": mon.get("failback"),
         "auto_failback": recorded.get("auto_failback") or {"enabled": True},
@@ -56,17 +112,31 @@ def zero_loss_now(state_doc: dict[str, Any]) -> dict[str, Any]:
     return {"on": False, "why": "no postgres component"}
 
 
+def monitor_line(mon: dict[str, Any], now: float) -> str:
+    """``running (pid 42)``, or why it is not running and when it last reported."""
+    state = mon["state"]
+    if state == "never":
+        return "never ran for this state directory"
+    pid = mon.get("pid")
+    last = f"last report {human(now - float(mon['heartbeat']))} ago"
+    if state == "running":
+        return f"running (pid {pid})"
+    if state == "stopped":
+        stopped = time.strftime("%H:%M:%S", time.localtime(float(mon["stopped_at"])))
+        return f"NOT running: stopped at {stopped} (pid {pid})"
+    if state == "dead":
+        return f"NOT running: process {pid} is gone ({last})"
+    if state == "stalled":
+        return f"NOT working: process {pid} exists but does not report ({last})"
+    return f"NOT reporting ({last}; process {pid} runs on {mon.get('host')})"
+
+
 def status_lines(doc: dict[str, Any]) -> list[str]:
     """Plain lines for people (the CLI prints them under the service's heading)."""
     mon = doc["monitor"]
     now = time.time()
     lines = []
-    if mon["running"]:
-        lines.append(f"monitor: running (pid {mon['pid']})")
-    elif mon["heartbeat"]:
-        lines.append(f"monitor: NOT running (last seen {human(now - mon['heartbeat'])} ago)")
-    else:
-        lines.append("monitor: never ran for this state directory")
+    lines.append(f"monitor: {monitor_line(mon, now)}")
     z = mon["zero_loss"]
     lines.append(f"zero-loss mode: {'yes' if z['on'] else 'no'} ({z['why']})")
     recorded = mon.get("sync_mode")
