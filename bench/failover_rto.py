@@ -7,16 +7,17 @@ A lab is started with ``lab up --auto`` (synchronous unless ``--async``), and
 (500 ms interval, 1 s timeout, 3 failures). A client inserts an increasing id every
 10 ms through the router for the whole benchmark. Each round: wait until the service
 is home (and in zero-loss mode when synchronous), SIGKILL dc1's postmaster, let the
-monitor fail over, repair dc1, let the monitor fail back. The RTO of a round is from
-the kill to the client's first acknowledged write after it. At the end every
+monitor fail over, repair dc1, let the monitor fail back. The RTO of a round is the
+client's outage across the kill: from its last acknowledged write before the kill to
+its first one after the failover. At the end every
 acknowledged id is looked up: lost acknowledged writes (must be 0 in synchronous mode).
 
 Then the "second failure right after a failback" cases (issue 10), M rounds each: the
 monitor fails back, and dc1's postmaster is SIGKILLed again either during the failback's
 observation window (once the monitor has put the new primary in zero-loss mode) or right
-after the failback committed. The RTO is again from that kill to the first write
-accepted (at dc2); automatic failback is then suspended (flap damping), so the round
-ends with ``failback auto enable`` and the failback home.
+after the failback committed. The RTO is again the client's outage across that kill
+(until writes are accepted at dc2); automatic failback is then suspended (flap
+damping), so the round ends with ``failback auto enable`` and the failback home.
 
 The lab's hold-down is shortened to 4 s here, and every round's first kill comes after
 it, so that back-to-back rounds are not taken for a flapping primary (the second failure
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import signal
@@ -112,11 +114,15 @@ def _after_hold_down(events: Events) -> None:
         time.sleep(max(0.0, max(done) + HOLD_DOWN_S + 0.5 - time.time()))
 
 
-def _first_write_after(probe: WriteProbe, killed_at: float) -> float | None:
+def _outage(probe: WriteProbe, killed_at: float, handled_at: float) -> float | None:
+    """The client's outage across the kill: the longest time between two acknowledged
+    writes from just before the kill to the first one after the monitor handled it. (The
+    first acknowledgement *after* the kill can be a write committed just before it.)"""
     deadline = time.monotonic() + 60
-    while not probe.stats.acked_ids(since=killed_at) and time.monotonic() < deadline:
+    while not probe.stats.acked_ids(since=handled_at) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return min((t for _, t in probe.stats.acknowledged if t > killed_at), default=None)
+    outage = probe.stats.outage_across(killed_at - 1.0, handled_at)
+    return None if math.isnan(outage) else outage
 
 
 def _auto_enable(config: str) -> None:
@@ -144,14 +150,14 @@ def _second_failure_round(
     killed_at = time.time()
     lab_break(lab_dir, "dc1", "db")
     ended = events.wait_any(("failover.finished", "failback.rolled_back"), mark)
-    first = _first_write_after(probe, killed_at)
+    outage = _outage(probe, killed_at, float(ended["ts"]))
     suspended = events.wait("failback.suspended", mark, timeout=30)
     mark = events.last_id()
     lab_repair(lab_dir, "dc1", "db")
     _auto_enable(config)
     failback = events.wait("failback.finished", mark, timeout=180)
     return {
-        "rto_s": None if first is None else round(first - killed_at, 4),
+        "rto_s": None if outage is None else round(outage, 4),
         "handled_by": ended["kind"],
         "handled_after_s": round(float(ended["ts"]) - killed_at, 4),
         "suspended": bool(suspended),
@@ -165,11 +171,11 @@ def _round(lab_dir: Path, events: Events, probe: WriteProbe) -> dict[str, Any]:
     lab_break(lab_dir, "dc1", "db")
     detected = events.wait("failure.detected", mark)
     finished = events.wait("failover.finished", mark)
-    first = _first_write_after(probe, killed_at)
+    outage = _outage(probe, killed_at, float(finished["ts"]))
     lab_repair(lab_dir, "dc1", "db")
     failback = events.wait("failback.finished", mark, timeout=180)
     return {
-        "rto_s": None if first is None else round(first - killed_at, 4),
+        "rto_s": None if outage is None else round(outage, 4),
         "detected_after_s": round(float(detected["ts"]) - killed_at, 4),
         "failover_done_after_s": round(float(finished["ts"]) - killed_at, 4),
         "failover_status": finished["data"]["status"],
