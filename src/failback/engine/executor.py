@@ -66,9 +66,12 @@ class RevertRequested(Exception):
     names their builder) and runs them; the run then ends ``rolled-back``.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, params: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.params = params or {}
+        """Added to the step's params for the builder of the way back (e.g. how to switch
+        back: ``{"switch_back": "failover"}`` when the new primary is dead)."""
 
 
 @dataclass
@@ -357,7 +360,9 @@ class Executor:
                     run.id, "waiting-approval", waiting.question, f"failback approve {run.id}"
                 )
             except RevertRequested as revert:
-                plan, records = self._append_revert(ctx, run, idx, spec, revert.reason)
+                plan, records = self._append_revert(
+                    ctx, run, idx, spec, revert.reason, revert.params
+                )
                 self.reporter.step_finished(
                     spec.id, "reverted", time.monotonic() - started, revert.reason
                 )
@@ -400,12 +405,18 @@ class Executor:
         return RunOutcome(run.id, "succeeded")
 
     def _append_revert(
-        self, ctx: RunContext, run: RunRecord, idx: int, spec: StepSpec, reason: str
+        self,
+        ctx: RunContext,
+        run: RunRecord,
+        idx: int,
+        spec: StepSpec,
+        reason: str,
+        params: dict[str, Any],
     ) -> tuple[Plan, list[StepRecord]]:
         """Journal the decision to switch back and the steps that do it, then go on."""
         from failback.plan.revert import revert_steps
 
-        steps = revert_steps(ctx.service, spec.params)
+        steps = revert_steps(ctx.service, {**spec.params, **params})
         # one transaction: the decision, its reason and the steps that carry it out
         self.journal.record_revert(
             run.id, idx, reason, [step.model_dump(mode="json") for step in steps]
@@ -724,10 +735,10 @@ class Executor:
         return self.abort(run_id)
 
     def effective_status(self, run: RunRecord) -> str:
-        """``interrupted`` for a run marked running or rolling-back that no live process
-        executes (which way it was going is in ``run.values["rollback"]``)."""
+        """``interrupted`` for a run marked running, observing or rolling-back that no live
+        process executes (which way it was going is in ``run.values["rollback"]``)."""
         if (
-            run.status in (RunStatus.RUNNING, RunStatus.ROLLING_BACK)
+            run.status in (RunStatus.RUNNING, RunStatus.OBSERVING, RunStatus.ROLLING_BACK)
             and not RunProcessLock(self.journal.state_dir, run.id).is_held_elsewhere()
         ):
             return INTERRUPTED

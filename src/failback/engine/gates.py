@@ -244,13 +244,12 @@ class ObservationGate(Action):
         if dead:
             also = "" if dead in reason else f"; the new primary is down too ({dead})"
             reason = f"{reason}{also}: switching back by unplanned failover"
-        # read by failback.plan.revert.revert_steps: the executor builds the way back from
-        # this step's params (the decision itself is journaled with the steps it appends)
-        self.spec.params["switch_back"] = how
         self.ctx.remember(
             "switch_back", {"how": how, "why": reason, "site": site.site, "at": time.time()}
         )
-        raise RevertRequested(reason)
+        # failback.plan.revert.revert_steps builds the way back from this step's params
+        # plus these (the decision is journaled with the steps it appends)
+        raise RevertRequested(reason, {"switch_back": how})
 
 
 class _SiteWatch:
