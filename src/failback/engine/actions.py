@@ -69,6 +69,26 @@ class RunContext:
         self.measure(name, at - float(stopped), "s", note=note)
         self.remember(f"writes_resumed_at.{spec.site}", at)
 
+    def writes_restored(self, spec: StepSpec, at: float) -> None:
+        """A rollback sends writes back to ``spec.site``, where this run had stopped them:
+        clients could not write from then until now. Recorded by the undo of the step that
+        marked the start (``stop_writes``), which is undone last; once, even when an
+        interrupted undo runs again."""
+        site = spec.site or ""
+        stopped = self.values.get(f"writes_stopped_at.{site}")
+        if not (spec.params.get("stop_writes") and stopped) or (
+            f"writes_restored_at.{site}" in self.values
+        ):
+            return
+        self.measure(
+            "write_unavailability_s",
+            at - float(stopped),
+            "s",
+            note=f"rollback: from the first router refusing or holding writes at {site} to"
+            f" the last one sending them back to {site}",
+        )
+        self.remember(f"writes_restored_at.{site}", at)
+
     def writes_resume_unrecorded(self, site: str) -> bool:
         return f"writes_resumed_at.{site}" not in self.values
 

@@ -65,6 +65,7 @@ class RouterFence(Action):
         ):
             return {"routed": None}
         self.target.router().route_to(self.target.backend, self.target.server)
+        self.ctx.writes_restored(self.spec, time.time())
         return {"routed": f"{self.target.backend}/{self.target.server}"}
 
 

@@ -52,6 +52,7 @@ class PoolPause(PoolAction):
 
     def undo(self) -> dict[str, Any] | None:
         self.bouncer.resume(self.databases)
+        self.ctx.writes_restored(self.spec, time.time())
         return {"resumed": self.databases}
 
 
@@ -113,4 +114,5 @@ class PoolFence(PoolAction):
 
     def undo(self) -> dict[str, Any] | None:
         self.bouncer.resume(self.databases)
+        self.ctx.writes_restored(self.spec, time.time())
         return {"resumed": self.databases}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from failback.drivers.postgres.conn import connect
@@ -80,6 +81,35 @@ def _is_primary(node: PgNode) -> bool:
     except PgError:
         return False
     return bool(row) and not row[0]
+
+
+def _accepts_connections(node: PgNode) -> bool:
+    try:
+        with connect(node, timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except PgError:
+        return False
+    return True
+
+
+def _settle(
+    action: PgAction, serving: Callable[[PgNode], bool], what: str, timeout: float = 120.0
+) -> bool:
+    """For an undo that starts a server again: wait until its postmaster is gone (False:
+    start it) or serves (True: a run interrupted in this undo started it already).
+    One that runs without serving is shutting down (a stop in progress) or starting."""
+    deadline = time.monotonic() + timeout
+    while (pid := running_postmaster(action.ctx.host, action.node)) is not None:
+        if serving(action.node):
+            return True
+        if time.monotonic() >= deadline:
+            raise StepFailed(
+                f"{action.spec.site}: postmaster {pid} neither stopped nor came {what} "
+                f"within {timeout:g}s",
+                hint=f"see the server log of {action.spec.site}",
+            )
+        time.sleep(0.05)
+    return False
 
 
 @register
@@ -164,14 +194,14 @@ class PgFence(PgAction):
             raise StepFailed(f"{self.spec.site}: postmaster still runs after the fence")
 
     def undo(self) -> dict[str, Any] | None:
-        """Start it again if this step stopped it (a rollback before any promotion)."""
-        if (
-            self.ctx.values.get(f"was_running.{self.spec.site}")
-            and running_postmaster(self.ctx.host, self.node) is None
+        """Start it again if this step stopped it (a rollback before any promotion), once
+        a stop it asked for has finished: one still shutting down would stay stopped."""
+        if not self.ctx.values.get(f"was_running.{self.spec.site}") or _settle(
+            self, _accepts_connections, "up"
         ):
-            start(self.ctx.host, self.node, timeout=120)
-            return {"started": self.spec.site}
-        return {"started": None}
+            return {"started": None}
+        start(self.ctx.host, self.node, timeout=120)
+        return {"started": self.spec.site}
 
 
 @register
@@ -210,16 +240,18 @@ class PgStopPrimary(PgAction):
         return {"final_lsn": format_lsn(final)}
 
     def undo(self) -> dict[str, Any] | None:
-        """Start it again as the primary it was, once a stop in progress has finished."""
+        """Start it again as the primary it was, once a stop in progress has finished.
+
+        A postmaster that runs is either still shutting down (a fast stop that timed
+        out: routing writes back to it now would send them to a server about to
+        disappear) or was started by this undo before an interruption (then the undo
+        is done once it serves as the primary): wait for whichever it is.
+        """
         if not self.ctx.values.get(f"was_running.{self.spec.site}"):
             return {"started": None}
-        pid = running_postmaster(self.ctx.host, self.node)
-        if pid is not None:
-            # a fast stop that timed out may still be shutting down: routing writes back
-            # to it now would send them to a server about to disappear
-            wait_pid_gone(self.ctx.host, pid, timeout=120)
-        if running_postmaster(self.ctx.host, self.node) is None:
-            start(self.ctx.host, self.node, timeout=120)
+        if _settle(self, _is_primary, "a primary"):
+            return {"started": None, "running": self.spec.site}
+        start(self.ctx.host, self.node, timeout=120)
         return {"started": self.spec.site}
 
 
