@@ -111,5 +111,7 @@ def service_status(
         comp["lag_seconds"] = data.get("lag_seconds")
     doc["traffic"] = traffic_split(doc["components"])
     doc["auto_failback"] = auto_failback_state(service, recorded)
+    # the primary's position as the monitor last saw it (what a failover measures loss from)
+    doc["last_primary"] = recorded.get("last_primary")
     doc["monitor"] = monitor_document(journal, service, doc)
     return doc
