@@ -9,6 +9,7 @@ is read straight from SQLite (read-only) so that polling it costs no CLI start.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -41,12 +42,13 @@ def variant(
     approval: str = "none",
     postcheck: str | None = None,
     observation: str = "0s",
+    switchover: str = REPLAY_TIMEOUT,
 ) -> Path:
     """The lab's topology, quick to run: no bake before the database moves, a short
     stability window, no observation window (unless asked), a replay wait of REPLAY_TIMEOUT."""
     doc = yaml.safe_load(lab.config.read_text())
     service = doc["services"][SERVICE]
-    service["components"]["db"]["options"]["switchover_timeout"] = REPLAY_TIMEOUT
+    service["components"]["db"]["options"]["switchover_timeout"] = switchover
     service["policy"].update(
         approval=approval,
         stability_window="200ms",
@@ -178,6 +180,30 @@ def pool_pid(lab: Lab) -> int | None:
 def postmaster_pid(lab: Lab, site: str) -> int | None:
     host = LocalHost()
     return running_postmaster(host, lab_node(host, lab.info, site))
+
+
+def child_pid(parent: int | None, title: str) -> int | None:
+    """The child of ``parent`` whose process title starts with ``postgres: TITLE``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and argv.startswith(f"postgres: {title}"):
+            return int(entry.name)
+    return None
+
+
+def run_value(lab: Lab, run_id: int, key: str) -> Any:
+    """One of the values a run keeps in the journal (``final_lsn.dc2``...)."""
+    with contextlib.closing(
+        sqlite3.connect(f"file:{lab.journal_path}?mode=ro", uri=True, timeout=5)
+    ) as db:
+        row = db.execute("SELECT values_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return json.loads(row[0]).get(key)
 
 
 def pause_replay(lab: Lab, site: str = "dc1") -> None:

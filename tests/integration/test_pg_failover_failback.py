@@ -44,6 +44,14 @@ def lab() -> Iterator[Lab]:
         yield new_lab(root)
 
 
+def wait_for_writes(probe: WriteProbe, *, since: float, count: int = 10) -> None:
+    """Until the client had ``count`` writes acknowledged after ``since`` (a state)."""
+    deadline = time.monotonic() + 60
+    while len(probe.stats.acked_ids(since=since)) < count:
+        assert time.monotonic() < deadline, f"the client made no progress since {since}"
+        time.sleep(0.01)
+
+
 def make_table(lab: Lab) -> None:
     """A table written through the router, present on both sites before anything fails."""
     with lab.connect_dsn() as conn:
@@ -114,11 +122,11 @@ def test_failback_loses_no_acknowledged_write_under_a_concurrent_writer(lab: Lab
 
     probe = WriteProbe(lab.info.dsn, interval=0.01).start()
     try:
-        time.sleep(0.3)  # the client is writing before the failback starts
+        wait_for_writes(probe, since=0)  # the client is writing before the failback starts
         started = time.time()
         report = lab.failback()["report"]
         finished = time.time()
-        time.sleep(0.3)  # ... and keeps writing after it
+        wait_for_writes(probe, since=finished)  # ... and keeps writing after it
     finally:
         stats = probe.stop()
     assert report["kind"] == "failback" and report["status"] == "succeeded"

@@ -8,6 +8,8 @@ PostgreSQL pair, and a real HTTP load from the test while the failback runs.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -23,6 +25,7 @@ from failback.lab import lab_break
 from failback.lab.probe import WriteProbe
 from tests.conftest import failback_argv
 from tests.integration.labfixtures import Lab, lab_base, measurement, new_lab
+from tests.integration.pgholds import newest_run, steps_in_journal, wait_step, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +95,7 @@ def test_healthy_tier_returns_step_by_step_with_numbers(lab: Lab) -> None:
     assert moved["status"] == "succeeded", moved
     assert web_share(lab, "dc2", config) == 100.0
     with HttpLoad(lab.info.web.url) as load:
-        time.sleep(0.5)
+        wait_until(lambda: sum(load.answers.values()) > 20)  # the load runs first
         doc = lab.cli_json("failback", "app", "--yes", config=config)
     assert doc["status"] == "succeeded", doc
     report = doc["report"]
@@ -188,7 +191,8 @@ def test_abort_in_the_observation_window_switches_back_without_loss(lab: Lab) ->
         assert status.current_run["undo_until"] > time.time()
         aborted = lab.cli_json("abort", str(run_id), "--yes", config=config)
         _out, err = proc.communicate(timeout=120)
-        time.sleep(0.5)
+        mark = time.time()
+        wait_until(lambda: probe.stats.acked_ids(since=mark))  # the client writes on
     finally:
         stats = probe.stop()
     assert aborted["status"] == "rolled-back", aborted
@@ -218,33 +222,37 @@ def test_a_gate_failing_in_the_observation_window_switches_back(lab: Lab) -> Non
     assert_back_at_dc2(lab, config)
 
 
-def wait_step_applying(lab: Lab, config: Path, step_id: str, proc: subprocess.Popen[str]) -> int:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        runs = lab.cli_json("runs", config=config)["runs"]
-        if runs and runs[0]["kind"] == "failback":
-            run_id = int(runs[0]["id"])
-            steps = {s["id"]: s["status"] for s in lab.run_show(run_id)["run"]["steps"]}
-            if steps.get(step_id) == "applying":
-                return run_id
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
-    raise AssertionError(f"{step_id} never started")
-
-
 def test_abort_after_the_promotion_is_refused_until_the_window(lab: Lab) -> None:
     """Between the promotion and the observation window nothing may be undone: an abort
-    then would leave clients split between two sites (found by review, reproduced)."""
-    config = with_steps(lab, "[50, 100]", bake="6s")
+    then would leave clients split between two sites (found by review, reproduced).
+
+    The runner is caught inside the gate after the promotion (the journal polled
+    directly) and stopped there (SIGSTOP: it still holds the run) while the abort is
+    tried, so the abort lands in that gate whatever the machine's load."""
+    config = with_steps(lab, "[50, 100]", bake="2s")
     lab.cli_json("failover", "app", "--planned", "--yes", config=config)
     probe = WriteProbe(lab.info.dsn, interval=0.01).start()
     try:
+        after = newest_run(lab)
         proc = start_failback(lab, config)
-        run_id = wait_step_applying(lab, config, "gate-web-dc1-100", proc)
-        refused = lab.cli("abort", str(run_id), "--yes", config=config)
+        try:
+            run_id = wait_step(
+                lab, proc, after=after, step="gate-web-dc1-100", want=lambda s: s[0] == "applying"
+            )
+            os.kill(proc.pid, signal.SIGSTOP)
+            at_abort = steps_in_journal(lab, run_id)
+            refused = lab.cli("abort", str(run_id), "--yes", config=config)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         out, err = proc.communicate(timeout=120)
+        mark = time.time()
+        wait_until(lambda: probe.stats.acked_ids(since=mark))
     finally:
         stats = probe.stop()
+    # where the abort landed: past the promotion, inside the last gate, before the window
+    assert at_abort["promote-dc1"][0] == "done", at_abort
+    assert at_abort["gate-web-dc1-100"][0] == "applying", at_abort
+    assert at_abort["observe"][0] == "pending", at_abort
     assert refused.returncode != 0
     assert "point of no return" in refused.stderr
     assert proc.returncode == 0, err

@@ -326,7 +326,11 @@ def test_directory(tmp_path: Path) -> None:
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
-    """Root reads any file, so as root the loader runs as ``nobody`` in a child process."""
+    """Root reads any file, so as root the loader runs as ``nobody`` in a child process.
+
+    In a directory ``nobody`` can traverse (pytest's tmp_path is 0700: there every
+    file is unreachable, and the test would pass whatever the file's mode), beside a
+    readable copy that must load: only the file's own mode can make the load fail."""
     path = tmp_path / "failback.yaml"
     path.write_text(MINIMAL)
     path.chmod(0)
@@ -336,24 +340,42 @@ def test_unreadable_file(tmp_path: Path) -> None:
         [problem] = info.value.problems
         assert "permission denied" in problem.message
         return
-    code = (
-        "import os, pwd, sys\n"
-        "from failback.config import ConfigError, load_topology\n"
-        "nobody = pwd.getpwnam('nobody')\n"
-        "os.setgroups([]); os.setgid(nobody.pw_gid); os.setuid(nobody.pw_uid)\n"
-        "try:\n"
-        f"    load_topology({str(path)!r})\n"
-        "except ConfigError as exc:\n"
-        "    print(exc.problems[0].message)\n"
-        "    sys.exit(2)\n"
-    )
+    import shutil
     import subprocess
     import sys
+    import tempfile
 
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 2, result.stderr
+    shared = Path(tempfile.mkdtemp(prefix="fb-unreadable-", dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        readable, unreadable = shared / "readable.yaml", shared / "failback.yaml"
+        readable.write_text(MINIMAL)
+        readable.chmod(0o644)
+        unreadable.write_text(MINIMAL)
+        unreadable.chmod(0)
+        code = (
+            "import os, pwd, sys\n"
+            "from failback.config import ConfigError, load_topology\n"
+            "nobody = pwd.getpwnam('nobody')\n"
+            # loaded once as root first: every module the loader imports lazily is
+            # imported then (nobody may not read the interpreter's own library)
+            f"load_topology({str(readable)!r})\n"
+            "os.setgroups([]); os.setgid(nobody.pw_gid); os.setuid(nobody.pw_uid)\n"
+            f"load_topology({str(readable)!r})\n"
+            "print('readable copy loaded')\n"
+            "try:\n"
+            f"    load_topology({str(unreadable)!r})\n"
+            "except ConfigError as exc:\n"
+            "    print(exc.problems[0].message)\n"
+            "    sys.exit(2)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+    finally:
+        shutil.rmtree(shared)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "readable copy loaded" in result.stdout
     assert "permission denied" in result.stdout
 
 
