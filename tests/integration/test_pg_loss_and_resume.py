@@ -182,6 +182,9 @@ def test_runs_killed_while_observing_are_aborted_or_resumed(lab: Lab) -> None:
         assert "observation window" in aborted["error"]
         steps = {s["id"]: s["status"] for s in aborted["report"]["steps"]}
         assert steps["observe"] == "reverted" and steps["back-promote-dc2"] == "done", steps
+        # promise 4: the rolled-back run reports both switches' write-unavailability
+        for name in ("write_unavailability_s", "switch_back_write_unavailability_s"):
+            assert measurement(aborted["report"], name)["value"] > 0, name
         wait_until(lambda: is_away(lab), timeout=60)
 
         config = variant(lab, "observe-short", observation="4s")

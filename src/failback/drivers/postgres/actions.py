@@ -469,7 +469,11 @@ class PgVerifyWrite(PgAction):
         last_error = ""
         while True:
             try:
-                with connect(via, timeout=2) as conn:
+                with connect(via, timeout=2) as conn, conn.transaction():
+                    # where writes land, not whether a synchronous standby has them: with
+                    # strict synchronous mode and no standby left, a commit waits until
+                    # one streams (forever, for this step, which then never ended)
+                    conn.execute("SET LOCAL synchronous_commit = local")
                     conn.execute(
                         f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigserial PRIMARY KEY,"
                         " token text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
