@@ -1,4 +1,7 @@
-"""The CLI as a user meets it: exit codes, --json, clear one-line errors, never a traceback."""
+"""The CLI as a user meets it: exit codes, --json, clear one-line errors, never a traceback.
+
+Needs no server (no ``integration`` marker): only the CLI and shell commands run.
+"""
 
 from __future__ import annotations
 

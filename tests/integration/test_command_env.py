@@ -4,6 +4,8 @@ A command sees an allow-listed environment (never failback's API token or any ot
 variable of the process that runs failback), the ``FAILBACK_*`` context, and the
 component's declared ``env:``, whose ``env:``/``file:`` references reach the command
 as values and are masked in everything failback stores or shows.
+
+Needs no server (no ``integration`` marker): only the CLI and shell commands run.
 """
 
 from __future__ import annotations

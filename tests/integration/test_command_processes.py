@@ -5,6 +5,8 @@ sleeps and then writes a line (``(sleep 2; echo fenced >> $E) | cat``): killing 
 the shell, as ``subprocess.run(timeout=...)`` does, lets that subshell write after the
 step was recorded failed and its undo ran. Every sleep carries a unique duration so
 the test can look for it in /proc.
+
+Needs no server (no ``integration`` marker): only the CLI and shell commands run.
 """
 
 from __future__ import annotations

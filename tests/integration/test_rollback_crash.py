@@ -5,6 +5,8 @@ several steps): every action appends a line to an effects file, so the test can 
 exactly what happened and in which order. The runner is killed with SIGKILL through
 the real CLI at each step of the *undo* path (forward-path kills are in
 test_engine_crash.py), then ``resume`` and ``abort`` are tried as a person would.
+
+Needs no server (no ``integration`` marker): only the CLI and shell commands run.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from every command that loads the topology (before: ``validate`` said "valid" an
 ``plan``/``status`` died with an ``OverflowError`` traceback from ``subprocess``). A
 mutating command step without ``check:`` is a warning: exit 0, ``FILE:LINE: key:
 warning: ...`` on stderr, a ``warnings`` list in ``--json``.
+
+Needs no server (no ``integration`` marker): only the CLI and shell commands run.
 """
 
 from __future__ import annotations
