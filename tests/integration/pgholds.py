@@ -252,8 +252,8 @@ def client_gap_across(stats: ProbeStats, start: float, end: float) -> float:
 def is_away(lab: Lab) -> bool:
     """dc2 primary, dc1 its streaming standby on the same timeline, writes to dc2, no run.
 
-    (``needs_resync`` may still name dc1 after a rolled-back failback: the resync was
-    done but the run never got to record it. Conservative, and not what is tested.)"""
+    (``needs_resync`` is not looked at: a resync step takes its site off the list once
+    it streams, which test_pg_rollback checks where it matters.)"""
     status = lab.status()
     dc1, dc2 = status.db("dc1"), status.db("dc2")
     problems = [

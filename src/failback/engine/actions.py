@@ -96,6 +96,12 @@ class RunContext:
         """Show a run-level state while a step works (e.g. ``observing``)."""
         self.journal.set_run_status(self.run_id, status, hint=hint)
 
+    def mark_in_sync(self, site: str) -> None:
+        """``site`` was resynced and streams from the primary: it no longer needs a resync,
+        even if this run is later rolled back (a failover to it is then safe again)."""
+        if self.journal.mark_in_sync(self.service_name, site):
+            self.log(f"{site} is in sync again: it no longer needs a resync")
+
     def remember(self, key: str, value: Any) -> None:
         """Keep a value for later steps, durably (it survives a crash and resume)."""
         self.values[key] = value

@@ -624,6 +624,27 @@ class Journal:
                 (service, default_site, json.dumps(current), time.time()),
             )
 
+    def mark_in_sync(self, service: str, site: str) -> bool:
+        """Take ``site`` off the sites needing a resync (it streams from the primary now);
+        True when it was on the list. One transaction: a concurrent writer of other keys
+        is never overwritten."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT data_json FROM service_state WHERE service = ?", (service,)
+            ).fetchone()
+            if row is None:
+                return False
+            data = json.loads(row["data_json"])
+            pending = list(data.get("needs_resync") or [])
+            if site not in pending:
+                return False
+            data["needs_resync"] = [s for s in pending if s != site]
+            db.execute(
+                "UPDATE service_state SET data_json = ?, updated_at = ? WHERE service = ?",
+                (json.dumps(data), time.time(), service),
+            )
+            return True
+
     # health (written by the monitor, read by `failback status`) -----------------
 
     def save_health(self, service: str, probes: dict[str, dict[str, Any]]) -> None:

@@ -23,8 +23,9 @@ OUTCOME_EVENTS = {
     "rolled-back": "rolled_back",
     "waiting-approval": "waiting_approval",
     "failed": "failed",
-    "aborted": "failed",
 }
+"""The monitor's own outcome events. An abort has none: the engine journals
+``KIND.aborted`` itself, and the monitor forwards it like every journal event."""
 
 ABORT_WAIT_S = 600.0
 """How long an abort waits for the process executing the run to act on it."""
@@ -120,7 +121,9 @@ class RunWorker:
             journal.close()
 
     def _report(self, journal: Journal, outcome: RunOutcome) -> None:
-        suffix = OUTCOME_EVENTS.get(outcome.status, outcome.status)
+        if outcome.status not in OUTCOME_EVENTS:
+            return
+        suffix = OUTCOME_EVENTS[outcome.status]
         message = f"{self.kind} of {self.service} {outcome.status} (run {outcome.run_id})"
         if outcome.status == "waiting-approval":
             message = (

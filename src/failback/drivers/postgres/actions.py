@@ -422,6 +422,7 @@ class PgResync(PgAction):
         if not (seen.reachable and seen.role == "standby"):
             raise StepFailed(f"{self.spec.site} is {seen.role} after resync, not a standby")
         wait_streaming(self.node, upstream=self.node_at(self.spec.params["source"]), timeout=60)
+        self.ctx.mark_in_sync(self.spec.site or "")
 
 
 @register
