@@ -12,8 +12,10 @@ setup:
 demo: setup
 	$(BIN)/failback demo
 
+# Two workers (this is a 2-core machine); a test file runs whole in one worker so that
+# its module-scoped lab is built once. Each lab picks its own free ports.
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -30,7 +30,6 @@ from failback.engine.progress import NullReporter, Reporter
 from failback.engine.states import (
     APPLIED_STEPS,
     DONE_STEPS,
-    EXECUTING,
     INTERRUPTED,
     TERMINAL,
     RunStatus,
@@ -108,7 +107,16 @@ class RunProcessLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # another process may be *probing* the lock for a moment (is_held_elsewhere,
+            # the monitor every tick): retry briefly before saying someone executes it
+            for attempt in range(20):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.01)
         except BlockingIOError as exc:
             other = os.pread(fd, 32, 0).decode().strip() or "?"
             os.close(fd)
@@ -133,7 +141,8 @@ class RunProcessLock:
             return False
         fd = os.open(self.path, os.O_RDWR)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # shared: two probes at the same moment do not see each other as the executor
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
         else:
@@ -660,7 +669,7 @@ class Executor:
                     "or let it finish and plan the way back",
                 )
             self._request_abort(run, force=force)
-            return self._wait_for_end(run_id, wait_s)
+            return self._wait_for_end(run_id, wait_s, force=force)
         with self._locked(run_id) as run:
             if _rolling_back(run):
                 return self._continue_rollback(run)
@@ -717,22 +726,27 @@ class Executor:
             service=run.service,
         )
 
-    def _wait_for_end(self, run_id: int, wait_s: float) -> RunOutcome:
+    def _wait_for_end(self, run_id: int, wait_s: float, *, force: bool = False) -> RunOutcome:
         """Wait for the executing process to act on an abort request."""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             run = self.journal.get_run(run_id)
-            if run.status not in (*EXECUTING, RunStatus.PENDING):
+            held = RunProcessLock(self.journal.state_dir, run_id).is_held_elsewhere()
+            if run.status in TERMINAL_STATUSES or (
+                run.status == RunStatus.FAILED and _rolling_back(run)
+            ):  # over, or an undo failed: a person repairs, then aborts again
                 return RunOutcome(run_id, run.status, run.error, run.hint)
-            if not RunProcessLock(self.journal.state_dir, run_id).is_held_elsewhere():
-                break  # that process died meanwhile: abort here
+            if not held:
+                # it ended (or parked at a gate, or stopped failed) without acting on the
+                # request, or that process died: abort here
+                break
             time.sleep(0.2)
         else:
             raise StateError(
                 f"run {run_id} did not stop within {wait_s:g}s of the abort request",
                 hint=f"`failback run show {run_id}` shows where it is",
             )
-        return self.abort(run_id)
+        return self.abort(run_id, force=force)
 
     def effective_status(self, run: RunRecord) -> str:
         """``interrupted`` for a run marked running, observing or rolling-back that no live
@@ -791,7 +805,11 @@ def _open_observation(plan: Plan, records: list[StepRecord], values: dict[str, A
 
 def _passed_point_of_no_return(plan: Plan, records: list[StepRecord]) -> str | None:
     for spec, record in zip(plan.steps, records, strict=True):
-        if spec.point_of_no_return and record.attempts > 0 and record.undo_status != "undone":
+        if (
+            spec.point_of_no_return
+            and (record.attempts > 0 or record.status in DONE_STEP_STATUSES)
+            and record.undo_status != UndoStatus.UNDONE
+        ):
             return spec.id
     return None
 

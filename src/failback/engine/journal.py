@@ -261,7 +261,13 @@ class Journal:
         return run_id
 
     def get_run(self, run_id: int) -> RunRecord:
-        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        # an id SQLite cannot hold (beyond 64 bits) names no run; never an OverflowError
+        in_range = 0 < run_id < 2**63
+        row = (
+            self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if in_range
+            else None
+        )
         if row is None:
             last = self._db.execute("SELECT max(id) AS m FROM runs").fetchone()["m"]
             hint = (

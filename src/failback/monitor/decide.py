@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from failback.engine.states import EXECUTING
 from failback.monitor import window as allowed
 
 
@@ -110,7 +111,9 @@ def flapped(
 # --------------------------------------------------------------------------- runs
 
 
-RESUMABLE = frozenset({"pending", "running", "observing", "rolling-back"})
+RESUMABLE = EXECUTING
+# (not ``pending``: between create_run and the executor taking the lock, a live run
+# would look interrupted)
 """Journal statuses in which a run needs a live process; without one it was interrupted."""
 
 

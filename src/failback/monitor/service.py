@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failback.drivers.registry import primary_position
 from failback.engine.executor import RunProcessLock
 from failback.errors import FailbackError
 from failback.monitor import decide
@@ -147,7 +148,7 @@ class ServiceMonitor:
         if now - self.saved_at >= SAVE_EVERY_S:
             self.saved_at = now
             data: dict[str, Any] = {}
-            primary = self._primary_position(observations, active)
+            primary = primary_position(observations, active)
             if primary:
                 data["last_primary"] = primary
             data["monitor"] = self._document(now, run=run_doc)
@@ -619,18 +620,6 @@ class ServiceMonitor:
                 service=self.name,
                 data={"reason": decision.reason},
             )
-
-    def _primary_position(self, observed: list[Any], active: str) -> dict[str, Any] | None:
-        """The active primary's last seen WAL position: a failover reports what may be lost."""
-        for obs in observed:
-            if (
-                obs.driver == "postgres"
-                and obs.site == active
-                and obs.role == "primary"
-                and obs.data.get("current_lsn")
-            ):
-                return {"site": obs.site, "lsn": obs.data["current_lsn"], "at": obs.observed_at}
-        return None
 
 
 def _decision(reason: str, code: str, now: float) -> dict[str, Any]:

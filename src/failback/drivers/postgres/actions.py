@@ -361,25 +361,37 @@ class PgPromote(PgAction):
         last = (self.ctx.journal.service_state(self.ctx.service_name) or {}).get("last_primary")
         if received is not None:
             self.ctx.measure("standby_received_lsn", received, "lsn")
-        if not last or received is None:
+        if not last or received is None or last.get("site") == self.spec.site:
+            # never seen, or the position recorded is this site's own (from a time it was
+            # the primary): nothing says how far the old primary was ahead
             self.ctx.measure(
                 "possible_loss_bytes",
                 None,
                 "bytes",
-                note="old primary's position never observed: unknown",
+                note="old primary's position was not recorded (is `failback monitor` "
+                "running?): unknown",
             )
             return
         ahead = max(0, parse_lsn(last["lsn"]) - received)
+        age = max(0.0, time.time() - float(last["at"]))
         self.ctx.remember("old_primary_last_seen_at", last["at"])
-        self.ctx.measure(
-            "possible_loss_bytes", ahead, "bytes",
-            note=f"old primary last seen at {last['lsn']}, standby had received "
-            f"{format_lsn(received)}",
-        )  # fmt: skip
+        self.ctx.measure("possible_loss_seen_age_s", age, "s")
+        note = (
+            f"old primary {last['site']} last seen at {last['lsn']} ({age:.1f}s before this "
+            f"promotion), standby had received {format_lsn(received)}"
+        )
+        if age > STALE_POSITION_S:
+            note += "; a lower bound: the old primary may have written more since"
+        self.ctx.measure("possible_loss_bytes", ahead, "bytes", note=note)
 
     def verify(self) -> None:
         if not _is_primary(self.node):
             raise StepFailed(f"{self.spec.site} is still in recovery after promotion")
+
+
+STALE_POSITION_S = 30.0
+"""A recorded primary position older than this (the monitor records it every second
+while it watches) only bounds the possible loss from below."""
 
 
 @register
