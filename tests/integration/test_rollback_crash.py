@@ -379,3 +379,14 @@ def test_api_resume_of_a_run_that_began_undoing_is_refused(tmp_path: Path) -> No
     finally:
         server.stop()
     assert net_state(effects(tmp_path)[before:]) == {}
+
+
+@pytest.mark.parametrize("command", ["run show", "resume", "abort", "approve"])
+def test_a_run_id_beyond_64_bits_is_no_run(tmp_path: Path, command: str) -> None:
+    """Bad input (promise 5): the clear "no run" error, never an OverflowError traceback."""
+    config = write_topology(tmp_path)
+    extra = ("--yes",) if command == "abort" else ()
+    result = cli(config, *command.split(), "99999999999999999999999", *extra)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no run 99999999999999999999999" in result.stderr
+    assert "Traceback" not in result.stderr
