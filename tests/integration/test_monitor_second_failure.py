@@ -17,6 +17,9 @@ by itself; then dc1's postmaster is SIGKILLed again at one moment of that failba
   its own failback, which commits over the dead primary; the failure began while the
   run held the service, and is acted on as soon as the run ends (level-triggered).
 
+And last, the other way round: dc2, the active site, dies while a person's failback
+waits for approval; the monitor aborts that parked run and fails over to dc1.
+
 Each case ends with the service writable at dc2, automatic failback suspended with the
 reason shown, not one acknowledged write lost, and the service home again after a
 person's ``failback auto enable``.
@@ -370,6 +373,52 @@ def test_primary_dies_while_no_monitor_runs_and_its_failback_commits(shared: Sha
         assert run_row(s.lab, run_id)["status"] == "succeeded"
         writable_at_dc2_and_suspended(s, probe, killed_at)
         home_after_auto_enable(s)
+    finally:
+        stats = probe.stop()
+    nothing_lost(probe, stats)
+
+
+def test_active_site_dies_while_a_persons_failback_waits_for_approval(shared: Shared) -> None:
+    """A failure is acted on when the run holding the service stops at a gate: a person's
+    failback waits for approval (before its point of no return) when dc2, the active
+    site, dies. The monitor aborts that run and fails over to dc1, which the failback
+    had resynced (a safe target again); nothing acknowledged is lost.
+
+    Last of this file: it leaves the service at dc1 with dc2 down."""
+    s = shared
+    s.go.touch()  # dc1's declared check passes (the stability-gate case took it away)
+    probe = start_writer(s)
+    try:
+        cfg = str(s.lab.config)
+        disable = run_cli("auto", "disable", SERVICE, "--reason", "by hand", "-c", cfg)
+        assert disable.returncode == 0, disable.stderr
+        mark = fail_over_then_repair(s)
+        s.mon.wait_event("stale_primary.fenced", after=mark)
+        wait_for(
+            "dc1 passing again",
+            lambda: monitor_doc(s.lab)["health"]["db@dc1"]["status"] == "passing",
+        )
+        doc = yaml.safe_load(s.lab.config.read_text())
+        doc["services"][SERVICE]["policy"]["approval"] = "required"
+        by_hand = s.lab.dir / "approval.yaml"
+        by_hand.write_text(yaml.safe_dump(doc, sort_keys=False))
+        waiting = run_cli("failback", SERVICE, "--yes", "--json", "-c", str(by_hand), timeout=180)
+        assert waiting.returncode == 3, waiting.stdout + waiting.stderr
+        run_id = int(waiting.json()["run_id"])
+        assert status_doc(s.lab)["needs_resync"] == []  # dc1 resynced and streaming
+
+        mark, killed_at = s.mon.last_id(), time.time()
+        lab_break(s.lab.dir, "dc2", "db")
+        aborting = s.mon.wait_event("failback.aborting", after=mark)
+        assert aborting["run_id"] == run_id
+        failover = s.mon.wait_event("failover.finished", after=mark, timeout=120)
+        assert failover["data"]["status"] == "succeeded", failover
+        assert run_row(s.lab, run_id)["status"] == "aborted"
+        wait_for("dc1 active", lambda: status_doc(s.lab)["active_site"] == "dc1")
+        wait_for("writes after the kill", lambda: probe.stats.acked_ids(since=killed_at))
+        assert lab_status(s.lab.dir)["router"]["write_target"] == "dc1"
+        after = probe.stats.acked_ids(since=killed_at)
+        assert on_site(s.lab, "dc1", after) == set(after)
     finally:
         stats = probe.stop()
     nothing_lost(probe, stats)

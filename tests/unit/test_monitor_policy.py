@@ -3,6 +3,7 @@ and the planner's refusal to promote a possibly lagging standby of a synchronous
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime
 from typing import Any
@@ -244,6 +245,22 @@ def test_a_failure_that_began_during_a_run_is_acted_on_when_the_run_ends() -> No
     refused = decide.decide_failover(failover_facts(refused="dc2 may lack writes"))
     assert refused.code == "refused" and not refused.act
     assert decide.decide_failover(failover_facts(starting="failover")).code == "busy"
+
+
+def test_a_failback_parked_at_a_gate_is_aborted_when_the_active_site_fails() -> None:
+    """Issue 10: a failure is acted on when the run holding the service stops at a gate.
+    A failback waiting for approval before its point of no return is undone, then the
+    failover follows (automatic policy only; never a run that is executing or past it)."""
+    waiting = run_facts(kind="failback", by="alice", status="waiting-approval", alive=False)
+    parked = dataclasses.replace(waiting, parked=True)
+    go = decide.decide_failover(failover_facts(run=parked))
+    assert go.act and go.code == "abort-parked"
+    assert "run 7 (failback, by alice) waits at a gate" in go.reason
+    # not parked (past its point of no return, or executing): it is waited for
+    assert decide.decide_failover(failover_facts(run=waiting)).code != "abort-parked"
+    manual = decide.decide_failover(failover_facts(policy=policy(), run=parked))
+    assert manual.code != "abort-parked" and not manual.act
+    assert not decide.decide_failover(failover_facts(failed=(), run=parked)).act
 
 
 def test_the_monitor_continues_only_its_own_interrupted_runs() -> None:

@@ -803,6 +803,12 @@ def _open_observation(plan: Plan, records: list[StepRecord], values: dict[str, A
     return False
 
 
+def passed_point_of_no_return(run: RunRecord, records: list[StepRecord]) -> str | None:
+    """The id of the point-of-no-return step ``run`` passed (undoing could then lose
+    writes or create two primaries), or None."""
+    return _passed_point_of_no_return(Plan.model_validate(run.plan), records)
+
+
 def _passed_point_of_no_return(plan: Plan, records: list[StepRecord]) -> str | None:
     for spec, record in zip(plan.steps, records, strict=True):
         if (

@@ -131,6 +131,9 @@ class RunFacts:
     """A live process executes it (it holds the run's lock)."""
     backward: bool
     """It began undoing: it can only finish its undo, never go forward again."""
+    parked: bool = False
+    """A failback that waits at a gate (approval) before its point of no return, with no
+    process executing it: an abort undoes it safely."""
 
     @property
     def interrupted(self) -> bool:
@@ -194,6 +197,17 @@ def decide_failover(f: FailoverFacts) -> Decision:
     ends, with the same policy as any other (nothing waits for it to pass and fail again).
     """
     what = "; ".join(f.failed)
+    automatic = f.policy.failover == "automatic"
+    if f.run is not None and f.failed and f.run.parked and automatic:
+        # the run stopped at a gate: the failure is acted on now, with the same policy,
+        # by undoing the parked failback first (nothing past its point of no return)
+        return Decision(
+            True,
+            f"{f.active} failed ({what}) while run {f.run.id} ({f.run.kind}, by "
+            f"{f.run.by}) waits at a gate before its point of no return: aborting it, "
+            "then failing over",
+            "abort-parked",
+        )
     if f.run is not None:
         held = decide_run(f.run)
         if held.code != "busy" or not f.failed:
@@ -205,7 +219,6 @@ def decide_failover(f: FailoverFacts) -> Decision:
         )
     if f.starting:
         return Decision(False, f"observing: the monitor's {f.starting} is starting", "busy")
-    automatic = f.policy.failover == "automatic"
     if not f.failed:
         return Decision(
             False, f"{f.active} healthy ({'automatic' if automatic else 'manual'} failover)",

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from failback.drivers.registry import primary_position
-from failback.engine.executor import RunProcessLock
+from failback.engine.executor import RunProcessLock, passed_point_of_no_return
 from failback.errors import FailbackError
 from failback.monitor import decide
 from failback.monitor.probes import ROUTER_DRIVERS, HealthView, Probe, ProbeHealth, ProbeResult
@@ -134,7 +134,10 @@ class ServiceMonitor:
         self._fence_on_sight(journal, observations, held)
         runs = self._past_runs(journal, holder, now)
         self._flap_damping(journal, views, state, run, runs, now)
-        if self.replication is not None and (not held or _observing(run)):
+        # zero-loss mode is kept while nothing acts: no run, a run in its observation
+        # window, or a failback parked at a gate (a failover may have to follow it)
+        parked = facts is not None and facts.parked and not _alive(self.aborter)
+        if self.replication is not None and (not held or _observing(run) or parked):
             self._synchronous_mode(journal, views, active, state, now)
         run_doc = None
         if facts is not None:
@@ -175,13 +178,22 @@ class ServiceMonitor:
 
     def _run_facts(self, run: Any) -> decide.RunFacts:
         alive = _alive(self.worker) or RunProcessLock(self.state_dir, run.id).is_held_elsewhere()
+        backward = run.status == "rolling-back" or "rollback" in run.values
+        parked = (
+            run.kind == "failback"
+            and run.status == "waiting-approval"
+            and not alive
+            and not backward
+            and passed_point_of_no_return(run, self.journals.get().steps(run.id)) is None
+        )
         return decide.RunFacts(
             id=run.id,
             kind=run.kind,
             by=str(run.options.get("by") or "person"),
             status=run.status,
             alive=alive,
-            backward=run.status == "rolling-back" or "rollback" in run.values,
+            backward=backward,
+            parked=parked,
         )
 
     def _handle_run(self, journal: Any, facts: decide.RunFacts, now: float) -> None:
@@ -367,6 +379,25 @@ class ServiceMonitor:
             abort=True,
         ).start()
 
+    def _abort_parked(self, journal: Any, run: decide.RunFacts, reason: str) -> None:
+        """Undo a failback parked at a gate so that the failover can follow (next tick)."""
+        key = f"abort-parked:{run.id}"
+        if _alive(self.aborter) or key in self.episodes:
+            return
+        self.episodes.add(key)
+        journal.add_event(
+            "failback.aborting", reason, run_id=run.id, service=self.name,
+            data={"by": run.by, "status": run.status},
+        )  # fmt: skip
+        self.aborter = RunWorker(
+            state_dir=self.state_dir,
+            topology=self.topology,
+            service=self.name,
+            kind=run.kind,
+            run_id=run.id,
+            abort=True,
+        ).start()
+
     def _failback_facts(self, journal: Any, run: Any) -> decide.FailbackRunFacts:
         """Where a failback run stands towards the primary site (for flap damping)."""
         home = self.service.primary_site
@@ -511,6 +542,9 @@ class ServiceMonitor:
                 service=self.name,
                 data={"site": active, "failed": [v.probe.key for v in failed]},
             )
+        if decision.act and decision.code == "abort-parked" and run is not None:
+            self._abort_parked(journal, run, decision.reason)
+            return decision.to_dict(now)
         if not decision.act or decision.code != "go":
             return decision.to_dict(now)
         prepare = None
