@@ -190,6 +190,8 @@ UNDO_CRASHES: dict[str, tuple[Callable[[Lab], int | None] | None, Callable[[Lab]
     # undo of the stop: dc2's postmaster started again, the undo not yet journaled done
     # (no freeze needed: the undo waits until dc2 accepts connections)
     "stop-dc2": (None, lambda lab: postmaster_pid(lab, "dc2") is not None),
+    # undo of the router fence: HAProxy frozen, so the runtime API call hangs
+    "fence-router-dc2": (router_pid, lambda lab: True),
     # undo of the PAUSE: PgBouncer frozen, so the RESUME hangs
     "pause-pool-dc2": (pool_pid, lambda lab: True),
 }
