@@ -127,6 +127,23 @@ def fail_over(config: Path, tmp: Path) -> int:
     return len(effects(tmp))
 
 
+def start_failback(config: Path) -> subprocess.Popen[bytes]:
+    """``failback failback app`` in its own process, to be killed."""
+    return subprocess.Popen(
+        failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def kill_at(proc: subprocess.Popen[bytes], tmp: Path, config: Path, line: str) -> int:
+    """SIGKILL ``proc`` once ``line`` is in the effects file; the newest run's id."""
+    wait_for(line, lambda: line in effects(tmp))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return int(cli(config, "runs", "--json").json()["runs"][0]["id"])
+
+
 def wait_for(what: str, predicate: Any, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -162,16 +179,8 @@ def test_sigkill_during_undo_never_resumes_forward(tmp_path: Path, killed_in: st
     """
     config = write_topology(tmp_path, undo_slow=1.0, fail_once="fence-app@dc2")
     before = fail_over(config, tmp_path)
-    proc = subprocess.Popen(
-        failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for(f"undo of {killed_in}", lambda: f"undo-start-{killed_in}" in effects(tmp_path))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_id = kill_at(start_failback(config), tmp_path, config, f"undo-start-{killed_in}")
     killed_at = list(effects(tmp_path))
-    run_id = int(cli(config, "runs", "--json").json()["runs"][0]["id"])
 
     # where the kill landed: inside that undo, journaled as such before it acted
     steps = steps_of(config, run_id)
@@ -207,15 +216,8 @@ def test_abort_interrupted_during_its_undo_is_finished_by_abort(tmp_path: Path) 
     """An abort (not a failure) killed mid-undo ends ``aborted`` after a second abort."""
     config = write_topology(tmp_path, undo_slow=1.0, slow={"fence-vip@dc2": 30})
     before = fail_over(config, tmp_path)
-    runner = subprocess.Popen(
-        failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for("fence of vip applying", lambda: "start-fence-vip@dc2" in effects(tmp_path))
-    runner.send_signal(signal.SIGKILL)  # now the run is interrupted forward
-    runner.wait()
-    run_id = int(cli(config, "runs", "--json").json()["runs"][0]["id"])
+    # killed inside the fence: the run is interrupted forward
+    run_id = kill_at(start_failback(config), tmp_path, config, "start-fence-vip@dc2")
     assert steps_of(config, run_id)["fence-vip-dc2"]["status"] == "applying"
     aborter = subprocess.Popen(
         failback_argv("abort", str(run_id), "-c", str(config), "--yes", "--json"),
@@ -240,16 +242,9 @@ def test_step_without_check_killed_while_applying_waits_for_a_person(tmp_path: P
     marker = "fence-vip@dc2"
     config = write_topology(tmp_path, no_check=marker, slow={marker: 1.0})
     before = fail_over(config, tmp_path)
-    proc = subprocess.Popen(
-        failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for("fence of vip applying", lambda: "start-fence-vip@dc2" in effects(tmp_path))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = start_failback(config)
+    run_id = kill_at(proc, tmp_path, config, "start-fence-vip@dc2")
     assert marker not in effects(tmp_path)[before:]  # the kill landed inside the command
-    run_id = int(cli(config, "runs", "--json").json()["runs"][0]["id"])
     assert steps_of(config, run_id)["fence-vip-dc2"]["status"] == "applying"
 
     resumed = cli(config, "resume", str(run_id), "--json")
@@ -271,15 +266,8 @@ def test_step_without_check_killed_while_applying_can_be_aborted(tmp_path: Path)
     marker = "fence-vip@dc2"
     config = write_topology(tmp_path, no_check=marker, slow={marker: 1.0})
     before = fail_over(config, tmp_path)
-    proc = subprocess.Popen(
-        failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for("fence of vip applying", lambda: "start-fence-vip@dc2" in effects(tmp_path))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    run_id = int(cli(config, "runs", "--json").json()["runs"][0]["id"])
+    proc = start_failback(config)
+    run_id = kill_at(proc, tmp_path, config, "start-fence-vip@dc2")
     assert steps_of(config, run_id)["fence-vip-dc2"]["status"] == "applying"
     assert cli(config, "resume", str(run_id)).returncode == 3
     aborted = cli(config, "abort", str(run_id), "--yes", "--json")
@@ -352,15 +340,7 @@ def test_api_resume_of_a_run_that_began_undoing_is_refused(tmp_path: Path) -> No
 
     config = write_topology(tmp_path, undo_slow=1.0, fail_once="fence-app@dc2")
     before = fail_over(config, tmp_path)
-    proc = subprocess.Popen(
-        failback_argv("failback", "app", "-c", str(config), "--yes", "--json"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for("undo of sync-app", lambda: "undo-start-sync-app@dc1" in effects(tmp_path))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    run_id = int(cli(config, "runs", "--json").json()["runs"][0]["id"])
+    run_id = kill_at(start_failback(config), tmp_path, config, "undo-start-sync-app@dc1")
     token = "rollback-api-token-2f9c41"
     settings = resolve_settings(
         load_topology(config), listen="127.0.0.1:0", environ={"FAILBACK_API_TOKEN": token}
