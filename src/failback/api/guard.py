@@ -25,7 +25,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from failback.api.errors import ApiError
+from failback.api.errors import ApiError, error_body
 
 MAX_BODY = 64 * 1024
 """Largest request body accepted, in bytes (every body the API takes is a few hundred)."""
@@ -155,7 +155,7 @@ def _replay(first: Message, receive: Receive) -> Receive:
 
 
 async def _respond(send: Send, error: ApiError) -> None:
-    body = json.dumps({"error": error.error, "hint": error.hint, "kind": "ApiError"}).encode()
+    body = json.dumps(error_body(error.error, error.hint, "ApiError")).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -7,6 +7,7 @@ line they can jump to (``FILE:LINE: key: message``), not one traceback per attem
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from failback.errors import FailbackError
 
@@ -29,10 +30,14 @@ class Problem:
     message: str
     hint: str | None = None
 
+    LABEL: ClassVar[str] = ""
+    """Put before the message (``warning: `` for a warning)."""
+
     def render(self) -> str:
         """``FILE:LINE: dotted.key: message (hint: ...)``, the format editors can jump to."""
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        message = f"{self.LABEL}{self.message}"
+        text = f"{where}: {self.key}: {message}" if self.key else f"{where}: {message}"
         if self.hint:
             text += f" (hint: {self.hint})"
         return text
@@ -63,16 +68,7 @@ class ConfigWarning(Problem):
     component: str = ""
     site: str = ""
     action: str = ""
-
-    def render(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        text = f"{where}: {self.key}: warning: {self.message}"
-        if self.hint:
-            text += f" (hint: {self.hint})"
-        return text
-
-    def __str__(self) -> str:
-        return self.render()
+    LABEL: ClassVar[str] = "warning: "
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "severity": "warning"}

@@ -197,7 +197,7 @@ class Executor:
         (for its own runs) use this; a person's ``resume`` uses :meth:`resume`.
         """
         with self._locked(run_id) as run:
-            if _rolling_back(run):
+            if rolling_back(run):
                 return self._continue_rollback(run)
             return self._execute_locked(run)
 
@@ -237,17 +237,7 @@ class Executor:
         problems: list[str] = []
         if edited.primary_site != saved.primary_site:
             problems.append(f"primary site changed ({saved.primary_site} -> {edited.primary_site})")
-        plan = Plan.model_validate(run.plan)
-        ctx = RunContext(
-            run_id=run.id,
-            topology=topology,
-            service_name=run.service,
-            service=edited,
-            host=self.host,
-            journal=self.journal,
-            values=dict(run.values),
-            options=dict(run.options),
-        )
+        ctx, plan = self._context(run, topology)
         records = self.journal.steps(run.id)
         for spec, record in zip(plan.steps, records, strict=True):
             if record.status in DONE_STEP_STATUSES or spec.component is None:
@@ -300,10 +290,12 @@ class Executor:
                 hint=f"nothing to continue; `failback run show {run.id}` shows its report",
             )
 
-    def _context(self, run: RunRecord) -> tuple[RunContext, Plan]:
+    def _context(self, run: RunRecord, topology: Any = None) -> tuple[RunContext, Plan]:
+        """What the run's steps execute with: its saved topology (or ``topology``)."""
         from failback.config import load_topology_text
 
-        topology = load_topology_text(run.topology_text, run.topology_path)
+        if topology is None:
+            topology = load_topology_text(run.topology_text, run.topology_path)
         service = topology.service(run.service)
         plan = Plan.model_validate(run.plan)
         ctx = RunContext(
@@ -655,7 +647,7 @@ class Executor:
         self._not_terminal(run)
         lock = RunProcessLock(self.journal.state_dir, run_id)
         if lock.is_held_elsewhere():
-            if _rolling_back(run):
+            if rolling_back(run):
                 return self._wait_for_end(run_id, wait_s)  # it is undoing already
             plan = Plan.model_validate(run.plan)
             records = self.journal.steps(run_id)
@@ -671,7 +663,7 @@ class Executor:
             self._request_abort(run, force=force)
             return self._wait_for_end(run_id, wait_s, force=force)
         with self._locked(run_id) as run:
-            if _rolling_back(run):
+            if rolling_back(run):
                 return self._continue_rollback(run)
             ctx, plan = self._context(run)
             records = self.journal.steps(run_id)
@@ -733,7 +725,7 @@ class Executor:
             run = self.journal.get_run(run_id)
             held = RunProcessLock(self.journal.state_dir, run_id).is_held_elsewhere()
             if run.status in TERMINAL_STATUSES or (
-                run.status == RunStatus.FAILED and _rolling_back(run)
+                run.status == RunStatus.FAILED and rolling_back(run)
             ):  # over, or an undo failed: a person repairs, then aborts again
                 return RunOutcome(run_id, run.status, run.error, run.hint)
             if not held:
@@ -777,7 +769,7 @@ class Executor:
 def refuse_forward(run: RunRecord) -> None:
     """StateError when ``run`` began undoing: continuing it forward would count the steps
     it undid as done (issue: a crash during an undo resumed forward)."""
-    if _rolling_back(run):
+    if rolling_back(run):
         rollback = run.values.get("rollback") or {}
         raise StateError(
             f"run {run.id} started rolling back ({rollback.get('reason', run.error)}) and "
@@ -786,7 +778,7 @@ def refuse_forward(run: RunRecord) -> None:
         )
 
 
-def _rolling_back(run: RunRecord) -> bool:
+def rolling_back(run: RunRecord) -> bool:
     """The run began undoing (its direction is backward for good)."""
     return run.status == RunStatus.ROLLING_BACK or "rollback" in run.values
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -590,25 +590,33 @@ class Journal:
         data["updated_at"] = row["updated_at"]
         return data
 
-    def set_service_state(self, service: str, active_site: str, **data: Any) -> None:
-        """Record where the service runs now and facts like sites needing a resync.
-
-        Read and write in one IMMEDIATE transaction: a concurrent writer of another key
-        (the monitor's health data) is never overwritten with what was read before it.
-        """
+    def _edit_service_data(
+        self, service: str, edit: Callable[[dict[str, Any]], bool], *, site: str,
+        set_active: bool,
+    ) -> bool:  # fmt: skip
+        """The one read-modify-write of a service's state: read its data, let ``edit``
+        change it (False: nothing to write), write it back, in one IMMEDIATE transaction,
+        so a concurrent writer of other keys is never overwritten with a stale read.
+        ``site`` becomes the active site when ``set_active``, else only for a new row."""
         with self.transaction() as db:
             row = db.execute(
                 "SELECT data_json FROM service_state WHERE service = ?", (service,)
             ).fetchone()
-            current = json.loads(row["data_json"]) if row is not None else {}
-            current.update(data)
+            data = json.loads(row["data_json"]) if row is not None else {}
+            if not edit(data):
+                return False
+            active = " active_site = excluded.active_site," if set_active else ""
             db.execute(
                 "INSERT INTO service_state (service, active_site, data_json, updated_at)"
-                " VALUES (?,?,?,?) ON CONFLICT(service) DO UPDATE SET"
-                " active_site = excluded.active_site, data_json = excluded.data_json,"
-                " updated_at = excluded.updated_at",
-                (service, active_site, json.dumps(current), time.time()),
+                f" VALUES (?,?,?,?) ON CONFLICT(service) DO UPDATE SET{active}"
+                " data_json = excluded.data_json, updated_at = excluded.updated_at",
+                (service, site, json.dumps(data), time.time()),
             )
+            return True
+
+    def set_service_state(self, service: str, active_site: str, **data: Any) -> None:
+        """Record where the service runs now and facts like sites needing a resync."""
+        self._edit_service_data(service, _merging(data), site=active_site, set_active=True)
 
     def update_service_data(self, service: str, default_site: str, **data: Any) -> None:
         """Set data keys atomically without touching ``active_site`` (the monitor's writes).
@@ -617,39 +625,20 @@ class Journal:
         writer such as the monitor must never put back an active site it read before
         a run recorded a new one. ``default_site`` is used only when no row exists yet.
         """
-        with self.transaction() as db:
-            row = db.execute(
-                "SELECT data_json FROM service_state WHERE service = ?", (service,)
-            ).fetchone()
-            current = json.loads(row["data_json"]) if row is not None else {}
-            current.update(data)
-            db.execute(
-                "INSERT INTO service_state (service, active_site, data_json, updated_at)"
-                " VALUES (?,?,?,?) ON CONFLICT(service) DO UPDATE SET"
-                " data_json = excluded.data_json, updated_at = excluded.updated_at",
-                (service, default_site, json.dumps(current), time.time()),
-            )
+        self._edit_service_data(service, _merging(data), site=default_site, set_active=False)
 
     def mark_in_sync(self, service: str, site: str) -> bool:
         """Take ``site`` off the sites needing a resync (it streams from the primary now);
-        True when it was on the list. One transaction: a concurrent writer of other keys
-        is never overwritten."""
-        with self.transaction() as db:
-            row = db.execute(
-                "SELECT data_json FROM service_state WHERE service = ?", (service,)
-            ).fetchone()
-            if row is None:
-                return False
-            data = json.loads(row["data_json"])
+        True when it was on the list."""
+
+        def drop(data: dict[str, Any]) -> bool:
             pending = list(data.get("needs_resync") or [])
             if site not in pending:
                 return False
             data["needs_resync"] = [s for s in pending if s != site]
-            db.execute(
-                "UPDATE service_state SET data_json = ?, updated_at = ? WHERE service = ?",
-                (json.dumps(data), time.time(), service),
-            )
             return True
+
+        return self._edit_service_data(service, drop, site=site, set_active=False)
 
     # health (written by the monitor, read by `failback status`) -----------------
 
@@ -683,6 +672,16 @@ class Journal:
     def last_event_id(self) -> int:
         row = self._db.execute("SELECT max(id) AS m FROM events").fetchone()
         return int(row["m"] or 0)
+
+
+def _merging(data: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """An edit for ``_edit_service_data`` that sets ``data``'s keys (always writes)."""
+
+    def merge(current: dict[str, Any]) -> bool:
+        current.update(data)
+        return True
+
+    return merge
 
 
 def _event_from_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from failback.drivers.registry import primary_position
-from failback.engine.executor import RunProcessLock, passed_point_of_no_return
+from failback.engine.executor import RunProcessLock, passed_point_of_no_return, rolling_back
 from failback.errors import FailbackError
 from failback.monitor import decide
 from failback.monitor.probes import ROUTER_DRIVERS, HealthView, Probe, ProbeHealth, ProbeResult
@@ -178,7 +178,7 @@ class ServiceMonitor:
 
     def _run_facts(self, run: Any) -> decide.RunFacts:
         alive = _alive(self.worker) or RunProcessLock(self.state_dir, run.id).is_held_elsewhere()
-        backward = run.status == "rolling-back" or "rollback" in run.values
+        backward = rolling_back(run)
         parked = (
             run.kind == "failback"
             and run.status == "waiting-approval"
@@ -678,7 +678,7 @@ def _observing(run: Any) -> bool:
         run is not None
         and run.status == "observing"
         and "reverted_because" not in run.values
-        and "rollback" not in run.values
+        and not rolling_back(run)
     )
 
 
