@@ -419,7 +419,7 @@ def test_a_failback_with_approval_is_aborted_then_approved_through_the_api(
 
 def test_metrics_parse_and_carry_every_family(lab: Lab, client: httpx.Client) -> None:
     journal = Journal(lab.dir / "state")
-    try:  # what the monitor journals after checking a probe (failback.monitor.probes)
+    try:  # what the monitor journals after checking a probe (failback.observe.probes)
         history = [{"at": time.time(), "ok": True, "s": 0.0123, "detail": "primary"}]
         journal.save_health(SERVICE, {"db@dc1": {"site": "dc1", "history": history}})
     finally:

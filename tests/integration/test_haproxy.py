@@ -28,12 +28,12 @@ from failback.drivers.haproxy import (
     UnknownBackend,
     UnknownServer,
 )
+from failback.drivers.haproxy.facts import observe_haproxy_component
 from failback.drivers.haproxy.models import (
     admin_state_from_mask,
     parse_servers_state,
     parse_stat_csv,
 )
-from failback.drivers.haproxy.observation import observe_haproxy_component
 from failback.hosts import LocalHost
 from failback.lab.ports import pick_ports
 

@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from failback.config import ConfigError, load_topology_text, parse_duration, parse_size
-from failback.config.durations import MAX_SIZE, MAX_TIMEOUT, MAX_WINDOW
 from failback.hosts import LocalHost
+from failback.model.durations import MAX_SIZE, MAX_TIMEOUT, MAX_WINDOW
 
 BASE = """\
 sites:

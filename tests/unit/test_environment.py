@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from failback.config.drivers import CommandOptions
-from failback.config.secrets import SecretRef
 from failback.engine.journal import Journal
 from failback.hosts import LocalHost
+from failback.model.secrets import SecretRef
 from tests.integration.test_command_processes import live_processes_with
 
 

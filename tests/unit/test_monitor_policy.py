@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from failback.config import ConfigError, Policy, load_topology_text
-from failback.model.state import ComponentObservation, ServiceState
+from failback.model.observed import ComponentObservation, ServiceState
 from failback.monitor import decide, window
-from failback.monitor.probes import Probe, ProbeHealth, ProbeResult
+from failback.observe.probes import Probe, ProbeHealth, ProbeResult
 from failback.plan.errors import PlanRefused
 from failback.plan.planners import plan_failover
 from tests.unit.test_planner import PG_TOPOLOGY
@@ -360,7 +360,7 @@ def test_status_says_running_only_while_the_monitor_is_alive_and_reporting() -> 
     import subprocess
     from pathlib import Path
 
-    from failback.monitor.status import STALE_AFTER_S, liveness, monitor_line
+    from failback.monitor.liveness import STALE_AFTER_S, liveness, monitor_line
 
     now = 1_000.0
     alive = {"pid": os.getpid(), "heartbeat": now - 1}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from failback.engine.journal import Journal
-from failback.engine.states import RUN_TRANSITIONS, TERMINAL, RunStatus, transition_allowed
 from failback.errors import StateError
+from failback.model.states import RUN_TRANSITIONS, TERMINAL, RunStatus, transition_allowed
 
 
 def new_run(tmp_path: Path) -> tuple[Journal, int]:

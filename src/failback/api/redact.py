@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from failback.config.secrets import MASK, Redactor
+from failback.model.secrets import MASK, Redactor
 
 __all__ = ["MASK", "RedactMiddleware", "Redactor"]
 

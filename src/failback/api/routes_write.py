@@ -171,7 +171,7 @@ def abort(run_id: int, request: Request, body: AbortRequest | None = None) -> di
 
 
 def _switch(service: str, request: Request, body: SwitchRequest | None, enabled: bool) -> Any:
-    from failback.engine.status import set_auto_failback
+    from failback.engine.service_status import set_auto_failback
 
     state = app_state(request)
     state.require_service(service)

@@ -15,7 +15,7 @@ from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
 from failback.cli.output import emit_json, stdout
 from failback.engine.starter import make_plan
 from failback.errors import FailbackError
-from failback.plan.model import Plan
+from failback.model.plan import Plan
 
 
 def register(app: typer.Typer) -> None:
@@ -144,9 +144,9 @@ def status(
     """Where each service runs, each component's role and health, runs in progress."""
     from failback.cli.context import open_journal
     from failback.engine.executor import Executor
-    from failback.engine.status import service_status
+    from failback.engine.service_status import service_status
     from failback.hosts import LocalHost
-    from failback.monitor.status import status_lines
+    from failback.monitor.liveness import status_lines
 
     topology = load(config)
     journal = open_journal(config, state_dir) if state_dir else _journal_of(topology)

@@ -9,7 +9,7 @@ Everything else in failback reads the topology through this package::
 
 from __future__ import annotations
 
-from failback.config.checks import Check, CommandCheck, HttpCheck, SqlCheck, TcpCheck
+from failback.config.check_settings import Check, CommandCheck, HttpCheck, SqlCheck, TcpCheck
 from failback.config.drivers import (
     COMMAND_ACTIONS,
     COMPONENT_MODELS,
@@ -26,13 +26,13 @@ from failback.config.drivers import (
     PostgresOptions,
     PostgresSite,
 )
-from failback.config.durations import format_duration, parse_duration, parse_size
 from failback.config.errors import ConfigError, Problem
 from failback.config.loader import load_topology, load_topology_text
 from failback.config.models import Service, Site, Topology
 from failback.config.policy import Policy
 from failback.config.schema import topology_json_schema
-from failback.config.secrets import SecretRef
+from failback.model.durations import format_duration, parse_duration, parse_size
+from failback.model.secrets import SecretRef
 
 __all__ = [
     "COMMAND_ACTIONS",

@@ -23,15 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-from failback.config.common import (
-    AbsPath,
-    ConfigModel,
-    NonEmptyStr,
-    Port,
-    StrictInt,
-)
-from failback.config.durations import PositiveDuration, Size, parse_duration, parse_size
-from failback.config.secrets import SecretRef
 from failback.drivers.haproxy.names import NAME_RULE as HAPROXY_NAME_RULE
 from failback.drivers.haproxy.names import name_problem as haproxy_name_problem
 from failback.drivers.pgbouncer.names import (
@@ -41,6 +32,15 @@ from failback.drivers.pgbouncer.names import (
     host_problem,
 )
 from failback.errors import FailbackError
+from failback.model.durations import PositiveDuration, Size, parse_duration, parse_size
+from failback.model.secrets import SecretRef
+from failback.model.settings import (
+    AbsPath,
+    ConfigModel,
+    NonEmptyStr,
+    Port,
+    StrictInt,
+)
 
 __all__ = [
     "COMMAND_ACTIONS",

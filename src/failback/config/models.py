@@ -15,13 +15,13 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from failback.config.api import ApiConfig
-from failback.config.checks import Check
-from failback.config.common import ConfigModel
+from failback.config.check_settings import Check
 from failback.config.drivers import Component, ComponentBase
 from failback.config.errors import ConfigWarning
 from failback.config.notifications import Notifications
 from failback.config.policy import Policy
 from failback.errors import FailbackError, UsageError
+from failback.model.settings import ConfigModel
 
 __all__ = ["Service", "Site", "Topology"]
 

@@ -12,9 +12,9 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from failback.config.common import ConfigModel, NonEmptyStr, StrictInt
-from failback.config.durations import PositiveDuration, parse_duration
-from failback.config.secrets import SecretRef
+from failback.model.durations import PositiveDuration, parse_duration
+from failback.model.secrets import SecretRef
+from failback.model.settings import ConfigModel, NonEmptyStr, StrictInt
 
 __all__ = ["Notifications", "Webhook"]
 

@@ -12,11 +12,11 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from failback.config.common import valid_name
 from failback.config.drivers import CommandComponent, HaproxyComponent, PostgresComponent
 from failback.config.errors import ConfigWarning, Problem
 from failback.config.models import Service
 from failback.config.yaml_source import KeyPath, YamlDocument, dotted
+from failback.model.settings import valid_name
 
 __all__ = ["MUTATING_COMMAND_ACTIONS", "Reporter", "check_raw", "check_service", "warn_service"]
 

@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from failback.config.common import ConfigModel, NonEmptyStr, StrictInt
-from failback.config.durations import PositiveDuration, parse_duration
+from failback.model.durations import PositiveDuration, parse_duration
+from failback.model.settings import ConfigModel, NonEmptyStr, StrictInt
 
 __all__ = ["PrometheusGate", "TrafficGate"]
 

@@ -17,7 +17,7 @@ from failback.engine.journal import Journal
 from failback.engine.progress import NullReporter, Reporter
 from failback.errors import FailbackError, StepFailed
 from failback.hosts import Host
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 if TYPE_CHECKING:
     from failback.config import Service, Topology

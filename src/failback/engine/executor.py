@@ -27,7 +27,10 @@ from typing import Any
 from failback.engine.actions import AbortRequested, Action, RunContext, build_action
 from failback.engine.journal import Journal, RunRecord, StepRecord
 from failback.engine.progress import NullReporter, Reporter
-from failback.engine.states import (
+from failback.errors import FailbackError, SafetyRefusal, StateError
+from failback.hosts import Host, LocalHost
+from failback.model.plan import Plan, StepSpec
+from failback.model.states import (
     APPLIED_STEPS,
     DONE_STEPS,
     INTERRUPTED,
@@ -36,9 +39,6 @@ from failback.engine.states import (
     StepStatus,
     UndoStatus,
 )
-from failback.errors import FailbackError, SafetyRefusal, StateError
-from failback.hosts import Host, LocalHost
-from failback.plan.model import Plan, StepSpec
 
 TERMINAL_STATUSES = TERMINAL
 """Runs in these states are over and hold no lock."""

@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from failback.drivers.registry import observe_component
 from failback.engine.actions import Action, register
 from failback.engine.executor import WaitingForApproval
 from failback.errors import StepFailed
-from failback.monitor.checks import checks_for, run_check
+from failback.observe.checks import checks_for, run_check
+from failback.observe.service import observe_component
 
 
 @register
@@ -255,7 +255,7 @@ class ObservationGate(Action):
 class _SiteWatch:
     """The monitor's own probes of one site, judged as the monitor judges them.
 
-    Non-router components at the site (``failback.monitor.probes``: driver observation,
+    Non-router components at the site (``failback.observe.probes``: driver observation,
     ``policy.detection`` interval, timeout and threshold) and the checks declared for
     the site. Each probe runs in a thread on its own clock; one that exceeds its timeout
     counts as failed at once, and is not started again while it hangs. The database of
@@ -266,7 +266,7 @@ class _SiteWatch:
     def __init__(self, ctx: Any, site: str, db: str | None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from failback.monitor.probes import ProbeHealth, build_probes
+        from failback.observe.probes import ProbeHealth, build_probes
 
         self.ctx = ctx
         self.site = site
@@ -361,14 +361,14 @@ class _SiteWatch:
 
 
 def _failure(detail: str) -> Any:
-    from failback.monitor.probes import ProbeResult
+    from failback.observe.probes import ProbeResult
 
     return ProbeResult(ok=False, detail=detail, at=time.time(), duration_s=0.0)
 
 
 def _tier_watchers(ctx: Any, home: str) -> list[Any]:
     """One check per stateless tier: its server at ``home`` keeps passing the gate."""
-    from failback.drivers.haproxy.observation import router_target
+    from failback.drivers.haproxy.facts import router_target
     from failback.drivers.haproxy.traffic import Counters, Verdict, judge, server_stats
 
     thresholds = ctx.service.policy.traffic_gate

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failback.engine.states import transition_allowed
 from failback.errors import StateError
+from failback.model.states import transition_allowed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

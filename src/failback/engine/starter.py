@@ -12,7 +12,7 @@ from failback.engine.executor import Executor
 from failback.engine.journal import Journal
 from failback.errors import UsageError
 from failback.hosts import Host, LocalHost
-from failback.plan.model import Plan
+from failback.model.plan import Plan
 
 RUN_KINDS = ("failover", "failback")
 
@@ -36,7 +36,7 @@ def make_plan(
     leave it to the policy. No caller (HTTP client, CLI, monitor) can remove a gate
     the service's policy requires: that is the policy's decision, made in the topology.
     """
-    from failback.drivers.registry import observe_service
+    from failback.observe.service import observe_service
     from failback.plan.planners import plan_failback, plan_failover
 
     svc = topology.service(service)

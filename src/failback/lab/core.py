@@ -19,7 +19,7 @@ from failback.drivers.haproxy import HaproxyError, HaproxyRouter
 from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.errors import PgError
 from failback.drivers.postgres.node import detect_bin_dir
-from failback.drivers.postgres.observe import observe
+from failback.drivers.postgres.node_facts import observe
 from failback.drivers.postgres.process import (
     kill_postmaster,
     postmaster_pid_file,

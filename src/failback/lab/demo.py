@@ -54,9 +54,9 @@ def _run(
 def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
     from failback.cli.progress import TerminalReporter
     from failback.config import load_topology
-    from failback.drivers.registry import observe_service, record_primary_position
     from failback.hosts import LocalHost
     from failback.lab import lab_break, lab_down, lab_repair, lab_up
+    from failback.observe.service import observe_service, record_primary_position
 
     started = time.monotonic()
     lab_dir = directory or Path(tempfile.mkdtemp(prefix="failback-demo-"))

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from failback.engine.states import EXECUTING
+from failback.model.states import EXECUTING
 from failback.monitor import window as allowed
 
 

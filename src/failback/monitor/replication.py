@@ -20,7 +20,7 @@ from typing import Any
 
 from failback.drivers.postgres.node import node_from_component
 from failback.monitor import sync
-from failback.monitor.probes import HealthView
+from failback.observe.probes import HealthView
 
 STANDBY_CHECK_EVERY_S = 5.0
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from failback.monitor.probes import Probe, ProbeResult
+from failback.observe.probes import Probe, ProbeResult
 
 
 def _failed(detail: str, started: float, *, timed_out: bool = False) -> ProbeResult:

@@ -38,14 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failback.drivers.registry import primary_position
 from failback.engine.executor import RunProcessLock, passed_point_of_no_return, rolling_back
 from failback.errors import FailbackError
 from failback.monitor import decide
-from failback.monitor.probes import ROUTER_DRIVERS, HealthView, Probe, ProbeHealth, ProbeResult
+from failback.monitor.liveness import REPORT_EVERY_S
 from failback.monitor.replication import ReplicationManager, prepare_target
 from failback.monitor.runs import JournalPerThread, RunWorker
-from failback.monitor.status import REPORT_EVERY_S
+from failback.observe.probes import ROUTER_DRIVERS, HealthView, Probe, ProbeHealth, ProbeResult
+from failback.observe.service import primary_position
 
 SAVE_EVERY_S = REPORT_EVERY_S
 SYNC_ERRORS_REPORTED = 4
@@ -165,7 +165,7 @@ class ServiceMonitor:
         self.journals.get().update_service_data(self.name, self.service.primary_site, monitor=doc)
 
     def _document(self, now: float, *, run: dict[str, Any] | None) -> dict[str, Any]:
-        """What ``failback status`` reads (failback.monitor.status): who, alive when."""
+        """What ``failback status`` reads (failback.monitor.liveness): who, alive when."""
         self.heartbeat = now
         return {"pid": os.getpid(), "host": HOSTNAME, "heartbeat": now, "run": run,
                 **self.decisions}  # fmt: skip
@@ -435,7 +435,7 @@ class ServiceMonitor:
         return component is not None and component.driver not in ROUTER_DRIVERS
 
     def _observations(self, views: dict[str, HealthView], active: str) -> list[Any]:
-        from failback.drivers.registry import mark_stale_primaries
+        from failback.observe.service import mark_stale_primaries
 
         observed = [
             v.observation.model_copy(deep=True) for v in views.values() if v.observation is not None
@@ -445,7 +445,7 @@ class ServiceMonitor:
 
     def _fence_on_sight(self, journal: Any, observed: list[Any], busy: bool) -> None:
         """A stale primary is fenced at the router at once, and reported (promise 1)."""
-        from failback.drivers.haproxy.observation import router_target
+        from failback.drivers.haproxy.facts import router_target
 
         stale = {o.site: o for o in observed if o.role == "stale-primary"}
         for key in [k for k in self.episodes if k.startswith("stale:")]:

@@ -1,5 +1,5 @@
 """Planners: pure functions from topology + observed state to an ordered plan."""
 
-from failback.plan.model import Plan, StepSpec
+from failback.model.plan import Plan, StepSpec
 
 __all__ = ["Plan", "StepSpec"]

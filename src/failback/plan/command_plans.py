@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 
 def _has(component: Any, site: str, action: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 
 def checks_gate(use: str, site: str) -> StepSpec:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from failback.errors import FailbackError
-from failback.model.state import ServiceState
+from failback.model.observed import ServiceState
+from failback.model.plan import Plan, StepSpec
 from failback.plan.command_plans import command_switch_steps, command_sync_steps
 from failback.plan.common import (
     approval_gate,
@@ -20,7 +21,6 @@ from failback.plan.common import (
     stability_gate,
 )
 from failback.plan.errors import PlanRefused
-from failback.plan.model import Plan, StepSpec
 
 
 def other_site(service: Any, site: str) -> str:

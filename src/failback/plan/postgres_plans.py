@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.model.state import ComponentObservation, ServiceState
+from failback.model.observed import ComponentObservation, ServiceState
+from failback.model.plan import Plan, StepSpec
 from failback.plan.command_plans import command_switch_steps
 from failback.plan.common import (
     approval_gate,
@@ -19,7 +20,6 @@ from failback.plan.common import (
     stability_gate,
 )
 from failback.plan.errors import PlanRefused
-from failback.plan.model import Plan, StepSpec
 from failback.plan.router_steps import (
     client_endpoint,
     db_routers,

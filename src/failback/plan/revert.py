@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 SWITCH_BACK_HOW = ("switchover", "failover")
 

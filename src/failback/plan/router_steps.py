@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 DB_ROUTER_DRIVERS = ("pgbouncer", "haproxy")
 

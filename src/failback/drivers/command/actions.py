@@ -14,7 +14,7 @@ from failback.drivers.command.runner import (
 )
 from failback.engine.actions import Action, RunContext, register
 from failback.errors import FailbackError
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 
 @register

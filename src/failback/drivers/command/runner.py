@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from failback.config.secrets import Redactor, SecretRef
 from failback.errors import FailbackError, StepFailed
 from failback.hosts import CommandResult, Host
+from failback.model.secrets import Redactor, SecretRef
 
 OUTPUT_LIMIT = 4000
 """Characters of stdout/stderr kept in the journal per command (the tail is kept)."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from failback.drivers.haproxy.observation import RouterTarget, router_target
+from failback.drivers.haproxy.facts import RouterTarget, router_target
 from failback.engine.actions import Action, RunContext, register
 from failback.errors import FailbackError, StepFailed
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 
 def _target(spec: StepSpec, ctx: RunContext) -> RouterTarget:
@@ -167,7 +167,7 @@ class TrafficGateStep(Action):
 
     def apply(self) -> dict[str, Any] | None:
         from failback.drivers.haproxy.traffic import Verdict, prometheus_value, wait_and_judge
-        from failback.monitor.checks import run_check
+        from failback.observe.checks import run_check
 
         site = self.spec.site or ""
         percent = int(self.spec.params["percent"])

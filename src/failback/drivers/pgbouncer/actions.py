@@ -13,7 +13,7 @@ from failback.drivers.pgbouncer.admin import Pgbouncer
 from failback.drivers.pgbouncer.target import database_lines, pgbouncer_of
 from failback.engine.actions import Action, RunContext, register
 from failback.errors import FailbackError
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 
 class PoolAction(Action):

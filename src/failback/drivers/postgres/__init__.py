@@ -33,7 +33,7 @@ from failback.drivers.postgres.errors import (
 )
 from failback.drivers.postgres.lsn import compare_lsn, format_lsn, lsn_diff, parse_lsn
 from failback.drivers.postgres.node import PgNode, detect_bin_dir, node_from_component
-from failback.drivers.postgres.observe import (
+from failback.drivers.postgres.node_facts import (
     PgObservation,
     ReplicaInfo,
     classify,

@@ -16,7 +16,7 @@ from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.errors import PgError
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn
 from failback.drivers.postgres.node import PgNode, node_from_component
-from failback.drivers.postgres.observe import PgObservation, ensure_same_cluster, observe
+from failback.drivers.postgres.node_facts import PgObservation, ensure_same_cluster, observe
 from failback.drivers.postgres.process import (
     kill_postmaster,
     promote,
@@ -33,7 +33,7 @@ from failback.drivers.postgres.replication import (
 )
 from failback.engine.actions import Action, RunContext, register
 from failback.errors import FailbackError, StepFailed
-from failback.plan.model import StepSpec
+from failback.model.plan import StepSpec
 
 PROBE_TABLE = "failback_write_probe"
 

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from failback.hosts import Host
-from failback.model.state import ComponentObservation
+from failback.model.observed import ComponentObservation
 
 
 def observe_component(
@@ -15,19 +15,19 @@ def observe_component(
     """Observe one component at one site; never raises for an unhealthy component."""
     driver = component.driver
     if driver == "command":
-        from failback.drivers.command.observe import observe_command_component
+        from failback.drivers.command.facts import observe_command_component
 
         return observe_command_component(host, service, name, component, site)
     if driver == "postgres":
-        from failback.drivers.postgres.observation import observe_postgres_component
+        from failback.drivers.postgres.facts import observe_postgres_component
 
         return observe_postgres_component(host, service, name, component, site)
     if driver == "haproxy":
-        from failback.drivers.haproxy.observation import observe_haproxy_component
+        from failback.drivers.haproxy.facts import observe_haproxy_component
 
         return observe_haproxy_component(host, service, name, component, site)
     if driver == "pgbouncer":
-        from failback.drivers.pgbouncer.observation import observe_pgbouncer_component
+        from failback.drivers.pgbouncer.facts import observe_pgbouncer_component
 
         return observe_pgbouncer_component(host, service, name, component, site)
     return ComponentObservation(
@@ -48,7 +48,7 @@ def observe_service(host: Host, topology: Any, service_name: str, journal: Any) 
     new one. What is worth remembering from an observation (the primary's position)
     is written by the monitor, with its own key (``record_primary_position``).
     """
-    from failback.model.state import ServiceState
+    from failback.model.observed import ServiceState
 
     service = topology.service(service_name)
     recorded = journal.service_state(service_name) or {}

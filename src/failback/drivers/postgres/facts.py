@@ -7,9 +7,9 @@ from typing import Any
 
 from failback.drivers.postgres.errors import PgError, PgStateError
 from failback.drivers.postgres.node import node_from_component
-from failback.drivers.postgres.observe import observe
+from failback.drivers.postgres.node_facts import observe
 from failback.hosts import Host
-from failback.model.state import ComponentObservation
+from failback.model.observed import ComponentObservation
 
 
 def observe_postgres_component(

@@ -9,7 +9,7 @@ from typing import Any
 from failback.drivers.command.runner import CommandInvocation, configured_action, run_command
 from failback.errors import FailbackError
 from failback.hosts import Host
-from failback.model.state import ComponentObservation
+from failback.model.observed import ComponentObservation
 
 
 def observe_command_component(

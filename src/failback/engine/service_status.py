@@ -1,6 +1,6 @@
 """A service's status as every interface shows it: observed state, current run, switches.
 
-``monitor`` is failback.monitor.status.monitor_document, exactly as ``failback status
+``monitor`` is failback.monitor.liveness.monitor_document, exactly as ``failback status
 --json`` shows it (heartbeat, decisions, health of each probe with its history).
 
 ``failback status``, the HTTP API, its server-sent events, the dashboard and the
@@ -85,8 +85,8 @@ def service_status(
     host: Host, topology: Any, service_name: str, journal: Journal, executor: Executor
 ) -> dict[str, Any]:
     """Observe one service (read-only) and add the run holding it and its switches."""
-    from failback.drivers.registry import observe_service
-    from failback.monitor.status import monitor_document
+    from failback.monitor.liveness import monitor_document
+    from failback.observe.service import observe_service
 
     service = topology.service(service_name)
     state = observe_service(host, topology, service_name, journal)

@@ -9,7 +9,7 @@ from failback.drivers.pgbouncer.admin import PgbouncerError
 from failback.drivers.pgbouncer.target import pgbouncer_of
 from failback.errors import FailbackError
 from failback.hosts import Host
-from failback.model.state import ComponentObservation
+from failback.model.observed import ComponentObservation
 
 
 def observe_pgbouncer_component(

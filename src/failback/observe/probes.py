@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from failback.hosts import Host
-from failback.model.state import ComponentObservation
+from failback.model.observed import ComponentObservation
 
 HISTORY = 10
 """Results kept per probe for ``failback status``."""
@@ -163,7 +163,7 @@ def build_probes(service_name: str, service: Any, host: Host) -> list[Probe]:
 def _observer(
     host: Host, service_name: str, name: str, component: Any, site: str
 ) -> Callable[[], ProbeResult]:
-    from failback.drivers.registry import observe_component
+    from failback.observe.service import observe_component
 
     def run() -> ProbeResult:
         started = time.monotonic()
@@ -180,7 +180,7 @@ def _observer(
 
 
 def _checker(check: Any, service: Any, host: Host) -> Callable[[], ProbeResult]:
-    from failback.monitor.checks import run_check
+    from failback.observe.checks import run_check
 
     def run() -> ProbeResult:
         result = run_check(check, service, host)

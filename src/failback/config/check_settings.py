@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from failback.config.common import MAX_THRESHOLD, ConfigModel, NonEmptyStr, Port, StrictInt
-from failback.config.durations import PositiveDuration, parse_duration
+from failback.model.durations import PositiveDuration, parse_duration
+from failback.model.settings import MAX_THRESHOLD, ConfigModel, NonEmptyStr, Port, StrictInt
 
 __all__ = [
     "CHECK_USES",

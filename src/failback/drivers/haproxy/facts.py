@@ -15,7 +15,7 @@ from typing import Any
 from failback.drivers.haproxy.errors import HaproxyError, MultipleWriteTargets
 from failback.drivers.haproxy.router import HaproxyRouter
 from failback.hosts import Host
-from failback.model.state import ComponentObservation
+from failback.model.observed import ComponentObservation
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
