@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from failback.config import (
-    CommandAction,
-    CommandComponent,
     ConfigError,
-    PostgresComponent,
     Problem,
     SecretRef,
     Topology,
@@ -24,6 +21,8 @@ from failback.config import (
     parse_size,
     topology_json_schema,
 )
+from failback.drivers.command.settings import CommandAction, CommandComponent
+from failback.drivers.postgres.settings import PostgresComponent
 from failback.errors import FailbackError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,16 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from failback.config.drivers import (
-    HaproxyOptions,
-    HaproxySite,
+from failback.drivers.haproxy.errors import HaproxyError
+from failback.drivers.haproxy.runtime import HaproxyRuntime, _check_name
+from failback.drivers.haproxy.settings import HaproxyOptions, HaproxySite
+from failback.drivers.pgbouncer.admin import PgbouncerError, _ident
+from failback.drivers.pgbouncer.settings import (
     PgbouncerComponent,
     PgbouncerOptions,
     PgbouncerSite,
 )
-from failback.drivers.haproxy.errors import HaproxyError
-from failback.drivers.haproxy.runtime import HaproxyRuntime, _check_name
-from failback.drivers.pgbouncer.admin import PgbouncerError, _ident
 from failback.drivers.pgbouncer.target import database_lines
 
 names = st.one_of(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from failback.config.drivers import CommandOptions
+from failback.drivers.command.settings import CommandOptions
 from failback.engine.journal import Journal
 from failback.hosts import LocalHost
 from failback.model.secrets import SecretRef

@@ -10,22 +10,7 @@ Everything else in failback reads the topology through this package::
 from __future__ import annotations
 
 from failback.config.check_settings import Check, CommandCheck, HttpCheck, SqlCheck, TcpCheck
-from failback.config.drivers import (
-    COMMAND_ACTIONS,
-    COMPONENT_MODELS,
-    CommandAction,
-    CommandComponent,
-    CommandOptions,
-    CommandSite,
-    Component,
-    ComponentBase,
-    HaproxyComponent,
-    HaproxyOptions,
-    HaproxySite,
-    PostgresComponent,
-    PostgresOptions,
-    PostgresSite,
-)
+from failback.config.drivers import COMPONENT_MODELS, Component, ComponentSettings
 from failback.config.errors import ConfigError, Problem
 from failback.config.loader import load_topology, load_topology_text
 from failback.config.models import Service, Site, Topology
@@ -35,25 +20,14 @@ from failback.model.durations import format_duration, parse_duration, parse_size
 from failback.model.secrets import SecretRef
 
 __all__ = [
-    "COMMAND_ACTIONS",
     "COMPONENT_MODELS",
     "Check",
-    "CommandAction",
     "CommandCheck",
-    "CommandComponent",
-    "CommandOptions",
-    "CommandSite",
     "Component",
-    "ComponentBase",
+    "ComponentSettings",
     "ConfigError",
-    "HaproxyComponent",
-    "HaproxyOptions",
-    "HaproxySite",
     "HttpCheck",
     "Policy",
-    "PostgresComponent",
-    "PostgresOptions",
-    "PostgresSite",
     "Problem",
     "SecretRef",
     "Service",

@@ -16,7 +16,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 
 from failback.config.api import ApiConfig
 from failback.config.check_settings import Check
-from failback.config.drivers import Component, ComponentBase
+from failback.config.drivers import Component, ComponentSettings
 from failback.config.errors import ConfigWarning
 from failback.config.notifications import Notifications
 from failback.config.policy import Policy
@@ -86,7 +86,7 @@ class Service(ConfigModel):
         """The site that is not ``site`` among the primary and secondary."""
         return self.secondary_site if site == self.primary_site else self.primary_site
 
-    def component(self, name: str) -> ComponentBase:
+    def component(self, name: str) -> ComponentSettings:
         """The component called ``name``; ``FailbackError`` with did-you-mean if missing."""
         if name not in self.components:
             raise UsageError(
@@ -95,7 +95,7 @@ class Service(ConfigModel):
             )
         return self.components[name]
 
-    def components_of(self, driver: str) -> list[ComponentBase]:
+    def components_of(self, driver: str) -> list[ComponentSettings]:
         """The components that use ``driver``, in file order."""
         return [c for c in self.components.values() if c.driver == driver]
 

@@ -12,13 +12,14 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from failback.config.drivers import CommandComponent, HaproxyComponent, PostgresComponent
 from failback.config.errors import ConfigWarning, Problem
 from failback.config.models import Service
 from failback.config.yaml_source import KeyPath, YamlDocument, dotted
+from failback.drivers.base import Capability
+from failback.drivers.catalog import driver_of
 from failback.model.settings import valid_name
 
-__all__ = ["MUTATING_COMMAND_ACTIONS", "Reporter", "check_raw", "check_service", "warn_service"]
+__all__ = ["Reporter", "check_raw", "check_service", "warn_service"]
 
 
 class Reporter:
@@ -187,38 +188,8 @@ def _check_components(
                     f"fails over between {' and '.join(pair)}",
                     "every postgres and haproxy component must use the same two sites",
                 )
-        if isinstance(component, PostgresComponent):
-            seen: dict[tuple[str, int], str] = {}
-            for site, settings in component.sites.items():
-                where = (settings.host, settings.port)
-                if where in seen:
-                    report.add(
-                        (*path, "sites", site, "port"),
-                        f"site {site!r} points at the same server as site {seen[where]!r} "
-                        f"({settings.host}:{settings.port})",
-                        "each site needs its own PostgreSQL cluster",
-                    )
-                seen.setdefault(where, site)
-        elif isinstance(component, HaproxyComponent):
-            servers: dict[str, str] = {}
-            for site, settings in component.sites.items():
-                if settings.server in servers:
-                    report.add(
-                        (*path, "sites", site, "server"),
-                        f"site {site!r} uses the same server {settings.server!r} as site "
-                        f"{servers[settings.server]!r}",
-                        "each site needs its own server in the backend",
-                    )
-                servers.setdefault(settings.server, site)
-        elif isinstance(component, CommandComponent):
-            for site, settings in component.sites.items():
-                if not settings.actions:
-                    report.add(
-                        (*path, "sites", site),
-                        "no action is declared for this site",
-                        "declare observe, promote, demote, fence, unfence, sync or verify; "
-                        "or remove the site",
-                    )
+        for problem in component.problems():
+            report.add((*path, *problem.path), problem.message, problem.hint)
 
 
 def _check_checks(
@@ -252,19 +223,22 @@ def _check_checks(
 def _check_sql(
     path: KeyPath, comp_name: str, site: str | None, service: Service, report: Reporter
 ) -> None:
-    postgres = [n for n, c in service.components.items() if c.driver == "postgres"]
+    capable = [
+        n for n, c in service.components.items() if Capability.SQL in driver_of(c).capabilities
+    ]
     component = service.components.get(comp_name)
     if component is None:
         report.add(
             (*path, "component"),
             f"the service has no component {comp_name!r}",
-            _known(comp_name, postgres, "postgres components"),
+            _known(comp_name, capable, "components that run SQL"),
         )
-    elif component.driver != "postgres":
+    elif comp_name not in capable:
         report.add(
             (*path, "component"),
-            f"{comp_name!r} is a {component.driver} component; a sql check needs postgres",
-            _known(comp_name, postgres, "postgres components"),
+            f"{comp_name!r} is a {component.driver} component; a sql check needs a database"
+            " that runs SQL",
+            _known(comp_name, capable, "components that run SQL"),
         )
     elif site is not None and site in service.sites and site not in component.site_names:
         report.add(
@@ -308,31 +282,16 @@ def _check_policy(base: KeyPath, service: Service, report: Reporter) -> None:
         )
 
 
-MUTATING_COMMAND_ACTIONS = ("promote", "demote", "fence", "unfence", "sync")
-"""Command actions that change something (``observe`` and ``verify`` only look)."""
-
-
 def warn_service(name: str, service: Service, report: Reporter) -> None:
-    """Warnings about a valid service: what works, but cannot be made safe after a crash.
-
-    A mutating command without ``check:`` is one: when the runner dies while it runs,
-    nothing can tell on resume whether it took effect; running it again could apply the
-    effect twice, skipping it could leave it undone, so the run waits for a person.
-    """
+    """Warnings about a valid service: what works, but cannot be made safe after a crash
+    (each driver's ``Settings.warnings``, e.g. a mutating command without ``check:``)."""
     for comp_name, component in service.components.items():
-        if not isinstance(component, CommandComponent):
-            continue
-        for site, settings in component.sites.items():
-            for action, configured in settings.actions.items():
-                if action not in MUTATING_COMMAND_ACTIONS or configured.check:
-                    continue
-                report.warn(
-                    ("services", name, "components", comp_name, "sites", site, action),
-                    f"{action} has no check: if failback dies while it runs, resume cannot "
-                    "tell whether it took effect and waits for a person",
-                    f"add check: a command that exits 0 once the {action} is in place",
-                    service=name,
-                    component=comp_name,
-                    site=site,
-                    action=action,
-                )
+        for warning in component.warnings():
+            report.warn(
+                ("services", name, "components", comp_name, *warning.path),
+                warning.message,
+                warning.hint,
+                service=name,
+                component=comp_name,
+                **warning.about,
+            )

@@ -1,9 +1,8 @@
-"""Actions: the code behind a plan step's name, and the context a step runs in.
+"""The context a step runs in (``RunContext``, the engine's ``StepContext``) and the
+lookup of a step's code by its action name.
 
-Each action is a class with ``check`` (already done?), ``apply``, ``verify`` and,
-where one exists, ``undo``. They must be idempotent: after a crash the engine calls
-``check`` to learn whether an interrupted ``apply`` took effect, and re-applies
-only when it did not.
+Actions are ``failback.drivers.base.Action`` subclasses: the drivers' (listed in the
+catalog) and the engine's own gates (``failback.engine.gates``).
 """
 
 from __future__ import annotations
@@ -11,20 +10,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from failback.drivers.base import AbortRequested, Action
 from failback.engine.journal import Journal
 from failback.engine.progress import NullReporter, Reporter
-from failback.errors import FailbackError, StepFailed
+from failback.errors import StepFailed
 from failback.hosts import Host
 from failback.model.plan import StepSpec
+from failback.observe.checks import CheckResult, run_check
 
 if TYPE_CHECKING:
     from failback.config import Service, Topology
-
-
-class AbortRequested(Exception):
-    """Another process asked (``failback abort``) to stop this run; gates raise it."""
 
 
 @dataclass
@@ -91,6 +88,29 @@ class RunContext:
 
     def writes_resume_unrecorded(self, site: str) -> bool:
         return f"writes_resumed_at.{site}" not in self.values
+
+    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        self.journal.add_event(
+            kind,
+            message,
+            run_id=self.run_id,
+            service=self.service_name,
+            step_id=self.current_step,
+            data=data,
+        )
+
+    def run_checks(self, check_type: str, site: str) -> list[CheckResult]:
+        return [
+            run_check(check, self.service, self.host)
+            for check in self.service.checks
+            if check.type == check_type and check.site in (None, site)
+        ]
+
+    def run_started_at(self) -> float:
+        return self.journal.get_run(self.run_id).created_at
+
+    def service_facts(self) -> dict[str, Any]:
+        return self.journal.service_state(self.service_name) or {}
 
     def set_run_status(self, status: str, hint: str | None = None) -> None:
         """Show a run-level state while a step works (e.g. ``observing``)."""
@@ -159,63 +179,13 @@ class RunContext:
             time.sleep(interval)
 
 
-class Action:
-    """Base class of every step implementation."""
+class WaitingForApproval(Exception):
+    """Raised by an approval gate that has not been approved yet."""
 
-    name: ClassVar[str]
-    has_undo: bool = False
-    can_check: bool = True
-    """False when ``check`` cannot tell whether the effect is in place (a command with no
-    ``check:``): a step interrupted while applying then waits for a person instead of
-    being applied a second time."""
-
-    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
-        self.spec = spec
-        self.ctx = ctx
-
-    def check(self) -> bool:
-        """True when the step's effect is already in place (nothing to apply)."""
-        return False
-
-    def apply(self) -> dict[str, Any] | None:
-        """Make the effect happen. Returns output kept in the journal."""
-        raise NotImplementedError
-
-    def verify(self) -> None:
-        """Raise StepFailed unless the effect is really in place."""
-
-    def undo(self) -> dict[str, Any] | None:
-        """Reverse the effect (only called when ``has_undo``)."""
-        raise NotImplementedError
+    def __init__(self, step_id: str, question: str) -> None:
+        super().__init__(question)
+        self.step_id = step_id
+        self.question = question
 
 
-ACTIONS: dict[str, type[Action]] = {}
-
-
-def register(cls: type[Action]) -> type[Action]:
-    """Class decorator: make an action available to plans under ``cls.name``."""
-    if cls.name in ACTIONS and ACTIONS[cls.name] is not cls:
-        raise RuntimeError(f"action {cls.name} registered twice")
-    ACTIONS[cls.name] = cls
-    return cls
-
-
-def build_action(spec: StepSpec, ctx: RunContext) -> Action:
-    _load_builtin_actions()
-    try:
-        cls = ACTIONS[spec.action]
-    except KeyError as exc:
-        raise FailbackError(
-            f"step {spec.id}: unknown action {spec.action!r}",
-            hint="the plan was written by another version of failback",
-        ) from exc
-    return cls(spec, ctx)
-
-
-def _load_builtin_actions() -> None:
-    """Import the modules that register actions (kept lazy to avoid import cycles)."""
-    import failback.drivers.command.actions
-    import failback.drivers.haproxy.actions
-    import failback.drivers.pgbouncer.actions
-    import failback.drivers.postgres.actions
-    import failback.engine.gates  # noqa: F401
+__all__ = ["AbortRequested", "Action", "RunContext", "WaitingForApproval"]

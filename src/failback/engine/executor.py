@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from failback.engine.actions import AbortRequested, Action, RunContext, build_action
+from failback.engine.actions import AbortRequested, Action, RunContext, WaitingForApproval
 from failback.engine.journal import Journal, RunRecord, StepRecord
 from failback.engine.progress import NullReporter, Reporter
+from failback.engine.step_code import build_action
 from failback.errors import FailbackError, SafetyRefusal, StateError
 from failback.hosts import Host, LocalHost
 from failback.model.plan import Plan, StepSpec
@@ -47,15 +48,6 @@ DONE_STEP_STATUSES = DONE_STEPS
 
 ABORT_FLAG = "abort_requested"
 """Run value another process sets to ask the process executing the run to stop."""
-
-
-class WaitingForApproval(Exception):
-    """Raised by an approval gate that has not been approved yet."""
-
-    def __init__(self, step_id: str, question: str) -> None:
-        super().__init__(question)
-        self.step_id = step_id
-        self.question = question
 
 
 class RevertRequested(Exception):

@@ -9,14 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from failback.engine.actions import Action, register
-from failback.engine.executor import WaitingForApproval
+from failback.engine.actions import Action, WaitingForApproval
 from failback.errors import StepFailed
 from failback.observe.checks import checks_for, run_check
 from failback.observe.service import observe_component
 
 
-@register
 class ApprovalGate(Action):
     """Waits until a person runs ``failback approve ID``; the process exits meanwhile."""
 
@@ -33,7 +31,6 @@ class ApprovalGate(Action):
         return {"approved": True}
 
 
-@register
 class ChecksGate(Action):
     """Runs the service's declared checks of one kind; every failure is reported."""
 
@@ -60,7 +57,6 @@ class ChecksGate(Action):
         return {"checks": [r.to_dict() for r in results]}
 
 
-@register
 class StabilityGate(Action):
     """Waits until every component at a site is healthy continuously for a window.
 
@@ -127,7 +123,6 @@ def _stateless(component: Any) -> bool:
     return getattr(getattr(component, "options", None), "tier", "database") == "stateless"
 
 
-@register
 class RecordActiveSite(Action):
     """Record in the state store where the service runs now and who needs a resync."""
 
@@ -157,7 +152,6 @@ TIER_EVERY_S = 0.5
 """How often the stateless tiers' servers are judged from HAProxy's statistics."""
 
 
-@register
 class ObservationGate(Action):
     """After the switch, watch the new active site for the observation window, then commit.
 
@@ -394,3 +388,13 @@ def _tier_watchers(ctx: Any, home: str) -> list[Any]:
 
         watchers.append(watch)
     return watchers
+
+
+GATES: dict[str, type[Action]] = {
+    ApprovalGate.name: ApprovalGate,
+    ChecksGate.name: ChecksGate,
+    StabilityGate.name: StabilityGate,
+    RecordActiveSite.name: RecordActiveSite,
+    ObservationGate.name: ObservationGate,
+}
+"""The engine's own actions (gates and bookkeeping), by name."""

@@ -17,6 +17,9 @@ class ComponentObservation(BaseModel):
     site: str
     driver: str
     healthy: bool
+    kind: str = ""
+    """The component's part in the service (``failback.drivers.base.Role``: database,
+    router, pool, tier, operator), so that readers ask for a role, not a driver."""
     role: Role = "unknown"
     detail: str = ""
     data: dict[str, Any] = Field(default_factory=dict)

@@ -1,43 +1,24 @@
-"""One place that knows which driver observes which component."""
+"""Observe a service: every component at every site, through its driver (read-only)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from failback.drivers.base import Role
+from failback.drivers.catalog import driver_of
 from failback.hosts import Host
-from failback.model.observed import ComponentObservation
+from failback.model.observed import ComponentObservation, ServiceState
 
 
 def observe_component(
     host: Host, service: str, name: str, component: Any, site: str
 ) -> ComponentObservation:
-    """Observe one component at one site; never raises for an unhealthy component."""
-    driver = component.driver
-    if driver == "command":
-        from failback.drivers.command.facts import observe_command_component
-
-        return observe_command_component(host, service, name, component, site)
-    if driver == "postgres":
-        from failback.drivers.postgres.facts import observe_postgres_component
-
-        return observe_postgres_component(host, service, name, component, site)
-    if driver == "haproxy":
-        from failback.drivers.haproxy.facts import observe_haproxy_component
-
-        return observe_haproxy_component(host, service, name, component, site)
-    if driver == "pgbouncer":
-        from failback.drivers.pgbouncer.facts import observe_pgbouncer_component
-
-        return observe_pgbouncer_component(host, service, name, component, site)
-    return ComponentObservation(
-        component=name,
-        site=site,
-        driver=driver,
-        healthy=False,
-        detail=f"no observer for driver {driver}",
-        observed_at=time.time(),
-    )
+    """Observe one component at one site through its driver; never raises for an
+    unhealthy component."""
+    driver = driver_of(component)
+    observation = driver.observe(host, service, name, component, site)
+    observation.kind = driver.role(component).value
+    return observation
 
 
 def observe_service(host: Host, topology: Any, service_name: str, journal: Any) -> Any:
@@ -48,7 +29,6 @@ def observe_service(host: Host, topology: Any, service_name: str, journal: Any) 
     new one. What is worth remembering from an observation (the primary's position)
     is written by the monitor, with its own key (``record_primary_position``).
     """
-    from failback.model.observed import ServiceState
 
     service = topology.service(service_name)
     recorded = journal.service_state(service_name) or {}
@@ -68,23 +48,16 @@ def observe_service(host: Host, topology: Any, service_name: str, journal: Any) 
     )
 
 
-ROUTER_DRIVERS = ("haproxy", "pgbouncer")
-
-
 def mark_stale_primaries(observations: list[ComponentObservation], active_site: str) -> None:
     """A database claiming the primary role away from the active site is a stale primary.
 
     Its router server is shown beside it, so a person sees at once whether it is fenced.
     """
     fenced_sites = {
-        o.site
-        for o in observations
-        if o.driver in ROUTER_DRIVERS
-        and o.data.get("tier", "database") == "database"
-        and o.role != "active"
+        o.site for o in observations if o.kind in (Role.ROUTER, Role.POOL) and o.role != "active"
     }
     for obs in observations:
-        if obs.driver == "postgres" and obs.role == "primary" and obs.site != active_site:
+        if obs.kind == Role.DATABASE and obs.role == "primary" and obs.site != active_site:
             obs.role = "stale-primary"
             fenced = "fenced at the router" if obs.site in fenced_sites else "NOT FENCED"
             obs.detail = f"stale primary ({fenced}); {obs.detail}"
@@ -98,7 +71,7 @@ def primary_position(
     how far beyond what the standby had received it was (what may be lost)."""
     for obs in observations:
         if (
-            obs.driver == "postgres"
+            obs.kind == Role.DATABASE
             and obs.site == active_site
             and obs.role == "primary"
             and obs.data.get("current_lsn")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.config.semantics import MUTATING_COMMAND_ACTIONS
+from failback.drivers.base import Action, StepContext
 from failback.drivers.command.runner import (
     CommandInvocation,
     configured_action,
@@ -12,12 +12,11 @@ from failback.drivers.command.runner import (
     result_output,
     run_command,
 )
-from failback.engine.actions import Action, RunContext, register
+from failback.drivers.command.settings import MUTATING_COMMAND_ACTIONS
 from failback.errors import FailbackError
 from failback.model.plan import StepSpec
 
 
-@register
 class CommandStep(Action):
     """Run a component's configured command (``params.action``) at ``spec.site``.
 
@@ -28,7 +27,7 @@ class CommandStep(Action):
 
     name = "command.run"
 
-    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+    def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
         if spec.component is None or spec.site is None:
             raise FailbackError(f"step {spec.id}: command.run needs a component and a site")
@@ -83,12 +82,9 @@ class CommandStep(Action):
             timeout=self.configured.timeout,
         )
         output = result_output(result)
-        self.ctx.journal.add_event(
+        self.ctx.event(
             "command.output",
             f"{self._label(self.action_name)} exited {result.returncode}",
-            run_id=self.ctx.run_id,
-            service=self.ctx.service_name,
-            step_id=self.spec.id,
             data=output,
         )
         require_success(result, self._label(self.action_name))

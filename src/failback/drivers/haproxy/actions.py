@@ -9,19 +9,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from failback.drivers.base import AbortRequested, Action, StepContext
 from failback.drivers.haproxy.facts import RouterTarget, router_target
-from failback.engine.actions import Action, RunContext, register
 from failback.errors import FailbackError, StepFailed
 from failback.model.plan import StepSpec
 
 
-def _target(spec: StepSpec, ctx: RunContext) -> RouterTarget:
+def _target(spec: StepSpec, ctx: StepContext) -> RouterTarget:
     if spec.component is None or spec.site is None:
         raise FailbackError(f"step {spec.id}: a router step needs a component and a site")
     return router_target(ctx.service.components[spec.component], spec.site)
 
 
-@register
 class RouterFence(Action):
     """Put the site's server in maint and close its sessions: no client reaches it.
 
@@ -31,7 +30,7 @@ class RouterFence(Action):
 
     name = "haproxy.fence"
 
-    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+    def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
         self.target = _target(spec, ctx)
         self.has_undo = spec.params.get("undo") in ("route", "restore")
@@ -69,13 +68,12 @@ class RouterFence(Action):
         return {"routed": f"{self.target.backend}/{self.target.server}"}
 
 
-@register
 class RouterRoute(Action):
     """Send the service's writes to the site's server, and to no other."""
 
     name = "haproxy.route"
 
-    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+    def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
         self.target = _target(spec, ctx)
 
@@ -100,14 +98,13 @@ class RouterRoute(Action):
             )
 
 
-def _tier_targets(spec: StepSpec, ctx: RunContext) -> dict[str, RouterTarget]:
+def _tier_targets(spec: StepSpec, ctx: StepContext) -> dict[str, RouterTarget]:
     if spec.component is None:
         raise FailbackError(f"step {spec.id}: a traffic step needs a component")
     component = ctx.service.components[spec.component]
     return {site: router_target(component, site) for site in component.sites}
 
 
-@register
 class TrafficShift(Action):
     """Give ``params.percent`` of a stateless tier's traffic to ``spec.site``.
 
@@ -118,7 +115,7 @@ class TrafficShift(Action):
     name = "haproxy.traffic"
     has_undo = True
 
-    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+    def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
         self.targets = _tier_targets(spec, ctx)
         self.percent = int(spec.params["percent"])
@@ -151,7 +148,6 @@ class TrafficShift(Action):
         return {"weights": weights}
 
 
-@register
 class TrafficGateStep(Action):
     """Bake a traffic step and judge it from HAProxy's statistics, http checks, Prometheus.
 
@@ -161,13 +157,12 @@ class TrafficGateStep(Action):
 
     name = "gate.traffic"
 
-    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+    def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
         self.targets = _tier_targets(spec, ctx)
 
     def apply(self) -> dict[str, Any] | None:
         from failback.drivers.haproxy.traffic import Verdict, prometheus_value, wait_and_judge
-        from failback.observe.checks import run_check
 
         site = self.spec.site or ""
         percent = int(self.spec.params["percent"])
@@ -177,12 +172,10 @@ class TrafficGateStep(Action):
             bake_s=float(self.spec.params["bake_s"]), thresholds=thresholds,
             progress=self.ctx.progress, stop=self._stop_if_aborted,
         )  # fmt: skip
-        for check in self.ctx.service.checks:
-            if check.type == "http" and check.site in (None, site):
-                result = run_check(check, self.ctx.service, self.ctx.host)
-                verdict.extra[f"check.{check.name}"] = result.detail
-                if not result.ok:
-                    verdict.problems.append(f"http check {check.name}: {result.detail}")
+        for result in self.ctx.run_checks("http", site):
+            verdict.extra[f"check.{result.name}"] = result.detail
+            if not result.ok:
+                verdict.problems.append(f"http check {result.name}: {result.detail}")
         if thresholds.prometheus is not None:
             self._prometheus(verdict, thresholds.prometheus, prometheus_value)
         prefix = f"traffic.{site}.{percent}pct"
@@ -207,8 +200,6 @@ class TrafficGateStep(Action):
         return verdict.to_dict()
 
     def _stop_if_aborted(self) -> None:
-        from failback.engine.actions import AbortRequested
-
         if self.ctx.abort_requested():
             raise AbortRequested("aborted by request")
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from failback.drivers.base import Action, StepContext
 from failback.drivers.pgbouncer.admin import Pgbouncer
 from failback.drivers.pgbouncer.target import database_lines, pgbouncer_of
-from failback.engine.actions import Action, RunContext, register
 from failback.errors import FailbackError
 from failback.model.plan import StepSpec
 
 
 class PoolAction(Action):
-    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+    def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
         if spec.component is None or spec.site is None:
             raise FailbackError(f"step {spec.id}: a pgbouncer step needs a component and a site")
@@ -30,7 +30,6 @@ class PoolAction(Action):
         return all(targets.get(n) is not None and targets[n].paused for n in self.databases)
 
 
-@register
 class PoolPause(PoolAction):
     """PAUSE the pooled databases: from now on clients' queries wait (writes stop).
 
@@ -56,7 +55,6 @@ class PoolPause(PoolAction):
         return {"resumed": self.databases}
 
 
-@register
 class PoolRoute(PoolAction):
     """Point the pooled databases at the site's server, RELOAD, then RESUME.
 
@@ -95,7 +93,6 @@ class PoolRoute(PoolAction):
             raise FailbackError(f"PgBouncer does not point at {self.spec.site} after the switch")
 
 
-@register
 class PoolFence(PoolAction):
     """Failover: point the pool nowhere writable — PAUSE, so clients wait for the new primary.
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from failback.drivers.base import Action, StepContext
 from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.errors import PgError
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn
@@ -31,7 +32,6 @@ from failback.drivers.postgres.replication import (
     wait_for_replay,
     wait_streaming,
 )
-from failback.engine.actions import Action, RunContext, register
 from failback.errors import FailbackError, StepFailed
 from failback.model.plan import StepSpec
 
@@ -41,7 +41,7 @@ PROBE_TABLE = "failback_write_probe"
 class PgAction(Action):
     """Base: resolves the component's node at the step's site (and other sites on demand)."""
 
-    def __init__(self, spec: StepSpec, ctx: RunContext) -> None:
+    def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
         if spec.component is None or spec.site is None:
             raise FailbackError(f"step {spec.id}: a postgres step needs a component and a site")
@@ -112,7 +112,6 @@ def _settle(
     return False
 
 
-@register
 class PgPreflight(PgAction):
     """Refuse before any action when a site is not what the topology says.
 
@@ -155,7 +154,6 @@ class PgPreflight(PgAction):
         return {site.site: site.to_dict() for site in observed}
 
 
-@register
 class PgFence(PgAction):
     """Make sure the site's database takes no writes: stop it when it runs.
 
@@ -204,7 +202,6 @@ class PgFence(PgAction):
         return {"started": self.spec.site}
 
 
-@register
 class PgStopPrimary(PgAction):
     """Cleanly stop the current primary and remember its final WAL position.
 
@@ -255,7 +252,6 @@ class PgStopPrimary(PgAction):
         return {"started": self.spec.site}
 
 
-@register
 class PgCheckpoint(PgAction):
     """CHECKPOINT on the primary just before its writes stop.
 
@@ -275,7 +271,6 @@ class PgCheckpoint(PgAction):
         return {"checkpoint_s": round(time.monotonic() - started, 4)}
 
 
-@register
 class PgWaitReplay(PgAction):
     """Wait until the standby replayed the old primary's exact final position."""
 
@@ -310,7 +305,6 @@ class PgWaitReplay(PgAction):
             )
 
 
-@register
 class PgPromote(PgAction):
     """Promote the site's standby (point of no return) after measuring what it lacks."""
 
@@ -350,15 +344,14 @@ class PgPromote(PgAction):
             f"{self.spec.site} had synchronous_standby_names = {row[0]!r} and no standby left: "
             "relaxed to asynchronous commits (not strict)",
         )
-        self.ctx.journal.add_event(
-            "sync.relaxed", f"{self.spec.site}: synchronous commit relaxed after failover",
-            run_id=self.ctx.run_id, service=self.ctx.service_name, step_id=self.spec.id,
-        )  # fmt: skip
+        self.ctx.event(
+            "sync.relaxed", f"{self.spec.site}: synchronous commit relaxed after failover"
+        )
 
     def _measure_possible_loss(self, seen: PgObservation) -> None:
         """How far the old primary was last seen ahead of what this standby received."""
         received = seen.current_lsn
-        last = (self.ctx.journal.service_state(self.ctx.service_name) or {}).get("last_primary")
+        last = self.ctx.service_facts().get("last_primary")
         if received is not None:
             self.ctx.measure("standby_received_lsn", received, "lsn")
         if not last or received is None or last.get("site") == self.spec.site:
@@ -394,7 +387,6 @@ STALE_POSITION_S = 30.0
 while it watches) only bounds the possible loss from below."""
 
 
-@register
 class PgResync(PgAction):
     """Make the site a streaming standby of ``params.source``: none, rewind or re-clone."""
 
@@ -437,7 +429,6 @@ class PgResync(PgAction):
         self.ctx.mark_in_sync(self.spec.site or "")
 
 
-@register
 class PgCatchup(PgAction):
     """Wait until the standby's lag behind ``params.source`` is under max_lag_bytes."""
 
@@ -453,7 +444,6 @@ class PgCatchup(PgAction):
         return {"lag_bytes": lag}
 
 
-@register
 class PgVerifyWrite(PgAction):
     """Write a row through the router and find it on the site's database directly.
 
@@ -513,10 +503,9 @@ class PgVerifyWrite(PgAction):
                 hint="the router may send writes to another site: `failback status`",
             )
         if self.spec.params.get("measure_rto"):
-            run = self.ctx.journal.get_run(self.ctx.run_id)
             self.ctx.measure(
                 "rto_s",
-                verified_at - run.created_at,
+                verified_at - self.ctx.run_started_at(),
                 "s",
                 note="from the start of the run to the first verified write",
             )

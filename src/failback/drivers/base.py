@@ -1,0 +1,225 @@
+"""The one interface every driver implements, and what its steps may use.
+
+A driver is what failback knows about one *kind* of component (a PostgreSQL pair, an
+HAProxy backend, a PgBouncer, operator scripts...). It declares, in one place:
+
+* ``name`` — the ``driver:`` value of the topology file;
+* ``Settings`` — the pydantic model of such a component (``options`` and ``sites``): the
+  config package assembles the component union from every driver's ``Settings``;
+* ``role(settings)`` — the part the component plays in a service (``Role``). The planner,
+  the monitor, the status and the metrics ask for roles and capabilities, never for a
+  driver by name;
+* ``observe(...)`` — read-only facts about the component at one site;
+* ``actions`` — the step implementations (``Action`` subclasses) its plan steps name;
+* the step builders the planner asks for, phase by phase (``steps``).
+
+The catalog (``failback.drivers.catalog``) lists the drivers: adding one is one folder
+and one line there. ``drivers/README.md`` walks through writing one.
+
+A step's code receives a ``StepContext`` — measure, remember, event, progress, wait —
+never the journal: a driver cannot corrupt a run's record, and the store behind the
+context can change (SQLite today, etcd for a control plane) without touching drivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from failback.hosts import Host
+from failback.model.component import ComponentSettings
+from failback.model.observed import ComponentObservation
+from failback.model.plan import StepSpec
+
+if TYPE_CHECKING:
+    from failback.drivers.planning import PlanRequest
+
+
+class AbortRequested(Exception):
+    """Another process asked (``failback abort``) to stop this run; waits raise it."""
+
+
+class CheckOutcome(Protocol):
+    """The result of one declared check (``failback.observe.checks.CheckResult``)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class Role(StrEnum):
+    """The part a component plays in a service; what the planner orders steps by."""
+
+    DATABASE = "database"
+    """Holds the service's data, replicated between two sites; one site is primary."""
+    POOL = "pool"
+    """A connection pooler in front of the database: holds clients during a switch
+    (paused first, resumed last)."""
+    ROUTER = "router"
+    """Sends clients' write connections to exactly one site: fenced, then re-pointed."""
+    TIER = "tier"
+    """A stateless tier whose traffic is shifted between sites in weighted steps."""
+    OPERATOR = "operator"
+    """Driven by the operator's own commands per action (fence, promote, sync...)."""
+
+
+class Capability(StrEnum):
+    """What a driver can do beyond its role's steps; others ask for a capability."""
+
+    SQL = "sql"
+    """Runs the ``sql`` declared check against the component."""
+    WAL_POSITION = "wal-position"
+    """Its observation reports the primary's position (``data.current_lsn``), recorded
+    by the monitor so that an unplanned failover can say what may be lost."""
+    SYNCHRONOUS_REPLICATION = "synchronous-replication"
+    """Can switch its primary between synchronous and asynchronous commits (the
+    monitor's zero-loss mode)."""
+    CLIENT_ENDPOINT = "client-endpoint"
+    """Knows the host:port clients write through (a write there verifies a switch)."""
+
+
+class StepContext(Protocol):
+    """What a step may use while it runs: never the journal itself.
+
+    Everything written goes through these methods, which journal it durably before they
+    return (a crash right after still finds it), and attribute it to the run and step.
+    """
+
+    run_id: int
+    service_name: str
+    service: Any
+    """The service's validated settings (``failback.config.Service``): its policy, its
+    components' settings by name."""
+    host: Host
+    values: Mapping[str, Any]
+    """Values remembered by earlier steps of the run (``remember``)."""
+    options: Mapping[str, Any]
+    """How the run was started (``from_site``, ``to_site``, ``by``...)."""
+
+    def remember(self, key: str, value: Any) -> None:
+        """Keep a value for later steps, durably (it survives a crash and resume)."""
+
+    def measure(
+        self, name: str, value: float | None, unit: str | None = None, note: str | None = None
+    ) -> None:
+        """Record a measurement for the run's report."""
+
+    def log(self, message: str, **data: Any) -> None:
+        """A line for the person following the run (journaled as a ``log`` event)."""
+
+    def event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        """A named event of this run and step (``sync.relaxed``, ``command.output``...)."""
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        """Show where a long step is (not journaled)."""
+
+    def wait_until(
+        self,
+        predicate: Callable[[], tuple[bool, str]],
+        *,
+        timeout: float,
+        interval: float = 0.5,
+        what: str,
+    ) -> str:
+        """Poll ``predicate`` until done; StepFailed after ``timeout``; honours abort."""
+
+    def abort_requested(self) -> bool:
+        """True once ``failback abort`` asked this run to stop."""
+
+    def run_checks(self, check_type: str, site: str) -> list[CheckOutcome]:
+        """Run the service's declared checks of ``check_type`` (``http``...) that speak
+        for ``site``; never raises (a failing check is a result)."""
+
+    def run_started_at(self) -> float:
+        """When the run was created (epoch seconds): RTO is measured from there."""
+
+    def service_facts(self) -> Mapping[str, Any]:
+        """What is recorded about the service (active site, needs-resync, the primary's
+        last seen position...): read-only."""
+
+    def mark_in_sync(self, site: str) -> None:
+        """``site`` was resynced and follows the primary again: it no longer needs a resync."""
+
+    def set_run_status(self, status: str, hint: str | None = None) -> None:
+        """Show a run-level state while a step works (``observing``)."""
+
+    def writes_stopped(self, site: str) -> None:
+        """The first router stops sending writes to ``site``: write-unavailability starts."""
+
+    def writes_resumed(self, spec: StepSpec, at: float, *, interrupted: bool = False) -> None:
+        """The last router sends writes to ``spec.site`` again: measure the window."""
+
+    def writes_restored(self, spec: StepSpec, at: float) -> None:
+        """A rollback sends writes back to where this run had stopped them."""
+
+    def writes_resume_unrecorded(self, site: str) -> bool:
+        """True while no step has recorded that writes resumed at ``site``."""
+
+
+class Action:
+    """The code behind a plan step's ``action`` name.
+
+    ``check`` (already done?), ``apply``, ``verify`` and, where one exists, ``undo``.
+    They must be idempotent: after a crash the engine calls ``check`` to learn whether
+    an interrupted ``apply`` took effect, and re-applies only when it did not.
+    """
+
+    name: ClassVar[str]
+    has_undo: bool = False
+    can_check: bool = True
+    """False when ``check`` cannot tell whether the effect is in place (a command with no
+    ``check:``): a step interrupted while applying then waits for a person instead of
+    being applied a second time."""
+
+    def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+
+    def check(self) -> bool:
+        """True when the step's effect is already in place (nothing to apply)."""
+        return False
+
+    def apply(self) -> dict[str, Any] | None:
+        """Make the effect happen. Returns output kept in the journal."""
+        raise NotImplementedError
+
+    def verify(self) -> None:
+        """Raise StepFailed unless the effect is really in place."""
+
+    def undo(self) -> dict[str, Any] | None:
+        """Reverse the effect (only called when ``has_undo``)."""
+        raise NotImplementedError
+
+
+class Driver:
+    """One kind of component. Subclass it, fill in the class attributes, add it to the
+    catalog. Methods have safe defaults: a driver that takes no part in a phase
+    contributes no step to it."""
+
+    name: ClassVar[str]
+    """The ``driver:`` value in the topology file."""
+    Settings: ClassVar[type[ComponentSettings]]
+    """The component's settings model; its ``driver`` field is ``Literal[name]``."""
+    actions: ClassVar[tuple[type[Action], ...]] = ()
+    """Every step implementation this driver's steps name."""
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def role(self, settings: Any) -> Role:
+        """The part a component with these settings plays (may depend on them)."""
+        raise NotImplementedError
+
+    def observe(
+        self, host: Host, service: str, name: str, settings: Any, site: str
+    ) -> ComponentObservation:
+        """Read-only facts about the component at ``site``. Never raises for a component
+        that is down or refuses us: the observation says so (``healthy=False``)."""
+        raise NotImplementedError
+
+    def steps(self, request: PlanRequest) -> list[StepSpec]:
+        """The steps this component contributes to one phase of a plan (none by default)."""
+        return []
+
+    def client_endpoint(self, settings: Any) -> str | None:
+        """host:port clients write through, for drivers with CLIENT_ENDPOINT."""
+        return None

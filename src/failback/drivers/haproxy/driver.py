@@ -1,0 +1,38 @@
+"""The ``haproxy`` driver.
+
+An HAProxy backend: the write router of a database, or a stateless tier shifted by weight."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from failback.drivers.base import Capability, Driver, Role
+from failback.drivers.haproxy.actions import RouterFence, RouterRoute, TrafficGateStep, TrafficShift
+from failback.drivers.haproxy.facts import observe_haproxy_component
+from failback.drivers.haproxy.settings import HaproxyComponent
+from failback.hosts import Host
+from failback.model.observed import ComponentObservation
+
+
+class HaproxyDriver(Driver):
+    name = "haproxy"
+    Settings = HaproxyComponent
+    actions = (
+        RouterFence,
+        RouterRoute,
+        TrafficShift,
+        TrafficGateStep,
+    )
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.CLIENT_ENDPOINT})
+
+    def role(self, settings: Any) -> Role:
+        return Role.TIER if settings.options.tier == "stateless" else Role.ROUTER
+
+    def observe(
+        self, host: Host, service: str, name: str, settings: Any, site: str
+    ) -> ComponentObservation:
+        return observe_haproxy_component(host, service, name, settings, site)
+
+    def client_endpoint(self, settings: Any) -> str | None:
+        endpoint = settings.options.endpoint
+        return str(endpoint) if endpoint else None

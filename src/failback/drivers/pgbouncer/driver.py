@@ -1,0 +1,36 @@
+"""The ``pgbouncer`` driver.
+
+A PgBouncer in front of the database: PAUSE, re-point, RESUME (clients wait, not fail)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from failback.drivers.base import Capability, Driver, Role
+from failback.drivers.pgbouncer.actions import PoolFence, PoolPause, PoolRoute
+from failback.drivers.pgbouncer.facts import observe_pgbouncer_component
+from failback.drivers.pgbouncer.settings import PgbouncerComponent
+from failback.hosts import Host
+from failback.model.observed import ComponentObservation
+
+
+class PgbouncerDriver(Driver):
+    name = "pgbouncer"
+    Settings = PgbouncerComponent
+    actions = (
+        PoolPause,
+        PoolRoute,
+        PoolFence,
+    )
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.CLIENT_ENDPOINT})
+
+    def role(self, settings: Any) -> Role:
+        return Role.POOL
+
+    def observe(
+        self, host: Host, service: str, name: str, settings: Any, site: str
+    ) -> ComponentObservation:
+        return observe_pgbouncer_component(host, service, name, settings, site)
+
+    def client_endpoint(self, settings: Any) -> str | None:
+        return f"{settings.options.host}:{settings.options.port}"

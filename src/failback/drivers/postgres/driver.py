@@ -1,0 +1,51 @@
+"""The ``postgres`` driver.
+
+A PostgreSQL primary/standby pair: fence, stop, replay, promote, rewind or re-clone."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from failback.drivers.base import Capability, Driver, Role
+from failback.drivers.postgres.actions import (
+    PgCatchup,
+    PgCheckpoint,
+    PgFence,
+    PgPreflight,
+    PgPromote,
+    PgResync,
+    PgStopPrimary,
+    PgVerifyWrite,
+    PgWaitReplay,
+)
+from failback.drivers.postgres.facts import observe_postgres_component
+from failback.drivers.postgres.settings import PostgresComponent
+from failback.hosts import Host
+from failback.model.observed import ComponentObservation
+
+
+class PostgresDriver(Driver):
+    name = "postgres"
+    Settings = PostgresComponent
+    actions = (
+        PgPreflight,
+        PgFence,
+        PgStopPrimary,
+        PgCheckpoint,
+        PgWaitReplay,
+        PgPromote,
+        PgResync,
+        PgCatchup,
+        PgVerifyWrite,
+    )
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.SQL, Capability.WAL_POSITION, Capability.SYNCHRONOUS_REPLICATION}
+    )
+
+    def role(self, settings: Any) -> Role:
+        return Role.DATABASE
+
+    def observe(
+        self, host: Host, service: str, name: str, settings: Any, site: str
+    ) -> ComponentObservation:
+        return observe_postgres_component(host, service, name, settings, site)
