@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
-DEMO_SLEEP_AFTER_BREAK_S = 0.3  # src/failback/lab/demo.py: time.sleep(0.3) after lab_break
+DEMO_SLEEP_AFTER_BREAK_S = 0.3  # src/failback/cli/demo.py: time.sleep(0.3) after lab_break
 
 
 def test_demo_reports_the_client_gap_across_the_failover() -> None:

@@ -124,6 +124,6 @@ def demo_cmd(
     as_json: JsonOpt = False,
 ) -> int:
     """Lab up, a writer, dc1 breaks, failover, dc1 repaired (stale, fenced), failback, report."""
-    from failback.lab.demo import run_demo
+    from failback.cli.demo import run_demo
 
     return run_demo(directory, keep=keep, as_json=as_json)

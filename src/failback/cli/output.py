@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from failback.errors import FailbackError
+from failback.model.units import format_lsn
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -60,8 +61,6 @@ def fmt_value(value: float | None, unit: str | None) -> str:
     if unit == "s":
         return fmt_duration(value)
     if unit == "lsn":
-        from failback.drivers.postgres.lsn import format_lsn
-
         return format_lsn(int(value))
     if unit == "bytes":
         return f"{int(value)} bytes"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from failback.drivers.base import Role
 from failback.engine.executor import Executor
 from failback.engine.journal import Journal
 from failback.hosts import Host
@@ -61,12 +62,12 @@ def set_auto_failback(
 
 
 def traffic_split(components: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per router component: each site's HAProxy weight and its share of new sessions."""
+    """Per router or tier that reports weights: each site's weight and share of new sessions."""
     split: dict[str, dict[str, Any]] = {}
     for comp in components:
-        if comp["driver"] != "haproxy":
-            continue
         data = comp.get("data") or {}
+        if comp.get("kind") not in (Role.ROUTER, Role.TIER) or "takes_new_sessions" not in data:
+            continue
         weight = data.get("weight")
         takes = bool(data.get("takes_new_sessions"))
         split.setdefault(comp["component"], {})[comp["site"]] = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from failback.model.units import format_lsn as format_lsn  # the unit lives in model/units.py
+
 _LSN_RE = re.compile(r"^\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*$")
 
 
@@ -13,13 +15,6 @@ def parse_lsn(text: str) -> int:
     if match is None:
         raise ValueError(f"not a WAL position (LSN): {text!r}")
     return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
-
-
-def format_lsn(value: int) -> str:
-    """50331744 -> "0/3000060" (the way PostgreSQL prints it)."""
-    if value < 0 or value >= 1 << 64:
-        raise ValueError(f"LSN out of range: {value}")
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
 def to_lsn(value: int | str | None) -> int | None:

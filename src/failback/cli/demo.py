@@ -15,9 +15,16 @@ from typing import Any
 from rich.table import Table
 
 from failback.cli.output import emit_json, fmt_duration, report_table, stderr, stdout
+from failback.cli.progress import TerminalReporter
+from failback.config import load_topology
 from failback.engine.executor import Executor
 from failback.engine.journal import Journal
+from failback.engine.starter import create_run, make_plan
+from failback.errors import FailbackError
+from failback.hosts import LocalHost
+from failback.lab import lab_break, lab_down, lab_repair, lab_up
 from failback.lab.probe import WriteProbe
+from failback.observe.service import observe_service, record_primary_position
 
 
 def _say(message: str, as_json: bool) -> None:
@@ -35,15 +42,11 @@ def _measure(report: dict[str, Any], name: str) -> float | None:
 def _run(
     kind: str, service: str, topology: Any, journal: Journal, executor: Executor, **options: Any
 ) -> dict[str, Any]:
-    from failback.engine.starter import create_run, make_plan
-
     plan = make_plan(kind, service, topology, journal, **options)
     run_id = create_run(executor, topology, plan, **options)
     outcome = executor.execute(run_id)
     report = journal.get_run(run_id).report or {}
     if outcome.status != "succeeded":
-        from failback.errors import FailbackError
-
         raise FailbackError(
             f"demo {kind} run {run_id} {outcome.status}: {outcome.error}",
             hint=f"failback run show {run_id} --state-dir {journal.state_dir}",
@@ -52,11 +55,6 @@ def _run(
 
 
 def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
-    from failback.cli.progress import TerminalReporter
-    from failback.config import load_topology
-    from failback.hosts import LocalHost
-    from failback.lab import lab_break, lab_down, lab_repair, lab_up
-    from failback.observe.service import observe_service, record_primary_position
 
     started = time.monotonic()
     lab_dir = directory or Path(tempfile.mkdtemp(prefix="failback-demo-"))
