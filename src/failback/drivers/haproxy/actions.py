@@ -11,6 +11,13 @@ from typing import Any
 
 from failback.drivers.base import AbortRequested, Action, StepContext
 from failback.drivers.haproxy.facts import RouterTarget, router_target
+from failback.drivers.haproxy.traffic import (
+    Verdict,
+    current_split,
+    prometheus_value,
+    set_split,
+    wait_and_judge,
+)
 from failback.errors import FailbackError, StepFailed
 from failback.model.plan import StepSpec
 
@@ -121,8 +128,6 @@ class TrafficShift(Action):
         self.percent = int(spec.params["percent"])
 
     def check(self) -> bool:
-        from failback.drivers.haproxy.traffic import current_split
-
         split = current_split(self.targets)
         total = sum(split.values())
         return bool(total) and round(100 * split.get(self.spec.site or "", 0) / total) == (
@@ -130,8 +135,6 @@ class TrafficShift(Action):
         )
 
     def apply(self) -> dict[str, Any] | None:
-        from failback.drivers.haproxy.traffic import set_split
-
         weights = set_split(self.targets, self.spec.site or "", self.percent)
         self.ctx.remember(f"traffic.{self.spec.component}", weights)
         self.ctx.measure(
@@ -140,8 +143,6 @@ class TrafficShift(Action):
         return {"weights": weights}
 
     def undo(self) -> dict[str, Any] | None:
-        from failback.drivers.haproxy.traffic import set_split
-
         away = str(self.spec.params["away"])
         weights = set_split(self.targets, away, 100)
         self.ctx.remember(f"traffic.{self.spec.component}", weights)
@@ -162,8 +163,6 @@ class TrafficGateStep(Action):
         self.targets = _tier_targets(spec, ctx)
 
     def apply(self) -> dict[str, Any] | None:
-        from failback.drivers.haproxy.traffic import Verdict, prometheus_value, wait_and_judge
-
         site = self.spec.site or ""
         percent = int(self.spec.params["percent"])
         thresholds = self.ctx.service.policy.traffic_gate

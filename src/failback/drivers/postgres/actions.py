@@ -19,6 +19,7 @@ from failback.drivers.postgres.lsn import format_lsn, parse_lsn
 from failback.drivers.postgres.node import PgNode, node_from_component
 from failback.drivers.postgres.node_facts import PgObservation, ensure_same_cluster, observe
 from failback.drivers.postgres.process import (
+    checkpoint,
     kill_postmaster,
     promote,
     running_postmaster,
@@ -32,6 +33,7 @@ from failback.drivers.postgres.replication import (
     wait_for_replay,
     wait_streaming,
 )
+from failback.drivers.postgres.resync import resync
 from failback.errors import FailbackError, StepFailed
 from failback.model.plan import StepSpec
 
@@ -264,8 +266,6 @@ class PgCheckpoint(PgAction):
     name = "postgres.checkpoint"
 
     def apply(self) -> dict[str, Any] | None:
-        from failback.drivers.postgres.process import checkpoint
-
         started = time.monotonic()
         checkpoint(self.node)
         return {"checkpoint_s": round(time.monotonic() - started, 4)}
@@ -402,9 +402,6 @@ class PgResync(PgAction):
         )  # fmt: skip
 
     def apply(self) -> dict[str, Any] | None:
-        from failback.drivers.postgres.process import checkpoint
-        from failback.drivers.postgres.resync import resync
-
         source = self.node_at(self.spec.params["source"])
         # a fresh primary's control file names the old timeline until its first
         # checkpoint; a rewind taken before it can leave a node that cannot start (note 3)

@@ -26,6 +26,7 @@ from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.errors import PgError, PgStateError
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn, to_lsn
 from failback.drivers.postgres.node import PgNode
+from failback.drivers.postgres.node_facts import ensure_same_cluster
 from failback.drivers.postgres.process import (
     controldata,
     pgdata_ok,
@@ -296,8 +297,6 @@ def _child(history: list[tuple[int, int]], timeline: int, current: int) -> int:
 def require_same_system(div: Divergence, node: PgNode, source: PgNode) -> None:
     """Raise PgWrongCluster when the divergence check found two different clusters."""
     if not div.same_system:
-        from failback.drivers.postgres.node_facts import ensure_same_cluster
-
         ensure_same_cluster(
             {node.site: div.node_system_identifier, source.site: div.source_system_identifier}
         )

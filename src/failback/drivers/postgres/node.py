@@ -15,6 +15,7 @@ from psycopg.conninfo import make_conninfo
 
 from failback.drivers.postgres.errors import PgError
 from failback.hosts.base import Host
+from failback.hosts.local import LocalHost
 
 DEFAULT_PG_ROOT = "/usr/lib/postgresql"
 
@@ -140,8 +141,6 @@ def node_from_component(comp: Any, site: str, host: Host | None = None) -> PgNod
     bin_dir = getattr(opts, "bin_dir", None)
     if not bin_dir:
         if host is None:
-            from failback.hosts.local import LocalHost
-
             host = LocalHost()
         bin_dir = detect_bin_dir(host)
     return PgNode(
