@@ -20,15 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from failback.drivers.postgres import (
-    PgCommandFailed,
-    PgNode,
-    initdb,
-    reclone,
-    start,
-    stop,
-)
-from failback.drivers.postgres.node import detect_bin_dir
+from failback.drivers.postgres.errors import PgCommandFailed
+from failback.drivers.postgres.node import PgNode, detect_bin_dir
+from failback.drivers.postgres.process import initdb, start, stop
+from failback.drivers.postgres.resync import reclone
 from failback.hosts import LocalHost
 
 OS_USER = "postgres"

@@ -24,18 +24,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from failback.drivers.postgres import (
-    check_divergence,
-    connect,
-    observe,
-    promote,
-    resync,
-    start,
-    stop,
-    wait_for_catchup,
-    wait_streaming,
-)
+from failback.drivers.postgres.conn import connect
+from failback.drivers.postgres.divergence import check_divergence
 from failback.drivers.postgres.node import PgNode
+from failback.drivers.postgres.node_facts import observe
+from failback.drivers.postgres.process import promote, start, stop
+from failback.drivers.postgres.replication import wait_for_catchup, wait_streaming
+from failback.drivers.postgres.resync import resync
 from tests.integration.pgcluster import PgPair, pg_pair
 
 pytestmark = pytest.mark.integration

@@ -15,30 +15,32 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from failback.drivers.postgres import (
+from failback.drivers.postgres.conn import connect
+from failback.drivers.postgres.divergence import check_divergence
+from failback.drivers.postgres.errors import (
     PgAuthFailed,
     PgUnreachable,
     PgWrongCluster,
     PgWrongDatabase,
-    check_divergence,
-    classify,
-    connect,
+)
+from failback.drivers.postgres.lsn import format_lsn
+from failback.drivers.postgres.node_facts import classify, ensure_same_cluster, observe
+from failback.drivers.postgres.process import (
     controldata,
-    ensure_same_cluster,
-    final_position,
-    format_lsn,
     kill_postmaster,
-    observe,
+    postmaster_pid_file,
     promote,
-    resync,
     running_postmaster,
     start,
     stop,
+)
+from failback.drivers.postgres.replication import (
+    final_position,
     wait_for_catchup,
     wait_for_replay,
     wait_streaming,
 )
-from failback.drivers.postgres.process import postmaster_pid_file
+from failback.drivers.postgres.resync import resync
 from tests.integration.pgcluster import APP_PASSWORD, APP_USER, PgPair, pg_pair, pg_single
 
 pytestmark = pytest.mark.integration

@@ -10,21 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from failback.drivers.postgres import (
-    PgNode,
-    PgObservation,
-    PgWrongCluster,
-    classify,
-    compare_lsn,
-    ensure_same_cluster,
-    format_lsn,
-    lsn_diff,
-    node_from_component,
-    parse_history,
-    parse_lsn,
-)
 from failback.drivers.postgres.conn import classify_connect_error
-from failback.drivers.postgres.errors import PgAuthFailed, PgNotReady, PgUnreachable
+from failback.drivers.postgres.divergence import parse_history
+from failback.drivers.postgres.errors import PgAuthFailed, PgNotReady, PgUnreachable, PgWrongCluster
+from failback.drivers.postgres.lsn import compare_lsn, format_lsn, lsn_diff, parse_lsn
+from failback.drivers.postgres.node import PgNode, node_from_component
+from failback.drivers.postgres.node_facts import PgObservation, classify, ensure_same_cluster
 from failback.drivers.postgres.replication import _setting_name
 
 

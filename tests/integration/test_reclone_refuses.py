@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from failback.drivers.postgres import PgNode, observe, resync, start, stop, wait_streaming
+from failback.drivers.postgres.node import PgNode
+from failback.drivers.postgres.node_facts import observe
+from failback.drivers.postgres.process import start, stop
+from failback.drivers.postgres.replication import wait_streaming
 from failback.drivers.postgres.resync import (
     PgdataNotOurs,
     clone_marker,
     pgdata_contents,
     reclone,
+    resync,
 )
 from failback.errors import SafetyRefusal
 from failback.hosts import LocalHost

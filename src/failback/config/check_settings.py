@@ -58,14 +58,6 @@ class CheckBase(ConfigModel):
             raise ValueError("lists the same use twice")
         return use
 
-    @property
-    def is_precheck(self) -> bool:
-        return "precheck" in self.use
-
-    @property
-    def is_postcheck(self) -> bool:
-        return "postcheck" in self.use
-
 
 class TcpCheck(CheckBase):
     """Passes when a TCP connection to host:port opens."""

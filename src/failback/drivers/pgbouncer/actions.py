@@ -91,25 +91,3 @@ class PoolRoute(PoolAction):
     def verify(self) -> None:
         if not self._pointing_here():
             raise FailbackError(f"PgBouncer does not point at {self.spec.site} after the switch")
-
-
-class PoolFence(PoolAction):
-    """Failover: point the pool nowhere writable — PAUSE, so clients wait for the new primary.
-
-    Undo RESUMEs (a rollback before the promotion).
-    """
-
-    name = "pgbouncer.fence"
-    has_undo = True
-
-    def check(self) -> bool:
-        return self._paused()
-
-    def apply(self) -> dict[str, Any] | None:
-        self.bouncer.pause(self.databases, timeout=float(self.component.options.pause_timeout))
-        return {"paused": self.databases}
-
-    def undo(self) -> dict[str, Any] | None:
-        self.bouncer.resume(self.databases)
-        self.ctx.writes_restored(self.spec, time.time())
-        return {"resumed": self.databases}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
-from failback.drivers.pgbouncer.actions import PoolFence, PoolPause, PoolRoute
+from failback.drivers.pgbouncer.actions import PoolPause, PoolRoute
 from failback.drivers.pgbouncer.facts import observe_pgbouncer_component
 from failback.drivers.pgbouncer.settings import PgbouncerComponent
 from failback.hosts import Host
@@ -20,7 +20,6 @@ class PgbouncerDriver(Driver):
     actions = (
         PoolPause,
         PoolRoute,
-        PoolFence,
     )
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.CLIENT_ENDPOINT})
 
