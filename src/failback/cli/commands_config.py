@@ -13,9 +13,21 @@ from rich.table import Table
 from failback.cli.context import config_path, load
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
 from failback.cli.output import emit_json, stdout
-from failback.engine.starter import make_plan
+from failback.engine.starter import make_plan, make_plan_artefact
 from failback.errors import FailbackError
 from failback.model.plan import Plan
+from failback.plan.artefact import PlanOptions, write_artefact
+
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Also write the plan to FILE (mode 0600), to run exactly it later with "
+        "`failback KIND SERVICE --plan FILE`; an existing plan file is replaced",
+        show_default=False,
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -203,11 +215,20 @@ def _journal_of(topology: Any) -> Any:
     return Journal(topology.state_dir)
 
 
-def print_plan(plan: Plan, *, as_json: bool, warnings: list[Any] | None = None) -> None:
+def print_plan(
+    plan: Plan,
+    *,
+    as_json: bool,
+    warnings: list[Any] | None = None,
+    plan_file: Path | None = None,
+) -> None:
+    """The plan, step by step (or as JSON); ``plan_file`` is where it was written."""
     if as_json:
         document: dict[str, Any] = {"plan": plan.model_dump(mode="json")}
         if warnings is not None:
             document["warnings"] = [w.to_dict() for w in warnings]
+        if plan_file is not None:
+            document["plan_file"] = str(plan_file)
         emit_json(document)
         return
     print_warnings(warnings or [])
@@ -227,6 +248,13 @@ def print_plan(plan: Plan, *, as_json: bool, warnings: list[Any] | None = None) 
             stdout.print(f"      [dim]why: {step.why}[/]", highlight=False)
     for note in plan.notes:
         stdout.print(f"  note: {note}", highlight=False)
+    if plan_file is not None:
+        stdout.print(
+            f"plan written to {plan_file}; run exactly it with: failback {plan.kind} "
+            f"{plan.service} --plan {plan_file}",
+            markup=False,
+            highlight=False,
+        )
 
 
 def plan_failover_cmd(
@@ -240,29 +268,58 @@ def plan_failover_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Plan even if the active site is healthy")
     ] = False,
+    accept_data_loss: Annotated[
+        bool,
+        typer.Option(
+            "--accept-data-loss",
+            help="Plan a failover to a site that was never resynced, losing the writes it lacks",
+        ),
+    ] = False,
+    out: OutOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Print the failover plan of SERVICE (changes nothing)."""
-    topology = load(config)
-    journal = _journal(topology, state_dir)
-    plan = make_plan("failover", service, topology, journal, planned=planned, force=force)
-    print_plan(plan, as_json=as_json, warnings=plan_warnings(topology, plan))
-    return 0
+    """Print the failover plan of SERVICE (changes nothing but the --out file)."""
+    options = PlanOptions(planned=planned, force=force, accept_data_loss=accept_data_loss)
+    return _plan("failover", service, options, out, config, state_dir, as_json)
 
 
 def plan_failback_cmd(
     service: Annotated[str, typer.Argument(help="Service to plan for")],
+    out: OutOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Print the failback plan of SERVICE (changes nothing)."""
+    """Print the failback plan of SERVICE (changes nothing but the --out file)."""
+    return _plan("failback", service, PlanOptions(), out, config, state_dir, as_json)
+
+
+def _plan(
+    kind: str,
+    service: str,
+    options: PlanOptions,
+    out: Path | None,
+    config: Path | None,
+    state_dir: Path | None,
+    as_json: bool,
+) -> int:
+    """Print the plan; with ``out``, write it first (with what it was made from)."""
     topology = load(config)
     journal = _journal(topology, state_dir)
-    plan = make_plan("failback", service, topology, journal)
-    print_plan(plan, as_json=as_json, warnings=plan_warnings(topology, plan))
+    if out is None:
+        plan = make_plan(kind, service, topology, journal, **options.as_planner_options())
+        print_plan(plan, as_json=as_json, warnings=plan_warnings(topology, plan))
+        return 0
+    artefact = make_plan_artefact(kind, service, topology, journal, options)
+    written = write_artefact(out, artefact)
+    print_plan(
+        artefact.plan,
+        as_json=as_json,
+        warnings=plan_warnings(topology, artefact.plan),
+        plan_file=written,
+    )
     return 0
 
 

@@ -24,10 +24,20 @@ from failback.cli.output import (
 )
 from failback.engine.executor import Executor, RunOutcome
 from failback.engine.journal import Journal
-from failback.engine.starter import create_run, make_plan
+from failback.engine.starter import create_run, make_plan, plan_to_apply
 from failback.errors import UsageError
+from failback.plan.artefact import read_artefact
 
 RunIdArg = Annotated[int, typer.Argument(help="Run id (see `failback runs`)")]
+PlanFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--plan",
+        help="Run exactly the plan saved by `failback plan KIND SERVICE --out FILE`, after "
+        "checking that the topology and what is observed still match it",
+        show_default=False,
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -109,8 +119,11 @@ def _start(
     state_dir: Any,
     as_json: bool,
     yes: bool,
+    plan_file: Path | None = None,
     **plan_options: Any,
 ) -> int:
+    if plan_file is not None:
+        return _apply(kind, service, plan_file, config, state_dir, as_json, yes, plan_options)
     topology = load(config)
     journal = Journal(state_dir or topology.state_dir)
     plan = make_plan(kind, service, topology, journal, **plan_options)
@@ -119,6 +132,58 @@ def _start(
     confirm(f"Start the {kind} of {service} from {plan.from_site} to {plan.to_site}?", yes)
     executor = _executor(journal, as_json)
     run_id = create_run(executor, topology, plan, **plan_options)
+    if not as_json:
+        stderr.print(f"run {run_id} started", markup=False)
+    return finish(journal, executor.execute(run_id), as_json=as_json)
+
+
+def _apply(
+    kind: str,
+    service: str,
+    plan_file: Path,
+    config: Any,
+    state_dir: Any,
+    as_json: bool,
+    yes: bool,
+    given: dict[str, Any],
+) -> int:
+    """Run exactly the saved plan, or refuse (one line + hint) having changed nothing.
+
+    Options that would change the plan are refused with ``--plan``: the file carries
+    the options it was planned with, and a person reviewed the plan they gave.
+    """
+    clashing = [f"--{name.replace('_', '-')}" for name, value in given.items() if value]
+    if clashing:
+        raise UsageError(
+            f"{', '.join(clashing)} cannot be given with --plan: the plan file carries the"
+            " options it was planned with",
+            hint=f"make a new plan with them: failback plan {kind} {service}"
+            f" {' '.join(clashing)} --out {plan_file}",
+        )
+    artefact = read_artefact(plan_file)
+    topology = load(config)
+    journal = Journal(state_dir or topology.state_dir)
+    plan = plan_to_apply(
+        artefact, plan_file, kind=kind, service=service, topology=topology, journal=journal
+    )
+    if not as_json:
+        print_plan(plan, as_json=False)
+        stderr.print(
+            f"{plan_file} still holds: made {fmt_time(artefact.created_at)} by"
+            f" {artefact.created_by}; the topology and what is observed are unchanged",
+            markup=False,
+            highlight=False,
+        )
+    confirm(f"Start the {kind} of {service} from {plan.from_site} to {plan.to_site}?", yes)
+    executor = _executor(journal, as_json)
+    run_id = create_run(
+        executor,
+        topology,
+        plan,
+        **artefact.options.model_dump(exclude_none=True),
+        plan_file=str(plan_file.absolute()),
+        plan_digest=artefact.digest,
+    )
     if not as_json:
         stderr.print(f"run {run_id} started", markup=False)
     return finish(journal, executor.execute(run_id), as_json=as_json)
@@ -140,6 +205,7 @@ def failover(
             help="Fail over to a site that was never resynced, losing the writes it lacks",
         ),
     ] = False,
+    plan_file: PlanFileOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
@@ -153,6 +219,7 @@ def failover(
         state_dir,
         as_json,
         yes,
+        plan_file,
         planned=planned,
         force=force,
         accept_data_loss=accept_data_loss,
@@ -161,13 +228,14 @@ def failover(
 
 def failback(
     service: Annotated[str, typer.Argument(help="Service to bring home to its primary site")],
+    plan_file: PlanFileOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
     yes: YesOpt = False,
 ) -> int:
     """Bring SERVICE back to its primary site: resync, validate, switch, re-protect."""
-    return _start("failback", service, config, state_dir, as_json, yes)
+    return _start("failback", service, config, state_dir, as_json, yes, plan_file)
 
 
 def runs(

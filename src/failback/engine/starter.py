@@ -6,13 +6,26 @@ cannot differ in what they check before acting (interfaces hold no logic).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from failback.engine.executor import Executor
 from failback.engine.journal import Journal
 from failback.errors import UsageError
 from failback.hosts import Host, LocalHost
+from failback.model.observed import ServiceState
 from failback.model.plan import Plan
+from failback.observe.service import observe_service
+from failback.plan.artefact import (
+    PlanArtefact,
+    PlanOptions,
+    build_artefact,
+    check_request,
+    check_same_plan,
+    check_still_valid,
+    observed_facts,
+)
+from failback.plan.planners import plan_failback, plan_failover
 
 RUN_KINDS = ("failover", "failback")
 
@@ -36,20 +49,83 @@ def make_plan(
     leave it to the policy. No caller (HTTP client, CLI, monitor) can remove a gate
     the service's policy requires: that is the policy's decision, made in the topology.
     """
-    from failback.observe.service import observe_service
-    from failback.plan.planners import plan_failback, plan_failover
-
-    svc = topology.service(service)
+    options = PlanOptions(
+        planned=planned,
+        force=force,
+        accept_data_loss=accept_data_loss,
+        approval=approval,
+        stability_window_s=stability_window_s,
+    )
     state = observe_service(host or LocalHost(), topology, service, journal)
+    return plan_from_state(kind, service, topology, state, options)
+
+
+def plan_from_state(
+    kind: str, service: str, topology: Any, state: ServiceState, options: PlanOptions
+) -> Plan:
+    """Plan a run of ``kind`` from an observation already made (pure, changes nothing)."""
+    svc = topology.service(service)
     if kind == "failover":
         return plan_failover(
-            service, svc, state, planned=planned, force=force, accept_data_loss=accept_data_loss
+            service,
+            svc,
+            state,
+            planned=options.planned,
+            force=options.force,
+            accept_data_loss=options.accept_data_loss,
         )
     if kind == "failback":
         return plan_failback(
-            service, svc, state, approval=approval or None, stability_window_s=stability_window_s
+            service,
+            svc,
+            state,
+            approval=options.approval or None,
+            stability_window_s=options.stability_window_s,
         )
     raise UsageError(f"unknown kind of run {kind!r}", hint=" or ".join(RUN_KINDS))
+
+
+def make_plan_artefact(
+    kind: str,
+    service: str,
+    topology: Any,
+    journal: Journal,
+    options: PlanOptions,
+    *,
+    host: Host | None = None,
+) -> PlanArtefact:
+    """Observe once, plan from that observation, and keep both in an artefact for
+    ``apply`` (``failback failback --plan FILE``); changes nothing."""
+    topology.service(service)  # an unknown service is refused before observing
+    state = observe_service(host or LocalHost(), topology, service, journal)
+    plan = plan_from_state(kind, service, topology, state, options)
+    return build_artefact(plan, options=options, topology=topology, state=state)
+
+
+def plan_to_apply(
+    artefact: PlanArtefact,
+    path: Path,
+    *,
+    kind: str,
+    service: str,
+    topology: Any,
+    journal: Journal,
+    host: Host | None = None,
+) -> Plan:
+    """The artefact's plan, once it is known to still hold; else a one-line refusal.
+
+    Checks, in order: the file is a ``kind`` plan for ``service``; the same failback and
+    the same topology file; what is observed now (read-only) has the same
+    plan-deciding facts; and planning again from that observation with the saved
+    options gives the same steps. Changes nothing.
+    """
+    check_request(artefact, kind=kind, service=service, path=path)
+    topology.service(service)
+    state = observe_service(host or LocalHost(), topology, service, journal)
+    check_still_valid(artefact, topology=topology, facts=observed_facts(state), path=path)
+    replanned = plan_from_state(kind, service, topology, state, artefact.options)
+    check_same_plan(artefact, replanned, path=path)
+    return artefact.plan
 
 
 def create_run(executor: Executor, topology: Any, plan: Plan, **options: Any) -> int:
