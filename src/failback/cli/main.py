@@ -50,7 +50,13 @@ def _register() -> None:
     __import__("failback.cli.commands_monitor", fromlist=["register"]).register(app)
 
 
-_register()
+_LOAD_ERROR: FailbackError | None = None
+"""Why the commands could not be loaded (a bad ``$FAILBACK_DRIVERS``): ``main`` shows it
+as one line with its hint, like any other FailbackError, instead of a traceback."""
+try:
+    _register()
+except FailbackError as exc:
+    _LOAD_ERROR = exc
 
 
 def _cli_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
@@ -75,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     exits, aborts, errors = _cli_exceptions()
     command = typer.main.get_command(app)
     try:
+        if _LOAD_ERROR is not None:
+            raise _LOAD_ERROR
         result = command.main(args=args, prog_name="failback", standalone_mode=False)
     except aborts:
         stderr.print("aborted: nothing was changed", style="yellow")
