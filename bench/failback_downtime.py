@@ -29,10 +29,10 @@ from typing import Any
 
 from failback.config import load_topology
 from failback.engine.executor import Executor
-from failback.engine.journal import Journal
 from failback.engine.starter import create_run, make_plan
 from failback.lab import lab_down, lab_up
 from failback.lab.probe import WriteProbe
+from failback.store import Journal
 
 SETTLE_S = 1.0  # client writes before and after each switch, so its gaps are bounded
 

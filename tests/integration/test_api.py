@@ -26,9 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from failback.api import ApiServer, resolve_settings
 from failback.config import load_topology
-from failback.engine.journal import Journal
 from failback.lab import lab_break, lab_repair
 from failback.lab.ports import pick_ports
+from failback.store import Journal
 from tests.conftest import failback_argv
 from tests.integration.labfixtures import Lab, lab_base, new_lab
 

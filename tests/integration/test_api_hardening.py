@@ -30,10 +30,10 @@ import pytest
 
 from failback.api import ApiServer, resolve_settings
 from failback.config import load_topology
-from failback.engine.journal import Journal
 from failback.engine.starter import make_plan
 from failback.errors import UsageError
 from failback.lab.ports import pick_ports
+from failback.store import Journal
 from tests.conftest import failback_argv
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from failback.drivers.command.settings import CommandOptions
-from failback.engine.journal import Journal
 from failback.hosts import LocalHost
 from failback.model.secrets import SecretRef
+from failback.store import Journal
 from tests.integration.test_command_processes import live_processes_with
 
 

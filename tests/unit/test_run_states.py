@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from failback.engine.journal import Journal
 from failback.errors import StateError
 from failback.model.states import RUN_TRANSITIONS, TERMINAL, RunStatus, transition_allowed
+from failback.store import Journal
 
 
 def new_run(tmp_path: Path) -> tuple[Journal, int]:

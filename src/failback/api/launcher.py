@@ -14,9 +14,9 @@ import threading
 from pathlib import Path
 
 from failback.engine.executor import Executor
-from failback.engine.journal import Journal
 from failback.errors import FailbackError
 from failback.hosts import Host
+from failback.store import Journal
 
 log = logging.getLogger("failback.api")
 

@@ -16,14 +16,10 @@ from pydantic import BaseModel, Field
 from failback.api.auth import require_token
 from failback.api.errors import ApiError
 from failback.api.state import AppState, app_state
-from failback.engine.executor import (
-    TERMINAL_STATUSES,
-    Executor,
-    RunProcessLock,
-    refuse_forward,
-)
+from failback.engine.executor import Executor, RunProcessLock, refuse_forward
 from failback.engine.starter import create_run, make_plan
 from failback.errors import StateError
+from failback.model.states import TERMINAL
 
 router = APIRouter(prefix="/api/v1", tags=["change"], dependencies=[Depends(require_token)])
 
@@ -133,7 +129,7 @@ def resume(run_id: int, request: Request) -> dict[str, Any]:
     state = app_state(request)
     with state.journal() as journal:
         run = state.require_run(journal, run_id)
-        if run.status in TERMINAL_STATUSES:
+        if run.status in TERMINAL:
             raise ApiError(409, f"run {run_id} is already {run.status}", hint="nothing to resume")
         if run.status == "waiting-approval":
             raise ApiError(

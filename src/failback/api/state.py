@@ -22,9 +22,9 @@ from failback.api.launcher import RunLauncher
 from failback.api.redact import Redactor
 from failback.api.settings import ApiSettings
 from failback.engine.executor import Executor
-from failback.engine.journal import Journal, RunRecord
 from failback.errors import StateError
 from failback.hosts import Host, LocalHost
+from failback.store import Journal, RunRecord
 
 MAX_RUN_ID = 2**63 - 1
 MAX_AGE_S = 1.0

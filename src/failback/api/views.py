@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from failback.engine.executor import Executor
-from failback.engine.journal import Journal, RunRecord
 from failback.report.build import build_report
 from failback.report.summary import run_summary
+from failback.store import Journal, RunRecord
 
 _PUBLIC_PARAMS = ("question", "window_s", "use")
 COMMAND_DETAILS = frozenset({"command", "stdout", "stderr"})

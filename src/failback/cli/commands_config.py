@@ -210,7 +210,7 @@ def status(
 
 
 def _journal_of(topology: Any) -> Any:
-    from failback.engine.journal import Journal
+    from failback.store import Journal
 
     return Journal(topology.state_dir)
 
@@ -324,7 +324,7 @@ def _plan(
 
 
 def _journal(topology: Any, state_dir: Path | None) -> Any:
-    from failback.engine.journal import Journal
+    from failback.store import Journal
 
     return Journal(state_dir or topology.state_dir)
 

@@ -71,7 +71,7 @@ ServiceArg = Annotated[str, typer.Argument(help="Service")]
 
 def _set(service: str, enabled: bool, reason: str, config: Path | None, state_dir: Path | None,
          as_json: bool) -> int:  # fmt: skip
-    from failback.engine.journal import Journal
+    from failback.store import Journal
 
     topology = load(config)
     svc = topology.service(service)

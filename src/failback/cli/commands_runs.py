@@ -23,10 +23,10 @@ from failback.cli.output import (
     stdout,
 )
 from failback.engine.executor import Executor, RunOutcome
-from failback.engine.journal import Journal
 from failback.engine.starter import create_run, make_plan, plan_to_apply
 from failback.errors import UsageError
 from failback.plan.artefact import read_artefact
+from failback.store import Journal
 
 RunIdArg = Annotated[int, typer.Argument(help="Run id (see `failback runs`)")]
 PlanFileOpt = Annotated[

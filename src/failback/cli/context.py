@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from failback.engine.journal import Journal
 from failback.errors import UsageError
+from failback.store import Journal
 
 DEFAULT_CONFIG = "failback.yaml"
 

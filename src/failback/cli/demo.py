@@ -18,13 +18,13 @@ from failback.cli.output import emit_json, fmt_duration, report_table, stderr, s
 from failback.cli.progress import TerminalReporter
 from failback.config import load_topology
 from failback.engine.executor import Executor
-from failback.engine.journal import Journal
 from failback.engine.starter import create_run, make_plan
 from failback.errors import FailbackError
 from failback.hosts import LocalHost
 from failback.lab import lab_break, lab_down, lab_repair, lab_up
 from failback.lab.probe import WriteProbe
 from failback.observe.service import observe_service, record_primary_position
+from failback.store import Journal
 
 
 def _say(message: str, as_json: bool) -> None:

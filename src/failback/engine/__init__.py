@@ -1,1 +1,1 @@
-"""Runs: the journal, the executor, gates, locks, resume and undo."""
+"""Runs: the executor, gates, locks, resume and undo (the journal is failback.store)."""

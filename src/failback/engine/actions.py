@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from failback.drivers.base import AbortRequested, Action
-from failback.engine.journal import Journal
 from failback.engine.progress import NullReporter, Reporter
 from failback.errors import StepFailed
 from failback.hosts import Host
 from failback.model.plan import StepSpec
 from failback.observe.checks import CheckResult, run_check
+from failback.store import Journal
 
 if TYPE_CHECKING:
     from failback.config import Service, Topology

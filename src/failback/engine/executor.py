@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from failback.config import load_topology_text
 from failback.engine.actions import AbortRequested, Action, RunContext, WaitingForApproval
-from failback.engine.journal import Journal, RunRecord, StepRecord
 from failback.engine.progress import NullReporter, Reporter
 from failback.engine.step_code import build_action
 from failback.errors import FailbackError, SafetyRefusal, StateError
@@ -40,11 +40,9 @@ from failback.model.states import (
     StepStatus,
     UndoStatus,
 )
-
-TERMINAL_STATUSES = TERMINAL
-"""Runs in these states are over and hold no lock."""
-
-DONE_STEP_STATUSES = DONE_STEPS
+from failback.plan.revert import revert_steps
+from failback.report.build import build_report
+from failback.store import Journal, RunRecord, StepRecord
 
 ABORT_FLAG = "abort_requested"
 """Run value another process sets to ask the process executing the run to stop."""
@@ -217,8 +215,6 @@ class Executor:
     def _check_fits(self, run: RunRecord, topology: Any) -> None:
         """The steps left to do name the same components, drivers and sites in the edited
         file, and each can still be built from it (a command still configured...)."""
-        from failback.config import load_topology_text
-
         saved = load_topology_text(run.topology_text, run.topology_path).service(run.service)
         if run.service not in topology.services:
             raise StateError(
@@ -232,7 +228,7 @@ class Executor:
         ctx, plan = self._context(run, topology)
         records = self.journal.steps(run.id)
         for spec, record in zip(plan.steps, records, strict=True):
-            if record.status in DONE_STEP_STATUSES or spec.component is None:
+            if record.status in DONE_STEPS or spec.component is None:
                 continue
             before = saved.components.get(spec.component)
             after = edited.components.get(spec.component)
@@ -276,7 +272,7 @@ class Executor:
 
     @staticmethod
     def _not_terminal(run: RunRecord) -> None:
-        if run.status in TERMINAL_STATUSES:
+        if run.status in TERMINAL:
             raise StateError(
                 f"run {run.id} is already {run.status}",
                 hint=f"nothing to continue; `failback run show {run.id}` shows its report",
@@ -284,8 +280,6 @@ class Executor:
 
     def _context(self, run: RunRecord, topology: Any = None) -> tuple[RunContext, Plan]:
         """What the run's steps execute with: its saved topology (or ``topology``)."""
-        from failback.config import load_topology_text
-
         if topology is None:
             topology = load_topology_text(run.topology_text, run.topology_path)
         service = topology.service(run.service)
@@ -324,7 +318,7 @@ class Executor:
         while idx < len(plan.steps):
             spec = plan.steps[idx]
             record = records[idx]
-            if record.status in DONE_STEP_STATUSES:
+            if record.status in DONE_STEPS:
                 idx += 1
                 continue
             total = len(plan.steps)
@@ -407,8 +401,6 @@ class Executor:
         params: dict[str, Any],
     ) -> tuple[Plan, list[StepRecord]]:
         """Journal the decision to switch back and the steps that do it, then go on."""
-        from failback.plan.revert import revert_steps
-
         steps = revert_steps(ctx.service, {**spec.params, **params})
         # one transaction: the decision, its reason and the steps that carry it out
         self.journal.record_revert(
@@ -716,7 +708,7 @@ class Executor:
         while time.monotonic() < deadline:
             run = self.journal.get_run(run_id)
             held = RunProcessLock(self.journal.state_dir, run_id).is_held_elsewhere()
-            if run.status in TERMINAL_STATUSES or (
+            if run.status in TERMINAL or (
                 run.status == RunStatus.FAILED and rolling_back(run)
             ):  # over, or an undo failed: a person repairs, then aborts again
                 return RunOutcome(run_id, run.status, run.error, run.hint)
@@ -745,9 +737,7 @@ class Executor:
     # finishing -------------------------------------------------------------------
 
     def _finish(self, run: RunRecord, status: str) -> None:
-        from failback.report.build import build_report
-
-        if status in TERMINAL_STATUSES:
+        if status in TERMINAL:
             self.journal.release_lock(run.service, run.id)
         self.journal.add_event(
             f"{run.kind}.{status}",
@@ -778,7 +768,7 @@ def rolling_back(run: RunRecord) -> bool:
 def _open_observation(plan: Plan, records: list[StepRecord], values: dict[str, Any]) -> bool:
     """The run waits in (or before) its observation window, and the window is open."""
     for spec, record in zip(plan.steps, records, strict=True):
-        if record.status in DONE_STEP_STATUSES:
+        if record.status in DONE_STEPS:
             continue
         if spec.action != "gate.observation":
             return False
@@ -797,7 +787,7 @@ def _passed_point_of_no_return(plan: Plan, records: list[StepRecord]) -> str | N
     for spec, record in zip(plan.steps, records, strict=True):
         if (
             spec.point_of_no_return
-            and (record.attempts > 0 or record.status in DONE_STEP_STATUSES)
+            and (record.attempts > 0 or record.status in DONE_STEPS)
             and record.undo_status != UndoStatus.UNDONE
         ):
             return spec.id

@@ -17,8 +17,8 @@ from typing import Any
 
 from failback.drivers.base import Role
 from failback.engine.executor import Executor
-from failback.engine.journal import Journal
 from failback.hosts import Host
+from failback.store import Journal
 
 AUTO_FAILBACK_KEY = "auto_failback"
 """service_state key of the operator's switch (see docs/api.md, "automatic failback")."""

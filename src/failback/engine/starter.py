@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from failback.engine.executor import Executor
-from failback.engine.journal import Journal
 from failback.errors import UsageError
 from failback.hosts import Host, LocalHost
 from failback.model.observed import ServiceState
@@ -26,6 +25,7 @@ from failback.plan.artefact import (
     observed_facts,
 )
 from failback.plan.planners import plan_failback, plan_failover
+from failback.store import Journal
 
 RUN_KINDS = ("failover", "failback")
 

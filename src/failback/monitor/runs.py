@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from failback.engine.executor import Executor, RunOutcome
-from failback.engine.journal import Journal
 from failback.errors import FailbackError
+from failback.store import Journal
 
 OUTCOME_EVENTS = {
     "succeeded": "finished",

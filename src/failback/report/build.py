@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.engine.journal import Journal
+from failback.store import Journal
 
 
 def build_report(journal: Journal, run_id: int) -> dict[str, Any]:

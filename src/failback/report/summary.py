@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.engine.journal import Journal, RunRecord
+from failback.store import Journal, RunRecord
 
 HEADLINE = {
     "rto_s": "rto_s",
