@@ -44,3 +44,12 @@ class SafetyRefusal(FailbackError):
     """An action was refused because it could lose data or create two primaries."""
 
     exit_code = 1
+
+
+class PlanRefused(FailbackError):
+    """The observed state makes the requested run unsafe or pointless: no plan is made.
+
+    Raised by the planner and by drivers judging their own component
+    (``Driver.check_plan``), which is why it lives here and not in the planner."""
+
+    exit_code = 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from failback.model.settings import ConfigModel
+from failback.model.fields import ConfigModel
 
 __all__ = ["DEFAULT_LISTEN", "MIN_TOKEN_LENGTH", "ApiConfig", "parse_listen"]
 

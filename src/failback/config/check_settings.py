@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from failback.model.durations import PositiveDuration, parse_duration
-from failback.model.settings import MAX_THRESHOLD, ConfigModel, NonEmptyStr, Port, StrictInt
+from failback.model.fields import MAX_THRESHOLD, ConfigModel, NonEmptyStr, Port, StrictInt
 
 __all__ = [
     "CHECK_USES",

@@ -21,7 +21,7 @@ from failback.config.errors import ConfigWarning
 from failback.config.notifications import Notifications
 from failback.config.policy import Policy
 from failback.errors import FailbackError, UsageError
-from failback.model.settings import ConfigModel
+from failback.model.fields import ConfigModel
 
 __all__ = ["Service", "Site", "Topology"]
 

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from failback.model.durations import PositiveDuration, parse_duration
 from failback.model.secrets import SecretRef
-from failback.model.settings import ConfigModel, NonEmptyStr, StrictInt
+from failback.model.fields import ConfigModel, NonEmptyStr, StrictInt
 
 __all__ = ["Notifications", "Webhook"]
 

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from failback.config.traffic import TrafficGate
+from failback.config.traffic_gate import TrafficGate
 from failback.model.durations import Duration, PositiveDuration, parse_duration
-from failback.model.settings import MAX_THRESHOLD, ConfigModel, NonEmptyStr, StrictInt
+from failback.model.fields import MAX_THRESHOLD, ConfigModel, NonEmptyStr, StrictInt
 
 __all__ = ["DAY_NAMES", "Detection", "FailbackWindow", "Policy"]
 

@@ -17,7 +17,7 @@ from failback.config.models import Service
 from failback.config.yaml_source import KeyPath, YamlDocument, dotted
 from failback.drivers.base import Capability
 from failback.drivers.catalog import driver_of
-from failback.model.settings import valid_name
+from failback.model.fields import valid_name
 
 __all__ = ["Reporter", "check_raw", "check_service", "warn_service"]
 

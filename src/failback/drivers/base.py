@@ -33,7 +33,7 @@ from failback.model.observed import ComponentObservation
 from failback.model.plan import StepSpec
 
 if TYPE_CHECKING:
-    from failback.drivers.planning import PlanRequest
+    from failback.drivers.planning import PlanCheck, PlanRequest
 
 
 class AbortRequested(Exception):
@@ -218,6 +218,14 @@ class Driver:
 
     def steps(self, request: PlanRequest) -> list[StepSpec]:
         """The steps this component contributes to one phase of a plan (none by default)."""
+        return []
+
+    def check_plan(self, check: PlanCheck) -> list[str]:
+        """Refuse (raise ``failback.errors.PlanRefused``) when what is observed makes the
+        run unsafe for this component; else return notes for the plan (none by default).
+
+        Only the driver knows what makes its component unsafe to switch (a PostgreSQL
+        site that was never resynced, a different cluster...); the planner asks."""
         return []
 
     def client_endpoint(self, settings: Any) -> str | None:

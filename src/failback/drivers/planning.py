@@ -2,15 +2,18 @@
 
 The planner (``failback.plan``) owns the *order*: the procedures of a failover, a
 failback and a switch back are sequences of phases, and within a phase the components
-are taken in role order. A driver owns *what* its component does in a phase. Phases a
+are taken in role order. A driver owns *what* its component does in a phase, and
+which observed states make a run unsafe for it (``Driver.check_plan``). Phases a
 driver does not take part in give no step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from failback.model.observed import ServiceState
 
 
 class Phase(StrEnum):
@@ -50,26 +53,64 @@ class Phase(StrEnum):
     """Prove the new site serves: a write through the clients' endpoint lands there."""
 
 
+class RunKind(StrEnum):
+    """The run a plan is for; a driver's steps may differ between them."""
+
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+    SWITCH_BACK = "switch-back"
+    """The way back from a failback's observation window, inside the failback's run."""
+
+
 @dataclass(frozen=True)
 class PlanRequest:
-    """One component, one phase: everything a driver needs to build its steps."""
+    """One component, one phase: everything a driver needs to build its steps.
+
+    ``from_site`` loses the role and ``to_site`` gains it, in every kind of run (in a
+    failback, ``to_site`` is the primary site the service returns to).
+    """
 
     phase: Phase
-    kind: str
-    """``failover`` | ``failback`` | ``switch-back``: the run being planned."""
+    kind: RunKind
     component: str
     settings: Any
     from_site: str
-    """The site losing the role in this switch."""
     to_site: str
-    """The site gaining it."""
     planned: bool = True
-    """A zero-loss switch with both sites alive (False: the old site failed)."""
+    """A zero-loss switch with both sites alive (False: the old site failed, or is
+    treated as failed)."""
     first: bool = False
     """The first component of the phase (STOP_WRITES: it marks when writes stop)."""
     last: bool = False
-    """The last component of the phase (ROUTE: it measures write-unavailability)."""
+    """The last component of the phase (ROUTE: it marks when writes resume)."""
+    measure: bool = False
+    """The procedure measures this phase: ROUTE the write-unavailability (on the last
+    component), VERIFY the time to recovery of an unplanned failover."""
+    point_of_no_return: bool = False
+    """PROMOTE: once applied, a failure no longer rolls back (the run stops for a person)."""
     endpoint: str | None = None
     """host:port clients write through (VERIFY writes there)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Phase-specific values (SHIFT: ``percent``, ``bake_s``, ``gated``...)."""
+    percent: int = 100
+    """SHIFT: the share of the tier's traffic sent to ``to_site``."""
+    bake_s: float = 0.0
+    """SHIFT: how long the tier must stay healthy at that share (when ``gated``)."""
+    gated: bool = False
+    """SHIFT: each traffic step is followed by a gate that judges it."""
+
+
+@dataclass(frozen=True)
+class PlanCheck:
+    """What a driver judges before a plan is made (``Driver.check_plan``): the run
+    asked for, and the service as observed. Pure: nothing is changed."""
+
+    kind: RunKind
+    component: str
+    settings: Any
+    service: Any
+    """The service's validated settings (its policy, its components)."""
+    state: ServiceState
+    from_site: str
+    to_site: str
+    planned: bool = False
+    force: bool = False
+    accept_data_loss: bool = False

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from failback.config import load_topology_text
-from failback.engine.actions import AbortRequested, Action, RunContext, WaitingForApproval
+from failback.engine.run_context import AbortRequested, Action, RunContext, WaitingForApproval
 from failback.engine.progress import NullReporter, Reporter
 from failback.engine.step_code import build_action
 from failback.errors import FailbackError, SafetyRefusal, StateError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from failback.engine.actions import Action, WaitingForApproval
+from failback.engine.run_context import Action, WaitingForApproval
 from failback.errors import StepFailed
 from failback.observe.checks import checks_for, run_check
 from failback.observe.service import observe_component

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from pydantic import Field, PrivateAttr
 
 from failback.errors import FailbackError
-from failback.model.settings import ConfigModel
+from failback.model.fields import ConfigModel
 
 KeyPath = tuple[str | int, ...]
 

@@ -1,9 +1,5 @@
-"""Why a planner refuses to plan."""
+"""Why a planner refuses to plan (moved to ``failback.errors``: drivers raise it too)."""
 
-from failback.errors import FailbackError
+from failback.errors import PlanRefused
 
-
-class PlanRefused(FailbackError):
-    """The observed state makes the requested run unsafe or pointless."""
-
-    exit_code = 1
+__all__ = ["PlanRefused"]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from failback.drivers.base import Role
+from failback.drivers.catalog import components_with_role, driver_of
+from failback.drivers.planning import Phase, PlanRequest, RunKind
 from failback.model.plan import StepSpec
 
 DB_ROUTER_DRIVERS = ("pgbouncer", "haproxy")
@@ -46,66 +49,50 @@ def client_endpoint(service: Any) -> str | None:
     return None
 
 
-def stop_writes_steps(service: Any, site: str, *, undo: str, purpose: str) -> list[StepSpec]:
-    """Every router stops sending clients to ``site``; the first one marks when writes stop.
-
-    ``undo``: "route" (send them back on rollback), "restore" (only if they were going
-    there), or "" (no undo).
-    """
-    steps = []
-    for index, (name, driver) in enumerate(db_routers(service)):
-        first = index == 0
-        if driver == "pgbouncer":
-            steps.append(StepSpec(
-                id=f"pause-{name}-{site}", title=f"{purpose}: PAUSE {name} (clients wait)",
-                action="pgbouncer.pause", component=name, site=site,
-                params={"stop_writes": first},
-                why="clients' queries are held, not failed, while the primary changes",
-            ))  # fmt: skip
-        else:
-            params: dict[str, Any] = {"stop_writes": first}
-            if undo:
-                params["undo"] = undo
-            steps.append(StepSpec(
-                id=f"fence-{name}-{site}", title=f"{purpose}: fence {site} at {name}",
-                action="haproxy.fence", component=name, site=site, params=params,
-                why="promise 1: no client may reach the old primary once the switch starts",
-            ))  # fmt: skip
-    return steps
-
-
-def route_writes_steps(service: Any, site: str, *, measure: bool, from_site: str) -> list[StepSpec]:
-    """Every router sends writes to ``site``; the last one ends the write-unavailability."""
-    routers = list(reversed(db_routers(service)))
-    steps = []
-    for index, (name, driver) in enumerate(routers):
-        last = index == len(routers) - 1
-        action = "pgbouncer.route" if driver == "pgbouncer" else "haproxy.route"
-        title = (
-            f"point {name} at {site} and RESUME" if driver == "pgbouncer"
-            else f"route writes to {site} at {name}"
-        )  # fmt: skip
-        steps.append(StepSpec(
-            id=f"route-{name}-{site}", title=title, action=action, component=name, site=site,
-            params={"measure_unavailability": measure and last, "from": from_site},
+def _ask(
+    service: Any, roles: tuple[Role, ...], *, reverse: bool = False, **request: Any
+) -> list[StepSpec]:
+    """Each component playing ``roles`` (in that order, or mirrored) builds its steps."""
+    found = components_with_role(service, *roles)
+    if reverse:
+        found.reverse()
+    steps: list[StepSpec] = []
+    for index, (name, settings) in enumerate(found):
+        steps += driver_of(settings).steps(PlanRequest(
+            component=name, settings=settings, first=index == 0,
+            last=index == len(found) - 1, **request,
         ))  # fmt: skip
     return steps
 
 
+def stop_writes_steps(service: Any, site: str, *, undo: str, purpose: str) -> list[StepSpec]:
+    """Every pool holds and every router fences ``site``; the first marks when writes stop.
+
+    ``undo``: "route" (a planned switch: send them back on rollback) or "restore" (only
+    if they were going there).
+    """
+    planned = undo == "route"
+    return _ask(
+        service, (Role.POOL, Role.ROUTER), phase=Phase.STOP_WRITES, kind=RunKind.FAILOVER,
+        from_site=site, to_site=site, planned=planned,
+    )  # fmt: skip
+
+
+def route_writes_steps(service: Any, site: str, *, measure: bool, from_site: str) -> list[StepSpec]:
+    """Every router sends writes to ``site``; the last one (the pool) ends the
+    write-unavailability."""
+    return _ask(
+        service, (Role.POOL, Role.ROUTER), reverse=True, phase=Phase.ROUTE,
+        kind=RunKind.FAILOVER, from_site=from_site, to_site=site, measure=measure,
+    )  # fmt: skip
+
+
 def keep_fenced_steps(service: Any, site: str) -> list[StepSpec]:
-    """A returning old primary stays unreachable through every HAProxy router."""
-    return [
-        StepSpec(
-            id=f"fence-{name}-{site}",
-            title=f"keep {site} fenced at {name} until resynced",
-            action="haproxy.fence",
-            component=name,
-            site=site,
-            why="a returning old primary is fenced until it has been resynced (promise 1)",
-        )
-        for name, driver in db_routers(service)
-        if driver == "haproxy"
-    ]
+    """A returning old primary stays unreachable through every router."""
+    return _ask(
+        service, (Role.POOL, Role.ROUTER), phase=Phase.KEEP_FENCED, kind=RunKind.FAILBACK,
+        from_site=site, to_site=site,
+    )  # fmt: skip
 
 
 def traffic_steps(
@@ -114,21 +101,10 @@ def traffic_steps(
     """Shift every stateless tier's traffic to ``to_site`` in steps, each one judged."""
     steps: list[StepSpec] = []
     for percent in percents:
-        for tier in stateless_tiers(service):
-            steps.append(StepSpec(
-                id=f"traffic-{tier}-{to_site}-{percent}",
-                title=f"{percent}% of {tier} traffic to {to_site}",
-                action="haproxy.traffic", component=tier, site=to_site,
-                params={"percent": percent, "away": away},
-            ))  # fmt: skip
-            if gated:
-                steps.append(StepSpec(
-                    id=f"gate-{tier}-{to_site}-{percent}",
-                    title=f"{tier} healthy at {to_site} with {percent}% for {bake_s:g}s",
-                    action="gate.traffic", component=tier, site=to_site, kind="gate",
-                    params={"percent": percent, "bake_s": bake_s},
-                    why="a failed gate sends all traffic back to the secondary site at once",
-                ))  # fmt: skip
+        steps += _ask(
+            service, (Role.TIER,), phase=Phase.SHIFT, kind=RunKind.FAILOVER, from_site=away,
+            to_site=to_site, percent=percent, bake_s=bake_s, gated=gated,
+        )  # fmt: skip
     return steps
 
 

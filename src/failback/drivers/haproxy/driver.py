@@ -10,8 +10,11 @@ from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.haproxy.actions import RouterFence, RouterRoute, TrafficGateStep, TrafficShift
 from failback.drivers.haproxy.facts import observe_haproxy_component
 from failback.drivers.haproxy.settings import HaproxyComponent
+from failback.drivers.haproxy.steps import router_steps, tier_steps
+from failback.drivers.planning import PlanRequest
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
+from failback.model.plan import StepSpec
 
 
 class HaproxyDriver(Driver):
@@ -32,6 +35,11 @@ class HaproxyDriver(Driver):
         self, host: Host, service: str, name: str, settings: Any, site: str
     ) -> ComponentObservation:
         return observe_haproxy_component(host, service, name, settings, site)
+
+    def steps(self, request: PlanRequest) -> list[StepSpec]:
+        if self.role(request.settings) is Role.TIER:
+            return tier_steps(request)
+        return router_steps(request)
 
     def client_endpoint(self, settings: Any) -> str | None:
         endpoint = settings.options.endpoint

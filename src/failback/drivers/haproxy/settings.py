@@ -10,7 +10,7 @@ from failback.drivers.haproxy.names import NAME_RULE as HAPROXY_NAME_RULE
 from failback.drivers.haproxy.names import name_problem as haproxy_name_problem
 from failback.model.component import ComponentSettings, SettingsProblem
 from failback.model.durations import PositiveDuration, parse_duration
-from failback.model.settings import AbsPath, ConfigModel, NonEmptyStr, StrictInt
+from failback.model.fields import AbsPath, ConfigModel, NonEmptyStr, StrictInt
 
 
 class HaproxyOptions(ConfigModel):

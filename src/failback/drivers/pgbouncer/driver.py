@@ -10,8 +10,11 @@ from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.pgbouncer.actions import PoolPause, PoolRoute
 from failback.drivers.pgbouncer.facts import observe_pgbouncer_component
 from failback.drivers.pgbouncer.settings import PgbouncerComponent
+from failback.drivers.pgbouncer.steps import pool_steps
+from failback.drivers.planning import PlanRequest
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
+from failback.model.plan import StepSpec
 
 
 class PgbouncerDriver(Driver):
@@ -30,6 +33,9 @@ class PgbouncerDriver(Driver):
         self, host: Host, service: str, name: str, settings: Any, site: str
     ) -> ComponentObservation:
         return observe_pgbouncer_component(host, service, name, settings, site)
+
+    def steps(self, request: PlanRequest) -> list[StepSpec]:
+        return pool_steps(request)
 
     def client_endpoint(self, settings: Any) -> str | None:
         return f"{settings.options.host}:{settings.options.port}"

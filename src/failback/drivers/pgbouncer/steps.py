@@ -1,0 +1,35 @@
+"""The steps a PgBouncer contributes to a plan: PAUSE, then re-point and RESUME.
+
+The planner pauses the pool first and resumes it last (it mirrors the order of the
+phases' components), so its clients' queries wait through the whole switch instead
+of failing. A pool keeps no returning site fenced: it only ever points at one
+database, the one it was last re-pointed to.
+"""
+
+from __future__ import annotations
+
+from failback.drivers.planning import Phase, PlanRequest
+from failback.model.plan import StepSpec
+
+
+def pool_steps(request: PlanRequest) -> list[StepSpec]:
+    """The pool's steps in one phase (STOP_WRITES, ROUTE)."""
+    name = request.component
+    if request.phase is Phase.STOP_WRITES:
+        site = request.from_site
+        purpose = f"stop writes at {site}" if request.planned else f"fence {site}"
+        return [StepSpec(
+            id=f"pause-{name}-{site}", title=f"{purpose}: PAUSE {name} (clients wait)",
+            action="pgbouncer.pause", component=name, site=site,
+            params={"stop_writes": request.first},
+            why="clients' queries are held, not failed, while the primary changes",
+        )]  # fmt: skip
+    if request.phase is Phase.ROUTE:
+        site = request.to_site
+        return [StepSpec(
+            id=f"route-{name}-{site}", title=f"point {name} at {site} and RESUME",
+            action="pgbouncer.route", component=name, site=site,
+            params={"measure_unavailability": request.measure and request.last,
+                    "from": request.from_site},
+        )]  # fmt: skip
+    return []
