@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from failback.model.durations import PositiveDuration, parse_duration
-from failback.model.settings import ConfigModel, NonEmptyStr, StrictInt
+from failback.model.fields import ConfigModel, NonEmptyStr, StrictInt
 
 __all__ = ["PrometheusGate", "TrafficGate"]
 
