@@ -13,8 +13,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from failback.model.durations import PositiveDuration, parse_duration
-from failback.model.secrets import SecretRef
 from failback.model.fields import ConfigModel, NonEmptyStr, StrictInt
+from failback.model.secrets import SecretRef
 
 __all__ = ["Notifications", "Webhook"]
 

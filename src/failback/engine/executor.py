@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from failback.config import load_topology_text
-from failback.engine.run_context import AbortRequested, Action, RunContext, WaitingForApproval
 from failback.engine.progress import NullReporter, Reporter
+from failback.engine.run_context import AbortRequested, Action, RunContext, WaitingForApproval
 from failback.engine.step_code import build_action
 from failback.errors import FailbackError, SafetyRefusal, StateError
 from failback.hosts import Host, LocalHost

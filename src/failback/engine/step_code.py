@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from failback.drivers.catalog import action_class
-from failback.engine.run_context import Action, RunContext
 from failback.engine.gates import GATES
+from failback.engine.run_context import Action, RunContext
 from failback.errors import FailbackError
 from failback.model.plan import StepSpec
 

@@ -15,8 +15,8 @@ from pydantic import (
 
 from failback.model.component import ComponentSettings, SettingsProblem
 from failback.model.durations import PositiveDuration, parse_duration
-from failback.model.secrets import SecretRef
 from failback.model.fields import ConfigModel, NonEmptyStr
+from failback.model.secrets import SecretRef
 
 COMMAND_ACTIONS = ("observe", "promote", "demote", "fence", "unfence", "sync", "verify")
 """What a command component can do at a site, in the order a failback uses them."""

@@ -14,8 +14,8 @@ from failback.drivers.pgbouncer.names import (
 )
 from failback.model.component import ComponentSettings
 from failback.model.durations import PositiveDuration, parse_duration
-from failback.model.secrets import SecretRef
 from failback.model.fields import AbsPath, ConfigModel, NonEmptyStr, Port
+from failback.model.secrets import SecretRef
 
 
 def _pgbouncer_value(problem: str | None, rule: str) -> None:

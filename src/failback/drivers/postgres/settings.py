@@ -8,8 +8,8 @@ from pydantic import Field, model_validator
 
 from failback.model.component import ComponentSettings, SettingsProblem
 from failback.model.durations import PositiveDuration, Size, parse_duration, parse_size
-from failback.model.secrets import SecretRef
 from failback.model.fields import AbsPath, ConfigModel, NonEmptyStr, Port
+from failback.model.secrets import SecretRef
 
 
 class PostgresOptions(ConfigModel):
