@@ -28,8 +28,9 @@ from failback.plan.artefact import (
     _sha256,
     build_artefact,
     check_request,
+    check_same_facts,
+    check_same_origin,
     check_same_plan,
-    check_still_valid,
     fact_changes,
     observed_facts,
     read_artefact,
@@ -282,9 +283,8 @@ def test_a_new_system_identifier_is_a_change() -> None:
 def test_unchanged_world_passes_the_checks() -> None:
     artefact = failback_artefact()
     check_request(artefact, kind="failback", service="app", path=Path("p.json"))
-    check_still_valid(
-        artefact, topology=topology(), facts=observed_facts(away_state()), path=Path("p.json")
-    )
+    check_same_origin(artefact, topology=topology(), path=Path("p.json"))
+    check_same_facts(artefact, facts=observed_facts(away_state()), path=Path("p.json"))
     replanned = plan_failback("app", topology().service("app"), away_state())
     check_same_plan(artefact, replanned, path=Path("p.json"))
 
@@ -299,24 +299,21 @@ def test_wrong_kind_or_service_is_refused() -> None:
 
 def test_a_changed_topology_is_refused() -> None:
     artefact = failback_artefact()
-    facts = observed_facts(away_state())
     edited = topology(TOPOLOGY.replace("10s", "20s"))
     with pytest.raises(StalePlan, match="the topology changed since the plan was made"):
-        check_still_valid(artefact, topology=edited, facts=facts, path=Path("p.json"))
+        check_same_origin(artefact, topology=edited, path=Path("p.json"))
     elsewhere = topology(path="/srv/other/failback.yaml")
     with pytest.raises(
         StalePlan, match=re.escape("made from the topology file /tmp/failback.yaml")
     ):
-        check_still_valid(artefact, topology=elsewhere, facts=facts, path=Path("p.json"))
+        check_same_origin(artefact, topology=elsewhere, path=Path("p.json"))
 
 
 def test_changed_facts_are_refused_naming_them() -> None:
     artefact = failback_artefact()
     home = away_state(active_site="dc1", needs_resync=[])
     with pytest.raises(StalePlan) as refused:
-        check_still_valid(
-            artefact, topology=topology(), facts=observed_facts(home), path=Path("p.json")
-        )
+        check_same_facts(artefact, facts=observed_facts(home), path=Path("p.json"))
     assert "active site was dc2, is now dc1" in refused.value.message
     assert "failback plan failback app --out p.json" in (refused.value.hint or "")
 
@@ -325,12 +322,7 @@ def test_another_failback_version_is_refused() -> None:
     artefact = failback_artefact()
     artefact.failback_version = "0.0.1"
     with pytest.raises(StalePlan, match=re.escape("made by failback 0.0.1")):
-        check_still_valid(
-            artefact,
-            topology=topology(),
-            facts=observed_facts(away_state()),
-            path=Path("p.json"),
-        )
+        check_same_origin(artefact, topology=topology(), path=Path("p.json"))
 
 
 def test_a_different_plan_now_is_refused() -> None:

@@ -20,8 +20,9 @@ from failback.plan.artefact import (
     PlanOptions,
     build_artefact,
     check_request,
+    check_same_facts,
+    check_same_origin,
     check_same_plan,
-    check_still_valid,
     observed_facts,
 )
 from failback.plan.planners import plan_failback, plan_failover
@@ -120,9 +121,9 @@ def plan_to_apply(
     options gives the same steps. Changes nothing.
     """
     check_request(artefact, kind=kind, service=service, path=path)
-    topology.service(service)
+    check_same_origin(artefact, topology=topology, path=path)
     state = observe_service(host or LocalHost(), topology, service, journal)
-    check_still_valid(artefact, topology=topology, facts=observed_facts(state), path=path)
+    check_same_facts(artefact, facts=observed_facts(state), path=path)
     replanned = plan_from_state(kind, service, topology, state, artefact.options)
     check_same_plan(artefact, replanned, path=path)
     return artefact.plan

@@ -422,23 +422,17 @@ def check_request(artefact: PlanArtefact, *, kind: str, service: str, path: Path
         )
 
 
-def check_still_valid(
-    artefact: PlanArtefact, *, topology: Any, facts: ObservedFacts, path: Path
-) -> None:
-    """Refuse (``StalePlan``) when failback, the topology or the observed facts changed.
+def check_same_origin(artefact: PlanArtefact, *, topology: Any, path: Path) -> None:
+    """Refuse (``StalePlan``) when failback or the topology file changed since the plan.
 
-    Checked in that order: a different failback may plan differently; a different
-    topology file may name other components; different facts would give another plan.
+    Checked before observing: a different failback may plan differently, and a
+    different topology file may name other components, sites or services.
     """
-    hint = (
-        f"review what changed (failback status {artefact.service}), then make a new plan: "
-        f"{replan_command(artefact, path)}"
-    )
     if artefact.failback_version != __version__:
         raise StalePlan(
             f"{path} was made by failback {artefact.failback_version}; this is failback"
             f" {__version__}",
-            hint=hint,
+            hint=f"make a new plan: {replan_command(artefact, path)}",
         )
     now = topology_fingerprint(topology)
     if now.path != artefact.topology.path:
@@ -451,13 +445,20 @@ def check_still_valid(
             f"the topology changed since the plan was made ({now.path} has other content)",
             hint=f"make a new plan from the file as it is now: {replan_command(artefact, path)}",
         )
+
+
+def check_same_facts(artefact: PlanArtefact, *, facts: ObservedFacts, path: Path) -> None:
+    """Refuse (``StalePlan``) when what is observed now differs from what the plan was
+    made from, naming each difference."""
     if facts.fingerprint() == artefact.observed_fingerprint:
         return
     changes = fact_changes(artefact.observed, facts) or [
         "the observed facts differ from those the plan recorded"
     ]
     raise StalePlan(
-        f"what is observed changed since the plan was made: {'; '.join(changes)}", hint=hint
+        f"what is observed changed since the plan was made: {'; '.join(changes)}",
+        hint=f"review what changed (failback status {artefact.service}), then make a new"
+        f" plan: {replan_command(artefact, path)}",
     )
 
 
