@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from failback.config import ConfigError, Policy, load_topology_text
+from failback.errors import PlanRefused
 from failback.model.observed import ComponentObservation, ServiceState
 from failback.monitor import decide, window
 from failback.observe.probes import Probe, ProbeHealth, ProbeResult
-from failback.plan.errors import PlanRefused
 from failback.plan.planners import plan_failover
 from tests.unit.test_planner import PG_TOPOLOGY
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from failback.config import load_topology_text
+from failback.errors import PlanRefused
 from failback.model.observed import ComponentObservation, ServiceState
-from failback.plan.errors import PlanRefused
 from failback.plan.planners import plan_failback, plan_failover
 
 PG_TOPOLOGY = """\

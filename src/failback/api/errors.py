@@ -18,8 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from failback.errors import FailbackError, SafetyRefusal, StateError, UsageError
-from failback.plan.errors import PlanRefused
+from failback.errors import FailbackError, PlanRefused, SafetyRefusal, StateError, UsageError
 
 log = logging.getLogger("failback.api")
 

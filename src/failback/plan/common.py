@@ -1,4 +1,5 @@
-"""Step builders every planner shares: gates and the final bookkeeping step."""
+"""The planner's own steps: gates (checks, stability, approval, observation) and the
+final bookkeeping step. They belong to no driver: every procedure may use them."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ def record_step(active_site: str, needs_resync: list[str]) -> StepSpec:
     return StepSpec(
         id="record", title=f"record {active_site} as the active site", action="state.record",
         params={"active_site": active_site, "needs_resync": needs_resync},
+    )  # fmt: skip
+
+
+def observation_gate(home: str, away: str, db: str, window_s: float) -> StepSpec:
+    """Watch the service at ``home`` after a failback; until the window passes, a failed
+    gate or ``failback abort`` switches back with no loss (``failback.plan.revert``)."""
+    return StepSpec(
+        id="observe", title=f"observe {home} for {window_s:g}s (undo possible)",
+        action="gate.observation", kind="gate",
+        params={"window_s": window_s, "home": home, "away": away, "db": db},
+        why="until the window passes, abort or a failed gate switches back with no loss",
     )  # fmt: skip
 
 

@@ -3,24 +3,42 @@
 Pure: they read the topology and a ServiceState and return a Plan (or refuse with
 a reason); nothing is changed. The CLI prints the plan (``failback plan``) or hands
 it to the engine.
+
+The order of a plan is the procedure's (``failback.plan.phases``); what each component
+does in a phase, and which observed states make a run unsafe for it, are its driver's
+(``Driver.steps``, ``Driver.check_plan``). Gates (checks, stability, approval,
+observation) and the final record are the planner's own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from failback.errors import FailbackError
+from failback.drivers.base import Role
+from failback.drivers.catalog import components_with_role, driver_of
+from failback.drivers.planning import Phase, PlanCheck, RunKind
+from failback.errors import FailbackError, PlanRefused
 from failback.model.observed import ServiceState
 from failback.model.plan import Plan, StepSpec
-from failback.plan.command_plans import command_switch_steps, command_sync_steps
 from failback.plan.common import (
     approval_gate,
     approval_needed,
     checks_gate,
+    observation_gate,
     record_step,
     stability_gate,
 )
-from failback.plan.errors import PlanRefused
+from failback.plan.phases import (
+    DATABASE,
+    OPERATOR,
+    SWITCHOVER,
+    WRITE_PATH,
+    Procedure,
+    Stage,
+    expand,
+    shift,
+    unplanned_switch,
+)
 
 
 def other_site(service: Any, site: str) -> str:
@@ -31,8 +49,47 @@ def other_site(service: Any, site: str) -> str:
         raise PlanRefused(exc.message, hint=exc.hint) from exc
 
 
-def _has_driver(service: Any, driver: str) -> bool:
-    return any(c.driver == driver for c in service.components.values())
+def _check_components(
+    service: Any, state: ServiceState, kind: RunKind, from_site: str, to_site: str, **flags: bool
+) -> list[str]:
+    """Each component's driver judges the run (refuses, or adds notes), in file order."""
+    notes: list[str] = []
+    for name, settings in service.components.items():
+        notes += driver_of(settings).check_plan(
+            PlanCheck(
+                kind=kind, component=name, settings=settings, service=service, state=state,
+                from_site=from_site, to_site=to_site, **flags,
+            )
+        )  # fmt: skip
+    return notes
+
+
+def _refuse_unreachable_write_path(service: Any, state: ServiceState, *, what: str) -> None:
+    """A switch needs every router and pool it must fence and re-point: refuse while one
+    is down."""
+    for name, _settings in components_with_role(service, *WRITE_PATH):
+        for obs in state.components:
+            if obs.component == name and not obs.healthy:
+                raise PlanRefused(
+                    f"{name} cannot be driven: {obs.detail}",
+                    hint=f"a {what} must fence and re-point every router; fix {name} first",
+                )
+
+
+def _site_failed(
+    service_name: str, state: ServiceState, from_site: str, *, asked: bool
+) -> list[str]:
+    """Without a database, nothing can tell whether the active site lost writes: a site
+    whose every component is healthy has not failed, unless the person ``asked`` for the
+    move (--planned, --force)."""
+    healthy = state.site_healthy(from_site)
+    if healthy and not asked:
+        raise PlanRefused(
+            f"{service_name} is healthy at its active site {from_site}; an unplanned failover"
+            " is for a failed site",
+            hint="use --planned to move it for maintenance, or --force if you know better",
+        )
+    return [f"{from_site} was healthy: failover was requested"] if healthy else []
 
 
 def plan_failover(
@@ -47,31 +104,34 @@ def plan_failover(
     """Move the service away from its active site (unplanned, or planned with --planned)."""
     from_site = state.active_site
     to_site = other_site(service, from_site)
-    if _has_driver(service, "postgres"):
-        from failback.plan.postgres_plans import postgres_failover_plan
-
-        return postgres_failover_plan(
-            service_name,
-            service,
-            state,
-            from_site=from_site,
-            to_site=to_site,
-            planned=planned,
-            force=force,
-            accept_data_loss=accept_data_loss,
+    notes = _check_components(
+        service, state, RunKind.FAILOVER, from_site, to_site, planned=planned, force=force,
+        accept_data_loss=accept_data_loss,
+    )  # fmt: skip
+    if planned or not force:
+        _refuse_unreachable_write_path(service, state, what="failover")
+    if not components_with_role(service, Role.DATABASE):
+        notes = _site_failed(service_name, state, from_site, asked=planned or force)
+    procedure: Procedure
+    if planned:
+        procedure = (
+            Stage(Phase.PREFLIGHT, DATABASE),
+            Stage(Phase.CATCHUP, DATABASE),
+            *SWITCHOVER,
+            *shift([100]),
         )
-    active_healthy = state.site_healthy(from_site)
-    if active_healthy and not planned and not force:
-        raise PlanRefused(
-            f"{service_name} is healthy at its active site {from_site}; an unplanned failover"
-            " is for a failed site",
-            hint="use --planned to move it for maintenance, or --force if you know better",
+    else:
+        procedure = (
+            Stage(Phase.PREFLIGHT, DATABASE),
+            *unplanned_switch(measure_unavailability=False, measure_rto=True),
         )
-    steps = [
-        *command_switch_steps(service, from_site=from_site, to_site=to_site),
-        record_step(to_site, needs_resync=[from_site]),
-    ]
-    notes = [] if not active_healthy else [f"{from_site} was healthy: failover was requested"]
+    expansion = expand(
+        service, procedure, kind=RunKind.FAILOVER, from_site=from_site, to_site=to_site,
+        planned=planned,
+    )  # fmt: skip
+    # the site left behind needs a resync, unless the plan made it follow the new one
+    reprotected = Phase.REPROTECT in expansion.produced
+    steps = [*expansion.steps, record_step(to_site, [] if reprotected else [from_site])]
     return Plan(
         service=service_name,
         kind="failover",
@@ -82,6 +142,21 @@ def plan_failover(
     )
 
 
+def split_traffic_plan(percents: list[int], database_after: str) -> tuple[list[int], list[int]]:
+    """Which traffic steps come before the database switch, and which after it.
+
+    The tier moves first so that a primary site that cannot serve is found before the
+    database moves; the final step (100%) follows the database.
+    """
+    before = [p for p in percents if p < 100]
+    if database_after == "first_step":
+        before = before[:1]
+    after = [p for p in percents if p not in before] or [100]
+    if after[-1] != 100:
+        after.append(100)
+    return before, after
+
+
 def plan_failback(
     service_name: str,
     service: Any,
@@ -90,7 +165,12 @@ def plan_failback(
     approval: bool | None = None,
     stability_window_s: float | None = None,
 ) -> Plan:
-    """Bring the service home to its primary site, gates first."""
+    """Bring the service home to its primary site, gates first.
+
+    The returning site stays fenced, is resynced and catches up while the service still
+    runs where it is; only then (after approval, where required) does the zero-loss
+    switchover move it home, between the stateless tiers' traffic steps.
+    """
     home = service.primary_site
     away = state.active_site
     if away == home:
@@ -98,28 +178,41 @@ def plan_failback(
             f"{service_name} already runs at its primary site {home}",
             hint="nothing to fail back; `failback status` shows where each part is",
         )
-    if _has_driver(service, "postgres"):
-        from failback.plan.postgres_plans import postgres_failback_plan
-
-        return postgres_failback_plan(
-            service_name,
-            service,
-            state,
-            home=home,
-            away=away,
-            approval=approval,
-            stability_window_s=stability_window_s,
-        )
+    _check_components(service, state, RunKind.FAILBACK, away, home)
+    _refuse_unreachable_write_path(service, state, what="failback")
+    databases = components_with_role(service, Role.DATABASE)
     policy = service.policy
     window = policy.stability_window if stability_window_s is None else stability_window_s
-    steps: list[StepSpec] = [
-        checks_gate("precheck", home),
-        stability_gate(home, window),
-        *command_sync_steps(service, site=home),
-    ]
+    gates: Procedure = ()
     if approval_needed(policy.approval, approval):
-        steps.append(approval_gate(home, f"switch the service back to {home}?"))
-    steps.extend(command_switch_steps(service, from_site=away, to_site=home))
-    steps.append(checks_gate("postcheck", home))
-    steps.append(record_step(home, needs_resync=[]))
+        question = (
+            f"{home} is resynced and caught up: switch writes back to it?"
+            if databases
+            else f"switch the service back to {home}?"
+        )
+        gates = (approval_gate(home, question),)
+    before, after = split_traffic_plan(
+        list(policy.traffic_steps), policy.traffic_gate.database_after
+    )
+    bake = float(policy.bake_time)
+    procedure: Procedure = (
+        Stage(Phase.KEEP_FENCED, WRITE_PATH),
+        checks_gate("precheck", home),
+        Stage(Phase.PREFLIGHT, DATABASE),
+        stability_gate(home, window),
+        Stage(Phase.RESYNC, (*DATABASE, *OPERATOR)),
+        Stage(Phase.CATCHUP, DATABASE),
+        *gates,
+        *shift(before, bake_s=bake, gated=True),
+        *SWITCHOVER,
+        *shift(after, bake_s=bake, gated=True),
+        checks_gate("postcheck", home),
+        record_step(home, []),
+    )
+    steps: list[StepSpec] = expand(
+        service, procedure, kind=RunKind.FAILBACK, from_site=away, to_site=home, planned=True
+    ).steps
+    if databases and policy.observation_window > 0:
+        window_s = float(policy.observation_window)
+        steps.append(observation_gate(home, away, databases[0][0], window_s))
     return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)

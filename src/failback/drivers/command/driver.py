@@ -10,8 +10,11 @@ from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.command.actions import CommandStep
 from failback.drivers.command.facts import observe_command_component
 from failback.drivers.command.settings import CommandComponent
+from failback.drivers.command.steps import command_steps
+from failback.drivers.planning import PlanRequest
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
+from failback.model.plan import StepSpec
 
 
 class CommandDriver(Driver):
@@ -27,3 +30,6 @@ class CommandDriver(Driver):
         self, host: Host, service: str, name: str, settings: Any, site: str
     ) -> ComponentObservation:
         return observe_command_component(host, service, name, settings, site)
+
+    def steps(self, request: PlanRequest) -> list[StepSpec]:
+        return command_steps(request)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
+from failback.drivers.planning import PlanCheck, PlanRequest
 from failback.drivers.postgres.actions import (
     PgCatchup,
     PgCheckpoint,
@@ -19,9 +20,12 @@ from failback.drivers.postgres.actions import (
     PgWaitReplay,
 )
 from failback.drivers.postgres.facts import observe_postgres_component
+from failback.drivers.postgres.refusals import check_database_plan
 from failback.drivers.postgres.settings import PostgresComponent
+from failback.drivers.postgres.steps import database_steps
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
+from failback.model.plan import StepSpec
 
 
 class PostgresDriver(Driver):
@@ -49,3 +53,9 @@ class PostgresDriver(Driver):
         self, host: Host, service: str, name: str, settings: Any, site: str
     ) -> ComponentObservation:
         return observe_postgres_component(host, service, name, settings, site)
+
+    def steps(self, request: PlanRequest) -> list[StepSpec]:
+        return database_steps(request)
+
+    def check_plan(self, check: PlanCheck) -> list[str]:
+        return check_database_plan(check)
