@@ -3,7 +3,7 @@
 Each one is idempotent the way the engine needs after a crash: ``check`` reads the
 store's files and says whether the effect is already in place (then ``apply`` is not
 called again), ``verify`` proves the effect after ``apply``, and ``undo`` reverses it
-where a reverse exists (fence/unfence, stop/start). ``promote`` has no undo: it is the
+where a reverse exists (fence, stop). ``promote`` has no undo: it is the
 point of no return of a switch. No step touches the journal; what a step keeps for
 later (the role a site had before it was stopped) goes through ``ctx.remember``.
 """
@@ -110,29 +110,6 @@ class KvFence(KvAction):
         # the engine undoes only a fence this run applied (a fence found in place was
         # skipped), so unfencing restores what was there before the run
         self.store.unfence()
-        return None
-
-
-class KvUnfence(KvAction):
-    """The site gaining the role takes client writes again."""
-
-    name = "kv.unfence"
-    verb = "unfence"
-    has_undo = True
-
-    def check(self) -> bool:
-        return not self.facts().fenced
-
-    def apply(self) -> dict[str, Any] | None:
-        self.store.unfence()
-        return None
-
-    def verify(self) -> None:
-        if self.facts().fenced:
-            raise StepFailed(f"{self.spec.site} is still fenced after unfencing it")
-
-    def undo(self) -> dict[str, Any] | None:
-        self.store.fence()
         return None
 
 
@@ -278,7 +255,8 @@ class KvResync(KvAction):
 
     Used to bring a returning site back (resync) and to re-protect the old primary
     after a switch: whatever the site wrote that its source does not have is
-    discarded, as a rewind would.
+    discarded, as a rewind would. The fence an unplanned failover left on a returning
+    site is lifted once it is a replica (its role refuses writes from then on).
     """
 
     name = "kv.resync"
@@ -288,6 +266,7 @@ class KvResync(KvAction):
         facts, source = self.facts(), self.source.read()
         return (
             facts.role == REPLICA
+            and not facts.fenced
             and facts.follows == self.source.path
             and facts.position <= source.position
         )
@@ -298,6 +277,8 @@ class KvResync(KvAction):
             position = self.store.copy_from(self.source)
         except KvRefused as exc:
             raise StepFailed(f"{self.spec.site}: cannot resync: {exc}") from exc
+        # a replica refuses writes by its role: the fence of a returning site ends here
+        self.store.unfence()
         self.ctx.mark_in_sync(self.spec.site or "")
         return {"position": position}
 
@@ -328,7 +309,6 @@ class KvVerify(KvAction):
 KV_ACTIONS: tuple[type[Action], ...] = (
     KvPreflight,
     KvFence,
-    KvUnfence,
     KvStop,
     KvCatchup,
     KvReplay,

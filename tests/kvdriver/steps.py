@@ -8,11 +8,12 @@ the store does in that phase, at which site. ``from_site`` loses the primary rol
 
 * a planned switch (a planned failover, a failback, the way back of a failback):
   preflight -> catch up -> stop the old primary -> replay its final position ->
-  promote -> open to writes -> re-protect the old primary -> verify;
+  promote -> re-protect the old primary (a replica of the new one) -> verify;
 * an unplanned failover (the old primary failed): preflight -> fence the old site ->
-  promote -> open to writes -> verify; the old site needs a resync before it returns;
-* a failback first keeps the returning site fenced, then resyncs it from the active
-  site.
+  promote -> verify; the old site needs a resync before it returns (the planner
+  records it, as no re-protect step was produced);
+* a failback first resyncs the returning site from the active one (which lifts the
+  fence the failover left: a replica refuses writes by its role), then switches over.
 """
 
 from __future__ import annotations
@@ -33,15 +34,6 @@ def _step(request: PlanRequest, action: str, site: str, title: str, **extra: obj
         site=site,
         **extra,  # type: ignore[arg-type]
     )
-
-
-def _keep_fenced(r: PlanRequest) -> list[StepSpec]:
-    return [
-        _step(
-            r, "kv.fence", r.to_site, f"keep {r.component} at {r.to_site} fenced until resynced",
-            why="a returning old primary takes no write before it has been resynced",
-        )
-    ]  # fmt: skip
 
 
 def _preflight(r: PlanRequest) -> list[StepSpec]:
@@ -121,10 +113,6 @@ def _promote(r: PlanRequest) -> list[StepSpec]:
     ]  # fmt: skip
 
 
-def _unfence(r: PlanRequest) -> list[StepSpec]:
-    return [_step(r, "kv.unfence", r.to_site, f"open {r.component} at {r.to_site} to writes")]
-
-
 def _reprotect(r: PlanRequest) -> list[StepSpec]:
     if not r.planned:
         return []
@@ -144,7 +132,6 @@ def _verify(r: PlanRequest) -> list[StepSpec]:
 
 
 PHASES: dict[Phase, Callable[[PlanRequest], list[StepSpec]]] = {
-    Phase.KEEP_FENCED: _keep_fenced,
     Phase.PREFLIGHT: _preflight,
     Phase.RESYNC: _resync,
     Phase.CATCHUP: _catchup,
@@ -152,7 +139,6 @@ PHASES: dict[Phase, Callable[[PlanRequest], list[StepSpec]]] = {
     Phase.FENCE: _fence,
     Phase.REPLAY: _replay,
     Phase.PROMOTE: _promote,
-    Phase.UNFENCE: _unfence,
     Phase.REPROTECT: _reprotect,
     Phase.VERIFY: _verify,
 }
