@@ -12,6 +12,7 @@ from failback.config import load_topology_text
 from failback.errors import PlanRefused
 from failback.model.observed import ComponentObservation, ServiceState
 from failback.plan.planners import plan_failback, plan_failover
+from failback.plan.revert import revert_steps
 
 PG_TOPOLOGY = """\
 sites:
@@ -295,8 +296,6 @@ def test_switch_back_steps_never_reuse_the_forward_switch_values() -> None:
     """The switch back of an observation window runs in the same run as the failback:
     its replay must wait for the position of the site it stops (not the one stopped
     by the forward switch), and its write-unavailability is measured under its own name."""
-    from failback.plan.revert import revert_steps
-
     topo = topology()
     steps = revert_steps(topo.service("app"), {"home": "dc1", "away": "dc2", "db": "db"})
     ids = [s.id for s in steps]

@@ -44,9 +44,3 @@ class Plan(BaseModel):
     to_site: str
     steps: list[StepSpec]
     notes: list[str] = Field(default_factory=list)
-
-    def step_index(self, step_id: str) -> int:
-        for idx, step in enumerate(self.steps):
-            if step.id == step_id:
-                return idx
-        raise KeyError(step_id)
