@@ -38,9 +38,10 @@ def kv_env(**extra: str) -> dict[str, str]:
 
 
 def write_topology(
-    tmp: Path, *, options: str = "{max_lag: 1000}", dc2_path: str | None = None
+    tmp: Path, *, options: str = "{max_lag: 1000}", dc2_path: str | None = None, more: str = ""
 ) -> Path:
-    """Service ``app``: one kv component ``store`` at dc1 (primary site) and dc2."""
+    """Service ``app``: one kv component ``store`` at dc1 (primary site) and dc2, and
+    ``more`` components (YAML at the indentation of ``store``)."""
     text = f"""\
 sites:
   dc1: {{}}
@@ -57,6 +58,7 @@ services:
             path: {tmp / "dc1"}
           dc2:
             path: {dc2_path or tmp / "dc2"}
+{more}
     policy:
       approval: none
       stability_window: 100ms
@@ -227,6 +229,27 @@ def test_planned_failover_moves_the_primary_and_loses_no_acknowledged_key(
     kv["dc2"].write("after", "x")  # the new primary takes writes
     with pytest.raises(KvRefused):
         kv["dc1"].write("after", "x")  # the old one does not
+
+
+def test_a_command_beside_the_store_does_not_see_the_registration(tmp_path: Path) -> None:
+    """FAILBACK_DRIVERS is for failback's own processes: a command run by the ``command``
+    driver in the same run gets only the allow-listed environment (hosts.INHERITED_ENV)."""
+    kv = stores(tmp_path)
+    kv["dc1"].create(PRIMARY)
+    kv["dc2"].create(REPLICA, follows=kv["dc1"].path)
+    seen = tmp_path / "env.txt"
+    more = textwrap.indent(
+        f"vip:\n  driver: command\n  sites:\n    dc1: {{verify: 'true'}}\n"
+        f"    dc2: {{verify: 'env > {seen}'}}",
+        " " * 6,
+    )
+    config = write_topology(tmp_path, more=more)
+    doc = ok(cli(config, "failover", "app", "--planned", "--yes", "--json"))
+    assert doc["status"] == "succeeded", doc
+    assert "verify-vip-dc2" in step_ids(doc["report"], "done")
+    env = seen.read_text()
+    assert "FAILBACK_SITE=dc2" in env and "FAILBACK_DRIVERS" not in env, env
+    assert kv["dc2"].read().role == PRIMARY
 
 
 # --------------------------------------------------------------------------- (c) unplanned
