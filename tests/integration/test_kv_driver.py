@@ -175,6 +175,23 @@ def test_a_bad_registration_is_one_line_naming_the_variable(
         assert hint.startswith("hint: FAILBACK_DRIVERS is a comma-separated list")
 
 
+def test_a_driver_name_taken_twice_is_refused_and_a_repeat_counts_once(
+    lab: tuple[Path, dict[str, KvStore]], tmp_path: Path
+) -> None:
+    config, _ = lab
+    (tmp_path / "impostor.py").write_text(
+        "from tests.kvdriver.driver import KvDriver\n\n\n"
+        "class Impostor(KvDriver):\n    name = 'postgres'\n"
+    )
+    path = os.pathsep.join([str(tmp_path), str(REPO)])
+    taken = cli(config, "status", env=kv_env(FAILBACK_DRIVERS="impostor:Impostor", PYTHONPATH=path))
+    assert taken.returncode == 2 and "Traceback" not in taken.stderr, taken.stderr
+    assert "two drivers are named 'postgres': PostgresDriver and Impostor" in taken.stderr
+
+    twice = kv_env(FAILBACK_DRIVERS=f"{PLUGIN}, {PLUGIN}")
+    assert cli(config, "validate", env=twice).returncode == 0
+
+
 def test_an_entry_point_registers_the_driver_too(
     lab: tuple[Path, dict[str, KvStore]], tmp_path: Path
 ) -> None:
