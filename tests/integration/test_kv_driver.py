@@ -17,14 +17,17 @@ failover's key check fails.
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from failback.hosts import LocalHost
-from tests.conftest import REPO, CliResult, run_cli
+from tests.conftest import REPO, CliResult, failback_argv, run_cli
 from tests.kvdriver.store import PRIMARY, REPLICA, STOPPED, KvRefused, KvStore
 
 PLUGIN = "tests.kvdriver.driver:KvDriver"
@@ -38,7 +41,12 @@ def kv_env(**extra: str) -> dict[str, str]:
 
 
 def write_topology(
-    tmp: Path, *, options: str = "{max_lag: 1000}", dc2_path: str | None = None, more: str = ""
+    tmp: Path,
+    *,
+    options: str = "{max_lag: 1000}",
+    dc2_path: str | None = None,
+    more: str = "",
+    observation: str = "0s",
 ) -> Path:
     """Service ``app``: one kv component ``store`` at dc1 (primary site) and dc2, and
     ``more`` components (YAML at the indentation of ``store``)."""
@@ -62,7 +70,7 @@ services:
     policy:
       approval: none
       stability_window: 100ms
-      observation_window: 0s
+      observation_window: {observation}
 """
     path = tmp / "failback.yaml"
     path.write_text(textwrap.dedent(text))
@@ -373,3 +381,63 @@ def test_a_failback_failing_before_promotion_is_undone_and_dc2_still_serves(
     write_topology(tmp_path)
     assert ok(cli(config, "failback", "app", "--yes", "--json"))["status"] == "succeeded"
     assert {k: kv["dc1"].read().data.get(k) for k in at_dc2} == at_dc2
+
+
+# ------------------------------------------------------------ undo in the observation window
+
+
+@pytest.fixture
+def runner() -> Iterator[list[subprocess.Popen[str]]]:
+    """Runs started in the background; a failing test leaves none behind."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+def status_of(config: Path, run_id: int) -> str:
+    runs = ok(cli(config, "runs", "--json"))["runs"]
+    return str(next(r["status"] for r in runs if r["id"] == run_id))
+
+
+def test_abort_in_the_observation_window_switches_back_with_no_loss(
+    lab: tuple[Path, dict[str, KvStore]],
+    tmp_path: Path,
+    runner: list[subprocess.Popen[str]],
+) -> None:
+    """The way back (plan/revert.py) is built from the kv driver's steps too: a zero-loss
+    switchover home -> away, so the writes made at home during the window go back."""
+    config, kv = lab
+    ok(cli(config, "failover", "app", "--planned", "--yes", "--json"))
+    at_dc2 = write_keys(kv["dc2"], "at-dc2-", 5)
+    write_topology(tmp_path, observation="60s")
+    env = {**os.environ, **kv_env()}
+    argv = failback_argv("failback", "app", "--yes", "--json", "-c", str(config))
+    runner.append(subprocess.Popen(argv, env=env, text=True, stdout=subprocess.PIPE))
+    deadline = time.monotonic() + 60
+    while service(config)["current_run"] is None or kv["dc1"].read().role != PRIMARY:
+        assert time.monotonic() < deadline, "the failback never reached dc1"
+        time.sleep(0.1)
+    (run,) = [r for r in ok(cli(config, "runs", "--json"))["runs"] if r["kind"] == "failback"]
+    while status_of(config, run["id"]) != "observing":
+        assert time.monotonic() < deadline, "the failback never began observing"
+        time.sleep(0.1)
+    at_dc1 = write_keys(kv["dc1"], "in-window-", 5)  # home takes writes in the window
+
+    doc = ok(cli(config, "abort", str(run["id"]), "--yes", "--json"))
+    assert doc["status"] == "rolled-back", doc
+    back = step_ids(doc["report"], "done")
+    assert back[-6:] == [
+        "back-stop-store-dc1",
+        "back-replay-store-dc2",
+        "back-promote-store-dc2",
+        "back-reprotect-store-dc1",
+        "back-verify-store-dc2",
+        "back-record",
+    ], back
+    dc2, expected = kv["dc2"].read(), {**at_dc2, **at_dc1}
+    assert dc2.role == PRIMARY and {k: dc2.data.get(k) for k in expected} == expected
+    assert kv["dc1"].read().role == REPLICA
+    assert service(config)["active_site"] == "dc2"

@@ -53,6 +53,8 @@ class KvDriver(Driver):
                     hint="`failback status` shows each site's role",
                 )
             return []
+        if check.kind is not RunKind.FAILOVER:
+            return []
         if new is None or not new.healthy:
             raise PlanRefused(
                 f"{check.component} at {check.to_site} is down: it cannot take the role",
