@@ -30,6 +30,7 @@ import psycopg
 import pytest
 import yaml
 
+from failback.drivers.haproxy.router import HaproxyRouter
 from failback.lab import lab_break, lab_repair, lab_status, lab_up
 from failback.lab.probe import WriteProbe
 from tests.conftest import failback_argv, run_cli
@@ -140,6 +141,21 @@ def runs_of(lab: Lab, kind: str) -> list[dict[str, Any]]:
     return [r for r in lab.runs() if r["kind"] == kind]
 
 
+def fence_run(lab: Lab, fenced: dict[str, Any], *, active: str = "dc2") -> dict[str, Any]:
+    """The ``fence`` run a ``stale_primary.fenced`` event names, as ``failback run show
+    --json`` shows it; it is listed by ``failback runs --json`` and it succeeded."""
+    run_id = fenced["data"]["run_id"]
+    assert run_id is not None and fenced["run_id"] == run_id, fenced
+    listed = {r["id"]: r for r in runs_of(lab, "fence")}
+    assert listed[run_id]["status"] == "succeeded", listed
+    shown = lab.run_show(run_id)
+    assert shown["run"]["kind"] == "fence" and shown["run"]["status"] == "succeeded"
+    assert (shown["plan"]["from_site"], shown["plan"]["to_site"]) == (
+        fenced["data"]["site"], active
+    )  # fmt: skip
+    return dict(shown)
+
+
 def on_site(lab: Lab, site: str, ids: list[int]) -> set[int]:
     with lab.connect(site) as conn:
         rows = conn.execute("SELECT id FROM failback_probe WHERE id = ANY(%s)", (ids,)).fetchall()
@@ -245,6 +261,12 @@ def test_monitor_fails_over_fences_and_fails_back_with_no_lost_write() -> None:
                 fenced = mon.wait_event("stale_primary.fenced", after=mark)
                 assert fenced["data"]["site"] == "dc1"
                 assert lab_status(lab.dir)["router"]["servers"]["dc1"] == "maint"
+                # fenced through a journaled run of kind fence: the router's own step
+                fence = fence_run(lab, fenced)
+                assert [(s["action"], s["site"]) for s in fence["plan"]["steps"]] == [
+                    ("haproxy.fence", "dc1")  # the pool points at dc2: left alone
+                ], fence["plan"]
+                assert fence["run"]["steps"][0]["status"] in ("done", "skipped")
                 try:
                     acked = probe.stats.acked_ids(since=repaired_at)
                     assert on_site(lab, "dc1", acked) == set(), "a client's write reached dc1"
@@ -316,6 +338,19 @@ def test_flapping_primary_does_not_oscillate() -> None:
                 return stable and doc["failback"]["code"] == "suspended"
 
             wait_for("dc1 stable beyond the window, failback suspended", settled_and_suspended)
+
+            # the stale primary is routed again by hand: fenced again at once, journaled
+            mark = mon.last_id()
+            router = HaproxyRouter(lab.info.router.socket)
+            router.set_state(lab.info.router.backend, "dc1", "ready")
+            refenced = mon.wait_event("stale_primary.fenced", after=mark)
+            assert refenced["data"]["was_routed"] is True, refenced
+            fence = fence_run(lab, refenced)
+            (step,) = fence["run"]["steps"]
+            assert (step["id"], step["status"]) == ("fence-router-dc1", "done"), step
+            state = router.server_state(lab.info.router.backend, "dc1")
+            assert not state.takes_new_sessions, state
+            assert lab_status(lab.dir)["router"]["servers"]["dc1"] == "maint"
             doc = monitor_doc(lab)
             assert doc["failback"]["reason"].startswith("suspended: flapped at"), doc["failback"]
             assert doc["auto_failback"]["enabled"] is False

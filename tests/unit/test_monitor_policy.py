@@ -385,3 +385,141 @@ def test_status_says_running_only_while_the_monitor_is_alive_and_reporting() -> 
     line = monitor_line({**liveness({"pid": gone.pid, "heartbeat": now - 3}, now), "pid": gone.pid,
                          "heartbeat": now - 3}, now)  # fmt: skip
     assert line == f"NOT running: process {gone.pid} is gone (last report 3.0s ago)"
+
+
+# --------------------------------------------------------------------------- fence on sight
+
+FENCE_TOPOLOGY = PG_TOPOLOGY.replace(
+    "    policy:\n",
+    """\
+      pool:
+        driver: pgbouncer
+        options: {port: 6432, admin_user: pgbouncer, databases: [app],
+                  databases_file: /etc/pgbouncer/failback.ini}
+        sites:
+          dc1: {host: 127.0.0.1, port: 5432}
+          dc2: {host: 127.0.0.1, port: 5433}
+      web:
+        driver: haproxy
+        options: {socket: /run/haproxy.sock, backend: web, tier: stateless}
+        sites:
+          dc1: {server: web1}
+          dc2: {server: web2}
+    policy:
+""",
+)
+
+
+def fence_service() -> Any:
+    return load_topology_text(FENCE_TOPOLOGY, "/tmp/failback.yaml").service("app")
+
+
+def seen(component: str, kind: str, site: str, role: str) -> ComponentObservation:
+    obs = ComponentObservation(
+        component=component, site=site, driver="x", healthy=True, role=role, data={}
+    )
+    obs.kind = kind
+    return obs
+
+
+def stale_dc1(*, pool_at: str) -> list[ComponentObservation]:
+    """dc2 is active; dc1's database came back as a primary; the pool points at ``pool_at``."""
+    return [
+        seen("db", "database", "dc1", "stale-primary"),
+        seen("db", "database", "dc2", "primary"),
+        seen("router", "router", "dc1", "standby"),
+        seen("router", "router", "dc2", "active"),
+        seen("pool", "pool", "dc1", "active" if pool_at == "dc1" else "standby"),
+        seen("pool", "pool", "dc2", "active" if pool_at == "dc2" else "standby"),
+        seen("web", "tier", "dc1", "active"),
+        seen("web", "tier", "dc2", "active"),
+    ]
+
+
+def test_fence_plan_is_the_routers_and_pools_own_steps_for_the_stale_site() -> None:
+    """The router is fenced (idempotent) and a pool sending clients to the stale primary
+    is held; nothing acts on the active site, the database or the stateless tier."""
+    from failback.plan.fence import plan_fence, routed_to
+
+    observed = stale_dc1(pool_at="dc1")
+    assert routed_to(observed, "dc1") == ["pool"]  # a tier is not a database route
+    plan = plan_fence("app", fence_service(), observed, stale_site="dc1", active_site="dc2")
+    assert plan.kind == "fence" and (plan.from_site, plan.to_site) == ("dc1", "dc2")
+    assert [(s.action, s.component, s.site) for s in plan.steps] == [
+        ("haproxy.fence", "router", "dc1"),
+        ("pgbouncer.pause", "pool", "dc1"),
+    ]
+    fence, pause = plan.steps
+    # a fence run never routes back to the stale primary: no undo, and a held pool is
+    # a point of no return (its undo would RESUME it towards the stale primary)
+    assert "undo" not in fence.params and not fence.point_of_no_return
+    assert pause.point_of_no_return
+    assert not fence.params.get("stop_writes") and not pause.params.get("stop_writes")
+
+
+def test_fence_plan_leaves_a_pool_that_points_at_the_active_site_alone() -> None:
+    from failback.plan.fence import plan_fence
+
+    plan = plan_fence(
+        "app", fence_service(), stale_dc1(pool_at="dc2"), stale_site="dc1", active_site="dc2"
+    )
+    assert [(s.action, s.component) for s in plan.steps] == [("haproxy.fence", "router")]
+    again = plan_fence(
+        "app", fence_service(), stale_dc1(pool_at="dc2"), stale_site="dc1", active_site="dc2"
+    )
+    assert again == plan  # pure
+
+
+def fence_facts(**values: Any) -> decide.FenceFacts:
+    base: dict[str, Any] = {"site": "dc1", "routed": (), "seen": False, "busy": None}
+    return decide.FenceFacts(**{**base, **values})
+
+
+def test_fence_on_sight_decisions() -> None:
+    first = decide.decide_fence(fence_facts())
+    assert first.act and first.code == "go"
+    # once per episode while nothing sends clients there ...
+    assert decide.decide_fence(fence_facts(seen=True)).code == "fenced"
+    # ... again whenever something does (a person re-routed it, a fence failed)
+    again = decide.decide_fence(fence_facts(seen=True, routed=("router",)))
+    assert again.act and "routed (router)" in again.reason
+    # never while a run holds the service: a failback's new primary is "stale" until
+    # its last step records the active site, and runs route as their plans say
+    busy = decide.decide_fence(fence_facts(routed=("router",), busy="run 7 (failback)"))
+    assert not busy.act and busy.code == "busy"
+    # a fence that did not succeed is tried again after a pause, not every tick
+    waiting = decide.decide_fence(fence_facts(routed=("router",), retrying="run 8 rolled-back"))
+    assert not waiting.act and waiting.code == "retrying"
+
+
+def test_probes_of_the_traffic_layer_are_not_the_site() -> None:
+    """Routers, pools and stateless tiers are judged by role, not by driver name."""
+    from failback.hosts import LocalHost
+    from failback.observe.probes import build_probes
+
+    probes = {p.key: p for p in build_probes("app", fence_service(), LocalHost())}
+    layer = {key for key, p in probes.items() if p.is_traffic_layer}
+    assert layer == {f"{c}@{s}" for c in ("router", "pool", "web") for s in ("dc1", "dc2")}
+    assert probes["db@dc1"].role == "database" and not probes["db@dc1"].is_traffic_layer
+
+
+def test_zero_loss_is_read_from_the_primary_by_its_driver() -> None:
+    from failback.monitor.liveness import zero_loss_now
+
+    def doc(replicas: list[dict[str, Any]], role: str = "primary") -> dict[str, Any]:
+        return {"active_site": "dc2", "components": [
+            {"component": "router", "kind": "router", "driver": "haproxy", "site": "dc2",
+             "role": "active", "data": {}},
+            {"component": "db", "kind": "database", "driver": "postgres", "site": "dc2",
+             "role": role, "data": {"replicas": replicas}},
+        ]}  # fmt: skip
+
+    streaming = {"application_name": "dc1", "state": "streaming", "sync_state": "quorum"}
+    assert zero_loss_now(doc([streaming])) == {"on": True, "why": "dc1 synchronous"}
+    catching_up = {**streaming, "state": "catchup"}
+    assert zero_loss_now(doc([catching_up]))["on"] is False
+    assert zero_loss_now(doc([{**streaming, "sync_state": "async"}]))["why"] == (
+        "asynchronous replication"
+    )
+    assert zero_loss_now(doc([], role="down"))["why"] == "no reachable primary at dc2"
+    assert zero_loss_now({"active_site": "dc2", "components": []})["on"] is False

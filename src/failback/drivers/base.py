@@ -77,6 +77,14 @@ class Capability(StrEnum):
     monitor's zero-loss mode)."""
     CLIENT_ENDPOINT = "client-endpoint"
     """Knows the host:port clients write through (a write there verifies a switch)."""
+    TRAFFIC_HEALTH = "traffic-health"
+    """Judges a stateless tier's health under real traffic at one site (errors, response
+    time, health check): the failback's observation window watches it."""
+
+
+TrafficWatch = Callable[[], list[str]]
+"""A watch started on one site of a stateless tier: each call returns the problems seen
+since it started (an empty list while the site serves well)."""
 
 
 class StepContext(Protocol):
@@ -231,3 +239,47 @@ class Driver:
     def client_endpoint(self, settings: Any) -> str | None:
         """host:port clients write through, for drivers with CLIENT_ENDPOINT."""
         return None
+
+    # Capabilities: the monitor, the observer and the engine's gates ask for these only
+    # when the driver declares the capability (``catalog.has_capability``); the defaults
+    # say "cannot" instead of guessing.
+
+    def run_sql(self, settings: Any, site: str, query: str) -> str:
+        """SQL: run a declared ``sql`` check's query at ``site``; what it answered. Raises
+        when the query fails (the check then fails with that message)."""
+        raise NotImplementedError(f"the {self.name} driver cannot run SQL")
+
+    def zero_loss_setting(self, settings: Any) -> str:
+        """SYNCHRONOUS_REPLICATION: the setting under which a primary waits for one
+        standby before it acknowledges a commit, whichever site is primary."""
+        raise NotImplementedError(f"the {self.name} driver has no synchronous replication")
+
+    def synchronous_setting(self, settings: Any, site: str) -> str:
+        """SYNCHRONOUS_REPLICATION: the setting ``site``'s server uses now ('' when it
+        waits for no standby: asynchronous)."""
+        raise NotImplementedError(f"the {self.name} driver has no synchronous replication")
+
+    def set_synchronous_setting(self, settings: Any, site: str, value: str) -> None:
+        """SYNCHRONOUS_REPLICATION: make ``site``'s server use ``value`` ('' relaxes it),
+        without waiting for a standby to do so."""
+        raise NotImplementedError(f"the {self.name} driver has no synchronous replication")
+
+    def clear_synchronous_setting(self, settings: Any, site: str) -> bool:
+        """SYNCHRONOUS_REPLICATION: a standby about to be promoted must not wait for a
+        standby of its own (its old primary may be dead). False when it cannot be reached."""
+        return False
+
+    def standby_streams(self, primary_data: Mapping[str, Any], standby_site: str) -> bool:
+        """SYNCHRONOUS_REPLICATION: from the primary's observation data, whether the
+        standby at ``standby_site`` streams and has caught up."""
+        return False
+
+    def synchronous_standbys(self, primary_data: Mapping[str, Any]) -> list[str]:
+        """SYNCHRONOUS_REPLICATION: from the primary's observation data, the standbys it
+        waits for right now (none: asynchronous)."""
+        return []
+
+    def traffic_watch(self, settings: Any, site: str, thresholds: Any) -> TrafficWatch:
+        """TRAFFIC_HEALTH: start watching a stateless tier at ``site`` against
+        ``thresholds`` (``policy.traffic_gate``); see ``TrafficWatch``."""
+        raise NotImplementedError(f"the {self.name} driver cannot judge traffic")

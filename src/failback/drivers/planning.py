@@ -60,6 +60,9 @@ class RunKind(StrEnum):
     FAILBACK = "failback"
     SWITCH_BACK = "switch-back"
     """The way back from a failback's observation window, inside the failback's run."""
+    FENCE = "fence"
+    """The monitor fences a stale primary (``from_site``) off its clients; the service
+    stays at ``to_site``. Never undone towards the stale primary."""
 
 
 @dataclass(frozen=True)

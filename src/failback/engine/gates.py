@@ -7,11 +7,15 @@ a stability window, or for declared checks to pass.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from failback.drivers.base import Capability, Role
+from failback.drivers.catalog import components_with_role, driver_of, has_capability
 from failback.engine.run_context import Action, WaitingForApproval
 from failback.errors import StepFailed
 from failback.observe.checks import checks_for, run_check
+from failback.observe.probes import ProbeHealth, ProbeResult, build_probes
 from failback.observe.service import observe_component
 
 
@@ -249,7 +253,8 @@ class ObservationGate(Action):
 class _SiteWatch:
     """The monitor's own probes of one site, judged as the monitor judges them.
 
-    Non-router components at the site (``failback.observe.probes``: driver observation,
+    Components at the site outside the traffic layer (``failback.observe.probes``: driver
+    observation,
     ``policy.detection`` interval, timeout and threshold) and the checks declared for
     the site. Each probe runs in a thread on its own clock; one that exceeds its timeout
     counts as failed at once, and is not started again while it hangs. The database of
@@ -258,16 +263,12 @@ class _SiteWatch:
     """
 
     def __init__(self, ctx: Any, site: str, db: str | None) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from failback.observe.probes import ProbeHealth, build_probes
-
         self.ctx = ctx
         self.site = site
         probes = [
             p
             for p in build_probes(ctx.service_name, ctx.service, ctx.host)
-            if p.site == site and not p.is_router
+            if p.site == site and not p.is_traffic_layer
         ]
         self.db_key = f"{db}@{site}" if db else None
         self.health = {p.key: ProbeHealth(p) for p in probes}
@@ -355,36 +356,24 @@ class _SiteWatch:
 
 
 def _failure(detail: str) -> Any:
-    from failback.observe.probes import ProbeResult
-
     return ProbeResult(ok=False, detail=detail, at=time.time(), duration_s=0.0)
 
 
 def _tier_watchers(ctx: Any, home: str) -> list[Any]:
-    """One check per stateless tier: its server at ``home`` keeps passing the gate."""
-    from failback.drivers.haproxy.facts import router_target
-    from failback.drivers.haproxy.traffic import Counters, Verdict, judge, server_stats
-
+    """One check per stateless tier: its site ``home`` keeps passing the traffic gate's
+    thresholds (its driver judges the traffic: ``Capability.TRAFFIC_HEALTH``)."""
     thresholds = ctx.service.policy.traffic_gate
     watchers = []
-    for name, component in ctx.service.components.items():
-        if not _stateless(component) or home not in component.sites:
+    for name, component in components_with_role(ctx.service, Role.TIER):
+        if home not in component.sites or not has_capability(component, Capability.TRAFFIC_HEALTH):
             continue
-        target = router_target(component, home)
-        before = Counters.of(server_stats(target))
+        problems_since_start = driver_of(component).traffic_watch(component, home, thresholds)
 
-        def watch(target: Any = target, before: Any = before, name: str = name) -> str | None:
-            verdict = judge(
-                Verdict(site=home, percent=100), before, server_stats(target),
-                max_error_ratio=thresholds.max_error_ratio,
-                max_response_ms=thresholds.max_response_ms,
-                min_requests=thresholds.min_requests,
-            )  # fmt: skip
-            if verdict.ok:
+        def watch(problems: Any = problems_since_start, name: str = name) -> str | None:
+            seen = problems()
+            if not seen:
                 return None
-            return f"{name} at {home} failed during the observation window: " + "; ".join(
-                verdict.problems
-            )
+            return f"{name} at {home} failed during the observation window: " + "; ".join(seen)
 
         watchers.append(watch)
     return watchers

@@ -327,3 +327,39 @@ def abort_own_failback(f: FlapFacts) -> bool:
     if fb.home_quiet_since is None:
         return False
     return any(since > fb.home_quiet_since for _, since in f.failures)
+
+
+# --------------------------------------------------------------------------- fence on sight
+
+
+@dataclass(frozen=True)
+class FenceFacts:
+    """A stale primary the monitor sees at ``site`` on this tick, and what it knows."""
+
+    site: str
+    routed: tuple[str, ...]
+    """Routers and pools observed sending clients to the stale site."""
+    seen: bool
+    """Fenced (or found with nothing to fence) already since it became stale."""
+    busy: str | None
+    """What holds the service (a run, a run starting): runs route as their plans say."""
+    retrying: str | None = None
+    """Why the last fence of it did not succeed, while waiting to try again."""
+
+
+def decide_fence(f: FenceFacts) -> Decision:
+    """Fence a stale primary at once (promise 1, whatever the policy), once per episode,
+    again whenever it is found routed; never while a run holds the service (a failback's
+    new primary is "stale" until its last step records it, and runs route by plan)."""
+    routed = ", ".join(f.routed)
+    if f.busy is not None:
+        return Decision(False, f"stale primary at {f.site}: {f.busy} holds the service", "busy")
+    if f.seen and not f.routed:
+        return Decision(False, f"stale primary at {f.site} is fenced", "fenced")
+    if f.retrying is not None:
+        return Decision(
+            False, f"stale primary at {f.site}: fence retried soon ({f.retrying})", "retrying"
+        )
+    if f.routed:
+        return Decision(True, f"stale primary at {f.site} is routed ({routed}): fencing", "go")
+    return Decision(True, f"stale primary at {f.site}: fencing it (not routed)", "go")

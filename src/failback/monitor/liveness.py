@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from failback.drivers.base import Capability, Role
+from failback.drivers.catalog import driver_named
 from failback.monitor.decide import human
 
 REPORT_EVERY_S = 1.0
@@ -93,23 +95,25 @@ def monitor_document(journal: Any, service: Any, state_doc: dict[str, Any]) -> d
 
 
 def zero_loss_now(state_doc: dict[str, Any]) -> dict[str, Any]:
-    """Whether the active primary waits for a standby right now, as it reports itself."""
+    """Whether the active primary waits for a standby right now, as it reports itself
+    (its driver reads that from the primary's observation)."""
     active = state_doc.get("active_site")
     for comp in state_doc.get("components", []):
-        if comp.get("driver") != "postgres" or comp.get("site") != active:
+        driver = driver_named(str(comp.get("driver")))
+        if (
+            comp.get("kind") != Role.DATABASE
+            or comp.get("site") != active
+            or driver is None
+            or Capability.SYNCHRONOUS_REPLICATION not in driver.capabilities
+        ):
             continue
         if comp.get("role") != "primary":
             return {"on": False, "why": f"no reachable primary at {active}"}
-        replicas = comp.get("data", {}).get("replicas", [])
-        sync = [
-            r["application_name"]
-            for r in replicas
-            if r.get("sync_state") in ("sync", "quorum") and r.get("state") == "streaming"
-        ]
+        sync = driver.synchronous_standbys(comp.get("data") or {})
         if sync:
             return {"on": True, "why": f"{', '.join(sync)} synchronous"}
         return {"on": False, "why": "asynchronous replication"}
-    return {"on": False, "why": "no postgres component"}
+    return {"on": False, "why": "no database with synchronous replication"}
 
 
 def monitor_line(mon: dict[str, Any], now: float) -> str:

@@ -11,6 +11,9 @@ Level-triggered, run on every reconcile of a service with ``policy.synchronous``
 The journal records ``sync_mode`` *before* relaxing and *after* restoring: if the
 monitor dies in between, the record errs on the side of "may lack writes", which is
 what the failover planner needs to refuse an unsafe promotion.
+
+What the setting is and how it is read and written is the database driver's
+(``Capability.SYNCHRONOUS_REPLICATION``); this module only decides which one it wants.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from failback.drivers.postgres.node import node_from_component
-from failback.monitor import sync
+from failback.drivers.base import Capability, Driver, Role
+from failback.drivers.catalog import components_with_role, driver_of, has_capability
 from failback.observe.probes import HealthView
 
 STANDBY_CHECK_EVERY_S = 5.0
@@ -34,6 +37,10 @@ class ReplicationManager:
     db: str
     not_streaming_since: float | None = None
     standby_checked_at: float = 0.0
+
+    @property
+    def driver(self) -> Driver:
+        return driver_of(self.service.components[self.db])
 
     def reconcile(
         self,
@@ -51,13 +58,9 @@ class ReplicationManager:
         obs = primary_view.observation if primary_view else None
         if standby is None or obs is None or not obs.healthy or obs.role != "primary":
             return None  # nothing to act on: the record keeps the last observed mode
-        node = node_from_component(component, active)
-        current = sync.read_names(node)
-        replica = next(
-            (r for r in obs.data.get("replicas", []) if r.get("application_name") == standby),
-            None,
-        )
-        streaming = bool(replica) and replica.get("state") == "streaming"
+        driver = self.driver
+        current = driver.synchronous_setting(component, active)
+        streaming = driver.standby_streams(obs.data, standby)
         if streaming:
             self.not_streaming_since = None
         elif self.not_streaming_since is None:
@@ -68,7 +71,7 @@ class ReplicationManager:
         standby_failed = (standby_view is not None and standby_view.failed) or (
             self.not_streaming_since is not None and now - self.not_streaming_since >= budget
         )
-        value = sync.zero_loss_value(list(component.sites))
+        value = driver.zero_loss_setting(component)
         if streaming or policy.strict:
             wanted, why = value, f"standby {standby} streams and has caught up"
             if not streaming:
@@ -85,9 +88,9 @@ class ReplicationManager:
             # recorded before the primary stops waiting: a crash in between must leave
             # "may lack writes" on record, never "zero-loss"
             journal.update_service_data(self.service_name, active, sync_mode=record)
-            sync.set_names(node, "")
+            driver.set_synchronous_setting(component, active, "")
         elif wanted != current:
-            sync.set_names(node, wanted)
+            driver.set_synchronous_setting(component, active, wanted)
         unchanged = (
             previous.get("mode") == mode
             and previous.get("primary") == active
@@ -129,9 +132,22 @@ class ReplicationManager:
         view = views.get(f"{self.db}@{standby}")
         obs = view.observation if view else None
         if obs is not None and obs.healthy and obs.role == "standby":
-            sync.prepare_for_promotion(node_from_component(component, standby))
+            self.driver.clear_synchronous_setting(component, standby)
+
+
+def synchronous_database(service: Any) -> str | None:
+    """The service's database whose driver can switch synchronous replication, if any."""
+    return next(
+        (
+            name
+            for name, settings in components_with_role(service, Role.DATABASE)
+            if has_capability(settings, Capability.SYNCHRONOUS_REPLICATION)
+        ),
+        None,
+    )
 
 
 def prepare_target(service: Any, db: str, site: str) -> None:
     """Before an automatic failover: clear the setting on the standby to be promoted."""
-    sync.prepare_for_promotion(node_from_component(service.components[db], site))
+    settings = service.components[db]
+    driver_of(settings).clear_synchronous_setting(settings, site)

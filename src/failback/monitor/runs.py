@@ -2,9 +2,11 @@
 
 Same path as the CLI: ``make_plan`` observes and plans, ``create_run`` records the run
 and takes the service lock (so the monitor can never run two at once, nor race a
-person), the executor runs it. Each worker has its own journal connection (SQLite
-connections belong to one thread). The outcome becomes an event; a refusal is kept
-for the monitor to report (it retries, level-triggered).
+person), the executor runs it. A fence of a stale primary is planned by the monitor
+from what it just observed (``failback.plan.fence``) and handed over as ``plan``. Each
+worker has its own journal connection (SQLite connections belong to one thread). The
+outcome becomes an event; a refusal is kept for the monitor to report (it retries,
+level-triggered).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from failback.engine.executor import Executor, RunOutcome
+from failback.engine.starter import create_run, make_plan
 from failback.errors import FailbackError
+from failback.model.plan import Plan
 from failback.store import Journal
 
 OUTCOME_EVENTS = {
@@ -51,6 +55,8 @@ class RunWorker:
 
     ``abort=True`` aborts ``run_id`` instead: the executor undoes it, or asks the
     process executing it to stop at its next step or gate poll and waits for the end.
+    ``plan``: run this plan instead of planning ``kind`` afresh. ``after`` is called
+    with the outcome once the executor returns (in this thread, with its journal).
     """
 
     def __init__(
@@ -63,6 +69,8 @@ class RunWorker:
         run_id: int | None = None,
         prepare: Callable[[], None] | None = None,
         abort: bool = False,
+        plan: Plan | None = None,
+        after: Callable[[Journal, RunOutcome], None] | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.topology = topology
@@ -71,6 +79,8 @@ class RunWorker:
         self.run_id = run_id
         self.prepare = prepare
         self.abort = abort
+        self.plan = plan
+        self.after = after
         self.refusal: str | None = None
         self.outcome: RunOutcome | None = None
         self.thread = threading.Thread(target=self._main, name=f"run-{service}-{kind}", daemon=True)
@@ -83,8 +93,6 @@ class RunWorker:
         return self.thread.is_alive()
 
     def _main(self) -> None:
-        from failback.engine.starter import create_run, make_plan
-
         journal = Journal(self.state_dir)
         executor = Executor(journal)
         try:
@@ -101,7 +109,9 @@ class RunWorker:
                     # the monitor watched the stability window already: the run's gate
                     # re-checks the primary site once instead of waiting a second window
                     options["stability_window_s"] = 0.0
-                plan = make_plan(self.kind, self.service, self.topology, journal, **options)
+                plan = self.plan or make_plan(
+                    self.kind, self.service, self.topology, journal, **options
+                )
                 self.run_id = create_run(executor, self.topology, plan, by="monitor")
                 journal.add_event(
                     f"{self.kind}.started",
@@ -113,6 +123,8 @@ class RunWorker:
                 )
             self.outcome = executor.execute(self.run_id)
             self._report(journal, self.outcome)
+            if self.after is not None:
+                self.after(journal, self.outcome)
         except FailbackError as exc:
             self.refusal = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         except Exception as exc:  # the monitor must outlive a broken run

@@ -13,9 +13,10 @@ Order of business on each tick:
 2. the run holding the service, if any: continue it when it is the monitor's own and
    its process died (in the direction it was going), report a person's interrupted run
    and leave it to them;
-3. fence any stale primary at the router, whatever the policy (promise 1), unless a
-   run holds the service: runs promote and route, and a failback's new primary is
-   "stale" until its last step records it;
+3. fence any stale primary, whatever the policy (promise 1), unless a run holds the
+   service: runs promote and route, and a failback's new primary is "stale" until its
+   last step records it. The fence is itself a short run of kind ``fence``
+   (``failback.plan.fence``: the routers' and pools' own steps), journaled like any;
 4. flap damping: the primary site failed during a failback or within hold_down after
    one -> automatic failback is suspended (and the monitor's own failback, if it has
    not reached its point of no return, is aborted). Failovers are never damped;
@@ -38,14 +39,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failback.engine.executor import RunProcessLock, passed_point_of_no_return, rolling_back
+from failback.drivers.catalog import role_of
+from failback.engine.executor import (
+    RunOutcome,
+    RunProcessLock,
+    passed_point_of_no_return,
+    rolling_back,
+)
 from failback.errors import FailbackError
+from failback.model.observed import ComponentObservation
+from failback.model.plan import Plan
+from failback.model.states import RunStatus
 from failback.monitor import decide
 from failback.monitor.liveness import REPORT_EVERY_S
-from failback.monitor.replication import ReplicationManager, prepare_target
+from failback.monitor.replication import (
+    ReplicationManager,
+    prepare_target,
+    synchronous_database,
+)
 from failback.monitor.runs import JournalPerThread, RunWorker
-from failback.observe.probes import ROUTER_DRIVERS, HealthView, Probe, ProbeHealth, ProbeResult
-from failback.observe.service import primary_position
+from failback.observe.probes import (
+    TRAFFIC_ROLES,
+    HealthView,
+    Probe,
+    ProbeHealth,
+    ProbeResult,
+)
+from failback.observe.service import mark_stale_primaries, primary_position
+from failback.plan.fence import FENCE, plan_fence, routed_to
+from failback.store import Journal
 
 SAVE_EVERY_S = REPORT_EVERY_S
 SYNC_ERRORS_REPORTED = 4
@@ -55,6 +77,8 @@ RUNS_REFRESH_S = 10.0
 """The list of past runs only changes while a run holds the service (it is re-read when
 the holder changes); this re-reads it anyway now and then (a journal edited by hand)."""
 REFUSED_RETRY_S = 2.0
+FENCE_RETRY_S = 2.0
+"""A fence that did not succeed (router unreachable...) is tried again after this."""
 HOSTNAME = socket.gethostname()
 
 
@@ -89,6 +113,8 @@ class ServiceMonitor:
     """When the service was last seen free of runs: failures count on results since."""
     replication: ReplicationManager | None = None
     _held: bool = False
+    _held_by: str | None = None
+    """The kind of run that held the service last (a fence does not reset free_since)."""
     _sync_errors: int = 0
     _runs: list[Any] | None = None
     _runs_key: tuple[Any, ...] = ()
@@ -125,13 +151,17 @@ class ServiceMonitor:
         run = journal.get_run(holder) if holder is not None else None
         self._collect_workers(journal, now)
         held = run is not None or _alive(self.worker) or _alive(self.aborter)
-        if self._held and not held:
-            self.free_since = now  # failures count on results taken from now on
+        if self._held and not held and self._held_by != FENCE:
+            # failures count on results taken from now on (a run stops and restarts
+            # databases on purpose; a fence run does not)
+            self.free_since = now
         self._held = held
+        if held:
+            self._held_by = run.kind if run is not None else _kind(self.worker, self.aborter)
         facts = self._run_facts(run) if run is not None else None
         self._edges_to_events(journal)
         observations = self._observations(views, active)
-        self._fence_on_sight(journal, observations, held)
+        self._fence_on_sight(journal, observations, run, active, now)
         runs = self._past_runs(journal, holder, now)
         self._flap_damping(journal, views, state, run, runs, now)
         # zero-loss mode is kept while nothing acts: no run, a run in its observation
@@ -173,8 +203,8 @@ class ServiceMonitor:
     # pieces ----------------------------------------------------------------------
 
     def _db(self) -> str | None:
-        names = [n for n, c in self.service.components.items() if c.driver == "postgres"]
-        return names[0] if names else None
+        """The database whose synchronous replication the monitor manages, if any."""
+        return synchronous_database(self.service)
 
     def _run_facts(self, run: Any) -> decide.RunFacts:
         alive = _alive(self.worker) or RunProcessLock(self.state_dir, run.id).is_held_elsewhere()
@@ -264,6 +294,10 @@ class ServiceMonitor:
         if worker is None or worker.alive():
             return
         self.worker = None
+        outcome = worker.outcome
+        if worker.kind == FENCE and outcome is not None and outcome.status != "succeeded":
+            self.retry_at[FENCE] = now + FENCE_RETRY_S
+            self.last_refusal[FENCE] = f"run {outcome.run_id} {outcome.status}"
         if worker.refusal is None:
             self.last_refusal.pop(worker.kind, None)
             return
@@ -309,7 +343,7 @@ class ServiceMonitor:
             v
             for v in views.values()
             if v.probe.site == site
-            and not v.probe.is_router
+            and not v.probe.is_traffic_layer
             and v.failed
             and v.last is not None
             and v.last.at >= since
@@ -432,76 +466,71 @@ class ServiceMonitor:
         if spec.get("site") != site or spec.get("kind") == "gate":
             return False
         component = self.service.components.get(spec.get("component") or "")
-        return component is not None and component.driver not in ROUTER_DRIVERS
+        return component is not None and role_of(component) not in TRAFFIC_ROLES
 
-    def _observations(self, views: dict[str, HealthView], active: str) -> list[Any]:
-        from failback.observe.service import mark_stale_primaries
-
+    def _observations(
+        self, views: dict[str, HealthView], active: str
+    ) -> list[ComponentObservation]:
         observed = [
             v.observation.model_copy(deep=True) for v in views.values() if v.observation is not None
         ]
         mark_stale_primaries(observed, active)
         return observed
 
-    def _fence_on_sight(self, journal: Any, observed: list[Any], busy: bool) -> None:
-        """A stale primary is fenced at the router at once, and reported (promise 1)."""
-        from failback.drivers.haproxy.facts import router_target
-
+    def _fence_on_sight(
+        self,
+        journal: Journal,
+        observed: list[ComponentObservation],
+        run: Any,
+        active: str,
+        now: float,
+    ) -> None:
+        """A stale primary is fenced at once and reported (promise 1), through a short run
+        of kind ``fence`` (``failback.plan.fence``): the same executor, lock, journal and
+        report as any run, so ``failback runs`` shows what was done and when."""
         stale = {o.site: o for o in observed if o.role == "stale-primary"}
         for key in [k for k in self.episodes if k.startswith("stale:")]:
             if key[6:] not in stale:
                 self.episodes.discard(key)
-        if busy:
-            return
+        busy = None
+        if run is not None:
+            busy = f"run {run.id} ({run.kind})"
+        elif _alive(self.worker) or _alive(self.aborter):
+            busy = f"the monitor's {_kind(self.worker, self.aborter)}"
+        retrying = None
+        if now < self.retry_at.get(FENCE, 0.0):
+            retrying = self.last_refusal.get(FENCE, "retrying")
         for site, obs in stale.items():
-            routers = [
-                (name, c)
-                for name, c in self.service.components.items()
-                if c.driver == "haproxy" and site in c.sites and _database_tier(c)
-            ]
-            routed = any(
-                o.data.get("takes_new_sessions") if o.driver == "haproxy" else o.role == "active"
-                for o in observed
-                if o.driver in ("haproxy", "pgbouncer")
-                and o.site == site
-                and _database_tier(self.service.components[o.component])
-            )
-            key = f"stale:{site}"
-            if key in self.episodes and not routed:
-                continue
-            if journal.lock_holder(self.name) is not None:
-                return  # a run started meanwhile: it owns the routing now
-            fenced = []
-            for name, component in routers:
-                target = router_target(component, site)
-                target.router().fence(target.backend, target.server)
-                fenced.append(f"{name}: {target.backend}/{target.server}")
-            fenced += self._pause_pools_at(site, observed)
-            self.episodes.add(key)
-            how = f"fenced at the router ({', '.join(fenced)})" if fenced else "no router to fence"
-            journal.add_event(
-                "stale_primary.fenced",
-                f"{site}'s {obs.component} claims the primary role while another site holds it:"
-                f" {how}" + (" (it was routed!)" if routed else " (it was not routed)"),
-                service=self.name,
-                data={"site": site, "component": obs.component, "was_routed": routed,
-                      "fenced": fenced},
-            )  # fmt: skip
-
-    def _pause_pools_at(self, site: str, observed: list[Any]) -> list[str]:
-        """A PgBouncer pool pointing at the stale primary is PAUSEd: its clients wait."""
-        from failback.drivers.pgbouncer.target import pgbouncer_of
-
-        paused = []
-        for obs in observed:
-            if obs.driver == "pgbouncer" and obs.site == site and obs.role == "active":
-                component = self.service.components[obs.component]
-                databases = list(component.options.databases)
-                pgbouncer_of(component).pause(
-                    databases, timeout=float(component.options.pause_timeout)
+            routed = tuple(routed_to(observed, site))
+            decision = decide.decide_fence(
+                decide.FenceFacts(
+                    site=site,
+                    routed=routed,
+                    seen=f"stale:{site}" in self.episodes,
+                    busy=busy,
+                    retrying=retrying,
                 )
-                paused.append(f"{obs.component}: PAUSE {', '.join(databases)}")
-        return paused
+            )
+            if not decision.act:
+                continue
+            plan = plan_fence(
+                self.name, self.service, observed, stale_site=site, active_site=active
+            )
+            self.episodes.add(f"stale:{site}")
+            report = _fence_report(self.name, obs, plan, was_routed=bool(routed))
+            if not plan.steps:
+                report(journal, None)
+                continue
+            self.worker = RunWorker(
+                state_dir=self.state_dir,
+                topology=self.topology,
+                service=self.name,
+                kind=FENCE,
+                plan=plan,
+                after=report,
+            ).start()
+            self._held, self._held_by = True, FENCE
+            return  # one run at a time: another stale site is fenced on a later tick
 
     def _failover(
         self,
@@ -563,6 +592,7 @@ class ServiceMonitor:
             prepare=prepare,
         ).start()
         self._held = True
+        self._held_by = "failover"
         return decision.to_dict(now)
 
     def _failback(
@@ -626,6 +656,7 @@ class ServiceMonitor:
                 kind="failback",
             ).start()
             self._held = True
+            self._held_by = "failback"
         elif decision.act:
             reason = self.last_refusal.get("failback", "retrying")
             return _decision(f"refused: {reason}", "refused", now)
@@ -682,6 +713,35 @@ def _observing(run: Any) -> bool:
     )
 
 
-def _database_tier(component: Any) -> bool:
-    """Routers in front of the database (not a stateless web tier shifted by weight)."""
-    return getattr(component.options, "tier", "database") == "database"
+def _kind(worker: RunWorker | None, aborter: RunWorker | None) -> str:
+    """What the monitor's live worker does (``abort`` for an aborter)."""
+    if worker is not None and worker.alive():
+        return worker.kind
+    return "abort" if aborter is not None and aborter.alive() else "nothing"
+
+
+def _fence_report(
+    service: str, stale: ComponentObservation, plan: Plan, *, was_routed: bool
+) -> Any:
+    """The ``stale_primary.fenced`` event, journaled once the fence run succeeded (or at
+    once when there was nothing to fence): where, whether clients were sent there, and
+    which steps fenced it."""
+
+    def report(journal: Journal, outcome: RunOutcome | None) -> None:
+        if outcome is not None and outcome.status != RunStatus.SUCCEEDED:
+            return  # the run's own events say why; the monitor tries again
+        fenced = [f"{step.component}: {step.title}" for step in plan.steps]
+        run_id = outcome.run_id if outcome is not None else None
+        how = f"fenced by run {run_id} ({'; '.join(fenced)})" if fenced else "nothing to fence"
+        journal.add_event(
+            "stale_primary.fenced",
+            f"{plan.from_site}'s {stale.component} claims the primary role while"
+            f" {plan.to_site} holds it: {how}"
+            + (" (it was routed!)" if was_routed else " (it was not routed)"),
+            run_id=run_id,
+            service=service,
+            data={"site": plan.from_site, "component": stale.component,
+                  "was_routed": was_routed, "fenced": fenced, "run_id": run_id},
+        )  # fmt: skip
+
+    return report

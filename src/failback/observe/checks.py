@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from failback.drivers.base import Capability
+from failback.drivers.catalog import driver_of, has_capability
 from failback.errors import FailbackError
 from failback.hosts import Host
 
@@ -80,13 +82,12 @@ def _http(url: str, method: str, expect_status: int, timeout: float) -> tuple[bo
 
 
 def _sql(check: Any, service: Any) -> tuple[bool, str]:
-    from failback.drivers.postgres.node import connect, node_from_component
-
+    """Asked of the component's driver (``Capability.SQL``): the observer speaks no SQL."""
     component = service.components[check.component]
-    node = node_from_component(component, check.site)
-    with connect(node) as conn:
-        row = conn.execute(check.query).fetchone()
-    return True, f"{check.query!r} -> {row[0] if row else 'no row'}"
+    if not has_capability(component, Capability.SQL):
+        return False, f"{check.component} ({component.driver}) cannot run an sql check"
+    answer = driver_of(component).run_sql(component, check.site, check.query)
+    return True, f"{check.query!r} -> {answer}"
 
 
 def checks_for(service: Any, use: str, site: str | None = None) -> list[Any]:

@@ -15,14 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from failback.drivers.base import Role
+from failback.drivers.catalog import role_of
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
+from failback.observe.checks import run_check
+from failback.observe.service import observe_component
 
 HISTORY = 10
 """Results kept per probe for ``failback status``."""
 
-ROUTER_DRIVERS = ("haproxy", "pgbouncer")
-"""Drivers of the shared traffic layer: their failure is not a site failure."""
+TRAFFIC_ROLES = frozenset({Role.ROUTER, Role.POOL, Role.TIER})
+"""Roles of the shared traffic layer (routers, pools, stateless tiers' balancers): their
+failure is not a failure of the site they send clients to."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,13 @@ class Probe:
     run: Callable[[], ProbeResult] = field(compare=False, repr=False)
     precheck: bool = True
     """Counts for the stability window of the primary site (as the run's own gate)."""
+    role: str | None = None
+    """The component's role (``Role``); None for a declared check."""
 
     @property
-    def is_router(self) -> bool:
-        return self.kind == "component" and self.driver in ROUTER_DRIVERS
+    def is_traffic_layer(self) -> bool:
+        """A router, pool or tier probe: the shared traffic layer, not the site."""
+        return self.kind == "component" and self.role in TRAFFIC_ROLES
 
 
 @dataclass
@@ -140,6 +148,7 @@ def build_probes(service_name: str, service: Any, host: Host) -> list[Probe]:
                     timeout=float(detection.timeout),
                     threshold=int(detection.failure_threshold),
                     run=_observer(host, service_name, name, component, site),
+                    role=role_of(component).value,
                 )
             )
     for check in service.checks:
@@ -163,8 +172,6 @@ def build_probes(service_name: str, service: Any, host: Host) -> list[Probe]:
 def _observer(
     host: Host, service_name: str, name: str, component: Any, site: str
 ) -> Callable[[], ProbeResult]:
-    from failback.observe.service import observe_component
-
     def run() -> ProbeResult:
         started = time.monotonic()
         obs = observe_component(host, service_name, name, component, site)
@@ -180,8 +187,6 @@ def _observer(
 
 
 def _checker(check: Any, service: Any, host: Host) -> Callable[[], ProbeResult]:
-    from failback.observe.checks import run_check
-
     def run() -> ProbeResult:
         result = run_check(check, service, host)
         return ProbeResult(

@@ -11,13 +11,14 @@ from failback.drivers.haproxy.actions import RouterFence, RouterRoute, TrafficGa
 from failback.drivers.haproxy.facts import observe_haproxy_component
 from failback.drivers.haproxy.settings import HaproxyComponent
 from failback.drivers.haproxy.steps import router_steps, tier_steps
+from failback.drivers.haproxy.traffic_health import HaproxyTrafficHealth
 from failback.drivers.planning import PlanRequest
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
 from failback.model.plan import StepSpec
 
 
-class HaproxyDriver(Driver):
+class HaproxyDriver(HaproxyTrafficHealth, Driver):
     name = "haproxy"
     Settings = HaproxyComponent
     actions = (
@@ -26,7 +27,9 @@ class HaproxyDriver(Driver):
         TrafficShift,
         TrafficGateStep,
     )
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.CLIENT_ENDPOINT})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CLIENT_ENDPOINT, Capability.TRAFFIC_HEALTH}
+    )
 
     def role(self, settings: Any) -> Role:
         return Role.TIER if settings.options.tier == "stateless" else Role.ROUTER

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from failback.drivers.planning import Phase, PlanRequest
+from failback.drivers.planning import Phase, PlanRequest, RunKind
 from failback.model.plan import StepSpec
 
 
@@ -32,6 +32,8 @@ def router_steps(request: PlanRequest) -> list[StepSpec]:
         undo = "route" if request.planned else "restore"
         purpose = f"stop writes at {site}" if request.planned else f"fence {site}"
         params: dict[str, Any] = {"stop_writes": request.first, "undo": undo}
+        if request.kind is RunKind.FENCE:
+            del params["undo"]  # routing back would send clients to a stale primary
         return [StepSpec(
             id=f"fence-{name}-{site}", title=f"{purpose}: fence {site} at {name}",
             action="haproxy.fence", component=name, site=site, params=params,

@@ -22,13 +22,15 @@ from failback.drivers.postgres.actions import (
 from failback.drivers.postgres.facts import observe_postgres_component
 from failback.drivers.postgres.refusals import check_database_plan
 from failback.drivers.postgres.settings import PostgresComponent
+from failback.drivers.postgres.sql_check import PostgresSql
 from failback.drivers.postgres.steps import database_steps
+from failback.drivers.postgres.sync_mode import PostgresSyncMode
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
 from failback.model.plan import StepSpec
 
 
-class PostgresDriver(Driver):
+class PostgresDriver(PostgresSyncMode, PostgresSql, Driver):
     name = "postgres"
     Settings = PostgresComponent
     actions = (
