@@ -17,6 +17,7 @@ failover's key check fails.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import textwrap
 import time
@@ -47,6 +48,7 @@ def write_topology(
     dc2_path: str | None = None,
     more: str = "",
     observation: str = "0s",
+    policy: str = "",
 ) -> Path:
     """Service ``app``: one kv component ``store`` at dc1 (primary site) and dc2, and
     ``more`` components (YAML at the indentation of ``store``)."""
@@ -71,6 +73,7 @@ services:
       approval: none
       stability_window: 100ms
       observation_window: {observation}
+{policy}
 """
     path = tmp / "failback.yaml"
     path.write_text(textwrap.dedent(text))
@@ -441,3 +444,52 @@ def test_abort_in_the_observation_window_switches_back_with_no_loss(
     assert dc2.role == PRIMARY and {k: dc2.data.get(k) for k in expected} == expected
     assert kv["dc1"].read().role == REPLICA
     assert service(config)["active_site"] == "dc2"
+
+
+# --------------------------------------------------------------------------- the monitor
+
+
+def test_the_monitor_fails_over_a_dead_kv_primary_by_policy(
+    lab: tuple[Path, dict[str, KvStore]],
+    tmp_path: Path,
+    runner: list[subprocess.Popen[str]],
+) -> None:
+    """``failback monitor`` is a long-running process of its own: it knows the driver by
+    the same variable, observes the store through it, and fails over through its steps."""
+    config, kv = lab
+    replicated = write_keys(kv["dc1"], "replicated-", 5)
+    kv["dc2"].pull()
+    policy = textwrap.indent(
+        "failover: automatic\ndetection: {interval: 100ms, timeout: 1s, failure_threshold: 2}",
+        " " * 6,
+    )
+    write_topology(tmp_path, policy=policy)
+    env = {**os.environ, **kv_env()}
+    monitor = subprocess.Popen(
+        failback_argv("monitor", "-c", str(config), "--log-file", str(tmp_path / "mon.log")),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    runner.append(monitor)
+    deadline = time.monotonic() + 30
+    while "monitor.started" not in _read(tmp_path / "mon.log"):
+        assert monitor.poll() is None and time.monotonic() < deadline, monitor.communicate()
+        time.sleep(0.05)
+    assert kv["dc1"].read().role == PRIMARY  # a healthy primary is left alone
+
+    kill(kv["dc1"])
+    while service(config)["active_site"] != "dc2":
+        assert monitor.poll() is None and time.monotonic() < deadline, _read(tmp_path / "mon.log")
+        time.sleep(0.1)
+    monitor.send_signal(signal.SIGTERM)
+    monitor.communicate(timeout=30)
+    dc2 = kv["dc2"].read()
+    assert dc2.role == PRIMARY and {k: dc2.data.get(k) for k in replicated} == replicated
+    assert kv["dc1"].read().fenced
+    assert "failover.succeeded" in _read(tmp_path / "mon.log")
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
