@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,12 +295,13 @@ class ServiceMonitor:
         if worker is None or worker.alive():
             return
         self.worker = None
-        outcome = worker.outcome
-        if worker.kind == FENCE and outcome is not None and outcome.status != "succeeded":
-            self.retry_at[FENCE] = now + FENCE_RETRY_S
-            self.last_refusal[FENCE] = f"run {outcome.run_id} {outcome.status}"
         if worker.refusal is None:
             self.last_refusal.pop(worker.kind, None)
+            outcome = worker.outcome
+            if worker.kind == FENCE and outcome is not None and outcome.status != "succeeded":
+                # its own events say why; tried again (if still routed) after a pause
+                self.retry_at[FENCE] = now + FENCE_RETRY_S
+                self.last_refusal[FENCE] = f"run {outcome.run_id} {outcome.status}"
             return
         self.retry_at[worker.kind] = now + REFUSED_RETRY_S
         if self.last_refusal.get(worker.kind) != worker.refusal:
@@ -722,7 +724,7 @@ def _kind(worker: RunWorker | None, aborter: RunWorker | None) -> str:
 
 def _fence_report(
     service: str, stale: ComponentObservation, plan: Plan, *, was_routed: bool
-) -> Any:
+) -> Callable[[Journal, RunOutcome | None], None]:
     """The ``stale_primary.fenced`` event, journaled once the fence run succeeded (or at
     once when there was nothing to fence): where, whether clients were sent there, and
     which steps fenced it."""
