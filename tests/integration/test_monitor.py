@@ -30,7 +30,10 @@ import psycopg
 import pytest
 import yaml
 
+from failback.config import load_topology
 from failback.drivers.haproxy.router import HaproxyRouter
+from failback.drivers.pgbouncer.target import database_lines, pgbouncer_of
+from failback.hosts import LocalHost
 from failback.lab import lab_break, lab_repair, lab_status, lab_up
 from failback.lab.probe import WriteProbe
 from tests.conftest import failback_argv, run_cli
@@ -351,6 +354,24 @@ def test_flapping_primary_does_not_oscillate() -> None:
             state = router.server_state(lab.info.router.backend, "dc1")
             assert not state.takes_new_sessions, state
             assert lab_status(lab.dir)["router"]["servers"]["dc1"] == "maint"
+
+            # the pool is pointed at the stale primary by hand: its clients are held by
+            # the pool's own step, which no undo may let go towards the stale primary
+            mark = mon.last_id()
+            pool = load_topology(lab.config).service(SERVICE).components["pool"]
+            bouncer = pgbouncer_of(pool)
+            bouncer.retarget(LocalHost(), database_lines(pool, "dc1"))
+            held = mon.wait_event("stale_primary.fenced", after=mark)
+            assert held["data"]["was_routed"] is True, held
+            fence = fence_run(lab, held)
+            steps = {s["id"]: s for s in fence["run"]["steps"]}
+            assert list(steps) == ["fence-router-dc1", "pause-pool-dc1"], steps
+            assert steps["fence-router-dc1"]["status"] == "skipped"  # fenced a moment ago
+            assert steps["pause-pool-dc1"]["status"] == "done"
+            (pause,) = [s for s in fence["plan"]["steps"] if s["id"] == "pause-pool-dc1"]
+            assert pause["point_of_no_return"] is True
+            targets = bouncer.targets()
+            assert all(targets[name].paused for name in pool.options.databases), targets
             doc = monitor_doc(lab)
             assert doc["failback"]["reason"].startswith("suspended: flapped at"), doc["failback"]
             assert doc["auto_failback"]["enabled"] is False
