@@ -13,8 +13,8 @@ from rich.table import Table
 from failback.errors import FailbackError
 from failback.model.units import format_lsn
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True, emoji=False)
+stderr = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def emit_json(document: Any) -> None:
