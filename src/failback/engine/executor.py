@@ -7,7 +7,7 @@ cannot be checked stops the run for a person instead. Failure before any
 point-of-no-return step rolls back through the undos, newest first; failure after it
 stops the run for a person (data safety over speed).
 
-A run has a direction (engine/states.py). Once a rollback is decided the run is
+A run has a direction (model/states.py). Once a rollback is decided the run is
 ``rolling-back`` in the journal *before* the first undo runs, each undo is journaled
 ``undoing`` then ``undone``, and nothing ever continues such a run forward: after a
 crash it can only finish undoing (``abort``, or the monitor for its own runs).
