@@ -20,6 +20,7 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports --no-cache
 
 unit: setup
 	$(BIN)/python -m pytest -q -m "not integration"

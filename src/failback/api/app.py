@@ -2,7 +2,7 @@
 
 Built by ``create_app(settings)``; ``failback serve`` runs it with uvicorn, and the
 monitor can run it beside its loop (failback.api.server.ApiServer). The app holds no
-logic of its own: status comes from failback.engine.service_status, runs start through
+logic of its own: status comes from failback.status.document, runs start through
 failback.engine.starter, reports come from failback.report.
 """
 

@@ -167,7 +167,7 @@ def abort(run_id: int, request: Request, body: AbortRequest | None = None) -> di
 
 
 def _switch(service: str, request: Request, body: SwitchRequest | None, enabled: bool) -> Any:
-    from failback.engine.service_status import set_auto_failback
+    from failback.status.document import set_auto_failback
 
     state = app_state(request)
     state.require_service(service)

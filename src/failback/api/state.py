@@ -124,12 +124,12 @@ class AppState:
             raise ApiError(404, f"no run {run_id}", hint=exc.hint) from None
 
     def observe_all(self) -> dict[str, Any]:
-        """Every service's status (see failback.engine.service_status), observed now.
+        """Every service's status (see failback.status.document), observed now.
 
         ``observed_at`` is when the observation began: everything that happened before
         it is in the document (a client waiting for a change can rely on that).
         """
-        from failback.engine.service_status import service_status
+        from failback.status.document import service_status
 
         started = time.time()
         with self.journal() as journal:

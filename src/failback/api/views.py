@@ -1,6 +1,6 @@
 """JSON documents the read endpoints and the event stream share (no decisions here).
 
-Everything shown comes from failback.engine.service_status (observation) and
+Everything shown comes from failback.status.document (observation) and
 failback.report (journal); this module only assembles and trims documents, e.g.
 keeps step parameters out of plans (a command line may carry anything).
 """

@@ -156,9 +156,9 @@ def status(
     """Where each service runs, each component's role and health, runs in progress."""
     from failback.cli.context import open_journal
     from failback.engine.executor import Executor
-    from failback.engine.service_status import service_status
     from failback.hosts import LocalHost
     from failback.monitor.liveness import status_lines
+    from failback.status.document import service_status
 
     topology = load(config)
     journal = open_journal(config, state_dir) if state_dir else _journal_of(topology)

@@ -76,7 +76,7 @@ def _set(service: str, enabled: bool, reason: str, config: Path | None, state_di
     topology = load(config)
     svc = topology.service(service)
     journal = Journal(state_dir or topology.state_dir)
-    from failback.engine.service_status import set_auto_failback
+    from failback.status.document import set_auto_failback
 
     state = set_auto_failback(
         journal, topology, svc.name, enabled=enabled, reason=reason, by=getpass.getuser()

@@ -18,6 +18,8 @@ from typing import Any
 from failback.drivers.base import Role
 from failback.engine.executor import Executor
 from failback.hosts import Host
+from failback.monitor.liveness import monitor_document
+from failback.observe.service import observe_service
 from failback.store import Journal
 
 AUTO_FAILBACK_KEY = "auto_failback"
@@ -86,9 +88,6 @@ def service_status(
     host: Host, topology: Any, service_name: str, journal: Journal, executor: Executor
 ) -> dict[str, Any]:
     """Observe one service (read-only) and add the run holding it and its switches."""
-    from failback.monitor.liveness import monitor_document
-    from failback.observe.service import observe_service
-
     service = topology.service(service_name)
     state = observe_service(host, topology, service_name, journal)
     recorded = journal.service_state(service_name) or {}
