@@ -20,6 +20,7 @@ from failback.engine.executor import Executor, RunProcessLock, refuse_forward
 from failback.engine.starter import create_run, make_plan
 from failback.errors import StateError
 from failback.model.states import TERMINAL
+from failback.status.document import set_auto_failback
 
 router = APIRouter(prefix="/api/v1", tags=["change"], dependencies=[Depends(require_token)])
 
@@ -167,8 +168,6 @@ def abort(run_id: int, request: Request, body: AbortRequest | None = None) -> di
 
 
 def _switch(service: str, request: Request, body: SwitchRequest | None, enabled: bool) -> Any:
-    from failback.status.document import set_auto_failback
-
     state = app_state(request)
     state.require_service(service)
     opts = body or SwitchRequest()

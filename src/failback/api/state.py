@@ -24,6 +24,7 @@ from failback.api.settings import ApiSettings
 from failback.engine.executor import Executor
 from failback.errors import StateError
 from failback.hosts import Host, LocalHost
+from failback.status.document import service_status
 from failback.store import Journal, RunRecord
 
 MAX_RUN_ID = 2**63 - 1
@@ -129,8 +130,6 @@ class AppState:
         ``observed_at`` is when the observation began: everything that happened before
         it is in the document (a client waiting for a change can rely on that).
         """
-        from failback.status.document import service_status
-
         started = time.time()
         with self.journal() as journal:
             executor = Executor(journal, host=self.host)

@@ -5,7 +5,8 @@ Used by the demo, the integration tests and the benchmarks; the CLI's
 """
 
 from failback.lab.core import lab_break, lab_down, lab_processes, lab_repair, lab_status, lab_up
-from failback.lab.info import LabError, LabInfo, LabRouter, LabSite, load_info
+from failback.lab.errors import LabError
+from failback.lab.info import LabInfo, LabRouter, LabSite, load_info
 
 __all__ = [
     "LabError",

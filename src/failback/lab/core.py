@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from failback.config import load_topology
 from failback.drivers.haproxy import HaproxyError, HaproxyRouter
 from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.errors import PgError
@@ -279,8 +280,6 @@ def _start_router_on_free_port(
 
 def _validate_topology(info: LabInfo) -> None:
     """The generated file must load: a lab that failback itself rejects is useless."""
-    from failback.config import load_topology
-
     load_topology(info.config)
 
 

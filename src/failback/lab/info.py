@@ -12,16 +12,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failback.errors import FailbackError
 from failback.hosts import Host
+from failback.lab.errors import LabError
+from failback.lab.pool import LabPool
+from failback.lab.web import LabWeb
 
 LAB_FILE = "lab.json"
 SITES = ("dc1", "dc2")
 COMPONENTS = ("db", "router", "web")
-
-
-class LabError(FailbackError):
-    """A lab command cannot do what was asked (not a lab, unknown site, busy dir...)."""
 
 
 @dataclass(frozen=True)
@@ -122,16 +120,12 @@ class LabInfo:
 def _pool_from(data: dict[str, Any] | None) -> Any:
     if not data:
         return None
-    from failback.lab.pool import LabPool
-
     return LabPool.from_dict(data)
 
 
 def _web_from(data: dict[str, Any] | None) -> Any:
     if not data:
         return None
-    from failback.lab.web import LabWeb
-
     return LabWeb.from_dict(data)
 
 

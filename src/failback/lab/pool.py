@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from failback.hosts import Host
-from failback.lab.info import LabError
+from failback.lab.errors import LabError
 
 PGBOUNCER_BIN = "/usr/sbin/pgbouncer"
 

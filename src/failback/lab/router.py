@@ -15,7 +15,9 @@ from typing import Any
 
 from failback.drivers.haproxy import HaproxyError, HaproxyRouter
 from failback.hosts import Host
-from failback.lab.info import LabError, LabRouter
+from failback.lab.errors import LabError
+from failback.lab.info import LabRouter
+from failback.lab.web import haproxy_sections
 
 HAPROXY_BIN = "/usr/sbin/haproxy"
 FRONTEND = "pg_write_fe"
@@ -62,8 +64,6 @@ def render_config(router: LabRouter, servers: dict[str, int], active: str, web: 
         flag = "" if name == active else " disabled"
         lines.append(f"    server {name} 127.0.0.1:{port}{flag}")
     if web is not None:
-        from failback.lab.web import haproxy_sections
-
         lines += haproxy_sections(web, active)
     return "\n".join(lines) + "\n"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from failback.hosts import Host
-from failback.lab.info import LabError
+from failback.lab.errors import LabError
 
 BACKEND = "web"
 FRONTEND = "web_fe"
