@@ -26,7 +26,13 @@ from typing import Any
 
 from failback.config import load_topology_text
 from failback.engine.progress import NullReporter, Reporter
-from failback.engine.run_context import AbortRequested, Action, RunContext, WaitingForApproval
+from failback.engine.run_context import (
+    AbortRequested,
+    Action,
+    RevertRequested,
+    RunContext,
+    WaitingForApproval,
+)
 from failback.engine.step_code import build_action
 from failback.errors import FailbackError, SafetyRefusal, StateError
 from failback.hosts import Host, LocalHost
@@ -46,21 +52,6 @@ from failback.store import Journal, RunRecord, StepRecord
 
 ABORT_FLAG = "abort_requested"
 """Run value another process sets to ask the process executing the run to stop."""
-
-
-class RevertRequested(Exception):
-    """Raised by a step (the observation window) to switch the service back.
-
-    The executor appends the steps that switch back (the step's ``params.revert``
-    names their builder) and runs them; the run then ends ``rolled-back``.
-    """
-
-    def __init__(self, reason: str, params: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.params = params or {}
-        """Added to the step's params for the builder of the way back (e.g. how to switch
-        back: ``{"switch_back": "failover"}`` when the new primary is dead)."""
 
 
 @dataclass

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failback.drivers.base import Capability, Role
-from failback.drivers.catalog import components_with_role, driver_of, has_capability
-from failback.engine.run_context import Action, WaitingForApproval
+from failback.drivers.catalog import components_with_role, driver_of, has_capability, role_of
+from failback.engine.run_context import Action, RevertRequested, WaitingForApproval
 from failback.errors import StepFailed
 from failback.observe.checks import checks_for, run_check
 from failback.observe.probes import ProbeHealth, ProbeResult, build_probes
@@ -85,7 +85,7 @@ class StabilityGate(Action):
             nonlocal healthy_since, failures
             problems = []
             for name, component in self.ctx.service.components.items():
-                if site not in component.sites or _stateless(component):
+                if site not in component.sites or role_of(component) is Role.TIER:
                     continue
                 seen = observe_component(
                     self.ctx.host, self.ctx.service_name, name, component, site
@@ -120,11 +120,6 @@ class StabilityGate(Action):
             "stable_for_s", stable_for_at_end[0], "s", note=f"{message} (window {window:g}s)"
         )
         return {"result": message, "window_restarts": failures}
-
-
-def _stateless(component: Any) -> bool:
-    """A stateless tier is judged under traffic by the traffic gates, not by stability."""
-    return getattr(getattr(component, "options", None), "tier", "database") == "stateless"
 
 
 class RecordActiveSite(Action):
@@ -235,8 +230,6 @@ class ObservationGate(Action):
 
     def _switch_back(self, site: _SiteWatch, reason: str) -> None:
         """Decide how to switch back (the new primary alive or dead), then raise."""
-        from failback.engine.executor import RevertRequested
-
         dead = site.primary_down()
         how = "failover" if dead else "switchover"
         if dead:

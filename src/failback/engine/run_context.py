@@ -188,4 +188,19 @@ class WaitingForApproval(Exception):
         self.question = question
 
 
-__all__ = ["AbortRequested", "Action", "RunContext", "WaitingForApproval"]
+class RevertRequested(Exception):
+    """Raised by a step (the observation window) to switch the service back.
+
+    The executor appends the steps that switch back (the step's ``params.revert``
+    names their builder) and runs them; the run then ends ``rolled-back``.
+    """
+
+    def __init__(self, reason: str, params: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.params = params or {}
+        """Added to the step's params for the builder of the way back (e.g. how to switch
+        back: ``{"switch_back": "failover"}`` when the new primary is dead)."""
+
+
+__all__ = ["AbortRequested", "Action", "RevertRequested", "RunContext", "WaitingForApproval"]
