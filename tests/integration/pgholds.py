@@ -23,9 +23,9 @@ import yaml
 
 from failback.drivers.postgres.process import running_postmaster
 from failback.hosts import LocalHost
+from failback.lab import haproxy as lab_router
 from failback.lab import lab_status
 from failback.lab import pool as lab_pool
-from failback.lab import router as lab_router
 from failback.lab.pg import lab_node
 from failback.lab.probe import ProbeStats, WriteProbe
 from tests.conftest import failback_argv

@@ -29,7 +29,7 @@ from failback.drivers.haproxy import (
     UnknownServer,
 )
 from failback.drivers.haproxy.facts import observe_haproxy_component
-from failback.drivers.haproxy.models import (
+from failback.drivers.haproxy.server_state import (
     admin_state_from_mask,
     parse_servers_state,
     parse_stat_csv,

@@ -46,7 +46,7 @@ def monitor(
 
     Events are JSON lines (on stdout, or --log-file), so --json changes nothing here.
     """
-    from failback.monitor.runner import run_monitor
+    from failback.monitor.daemon import run_monitor
 
     del as_json
     topology = load(config)

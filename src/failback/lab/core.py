@@ -31,9 +31,9 @@ from failback.drivers.postgres.process import (
 )
 from failback.drivers.postgres.replication import wait_streaming
 from failback.hosts import Host, LocalHost
+from failback.lab import haproxy as lab_router
 from failback.lab import pg
 from failback.lab import pool as lab_pool
-from failback.lab import router as lab_router
 from failback.lab import web as lab_web
 from failback.lab.info import (
     LAB_FILE,

@@ -1,1 +1,2 @@
-"""Health checks (and, later, failure detection and policies)."""
+"""The monitor: health history, failure detection, policies, automatic runs, fencing
+on sight."""

@@ -7,9 +7,9 @@ from failback.drivers.haproxy.errors import (
     UnknownBackend,
     UnknownServer,
 )
-from failback.drivers.haproxy.models import AdminState, OpState, ServerState, ServerStats
 from failback.drivers.haproxy.router import HaproxyRouter
 from failback.drivers.haproxy.runtime import HaproxyRuntime
+from failback.drivers.haproxy.server_state import AdminState, OpState, ServerState, ServerStats
 
 __all__ = [
     "AdminState",

@@ -17,7 +17,8 @@ from failback.drivers.haproxy.errors import (
     UnknownBackend,
     UnknownServer,
 )
-from failback.drivers.haproxy.models import (
+from failback.drivers.haproxy.names import NAME_RULE, name_problem
+from failback.drivers.haproxy.server_state import (
     AdminState,
     ServerState,
     ServerStats,
@@ -26,7 +27,6 @@ from failback.drivers.haproxy.models import (
     server_state_from_rows,
     server_stats_from_row,
 )
-from failback.drivers.haproxy.names import NAME_RULE, name_problem
 
 _STATES: tuple[AdminState, ...] = ("ready", "drain", "maint")
 _SOCKET_HINT = "check the 'stats socket ... level admin' line of haproxy.cfg and that haproxy runs"

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from failback.drivers.haproxy.facts import RouterTarget
-from failback.drivers.haproxy.models import ServerStats
+from failback.drivers.haproxy.server_state import ServerStats
 
 RESPONSE_CLASSES = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 

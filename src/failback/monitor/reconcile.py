@@ -53,12 +53,12 @@ from failback.model.plan import Plan
 from failback.model.states import RunStatus
 from failback.monitor import decide
 from failback.monitor.liveness import REPORT_EVERY_S
-from failback.monitor.replication import (
+from failback.monitor.run_worker import JournalPerThread, RunWorker
+from failback.monitor.zero_loss import (
     ReplicationManager,
     prepare_target,
     synchronous_database,
 )
-from failback.monitor.runs import JournalPerThread, RunWorker
 from failback.observe.probes import (
     TRAFFIC_ROLES,
     HealthView,

@@ -29,9 +29,9 @@ from typing import Any, TextIO
 from failback.errors import StateError
 from failback.hosts import Host, LocalHost
 from failback.monitor.notify import Notifier
-from failback.monitor.runs import JournalPerThread
+from failback.monitor.reconcile import ServiceMonitor
+from failback.monitor.run_worker import JournalPerThread
 from failback.monitor.scheduler import run_probe
-from failback.monitor.service import ServiceMonitor
 from failback.observe.probes import ProbeHealth, build_probes
 
 TICK_S = 0.25
