@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from failback.hosts import Host
 from failback.model.component import ComponentSettings
@@ -200,7 +200,11 @@ class Action:
         raise NotImplementedError
 
 
-class Driver:
+SettingsT = TypeVar("SettingsT", bound=ComponentSettings)
+"""The settings model of one driver (``Driver[PostgresComponent]``...)."""
+
+
+class Driver(Generic[SettingsT]):
     """One kind of component. Subclass it, fill in the class attributes, add it to the
     catalog. Methods have safe defaults: a driver that takes no part in a phase
     contributes no step to it."""
@@ -213,12 +217,12 @@ class Driver:
     """Every step implementation this driver's steps name."""
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
-    def role(self, settings: Any) -> Role:
+    def role(self, settings: SettingsT) -> Role:
         """The part a component with these settings plays (may depend on them)."""
         raise NotImplementedError
 
     def observe(
-        self, host: Host, service: str, name: str, settings: Any, site: str
+        self, host: Host, service: str, name: str, settings: SettingsT, site: str
     ) -> ComponentObservation:
         """Read-only facts about the component at ``site``. Never raises for a component
         that is down or refuses us: the observation says so (``healthy=False``)."""
@@ -236,7 +240,7 @@ class Driver:
         site that was never resynced, a different cluster...); the planner asks."""
         return []
 
-    def client_endpoint(self, settings: Any) -> str | None:
+    def client_endpoint(self, settings: SettingsT) -> str | None:
         """host:port clients write through, for drivers with CLIENT_ENDPOINT."""
         return None
 
@@ -244,27 +248,27 @@ class Driver:
     # when the driver declares the capability (``catalog.has_capability``); the defaults
     # say "cannot" instead of guessing.
 
-    def run_sql(self, settings: Any, site: str, query: str) -> str:
+    def run_sql(self, settings: SettingsT, site: str, query: str) -> str:
         """SQL: run a declared ``sql`` check's query at ``site``; what it answered. Raises
         when the query fails (the check then fails with that message)."""
         raise NotImplementedError(f"the {self.name} driver cannot run SQL")
 
-    def zero_loss_setting(self, settings: Any) -> str:
+    def zero_loss_setting(self, settings: SettingsT) -> str:
         """SYNCHRONOUS_REPLICATION: the setting under which a primary waits for one
         standby before it acknowledges a commit, whichever site is primary."""
         raise NotImplementedError(f"the {self.name} driver has no synchronous replication")
 
-    def synchronous_setting(self, settings: Any, site: str) -> str:
+    def synchronous_setting(self, settings: SettingsT, site: str) -> str:
         """SYNCHRONOUS_REPLICATION: the setting ``site``'s server uses now ('' when it
         waits for no standby: asynchronous)."""
         raise NotImplementedError(f"the {self.name} driver has no synchronous replication")
 
-    def set_synchronous_setting(self, settings: Any, site: str, value: str) -> None:
+    def set_synchronous_setting(self, settings: SettingsT, site: str, value: str) -> None:
         """SYNCHRONOUS_REPLICATION: make ``site``'s server use ``value`` ('' relaxes it),
         without waiting for a standby to do so."""
         raise NotImplementedError(f"the {self.name} driver has no synchronous replication")
 
-    def clear_synchronous_setting(self, settings: Any, site: str) -> bool:
+    def clear_synchronous_setting(self, settings: SettingsT, site: str) -> bool:
         """SYNCHRONOUS_REPLICATION: a standby about to be promoted must not wait for a
         standby of its own (its old primary may be dead). False when it cannot be reached."""
         return False
@@ -279,7 +283,7 @@ class Driver:
         waits for right now (none: asynchronous)."""
         return []
 
-    def traffic_watch(self, settings: Any, site: str, thresholds: Any) -> TrafficWatch:
+    def traffic_watch(self, settings: SettingsT, site: str, thresholds: Any) -> TrafficWatch:
         """TRAFFIC_HEALTH: start watching a stateless tier at ``site`` against
         ``thresholds`` (``policy.traffic_gate``); see ``TrafficWatch``."""
         raise NotImplementedError(f"the {self.name} driver cannot judge traffic")

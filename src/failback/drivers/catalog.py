@@ -31,7 +31,7 @@ from failback.drivers.postgres.driver import PostgresDriver
 from failback.errors import FailbackError
 from failback.model.component import ComponentSettings
 
-BUILT_IN: tuple[Driver, ...] = (
+BUILT_IN: tuple[Driver[Any], ...] = (
     PostgresDriver(),
     HaproxyDriver(),
     PgbouncerDriver(),
@@ -58,7 +58,7 @@ class DriverRegistrationError(FailbackError):
     exit_code = 2
 
 
-def _load_driver(reference: str, *, source: str, hint: str) -> Driver:
+def _load_driver(reference: str, *, source: str, hint: str) -> Driver[Any]:
     """Import ``module:Class`` and make one instance of that driver.
 
     Everything that can go wrong with a reference (no colon, a module that does not
@@ -96,7 +96,7 @@ def _load_driver(reference: str, *, source: str, hint: str) -> Driver:
         ) from exc
 
 
-def drivers_from_environment(environ: Mapping[str, str]) -> tuple[Driver, ...]:
+def drivers_from_environment(environ: Mapping[str, str]) -> tuple[Driver[Any], ...]:
     """The drivers ``FAILBACK_DRIVERS`` names (none when unset or empty)."""
     value = environ.get(EXTRA_DRIVERS_ENV, "")
     source = f"{EXTRA_DRIVERS_ENV}={value!r}"
@@ -104,7 +104,7 @@ def drivers_from_environment(environ: Mapping[str, str]) -> tuple[Driver, ...]:
     return tuple(_load_driver(ref, source=source, hint=_USAGE) for ref in references)
 
 
-def drivers_from_entry_points() -> tuple[Driver, ...]:
+def drivers_from_entry_points() -> tuple[Driver[Any], ...]:
     """The drivers installed packages declare in the ``failback.drivers`` group."""
     found = []
     for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
@@ -117,9 +117,9 @@ def drivers_from_entry_points() -> tuple[Driver, ...]:
     return tuple(found)
 
 
-def _without_repeats(drivers: Iterable[Driver]) -> tuple[Driver, ...]:
+def _without_repeats(drivers: Iterable[Driver[Any]]) -> tuple[Driver[Any], ...]:
     """The same class named twice (the variable and an entry point) counts once."""
-    seen: list[type[Driver]] = []
+    seen: list[type[Driver[Any]]] = []
     kept = []
     for driver in drivers:
         if type(driver) not in seen:
@@ -128,14 +128,14 @@ def _without_repeats(drivers: Iterable[Driver]) -> tuple[Driver, ...]:
     return tuple(kept)
 
 
-DRIVERS: tuple[Driver, ...] = _without_repeats(
+DRIVERS: tuple[Driver[Any], ...] = _without_repeats(
     (*BUILT_IN, *drivers_from_entry_points(), *drivers_from_environment(os.environ))
 )
 """Every driver of this process: the built-in ones, then the plugins."""
 
 
-def _index() -> dict[str, Driver]:
-    found: dict[str, Driver] = {}
+def _index() -> dict[str, Driver[Any]]:
+    found: dict[str, Driver[Any]] = {}
     for driver in DRIVERS:
         if driver.name in found:
             raise DriverRegistrationError(
@@ -170,11 +170,11 @@ def driver_names() -> list[str]:
     return list(_BY_NAME)
 
 
-def driver_named(name: str) -> Driver | None:
+def driver_named(name: str) -> Driver[Any] | None:
     return _BY_NAME.get(name)
 
 
-def driver_of(settings: Any) -> Driver:
+def driver_of(settings: Any) -> Driver[Any]:
     """The driver of a component (its settings' ``driver:``)."""
     return _BY_NAME[settings.driver]
 

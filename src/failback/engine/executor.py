@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from failback.config import load_topology_text
+from failback.config import Topology, load_topology_text
 from failback.engine.progress import NullReporter, Reporter
 from failback.engine.run_context import (
     AbortRequested,
@@ -149,7 +149,7 @@ class Executor:
 
     # creating ----------------------------------------------------------------
 
-    def create(self, topology: Any, plan: Plan, options: dict[str, Any] | None = None) -> int:
+    def create(self, topology: Topology, plan: Plan, options: dict[str, Any] | None = None) -> int:
         """Record a new run of ``plan`` and take the service lock (changes nothing else)."""
         run_id = self.journal.create_run(
             service=plan.service,
@@ -203,7 +203,7 @@ class Executor:
                 run = self.journal.get_run(run_id)
             return self._execute_locked(run)
 
-    def _check_fits(self, run: RunRecord, topology: Any) -> None:
+    def _check_fits(self, run: RunRecord, topology: Topology) -> None:
         """The steps left to do name the same components, drivers and sites in the edited
         file, and each can still be built from it (a command still configured...)."""
         saved = load_topology_text(run.topology_text, run.topology_path).service(run.service)
@@ -269,7 +269,7 @@ class Executor:
                 hint=f"nothing to continue; `failback run show {run.id}` shows its report",
             )
 
-    def _context(self, run: RunRecord, topology: Any = None) -> tuple[RunContext, Plan]:
+    def _context(self, run: RunRecord, topology: Topology | None = None) -> tuple[RunContext, Plan]:
         """What the run's steps execute with: its saved topology (or ``topology``)."""
         if topology is None:
             topology = load_topology_text(run.topology_text, run.topology_path)

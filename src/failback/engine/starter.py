@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from failback.config import Topology
 from failback.engine.executor import Executor
 from failback.errors import UsageError
 from failback.hosts import Host, LocalHost
@@ -34,7 +35,7 @@ RUN_KINDS = ("failover", "failback")
 def make_plan(
     kind: str,
     service: str,
-    topology: Any,
+    topology: Topology,
     journal: Journal,
     *,
     planned: bool = False,
@@ -62,7 +63,7 @@ def make_plan(
 
 
 def plan_from_state(
-    kind: str, service: str, topology: Any, state: ServiceState, options: PlanOptions
+    kind: str, service: str, topology: Topology, state: ServiceState, options: PlanOptions
 ) -> Plan:
     """Plan a run of ``kind`` from an observation already made (pure, changes nothing)."""
     svc = topology.service(service)
@@ -89,7 +90,7 @@ def plan_from_state(
 def make_plan_artefact(
     kind: str,
     service: str,
-    topology: Any,
+    topology: Topology,
     journal: Journal,
     options: PlanOptions,
     *,
@@ -109,7 +110,7 @@ def plan_to_apply(
     *,
     kind: str,
     service: str,
-    topology: Any,
+    topology: Topology,
     journal: Journal,
     host: Host | None = None,
 ) -> Plan:
@@ -129,7 +130,7 @@ def plan_to_apply(
     return artefact.plan
 
 
-def create_run(executor: Executor, topology: Any, plan: Plan, **options: Any) -> int:
+def create_run(executor: Executor, topology: Topology, plan: Plan, **options: Any) -> int:
     """Record the run (and take the service lock) without executing anything yet."""
     return executor.create(
         topology, plan, {"from_site": plan.from_site, "to_site": plan.to_site, **options}

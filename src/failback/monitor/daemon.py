@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
+from failback.config import Topology
 from failback.errors import StateError
 from failback.hosts import Host, LocalHost
 from failback.monitor.notify import Notifier
@@ -72,7 +73,7 @@ class Monitor:
 
     def __init__(
         self,
-        topology: Any,
+        topology: Topology,
         state_dir: Path,
         *,
         log: TextIO | None = None,
@@ -209,7 +210,7 @@ class Monitor:
                 await asyncio.sleep(0.1)
 
 
-def run_monitor(topology: Any, state_dir: Path, *, log: TextIO | None, grace: float) -> None:
+def run_monitor(topology: Topology, state_dir: Path, *, log: TextIO | None, grace: float) -> None:
     """Foreground entry point: run until SIGTERM/SIGINT, then exit cleanly."""
     lock = MonitorLock(state_dir)
     lock.acquire()

@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from failback.config import Service
 from failback.drivers.base import Capability, Role
 from failback.drivers.catalog import driver_named
 from failback.monitor.decide import human
+from failback.store import Journal
 
 REPORT_EVERY_S = 1.0
 """How often a live monitor writes its heartbeat and decisions."""
@@ -72,7 +74,9 @@ def liveness(mon: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
-def monitor_document(journal: Any, service: Any, state_doc: dict[str, Any]) -> dict[str, Any]:
+def monitor_document(
+    journal: Journal, service: Service, state_doc: dict[str, Any]
+) -> dict[str, Any]:
     """The ``monitor`` section of one service in ``failback status --json``."""
     recorded = journal.service_state(service.name) or {}
     mon = recorded.get("monitor") or {}

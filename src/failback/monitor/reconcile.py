@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failback.config import Service, Topology
 from failback.drivers.catalog import role_of
 from failback.engine.executor import (
     RunOutcome,
@@ -97,8 +98,8 @@ class ServiceMonitor:
     """Everything the monitor keeps about one service between ticks."""
 
     name: str
-    service: Any
-    topology: Any
+    service: Service
+    topology: Topology
     state_dir: Path
     journals: JournalPerThread
     health: dict[str, ProbeHealth]
@@ -227,7 +228,7 @@ class ServiceMonitor:
             parked=parked,
         )
 
-    def _handle_run(self, journal: Any, facts: decide.RunFacts, now: float) -> None:
+    def _handle_run(self, journal: Journal, facts: decide.RunFacts, now: float) -> None:
         """The run holding the service died: the monitor's own is continued in the direction
         it was going (``Executor.execute`` knows which), a person's is left to that person."""
         decision = decide.decide_run(facts)
@@ -254,7 +255,7 @@ class ServiceMonitor:
         ).start()
 
     def _synchronous_mode(
-        self, journal: Any, views: dict[str, HealthView], active: str, state: dict[str, Any],
+        self, journal: Journal, views: dict[str, HealthView], active: str, state: dict[str, Any],
         now: float,
     ) -> None:  # fmt: skip
         """Zero-loss mode when possible; a primary that stops answering meanwhile (it died
@@ -274,7 +275,7 @@ class ServiceMonitor:
         if record is not None:
             state["sync_mode"] = record
 
-    def _past_runs(self, journal: Any, holder: int | None, now: float) -> list[Any]:
+    def _past_runs(self, journal: Journal, holder: int | None, now: float) -> list[Any]:
         """The service's last runs, newest first (for hold-down, daily cap, flap damping)."""
         key = (holder, int(now // RUNS_REFRESH_S))
         if self._runs is None or key != self._runs_key:
@@ -282,7 +283,7 @@ class ServiceMonitor:
             self._runs_key = key
         return self._runs
 
-    def _collect_workers(self, journal: Any, now: float) -> None:
+    def _collect_workers(self, journal: Journal, now: float) -> None:
         if self.aborter is not None and not self.aborter.alive():
             if self.aborter.refusal:
                 journal.add_event(
@@ -313,7 +314,7 @@ class ServiceMonitor:
                 data={"reason": worker.refusal},
             )
 
-    def _edges_to_events(self, journal: Any) -> None:
+    def _edges_to_events(self, journal: Journal) -> None:
         """Tell people when a probe crosses its threshold; decisions never depend on it."""
         with self._lock:
             edges, self._edges = self._edges, []
@@ -353,7 +354,7 @@ class ServiceMonitor:
 
     def _flap_damping(
         self,
-        journal: Any,
+        journal: Journal,
         views: dict[str, HealthView],
         state: dict[str, Any],
         run: Any,
@@ -415,7 +416,7 @@ class ServiceMonitor:
             abort=True,
         ).start()
 
-    def _abort_parked(self, journal: Any, run: decide.RunFacts, reason: str) -> None:
+    def _abort_parked(self, journal: Journal, run: decide.RunFacts, reason: str) -> None:
         """Undo a failback parked at a gate so that the failover can follow (next tick)."""
         key = f"abort-parked:{run.id}"
         if _alive(self.aborter) or key in self.episodes:
@@ -434,7 +435,7 @@ class ServiceMonitor:
             abort=True,
         ).start()
 
-    def _failback_facts(self, journal: Any, run: Any) -> decide.FailbackRunFacts:
+    def _failback_facts(self, journal: Journal, run: Any) -> decide.FailbackRunFacts:
         """Where a failback run stands towards the primary site (for flap damping)."""
         home = self.service.primary_site
         ended = run.finished_at if run.status in ("succeeded", "rolled-back", "aborted") else None
@@ -536,7 +537,7 @@ class ServiceMonitor:
 
     def _failover(
         self,
-        journal: Any,
+        journal: Journal,
         views: dict[str, HealthView],
         active: str,
         run: decide.RunFacts | None,
@@ -599,7 +600,7 @@ class ServiceMonitor:
 
     def _failback(
         self,
-        journal: Any,
+        journal: Journal,
         views: dict[str, HealthView],
         active: str,
         state: dict[str, Any],
@@ -677,7 +678,7 @@ class ServiceMonitor:
         self.episodes.add(new)
         return True
 
-    def _episode_event(self, journal: Any, decision: decide.Decision) -> None:
+    def _episode_event(self, journal: Journal, decision: decide.Decision) -> None:
         kinds = {"stabilizing": "failback.waiting_stability", "window": "failback.waiting_window"}
         first = self._episode(decision.code)
         if first and decision.code in kinds:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from failback.config import Topology
 from failback.engine.executor import Executor, RunOutcome
 from failback.engine.starter import create_run, make_plan
 from failback.errors import FailbackError
@@ -63,7 +64,7 @@ class RunWorker:
         self,
         *,
         state_dir: Path,
-        topology: Any,
+        topology: Topology,
         service: str,
         kind: str,
         run_id: int | None = None,

@@ -21,9 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from failback.config import Service
 from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.catalog import components_with_role, driver_of, has_capability
 from failback.observe.probes import HealthView
+from failback.store import Journal
 
 STANDBY_CHECK_EVERY_S = 5.0
 
@@ -33,7 +35,7 @@ class ReplicationManager:
     """Per-service memory of the sync reconcile (how long the standby has not streamed)."""
 
     service_name: str
-    service: Any
+    service: Service
     db: str
     not_streaming_since: float | None = None
     standby_checked_at: float = 0.0
@@ -44,7 +46,7 @@ class ReplicationManager:
 
     def reconcile(
         self,
-        journal: Any,
+        journal: Journal,
         views: dict[str, HealthView],
         active: str,
         recorded: dict[str, Any] | None,
@@ -135,7 +137,7 @@ class ReplicationManager:
             self.driver.clear_synchronous_setting(component, standby)
 
 
-def synchronous_database(service: Any) -> str | None:
+def synchronous_database(service: Service) -> str | None:
     """The service's database whose driver can switch synchronous replication, if any."""
     return next(
         (
@@ -147,7 +149,7 @@ def synchronous_database(service: Any) -> str | None:
     )
 
 
-def prepare_target(service: Any, db: str, site: str) -> None:
+def prepare_target(service: Service, db: str, site: str) -> None:
     """Before an automatic failover: clear the setting on the standby to be promoted."""
     settings = service.components[db]
     driver_of(settings).clear_synchronous_setting(settings, site)

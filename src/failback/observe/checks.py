@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from failback.config import Service
 from failback.drivers.base import Capability
 from failback.drivers.catalog import driver_of, has_capability
 from failback.errors import FailbackError
@@ -31,7 +32,7 @@ class CheckResult:
         return asdict(self)
 
 
-def run_check(check: Any, service: Any, host: Host) -> CheckResult:
+def run_check(check: Any, service: Service, host: Host) -> CheckResult:
     """Run one declared check with its timeout; never raises."""
     started = time.monotonic()
     try:
@@ -43,7 +44,7 @@ def run_check(check: Any, service: Any, host: Host) -> CheckResult:
     return CheckResult(check.name, check.type, ok, detail, time.monotonic() - started)
 
 
-def _dispatch(check: Any, service: Any, host: Host) -> tuple[bool, str]:
+def _dispatch(check: Any, service: Service, host: Host) -> tuple[bool, str]:
     kind = check.type
     if kind == "tcp":
         return _tcp(check.host, check.port, check.timeout)
@@ -81,7 +82,7 @@ def _http(url: str, method: str, expect_status: int, timeout: float) -> tuple[bo
     return ok, f"{url}: HTTP {status}" + ("" if ok else f" (expected {expect_status})")
 
 
-def _sql(check: Any, service: Any) -> tuple[bool, str]:
+def _sql(check: Any, service: Service) -> tuple[bool, str]:
     """Asked of the component's driver (``Capability.SQL``): the observer speaks no SQL."""
     component = service.components[check.component]
     if not has_capability(component, Capability.SQL):
@@ -90,7 +91,7 @@ def _sql(check: Any, service: Any) -> tuple[bool, str]:
     return True, f"{check.query!r} -> {answer}"
 
 
-def checks_for(service: Any, use: str, site: str | None = None) -> list[Any]:
+def checks_for(service: Service, use: str, site: str | None = None) -> list[Any]:
     """The service's declared checks used as ``use`` (precheck|postcheck)."""
     return [
         c

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from failback.config import Service
 from failback.drivers.base import Role
 from failback.drivers.catalog import role_of
 from failback.hosts import Host
@@ -131,7 +132,7 @@ class ProbeHealth:
         }
 
 
-def build_probes(service_name: str, service: Any, host: Host) -> list[Probe]:
+def build_probes(service_name: str, service: Service, host: Host) -> list[Probe]:
     """Every component at every site (its driver's observation) and every declared check."""
     probes: list[Probe] = []
     detection = service.policy.detection
@@ -186,7 +187,7 @@ def _observer(
     return run
 
 
-def _checker(check: Any, service: Any, host: Host) -> Callable[[], ProbeResult]:
+def _checker(check: Any, service: Service, host: Host) -> Callable[[], ProbeResult]:
     def run() -> ProbeResult:
         result = run_check(check, service, host)
         return ProbeResult(

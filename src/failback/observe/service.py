@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from failback.config import Topology
 from failback.drivers.base import Role
 from failback.drivers.catalog import driver_of
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation, ServiceState
+from failback.store import Journal
 
 
 def observe_component(
@@ -21,7 +23,7 @@ def observe_component(
     return observation
 
 
-def observe_service(host: Host, topology: Any, service_name: str, journal: Any) -> Any:
+def observe_service(host: Host, topology: Topology, service_name: str, journal: Journal) -> Any:
     """Observe every component at every site, plus the recorded active site.
 
     Read-only, always (``failback status``, ``plan``, the API and metrics call it): a
@@ -80,7 +82,7 @@ def primary_position(
     return None
 
 
-def record_primary_position(journal: Any, state: Any) -> None:
+def record_primary_position(journal: Journal, state: Any) -> None:
     """Remember the active primary's last seen position under its own key, atomically,
     without touching the active site (the monitor's write; observing never writes)."""
     position = primary_position(state.components, state.active_site)

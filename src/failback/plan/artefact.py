@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from failback import __version__
+from failback.config import Topology
 from failback.errors import FailbackError, UsageError
 from failback.model.observed import ServiceState
 from failback.model.plan import Plan
@@ -83,7 +84,7 @@ class TopologyFingerprint(BaseModel):
     sha256: str
 
 
-def topology_fingerprint(topology: Any) -> TopologyFingerprint:
+def topology_fingerprint(topology: Topology) -> TopologyFingerprint:
     """The fingerprint of a loaded topology (its ``path`` and ``text``)."""
     return TopologyFingerprint(
         path=os.path.abspath(str(topology.path)),
@@ -247,7 +248,7 @@ def build_artefact(
     plan: Plan,
     *,
     options: PlanOptions,
-    topology: Any,
+    topology: Topology,
     state: ServiceState,
     created_by: str | None = None,
     created_at: float | None = None,
@@ -422,7 +423,7 @@ def check_request(artefact: PlanArtefact, *, kind: str, service: str, path: Path
         )
 
 
-def check_same_origin(artefact: PlanArtefact, *, topology: Any, path: Path) -> None:
+def check_same_origin(artefact: PlanArtefact, *, topology: Topology, path: Path) -> None:
     """Refuse (``StalePlan``) when failback or the topology file changed since the plan.
 
     Checked before observing: a different failback may plan differently, and a

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from failback.config import Service
 from failback.drivers.base import Role
 from failback.drivers.catalog import components_with_role, driver_of
 from failback.drivers.planning import Phase, PlanRequest, RunKind
@@ -46,7 +47,7 @@ def routed_to(observed: Iterable[ComponentObservation], site: str) -> list[str]:
 
 
 def fence_components(
-    service: Any, observed: Iterable[ComponentObservation], stale_site: str
+    service: Service, observed: Iterable[ComponentObservation], stale_site: str
 ) -> list[tuple[str, Any]]:
     """(name, settings) of what the fence acts on: every router with a server at the
     stale site, then every pool observed pointing there."""
@@ -66,7 +67,7 @@ def fence_components(
 
 def plan_fence(
     service_name: str,
-    service: Any,
+    service: Service,
     observed: Iterable[ComponentObservation],
     *,
     stale_site: str,

@@ -14,8 +14,8 @@ mirrored, so the pool resumes last, once every router points at the new primary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from failback.config import Service
 from failback.drivers.base import Capability, Role
 from failback.drivers.catalog import components_with_role, driver_of, has_capability
 from failback.drivers.planning import Phase, PlanRequest, RunKind
@@ -93,7 +93,7 @@ def unplanned_switch(*, measure_unavailability: bool, measure_rto: bool) -> Proc
     )
 
 
-def client_endpoint(service: Any) -> str | None:
+def client_endpoint(service: Service) -> str | None:
     """host:port clients write through: the first of the write path that knows one."""
     for _name, settings in components_with_role(service, *WRITE_PATH):
         if has_capability(settings, Capability.CLIENT_ENDPOINT):
@@ -112,7 +112,7 @@ class Expansion:
 
 
 def expand(
-    service: Any,
+    service: Service,
     procedure: Procedure,
     *,
     kind: RunKind,

@@ -12,8 +12,7 @@ observation) and the final record are the planner's own.
 
 from __future__ import annotations
 
-from typing import Any
-
+from failback.config import Service
 from failback.drivers.base import Role
 from failback.drivers.catalog import components_with_role, driver_of
 from failback.drivers.planning import Phase, PlanCheck, RunKind
@@ -41,7 +40,7 @@ from failback.plan.phases import (
 )
 
 
-def other_site(service: Any, site: str) -> str:
+def other_site(service: Service, site: str) -> str:
     """The site a run moves the service to, away from ``site``."""
     try:
         return str(service.other_site(site))
@@ -50,7 +49,12 @@ def other_site(service: Any, site: str) -> str:
 
 
 def _check_components(
-    service: Any, state: ServiceState, kind: RunKind, from_site: str, to_site: str, **flags: bool
+    service: Service,
+    state: ServiceState,
+    kind: RunKind,
+    from_site: str,
+    to_site: str,
+    **flags: bool,
 ) -> list[str]:
     """Each component's driver judges the run (refuses, or adds notes), in file order."""
     notes: list[str] = []
@@ -64,7 +68,7 @@ def _check_components(
     return notes
 
 
-def _refuse_unreachable_write_path(service: Any, state: ServiceState, *, what: str) -> None:
+def _refuse_unreachable_write_path(service: Service, state: ServiceState, *, what: str) -> None:
     """A switch needs every router and pool it must fence and re-point: refuse while one
     is down."""
     for name, _settings in components_with_role(service, *WRITE_PATH):
@@ -94,7 +98,7 @@ def _site_failed(
 
 def plan_failover(
     service_name: str,
-    service: Any,
+    service: Service,
     state: ServiceState,
     *,
     planned: bool = False,
@@ -159,7 +163,7 @@ def split_traffic_plan(percents: list[int], database_after: str) -> tuple[list[i
 
 def plan_failback(
     service_name: str,
-    service: Any,
+    service: Service,
     state: ServiceState,
     *,
     approval: bool | None = None,

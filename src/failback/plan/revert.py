@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from failback.config import Service
 from failback.drivers.planning import RunKind
 from failback.model.plan import StepSpec
 from failback.plan.common import record_step
@@ -31,7 +32,7 @@ from failback.plan.phases import SWITCHOVER, Procedure, expand, shift, unplanned
 SWITCH_BACK_HOW = ("switchover", "failover")
 
 
-def revert_steps(service: Any, params: dict[str, Any]) -> list[StepSpec]:
+def revert_steps(service: Service, params: dict[str, Any]) -> list[StepSpec]:
     """The way back from ``params.home`` (the failback's target) to ``params.away``."""
     how = params.get("switch_back", "switchover")
     if how not in SWITCH_BACK_HOW:

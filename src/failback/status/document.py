@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from failback.config import Service, Topology
 from failback.drivers.base import Role
 from failback.engine.executor import Executor
 from failback.hosts import Host
@@ -26,7 +27,7 @@ AUTO_FAILBACK_KEY = "auto_failback"
 """service_state key of the operator's switch (see docs/api.md, "automatic failback")."""
 
 
-def auto_failback_state(service: Any, recorded: dict[str, Any]) -> dict[str, Any]:
+def auto_failback_state(service: Service, recorded: dict[str, Any]) -> dict[str, Any]:
     """The policy, the operator's switch, and what they give together.
 
     The switch can only *suspend* automatic failback: a service whose policy is
@@ -46,7 +47,7 @@ def auto_failback_state(service: Any, recorded: dict[str, Any]) -> dict[str, Any
 
 
 def set_auto_failback(
-    journal: Journal, topology: Any, service_name: str, *, enabled: bool, reason: str, by: str
+    journal: Journal, topology: Topology, service_name: str, *, enabled: bool, reason: str, by: str
 ) -> dict[str, Any]:
     """Record the operator's switch in the journal, where the monitor reads it."""
     service = topology.service(service_name)
@@ -85,7 +86,7 @@ def traffic_split(components: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 
 def service_status(
-    host: Host, topology: Any, service_name: str, journal: Journal, executor: Executor
+    host: Host, topology: Topology, service_name: str, journal: Journal, executor: Executor
 ) -> dict[str, Any]:
     """Observe one service (read-only) and add the run holding it and its switches."""
     service = topology.service(service_name)

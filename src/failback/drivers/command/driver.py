@@ -4,7 +4,7 @@ Anything driven by the operator's scripts: a VIP, DNS, a web tier, a cloud API."
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.command.actions import CommandStep
@@ -17,17 +17,17 @@ from failback.model.observed import ComponentObservation
 from failback.model.plan import StepSpec
 
 
-class CommandDriver(Driver):
+class CommandDriver(Driver[CommandComponent]):
     name = "command"
     Settings = CommandComponent
     actions = (CommandStep,)
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
-    def role(self, settings: Any) -> Role:
+    def role(self, settings: CommandComponent) -> Role:
         return Role.OPERATOR
 
     def observe(
-        self, host: Host, service: str, name: str, settings: Any, site: str
+        self, host: Host, service: str, name: str, settings: CommandComponent, site: str
     ) -> ComponentObservation:
         return observe_command_component(host, service, name, settings, site)
 

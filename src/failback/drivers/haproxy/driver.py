@@ -4,7 +4,7 @@ An HAProxy backend: the write router of a database, or a stateless tier shifted 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.haproxy.actions import RouterFence, RouterRoute, TrafficGateStep, TrafficShift
@@ -18,7 +18,7 @@ from failback.model.observed import ComponentObservation
 from failback.model.plan import StepSpec
 
 
-class HaproxyDriver(HaproxyTrafficHealth, Driver):
+class HaproxyDriver(HaproxyTrafficHealth, Driver[HaproxyComponent]):
     name = "haproxy"
     Settings = HaproxyComponent
     actions = (
@@ -31,11 +31,11 @@ class HaproxyDriver(HaproxyTrafficHealth, Driver):
         {Capability.CLIENT_ENDPOINT, Capability.TRAFFIC_HEALTH}
     )
 
-    def role(self, settings: Any) -> Role:
+    def role(self, settings: HaproxyComponent) -> Role:
         return Role.TIER if settings.options.tier == "stateless" else Role.ROUTER
 
     def observe(
-        self, host: Host, service: str, name: str, settings: Any, site: str
+        self, host: Host, service: str, name: str, settings: HaproxyComponent, site: str
     ) -> ComponentObservation:
         return observe_haproxy_component(host, service, name, settings, site)
 
@@ -44,6 +44,6 @@ class HaproxyDriver(HaproxyTrafficHealth, Driver):
             return tier_steps(request)
         return router_steps(request)
 
-    def client_endpoint(self, settings: Any) -> str | None:
+    def client_endpoint(self, settings: HaproxyComponent) -> str | None:
         endpoint = settings.options.endpoint
         return str(endpoint) if endpoint else None

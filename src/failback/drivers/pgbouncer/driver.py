@@ -4,7 +4,7 @@ A PgBouncer in front of the database: PAUSE, re-point, RESUME (clients wait, not
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.pgbouncer.actions import PoolPause, PoolRoute
@@ -17,7 +17,7 @@ from failback.model.observed import ComponentObservation
 from failback.model.plan import StepSpec
 
 
-class PgbouncerDriver(Driver):
+class PgbouncerDriver(Driver[PgbouncerComponent]):
     name = "pgbouncer"
     Settings = PgbouncerComponent
     actions = (
@@ -26,16 +26,16 @@ class PgbouncerDriver(Driver):
     )
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.CLIENT_ENDPOINT})
 
-    def role(self, settings: Any) -> Role:
+    def role(self, settings: PgbouncerComponent) -> Role:
         return Role.POOL
 
     def observe(
-        self, host: Host, service: str, name: str, settings: Any, site: str
+        self, host: Host, service: str, name: str, settings: PgbouncerComponent, site: str
     ) -> ComponentObservation:
         return observe_pgbouncer_component(host, service, name, settings, site)
 
     def steps(self, request: PlanRequest) -> list[StepSpec]:
         return pool_steps(request)
 
-    def client_endpoint(self, settings: Any) -> str | None:
+    def client_endpoint(self, settings: PgbouncerComponent) -> str | None:
         return f"{settings.options.host}:{settings.options.port}"

@@ -4,7 +4,7 @@ A PostgreSQL primary/standby pair: fence, stop, replay, promote, rewind or re-cl
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.planning import PlanCheck, PlanRequest
@@ -30,7 +30,7 @@ from failback.model.observed import ComponentObservation
 from failback.model.plan import StepSpec
 
 
-class PostgresDriver(PostgresSyncMode, PostgresSql, Driver):
+class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
     name = "postgres"
     Settings = PostgresComponent
     actions = (
@@ -48,11 +48,11 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver):
         {Capability.SQL, Capability.WAL_POSITION, Capability.SYNCHRONOUS_REPLICATION}
     )
 
-    def role(self, settings: Any) -> Role:
+    def role(self, settings: PostgresComponent) -> Role:
         return Role.DATABASE
 
     def observe(
-        self, host: Host, service: str, name: str, settings: Any, site: str
+        self, host: Host, service: str, name: str, settings: PostgresComponent, site: str
     ) -> ComponentObservation:
         return observe_postgres_component(host, service, name, settings, site)
 
