@@ -18,9 +18,14 @@ import subprocess
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from failback.config import load_topology
+from failback.engine.executor import Executor
+from failback.model.plan import Plan, StepSpec
+from failback.store import Journal
 from tests.conftest import failback_argv, run_cli
 
 SLOW = 0.4
@@ -315,3 +320,37 @@ def test_process_group_kill_leaves_no_double_effect(tmp_path: Path) -> None:
     resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
+
+
+@pytest.mark.parametrize("never_undone", [True, False])
+def test_a_step_marked_undo_false_is_never_undone(tmp_path: Path, never_undone: bool) -> None:
+    """``undo: false`` in a step's params is the engine's rule (a fence run's steps carry
+    it: undoing them would send clients back to a stale primary): a rollback skips that
+    step and undoes the others. Without the mark the same step is undone (the control)."""
+    config = write_topology(tmp_path, slow=0, fail_action="unfence@dc1")
+    topology = load_topology(config)
+
+    def step(action: str, site: str, **params: Any) -> StepSpec:
+        return StepSpec(
+            id=f"{action}-{site}", title=f"{action} at {site}", action="command.run",
+            component="vip", site=site, params={"action": action, **params},
+        )  # fmt: skip
+
+    fence_params = {"undo": False} if never_undone else {}
+    plan = Plan(
+        service="app", kind="failback", from_site="dc2", to_site="dc1",
+        steps=[step("fence", "dc2", **fence_params), step("sync", "dc1"),
+               step("unfence", "dc1")],
+    )  # fmt: skip
+    journal = Journal(topology.state_dir)
+    try:
+        executor = Executor(journal)
+        outcome = executor.execute(executor.create(topology, plan))
+    finally:
+        journal.close()
+    assert outcome.status == "rolled-back"
+    undone = [e for e in effects(tmp_path) if e.startswith("undo-")]
+    if never_undone:
+        assert undone == ["undo-unfence@dc1", "undo-sync@dc1"]
+    else:
+        assert undone == ["undo-unfence@dc1", "undo-sync@dc1", "undo-fence@dc2"]

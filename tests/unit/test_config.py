@@ -110,7 +110,7 @@ def test_full_example_model() -> None:
     assert list(vip.sites["dc2"].actions) == ["observe", "promote", "demote", "fence"]
     assert app.policy.traffic_steps == [10, 25, 50, 100]
     assert app.policy.hold_down == 1800.0
-    assert [c.name for c in app.components_of("haproxy")] == ["router", "web"]
+    assert [c.name for c in app.components.values() if c.driver == "haproxy"] == ["router", "web"]
     assert app.component("web").options.tier == "stateless"
     pool = app.component("pool")
     assert pool.options.databases == ["orders"]

@@ -446,14 +446,15 @@ def test_fence_plan_is_the_routers_and_pools_own_steps_for_the_stale_site() -> N
     plan = plan_fence("app", fence_service(), observed, stale_site="dc1", active_site="dc2")
     assert plan.kind == "fence" and (plan.from_site, plan.to_site) == ("dc1", "dc2")
     assert [(s.action, s.component, s.site) for s in plan.steps] == [
+        ("pgbouncer.pause", "pool", "dc1"),  # its clients provably reach the stale primary
         ("haproxy.fence", "router", "dc1"),
-        ("pgbouncer.pause", "pool", "dc1"),
     ]
-    fence, pause = plan.steps
-    # a fence run never routes back to the stale primary: no undo, and a held pool is
-    # a point of no return (its undo would RESUME it towards the stale primary)
-    assert "undo" not in fence.params and not fence.point_of_no_return
-    assert pause.point_of_no_return
+    pause, fence = plan.steps
+    # a fence run never routes back to the stale primary: no step is ever undone, and
+    # none is a point of no return (a failure must release the lock, not keep it)
+    assert fence.params["undo"] is False and pause.params["undo"] is False
+    assert not fence.point_of_no_return and not pause.point_of_no_return
+    assert pause.params["only_if_pointing_at"] == "dc1"  # re-pointed meanwhile: left alone
     assert not fence.params.get("stop_writes") and not pause.params.get("stop_writes")
 
 

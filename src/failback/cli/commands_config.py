@@ -17,6 +17,7 @@ from failback.engine.starter import make_plan, make_plan_artefact
 from failback.errors import FailbackError
 from failback.model.plan import Plan
 from failback.plan.artefact import PlanOptions, write_artefact
+from failback.store import Journal
 
 OutOpt = Annotated[
     Path | None,
@@ -154,14 +155,13 @@ def status(
     as_json: JsonOpt = False,
 ) -> int:
     """Where each service runs, each component's role and health, runs in progress."""
-    from failback.cli.context import open_journal
     from failback.engine.executor import Executor
     from failback.hosts import LocalHost
     from failback.monitor.liveness import status_lines
     from failback.status.document import service_status
 
     topology = load(config)
-    journal = open_journal(config, state_dir) if state_dir else _journal_of(topology)
+    journal = Journal(state_dir or topology.state_dir)
     names = [topology.service(service).name] if service else list(topology.services)
     host = LocalHost()
     executor = Executor(journal)
@@ -207,12 +207,6 @@ def status(
         for line in status_lines(doc):
             stdout.print(line, markup=False, highlight=False)
     return 0
-
-
-def _journal_of(topology: Any) -> Any:
-    from failback.store import Journal
-
-    return Journal(topology.state_dir)
 
 
 def print_plan(
@@ -307,7 +301,7 @@ def _plan(
 ) -> int:
     """Print the plan; with ``out``, write it first (with what it was made from)."""
     topology = load(config)
-    journal = _journal(topology, state_dir)
+    journal = Journal(state_dir or topology.state_dir)
     if out is None:
         plan = make_plan(kind, service, topology, journal, **options.as_planner_options())
         print_plan(plan, as_json=as_json, warnings=plan_warnings(topology, plan))
@@ -321,12 +315,6 @@ def _plan(
         plan_file=written,
     )
     return 0
-
-
-def _journal(topology: Any, state_dir: Path | None) -> Any:
-    from failback.store import Journal
-
-    return Journal(state_dir or topology.state_dir)
 
 
 __all__ = ["FailbackError", "make_plan", "print_plan", "register"]

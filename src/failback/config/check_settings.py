@@ -94,10 +94,12 @@ class HttpCheck(CheckBase):
 
 
 class SqlCheck(CheckBase):
-    """Passes when the query runs without error on a postgres component of the service."""
+    """Passes when the query runs without error on a component that runs SQL (a database)."""
 
     type: Literal["sql"]
-    component: NonEmptyStr = Field(description="A postgres component of this service.")
+    component: NonEmptyStr = Field(
+        description="A component of this service that runs SQL (e.g. a postgres database)."
+    )
     query: NonEmptyStr = Field(description="SQL to run, e.g. select 1.")
 
 

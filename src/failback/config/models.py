@@ -95,10 +95,6 @@ class Service(ConfigModel):
             )
         return self.components[name]
 
-    def components_of(self, driver: str) -> list[ComponentSettings]:
-        """The components that use ``driver``, in file order."""
-        return [c for c in self.components.values() if c.driver == driver]
-
     def checks_for(self, use: Literal["precheck", "postcheck"]) -> list[Check]:
         """The checks that run as ``use``, in file order."""
         return [c for c in self.checks if use in c.use]

@@ -16,7 +16,7 @@ from failback.config.errors import ConfigWarning, Problem
 from failback.config.models import Service
 from failback.config.yaml_source import KeyPath, YamlDocument, dotted
 from failback.drivers.base import Capability
-from failback.drivers.catalog import driver_of
+from failback.drivers.catalog import driver_names, driver_of
 from failback.model.fields import valid_name
 
 __all__ = ["Reporter", "check_raw", "check_service", "warn_service"]
@@ -130,7 +130,7 @@ def _check_sites(name: str, service: Service, declared: list[str] | None, report
         report.add(
             (*base, "components"),
             "the service has no component",
-            "add at least one component (postgres, haproxy or command)",
+            f"add at least one component (driver: {', '.join(driver_names())})",
         )
         return
     used = service.sites
@@ -186,7 +186,7 @@ def _check_components(
                     (*path, "sites"),
                     f"the {kind} component exists at {', '.join(sites)} but the service "
                     f"fails over between {' and '.join(pair)}",
-                    "every postgres and haproxy component must use the same two sites",
+                    "every component that exists at two sites must use the service's two sites",
                 )
         for problem in component.problems():
             report.add((*path, *problem.path), problem.message, problem.hint)

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from failback.drivers.planning import PlanCheck, PlanRequest
 from failback.hosts import Host
 from failback.model.component import ComponentSettings
 from failback.model.observed import ComponentObservation
 from failback.model.plan import StepSpec
-
-if TYPE_CHECKING:
-    from failback.drivers.planning import PlanCheck, PlanRequest
 
 
 class AbortRequested(Exception):

@@ -544,8 +544,8 @@ class Executor:
                 continue
             ctx.current_step = spec.id
             action = build_action(spec, ctx)
-            if not action.has_undo:
-                continue
+            if not action.has_undo or spec.params.get("undo") is False:
+                continue  # ``undo: false``: the plan says this step is never undone
             self.reporter.step_started(idx, len(plan.steps), spec.id, f"undo: {spec.title}")
             started = time.monotonic()
             # before the undo acts: a crash here leaves a step that is undone again

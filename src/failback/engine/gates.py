@@ -16,7 +16,7 @@ from failback.engine.run_context import Action, RevertRequested, WaitingForAppro
 from failback.errors import StepFailed
 from failback.observe.checks import checks_for, run_check
 from failback.observe.probes import ProbeHealth, ProbeResult, build_probes
-from failback.observe.service import observe_component
+from failback.observe.service import observe_component, reports_wal_position
 
 
 class ApprovalGate(Action):
@@ -303,7 +303,7 @@ class _SiteWatch:
         return result
 
     def _remember_position(self, obs: Any) -> None:
-        lsn = obs.data.get("current_lsn")
+        lsn = obs.data.get("current_lsn") if reports_wal_position(obs) else None
         if not lsn or time.monotonic() - self.saved_at < 1.0:
             return
         self.saved_at = time.monotonic()

@@ -25,7 +25,10 @@ class StepSpec(BaseModel):
     kind: StepKind = "action"
     component: str | None = None
     site: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the action's inputs; `undo: false` means the step is never undone",
+    )
     why: str | None = Field(default=None, description="why the step is in the plan")
     point_of_no_return: bool = Field(
         default=False,

@@ -80,7 +80,13 @@ RUNS_REFRESH_S = 10.0
 the holder changes); this re-reads it anyway now and then (a journal edited by hand)."""
 REFUSED_RETRY_S = 2.0
 FENCE_RETRY_S = 2.0
-"""A fence that did not succeed (router unreachable...) is tried again after this."""
+"""A fence that did not succeed (router unreachable...) is tried again after this, doubled
+after each further failure up to FENCE_RETRY_MAX_S (a router down for an hour must not
+leave a run every two seconds in the history)."""
+FENCE_RETRY_MAX_S = 60.0
+POLICY_RUN_KINDS = ("failover", "failback")
+"""The runs the policies count (hold-down, daily cap, flap damping): a fence run moves no
+service and must not push earlier failbacks out of the history the policies read."""
 HOSTNAME = socket.gethostname()
 
 
@@ -118,6 +124,8 @@ class ServiceMonitor:
     _held_by: str | None = None
     """The kind of run that held the service last (a fence does not reset free_since)."""
     _sync_errors: int = 0
+    _fence_failures: int = 0
+    """Fence runs in a row that did not succeed (the retry delay doubles with each)."""
     _runs: list[Any] | None = None
     _runs_key: tuple[Any, ...] = ()
     _edges: list[Edge] = field(default_factory=list)
@@ -279,7 +287,7 @@ class ServiceMonitor:
         """The service's last runs, newest first (for hold-down, daily cap, flap damping)."""
         key = (holder, int(now // RUNS_REFRESH_S))
         if self._runs is None or key != self._runs_key:
-            self._runs = journal.list_runs(service=self.name, limit=100)
+            self._runs = journal.list_runs(service=self.name, limit=100, kinds=POLICY_RUN_KINDS)
             self._runs_key = key
         return self._runs
 
@@ -300,9 +308,14 @@ class ServiceMonitor:
             self.last_refusal.pop(worker.kind, None)
             outcome = worker.outcome
             if worker.kind == FENCE and outcome is not None and outcome.status != "succeeded":
-                # its own events say why; tried again (if still routed) after a pause
-                self.retry_at[FENCE] = now + FENCE_RETRY_S
+                # its own events say why; tried again (if still routed) after a pause that
+                # doubles while the fence keeps failing
+                delay = min(FENCE_RETRY_S * 2**self._fence_failures, FENCE_RETRY_MAX_S)
+                self._fence_failures += 1
+                self.retry_at[FENCE] = now + delay
                 self.last_refusal[FENCE] = f"run {outcome.run_id} {outcome.status}"
+            elif worker.kind == FENCE:
+                self._fence_failures = 0
             return
         self.retry_at[worker.kind] = now + REFUSED_RETRY_S
         if self.last_refusal.get(worker.kind) != worker.refusal:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from failback.config import Topology
-from failback.drivers.base import Role
-from failback.drivers.catalog import driver_of
+from failback.drivers.base import Capability, Role
+from failback.drivers.catalog import driver_named, driver_of
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation, ServiceState
 from failback.store import Journal
@@ -66,6 +66,13 @@ def mark_stale_primaries(observations: list[ComponentObservation], active_site: 
             obs.data["fenced"] = obs.site in fenced_sites
 
 
+def reports_wal_position(obs: ComponentObservation) -> bool:
+    """The observation's driver declares WAL_POSITION: its ``data.current_lsn`` is the
+    primary's position (other drivers' data may use the key for something else)."""
+    driver = driver_named(obs.driver)
+    return driver is not None and Capability.WAL_POSITION in driver.capabilities
+
+
 def primary_position(
     observations: list[ComponentObservation], active_site: str
 ) -> dict[str, Any] | None:
@@ -74,6 +81,7 @@ def primary_position(
     for obs in observations:
         if (
             obs.kind == Role.DATABASE
+            and reports_wal_position(obs)
             and obs.site == active_site
             and obs.role == "primary"
             and obs.data.get("current_lsn")

@@ -49,8 +49,9 @@ def routed_to(observed: Iterable[ComponentObservation], site: str) -> list[str]:
 def fence_components(
     service: Service, observed: Iterable[ComponentObservation], stale_site: str
 ) -> list[tuple[str, Any]]:
-    """(name, settings) of what the fence acts on: every router with a server at the
-    stale site, then every pool observed pointing there."""
+    """(name, settings) of what the fence acts on: every pool observed pointing at the
+    stale site first (its clients provably reach the stale primary: held before anything
+    else can fail), then every router with a server there."""
     routed = set(routed_to(observed, stale_site))
     routers = [
         (name, settings)
@@ -62,7 +63,7 @@ def fence_components(
         for name, settings in components_with_role(service, Role.POOL)
         if stale_site in settings.sites and name in routed
     ]
-    return routers + pools
+    return pools + routers
 
 
 def plan_fence(
@@ -88,7 +89,7 @@ def plan_fence(
         )
         for step in driver_of(settings).steps(request):
             if step.site == stale_site and step.kind == "action":
-                steps.append(_never_undone(step, settings))
+                steps.append(_never_undone(step))
     return Plan(
         service=service_name,
         kind=FENCE,
@@ -102,15 +103,11 @@ def plan_fence(
     )
 
 
-def _never_undone(step: StepSpec, settings: Any) -> StepSpec:
-    """A pool's hold is a point of no return: undoing it would send its clients back to
-    the stale primary. A router's fence has no undo in a fence run."""
-    if driver_of(settings).role(settings) is not Role.POOL:
-        return step
-    return step.model_copy(
-        update={
-            "point_of_no_return": True,
-            "why": "clients of a pool that pointed at a stale primary are held until a"
-            " person re-points it: never resumed towards the stale primary",
-        }
-    )
+def _never_undone(step: StepSpec) -> StepSpec:
+    """A fence run's steps have no undo: undoing a router's fence or a pool's hold would
+    send clients back to the stale primary. So a failed step rolls the run back without
+    undoing what was fenced (the lock is released, the monitor tries again later), and
+    nothing in it is a point of no return that would keep the service locked for a
+    person. ``undo: false`` in a step's params is the engine's rule (the executor never
+    undoes such a step), whatever the driver."""
+    return step.model_copy(update={"params": {**step.params, "undo": False}})

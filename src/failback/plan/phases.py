@@ -13,7 +13,7 @@ mirrored, so the pool resumes last, once every router points at the new primary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from failback.config import Service
 from failback.drivers.base import Capability, Role
@@ -137,16 +137,25 @@ def expand(
         if item.mirrored:
             found.reverse()
         final = point_of_no_return and item.phase is Phase.PROMOTE
+
+        base = PlanRequest(
+            phase=item.phase, kind=kind, component="", settings=None, from_site=from_site,
+            to_site=to_site, planned=planned, measure=item.measure, point_of_no_return=final,
+            endpoint=endpoint, percent=item.percent, bake_s=item.bake_s, gated=item.gated,
+        )  # fmt: skip
+        # first/last go to the first and last components that take part in the phase
+        # (one that gives no step must not leave the phase without the step that marks
+        # when writes stop, or the one that measures when they resume)
+        taking = [
+            (name, settings)
+            for name, settings in found
+            if driver_of(settings).steps(replace(base, component=name, settings=settings))
+        ]
         produced: list[StepSpec] = []
-        for index, (name, settings) in enumerate(found):
-            request = PlanRequest(
-                phase=item.phase, kind=kind, component=name, settings=settings,
-                from_site=from_site, to_site=to_site, planned=planned, first=index == 0,
-                last=index == len(found) - 1, measure=item.measure,
-                point_of_no_return=final, endpoint=endpoint, percent=item.percent,
-                bake_s=item.bake_s, gated=item.gated,
-            )  # fmt: skip
-            produced += driver_of(settings).steps(request)
+        for index, (name, settings) in enumerate(taking):
+            flags = {"first": index == 0, "last": index == len(taking) - 1}
+            asked = replace(base, component=name, settings=settings, **flags)
+            produced += driver_of(settings).steps(asked)
         if produced:
             result.produced.add(item.phase)
             if final:

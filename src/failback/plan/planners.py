@@ -115,7 +115,7 @@ def plan_failover(
     if planned or not force:
         _refuse_unreachable_write_path(service, state, what="failover")
     if not components_with_role(service, Role.DATABASE):
-        notes = _site_failed(service_name, state, from_site, asked=planned or force)
+        notes += _site_failed(service_name, state, from_site, asked=planned or force)
     procedure: Procedure
     if planned:
         procedure = (
@@ -182,7 +182,7 @@ def plan_failback(
             f"{service_name} already runs at its primary site {home}",
             hint="nothing to fail back; `failback status` shows where each part is",
         )
-    _check_components(service, state, RunKind.FAILBACK, away, home)
+    notes = _check_components(service, state, RunKind.FAILBACK, away, home)
     _refuse_unreachable_write_path(service, state, what="failback")
     databases = components_with_role(service, Role.DATABASE)
     policy = service.policy
@@ -219,4 +219,7 @@ def plan_failback(
     if databases and policy.observation_window > 0:
         window_s = float(policy.observation_window)
         steps.append(observation_gate(home, away, databases[0][0], window_s))
-    return Plan(service=service_name, kind="failback", from_site=away, to_site=home, steps=steps)
+    return Plan(
+        service=service_name, kind="failback", from_site=away, to_site=home, steps=steps,
+        notes=notes,
+    )  # fmt: skip

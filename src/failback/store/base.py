@@ -19,6 +19,7 @@ which writes through the engine, never to the store itself.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -94,8 +95,16 @@ class RunStore(Protocol):
         none; an id beyond 64 bits names no run (never an overflow)."""
         ...
 
-    def list_runs(self, *, service: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """The newest runs first (``failback runs``, the API, the monitor's history)."""
+    def list_runs(
+        self,
+        *,
+        service: str | None = None,
+        limit: int = 50,
+        kinds: Collection[str] | None = None,
+    ) -> list[RunRecord]:
+        """The newest runs first (``failback runs``, the API, the monitor's history);
+        ``kinds`` keeps only runs of those kinds (the monitor's policies count failovers
+        and failbacks, not the fence runs in between)."""
         ...
 
     def set_run_status(

@@ -25,6 +25,14 @@ class PoolAction(Action):
         self.bouncer: Pgbouncer = pgbouncer_of(self.component)
         self.databases: list[str] = list(self.component.options.databases)
 
+    def _pointing_at(self, site: str) -> bool:
+        where = self.component.sites[site]
+        targets = self.bouncer.targets()
+        return all(
+            n in targets and targets[n].host == where.host and targets[n].port == where.port
+            for n in self.databases
+        )
+
     def _paused(self) -> bool:
         targets = self.bouncer.targets()
         return all(targets.get(n) is not None and targets[n].paused for n in self.databases)
@@ -41,6 +49,10 @@ class PoolPause(PoolAction):
     has_undo = True
 
     def check(self) -> bool:
+        only = self.spec.params.get("only_if_pointing_at")
+        if only and not self._pointing_at(only):
+            self.ctx.log(f"{self.spec.component} no longer points at {only}: nothing to hold")
+            return True
         return self._paused()
 
     def apply(self) -> dict[str, Any] | None:
@@ -65,12 +77,7 @@ class PoolRoute(PoolAction):
     name = "pgbouncer.route"
 
     def _pointing_here(self) -> bool:
-        where = self.component.sites[self.spec.site]
-        targets = self.bouncer.targets()
-        return all(
-            n in targets and targets[n].host == where.host and targets[n].port == where.port
-            for n in self.databases
-        )
+        return self._pointing_at(self.spec.site or "")
 
     def check(self) -> bool:
         done = self._pointing_here() and not any(

@@ -8,7 +8,7 @@ database, the one it was last re-pointed to.
 
 from __future__ import annotations
 
-from failback.drivers.planning import Phase, PlanRequest
+from failback.drivers.planning import Phase, PlanRequest, RunKind
 from failback.model.plan import StepSpec
 
 
@@ -18,6 +18,15 @@ def pool_steps(request: PlanRequest) -> list[StepSpec]:
     if request.phase is Phase.STOP_WRITES:
         site = request.from_site
         purpose = f"stop writes at {site}" if request.planned else f"fence {site}"
+        if request.kind is RunKind.FENCE:
+            # the monitor holds a pool that points at a stale primary: never resumed
+            # towards it, and left alone if someone re-pointed it meanwhile
+            return [StepSpec(
+                id=f"pause-{name}-{site}", title=f"hold {name}'s clients off {site} (PAUSE)",
+                action="pgbouncer.pause", component=name, site=site,
+                params={"undo": False, "only_if_pointing_at": site},
+                why="its clients reach a stale primary (promise 1)",
+            )]  # fmt: skip
         return [StepSpec(
             id=f"pause-{name}-{site}", title=f"{purpose}: PAUSE {name} (clients wait)",
             action="pgbouncer.pause", component=name, site=site,

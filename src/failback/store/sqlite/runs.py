@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Collection
 from typing import Any
 
 from failback.errors import StateError
@@ -94,15 +95,26 @@ class SqliteRuns(SqliteDatabase):
             raise StateError(f"no run {run_id} in {self.state_dir}", hint=hint)
         return _run_from_row(row)
 
-    def list_runs(self, *, service: str | None = None, limit: int = 50) -> list[RunRecord]:
+    def list_runs(
+        self,
+        *,
+        service: str | None = None,
+        limit: int = 50,
+        kinds: Collection[str] | None = None,
+    ) -> list[RunRecord]:
+        where: list[str] = []
+        args: list[Any] = []
         if service:
-            rows = self._db.execute(
-                "SELECT * FROM runs WHERE service = ? ORDER BY id DESC LIMIT ?", (service, limit)
-            ).fetchall()
-        else:
-            rows = self._db.execute(
-                "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
+            where.append("service = ?")
+            args.append(service)
+        if kinds is not None:
+            wanted = list(kinds)
+            where.append(f"kind IN ({', '.join('?' * len(wanted)) or 'NULL'})")
+            args += wanted
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._db.execute(
+            f"SELECT * FROM runs {clause}ORDER BY id DESC LIMIT ?", (*args, limit)
+        ).fetchall()
         return [_run_from_row(row) for row in rows]
 
     def set_run_status(
