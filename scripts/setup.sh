@@ -6,7 +6,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer prometheus iproute2 procps util-linux chromium"
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server"
 
 missing=""
 for pkg in $DEB_PACKAGES; do
@@ -30,6 +30,13 @@ if [ -n "$missing" ]; then
         $SUDO chmod 755 /usr/sbin/policy-rc.d
         trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
     fi
+    # The netns lab runs its own sshd per namespace. When we are the ones installing
+    # openssh-server, the system's sshd must not start (now or at boot): Debian's unit,
+    # socket and init script honour this file. A machine that already had sshd keeps it.
+    case " $missing " in *" openssh-server "*)
+        $SUDO mkdir -p /etc/ssh
+        $SUDO touch /etc/ssh/sshd_not_to_be_run ;;
+    esac
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
 fi
 

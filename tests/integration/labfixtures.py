@@ -111,6 +111,10 @@ class Lab:
     def port(self, site: str) -> int:
         return self.info.sites[site].port
 
+    def address(self, site: str) -> str:
+        """Where the site's machine answers: 127.0.0.1, or its namespace's address."""
+        return self.info.sites[site].address
+
     def secret(self, which: str) -> str:
         return (self.dir / "secrets" / f"{which}.pass").read_text().strip()
 
@@ -202,7 +206,7 @@ class Lab:
     def connect(self, site: str, *, user: str = "failback") -> psycopg.Connection[Any]:
         """A direct connection to one site's PostgreSQL (not through the router)."""
         return psycopg.connect(
-            host="127.0.0.1",
+            host=self.address(site),
             port=self.port(site),
             dbname="app",
             user=user,
@@ -269,7 +273,8 @@ def assert_home(lab: Lab, status: ServiceStatus) -> None:
     assert dc1["role"] == "primary" and dc1["healthy"], status.summary()
     assert dc2["role"] == "standby" and dc2["healthy"], status.summary()
     assert dc2["data"]["streaming"] is True, status.summary()
-    assert dc2["data"]["upstream"] == f"127.0.0.1:{lab.port('dc1')}", status.summary()
+    upstream = f"{lab.address('dc1')}:{lab.port('dc1')}"
+    assert dc2["data"]["upstream"] == upstream, status.summary()
     assert dc2["data"]["timeline"] == dc1["data"]["timeline"], status.summary()
     lab_view = lab_status(lab.dir)
     assert lab_view["router"]["write_target"] == "dc1", lab_view
@@ -352,5 +357,5 @@ def lab_base(prefix: str = "fb-pg-") -> Iterator[Path]:
             raise errors[0]
 
 
-def new_lab(root: Path, name: str = "lab") -> Lab:
-    return Lab(info=lab_up(root / name), base=root)
+def new_lab(root: Path, name: str = "lab", *, hosts: str = "local") -> Lab:
+    return Lab(info=lab_up(root / name, hosts=hosts), base=root)

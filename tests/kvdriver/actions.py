@@ -35,7 +35,7 @@ class KvAction(Action):
         self.store = self.store_at(spec.site)
 
     def store_at(self, site: str) -> KvStore:
-        return KvStore(self.ctx.host, self.settings.sites[site].path)
+        return KvStore(self.host(site), self.settings.sites[site].path)
 
     @property
     def source(self) -> KvStore:

@@ -495,10 +495,10 @@ def test_fence_on_sight_decisions() -> None:
 
 def test_probes_of_the_traffic_layer_are_not_the_site() -> None:
     """Routers, pools and stateless tiers are judged by role, not by driver name."""
-    from failback.hosts import LocalHost
+    from failback.hosts import HostSet
     from failback.observe.probes import build_probes
 
-    probes = {p.key: p for p in build_probes("app", fence_service(), LocalHost())}
+    probes = {p.key: p for p in build_probes("app", fence_service(), HostSet())}
     layer = {key for key, p in probes.items() if p.is_traffic_layer}
     assert layer == {f"{c}@{s}" for c in ("router", "pool", "web") for s in ("dc1", "dc2")}
     assert probes["db@dc1"].role == "database" and not probes["db@dc1"].is_traffic_layer

@@ -20,7 +20,6 @@ from failback.api.guard import GuardMiddleware
 from failback.api.redact import RedactMiddleware
 from failback.api.settings import ApiSettings
 from failback.api.state import AppState
-from failback.hosts import Host
 
 DESCRIPTION = """\
 The HTTP interface of **failback**: read where each service runs and how its runs went;
@@ -38,7 +37,7 @@ def static_dir() -> str:
     return str(resources.files("failback.api") / "static")
 
 
-def create_app(settings: ApiSettings, *, host: Host | None = None) -> FastAPI:
+def create_app(settings: ApiSettings) -> FastAPI:
     """A new app serving the topology and state directory of ``settings``."""
     app = FastAPI(
         title="failback",
@@ -48,7 +47,7 @@ def create_app(settings: ApiSettings, *, host: Host | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    state = AppState(settings, host)
+    state = AppState(settings)
     app.state.failback = state
     errors.install(app)
     app.include_router(routes_read.router)

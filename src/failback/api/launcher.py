@@ -15,7 +15,6 @@ from pathlib import Path
 
 from failback.engine.executor import Executor
 from failback.errors import FailbackError
-from failback.hosts import Host
 from failback.store import Journal
 
 log = logging.getLogger("failback.api")
@@ -24,9 +23,8 @@ log = logging.getLogger("failback.api")
 class RunLauncher:
     """Starts and tracks the threads that execute runs."""
 
-    def __init__(self, state_dir: Path, host: Host) -> None:
+    def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
-        self.host = host
         self._threads: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -55,7 +53,7 @@ class RunLauncher:
     def _execute(self, run_id: int) -> None:
         journal = Journal(self.state_dir)
         try:
-            outcome = Executor(journal, host=self.host).execute(run_id)
+            outcome = Executor(journal).execute(run_id)
             log.info("run %s: %s%s", run_id, outcome.status, _tail(outcome.error))
         except FailbackError as exc:
             log.warning("run %s not executed: %s", run_id, exc.message)

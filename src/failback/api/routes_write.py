@@ -86,8 +86,8 @@ def _started(state: AppState, run_id: int, status: str = "running") -> dict[str,
 def _start(state: AppState, kind: str, service: str, **plan_options: Any) -> dict[str, Any]:
     state.require_service(service)
     with state.journal() as journal:
-        plan = make_plan(kind, service, state.topology, journal, host=state.host, **plan_options)
-        executor = Executor(journal, host=state.host)
+        plan = make_plan(kind, service, state.topology, journal, hosts=state.hosts, **plan_options)
+        executor = Executor(journal)
         options = {k: v for k, v in plan_options.items() if k != "approval"}
         run_id = create_run(executor, state.topology, plan, **options)
     return _started(state, run_id)
@@ -120,7 +120,7 @@ def approve(run_id: int, request: Request, body: ApproveRequest | None = None) -
     by = (body or ApproveRequest()).by
     with state.journal() as journal:
         state.require_run(journal, run_id)
-        step = Executor(journal, host=state.host).approve(run_id, by)
+        step = Executor(journal).approve(run_id, by)
     return {**_started(state, run_id), "approved": step}
 
 
@@ -156,9 +156,7 @@ def abort(run_id: int, request: Request, body: AbortRequest | None = None) -> di
     state = app_state(request)
     with state.journal() as journal:
         state.require_run(journal, run_id)
-        outcome = Executor(journal, host=state.host).abort(
-            run_id, force=(body or AbortRequest()).force
-        )
+        outcome = Executor(journal).abort(run_id, force=(body or AbortRequest()).force)
     return {
         "run_id": run_id,
         "status": outcome.status,

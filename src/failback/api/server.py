@@ -12,17 +12,14 @@ import uvicorn
 from failback.api.app import create_app
 from failback.api.settings import ApiSettings
 from failback.errors import FailbackError
-from failback.hosts import Host
 
 
 class ApiServer:
     """One uvicorn server for one app; port 0 picks a free port (see ``url``)."""
 
-    def __init__(
-        self, settings: ApiSettings, *, host: Host | None = None, log_level: str = "info"
-    ) -> None:
+    def __init__(self, settings: ApiSettings, *, log_level: str = "info") -> None:
         self.settings = settings
-        self.app = create_app(settings, host=host)
+        self.app = create_app(settings)
         config = uvicorn.Config(
             self.app,
             host=settings.host,

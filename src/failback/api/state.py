@@ -23,7 +23,7 @@ from failback.api.redact import Redactor
 from failback.api.settings import ApiSettings
 from failback.engine.executor import Executor
 from failback.errors import StateError
-from failback.hosts import Host, LocalHost
+from failback.hosts import HostSet
 from failback.status.document import service_status
 from failback.store import Journal, RunRecord
 
@@ -91,11 +91,12 @@ class StatusCache:
 class AppState:
     """The one object the app keeps: see the module docstring."""
 
-    def __init__(self, settings: ApiSettings, host: Host | None = None) -> None:
+    def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
         self.topology = settings.topology
-        self.host: Host = host or LocalHost()
-        self.launcher = RunLauncher(settings.state_dir, self.host)
+        self.hosts: HostSet = settings.topology.open_hosts()
+        """The machines status observes through, kept connected between requests."""
+        self.launcher = RunLauncher(settings.state_dir)
         self.status = StatusCache(self.observe_all)
         self.redactor = Redactor.for_topology(settings.topology, settings.token)
 
@@ -132,9 +133,9 @@ class AppState:
         """
         started = time.time()
         with self.journal() as journal:
-            executor = Executor(journal, host=self.host)
+            executor = Executor(journal)
             services = [
-                service_status(self.host, self.topology, name, journal, executor)
+                service_status(self.hosts, self.topology, name, journal, executor)
                 for name in self.topology.services
             ]
         return {"services": services, "observed_at": started}

@@ -156,18 +156,15 @@ def status(
 ) -> int:
     """Where each service runs, each component's role and health, runs in progress."""
     from failback.engine.executor import Executor
-    from failback.hosts import LocalHost
     from failback.monitor.liveness import status_lines
     from failback.status.document import service_status
 
     topology = load(config)
     journal = Journal(state_dir or topology.state_dir)
     names = [topology.service(service).name] if service else list(topology.services)
-    host = LocalHost()
     executor = Executor(journal)
-    documents = []
-    for name in names:
-        documents.append(service_status(host, topology, name, journal, executor))
+    with topology.open_hosts() as hosts:
+        documents = [service_status(hosts, topology, n, journal, executor) for n in names]
     if as_json:
         emit_json({"services": documents})
         return 0

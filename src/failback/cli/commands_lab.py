@@ -12,18 +12,33 @@ from failback.cli.output import emit_json, stderr, stdout
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="Lab directory")]
 SiteArg = Annotated[str, typer.Argument(help="Site: dc1 or dc2")]
-WhatArg = Annotated[str, typer.Argument(help="Component: db (or router)")]
+WhatArg = Annotated[
+    str,
+    typer.Argument(help="What: db, web, router, or host (the whole machine: netns lab)"),
+]
+HostsOpt = Annotated[
+    str,
+    typer.Option(
+        "--hosts",
+        help="local: everything on 127.0.0.1; netns: each site (and the edge) is its own "
+        "machine, a network namespace with its own address and sshd (needs root)",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
     lab = typer.Typer(
-        help="A local two-site lab on 127.0.0.1 (PostgreSQL pair + HAProxy).", no_args_is_help=True
+        help="A two-site lab (PostgreSQL pair, HAProxy, PgBouncer, a web tier) on 127.0.0.1 "
+        "or one network namespace per site.",
+        no_args_is_help=True,
     )
     lab.command("up")(lab_up_cmd)
     lab.command("down")(lab_down_cmd)
     lab.command("status")(lab_status_cmd)
     lab.command("break")(lab_break_cmd)
     lab.command("repair")(lab_repair_cmd)
+    lab.command("partition")(lab_partition_cmd)
+    lab.command("heal")(lab_heal_cmd)
     app.add_typer(lab, name="lab")
     app.command("demo")(demo_cmd)
 
@@ -35,6 +50,7 @@ def lab_up_cmd(
         bool,
         typer.Option("--auto", help="Automatic failover/failback policies with short windows"),
     ] = False,
+    hosts: HostsOpt = "local",
     as_json: JsonOpt = False,
 ) -> int:
     """Create and start the lab in DIR (created, or empty)."""
@@ -42,7 +58,7 @@ def lab_up_cmd(
 
     if not as_json:
         stderr.print(f"starting a lab in {directory} ...", markup=False)
-    info = lab_up(directory, sync=sync, auto=auto)
+    info = lab_up(directory, sync=sync, auto=auto, hosts=hosts)
     doc = info.to_dict()
     if as_json:
         emit_json(doc)
@@ -51,7 +67,9 @@ def lab_up_cmd(
     stdout.print(f"  config: {doc['config']}", markup=False)
     stdout.print(f"  write endpoint (dsn): {doc['dsn']}", markup=False)
     for name, site in doc["sites"].items():
-        stdout.print(f"  {name}: port {site['port']}, pgdata {site['pgdata']}", markup=False)
+        where = f"{site['address']}:{site['port']}"
+        netns = f", netns {site['netns']}" if site.get("netns") else ""
+        stdout.print(f"  {name}: {where}{netns}, pgdata {site['pgdata']}", markup=False)
     stdout.print(f"try: FAILBACK_CONFIG={doc['config']} failback status", markup=False)
     return 0
 
@@ -113,6 +131,30 @@ def lab_repair_cmd(
         emit_json(doc)
     else:
         stdout.print(f"{what} at {site} repaired", markup=False)
+    return 0
+
+
+def lab_partition_cmd(directory: DirOpt, site: SiteArg, as_json: JsonOpt = False) -> int:
+    """Cut SITE off the network; its processes keep running (netns lab)."""
+    from failback.lab.core import lab_partition
+
+    doc = lab_partition(directory, site)
+    if as_json:
+        emit_json(doc)
+    else:
+        stdout.print(f"{site} is cut off the network (its processes still run)", markup=False)
+    return 0
+
+
+def lab_heal_cmd(directory: DirOpt, site: SiteArg, as_json: JsonOpt = False) -> int:
+    """Bring SITE's network link back (netns lab)."""
+    from failback.lab.core import lab_heal
+
+    doc = lab_heal(directory, site)
+    if as_json:
+        emit_json(doc)
+    else:
+        stdout.print(f"{site} is back on the network", markup=False)
     return 0
 
 

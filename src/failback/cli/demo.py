@@ -20,10 +20,9 @@ from failback.config import load_topology
 from failback.engine.executor import Executor
 from failback.engine.starter import create_run, make_plan
 from failback.errors import FailbackError
-from failback.hosts import LocalHost
 from failback.lab import lab_break, lab_down, lab_repair, lab_up
 from failback.lab.probe import WriteProbe
-from failback.observe.service import observe_service, record_primary_position
+from failback.observe.service import observe_service_once, record_primary_position
 from failback.store import Journal
 
 
@@ -70,7 +69,7 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
         _say("a client inserts an increasing id every 10 ms through PgBouncer", as_json)
         time.sleep(1.0)
         # what the monitor does every few seconds: remember dc1's last seen position
-        record_primary_position(journal, observe_service(LocalHost(), topology, service, journal))
+        record_primary_position(journal, observe_service_once(topology, service, journal))
 
         _say("dc1 fails: SIGKILL of its postmaster", as_json)
         broken_at = time.time()
@@ -83,7 +82,7 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
 
         _say("dc1 is repaired and restarts believing it is still the primary", as_json)
         lab_repair(lab_dir, "dc1", "db")
-        state = observe_service(LocalHost(), topology, service, journal)
+        state = observe_service_once(topology, service, journal)
         dc1 = state.get("db", "dc1")
         if not as_json and dc1 is not None:
             stderr.print(f"    status of dc1: {dc1.role} — {dc1.detail}", markup=False)

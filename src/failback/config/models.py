@@ -18,9 +18,11 @@ from failback.config.api import ApiConfig
 from failback.config.check_settings import Check
 from failback.config.drivers import Component, ComponentSettings
 from failback.config.errors import ConfigWarning
+from failback.config.hosts import LOCAL, HostSpec, open_hosts
 from failback.config.notifications import Notifications
 from failback.config.policy import Policy
 from failback.errors import FailbackError, UsageError
+from failback.hosts import HostSet
 from failback.model.fields import ConfigModel
 
 __all__ = ["Service", "Site", "Topology"]
@@ -36,6 +38,11 @@ class Site(ConfigModel):
     """A place that can run services: a server, a data centre, a cloud region."""
 
     description: str = Field("", description="Free text: where it is, who runs it.")
+    runs_on: str | None = Field(
+        None,
+        description="The machine (a key of hosts:) components at this site run on unless "
+        "they say otherwise. Default: local, the machine failback runs on.",
+    )
 
 
 class Service(ConfigModel):
@@ -115,6 +122,11 @@ class Topology(ConfigModel):
         description="Where runs, journals and locks are kept; relative to this file's "
         "directory. Default: .failback beside this file.",
     )
+    hosts: dict[str, HostSpec] = Field(
+        default_factory=dict,
+        description="The machines components run on and how to reach them (ssh or "
+        "local). `local`, the machine failback runs on, needs no entry.",
+    )
     sites: dict[str, Site] = Field(description="Every place that can run a service.")
     services: dict[str, Service] = Field(description="The services failback moves.")
     api: ApiConfig | None = Field(
@@ -184,6 +196,23 @@ class Topology(ConfigModel):
                 _did_you_mean(name, list(self.services)),
             )
         return self.services[name]
+
+    def host_name(self, component: ComponentSettings, site: str) -> str:
+        """The machine ``component`` runs on at ``site``: its own ``runs_on`` (for that
+        site, or for all), else the site's ``runs_on``, else ``local``."""
+        runs_on = component.runs_on
+        if isinstance(runs_on, str):
+            return runs_on
+        if isinstance(runs_on, dict) and site in runs_on:
+            return runs_on[site]
+        declared = self.sites.get(site)
+        if declared is not None and declared.runs_on is not None:
+            return declared.runs_on
+        return LOCAL
+
+    def open_hosts(self) -> HostSet:
+        """Every machine of this topology, connected on first use (close it after)."""
+        return open_hosts(self.hosts, self.host_name)
 
     def site(self, name: str) -> Site:
         """The site called ``name``; ``FailbackError`` with did-you-mean if missing."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from failback.config.errors import ConfigWarning, Problem
+from failback.config.host_refs import check_host_references
 from failback.config.models import Service
 from failback.config.yaml_source import KeyPath, YamlDocument, dotted
 from failback.drivers.base import Capability
@@ -64,6 +65,7 @@ def check_raw(data: dict[str, object], report: Reporter) -> None:
     these on the raw data means a typo elsewhere in the same service does not hide them.
     """
     rule = "use letters, digits, '-', '_' or '.', starting with a letter or digit (max 63)"
+    check_host_references(data, report)
     sites = data.get("sites")
     if isinstance(sites, dict):
         if not sites:

@@ -22,7 +22,7 @@ from failback.config.yaml_source import KeyPath, YamlDocument, dotted
 
 __all__ = ["problems_from_validation"]
 
-_TAG_KEYS = ("driver", "type")
+_TAG_KEYS = ("driver", "type", "via")
 _SENSITIVE = ("password", "secret", "token")
 _YAML_SPECIALS = "YAML reads yes/no/on/off/true/false as booleans and ~ or null as nothing"
 
@@ -206,7 +206,7 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> KeyPath:
     last = len(loc) - 1
     for i, part in enumerate(loc):
         if isinstance(cur, dict):
-            is_tag = any(cur.get(k) == part for k in _TAG_KEYS) and i < last
+            is_tag = any(cur.get(k) == part for k in _TAG_KEYS) and (i < last or part not in cur)
             if isinstance(part, str) and part in cur and not is_tag:
                 out.append(part)
                 cur = cur[part]

@@ -97,11 +97,15 @@ class StepContext(Protocol):
     service: Any
     """The service's validated settings (``failback.config.Service``): its policy, its
     components' settings by name."""
-    host: Host
     values: Mapping[str, Any]
     """Values remembered by earlier steps of the run (``remember``)."""
     options: Mapping[str, Any]
     """How the run was started (``from_site``, ``to_site``, ``by``...)."""
+
+    def host_for(self, component: str | None, site: str | None) -> Host:
+        """The machine ``component`` runs on at ``site`` (the topology's ``runs_on``),
+        connected once per run. Process and file actions go there; network actions
+        (SQL, admin sockets over TCP) need no host."""
 
     def remember(self, key: str, value: Any) -> None:
         """Keep a value for later steps, durably (it survives a crash and resume)."""
@@ -181,6 +185,11 @@ class Action:
     def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         self.spec = spec
         self.ctx = ctx
+
+    def host(self, site: str | None = None) -> Host:
+        """The machine this step's component runs on at ``site`` (default: the step's
+        site). Connected on first use, kept open for the rest of the run."""
+        return self.ctx.host_for(self.spec.component, site or self.spec.site)
 
     def check(self) -> bool:
         """True when the step's effect is already in place (nothing to apply)."""

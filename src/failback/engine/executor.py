@@ -35,7 +35,7 @@ from failback.engine.run_context import (
 )
 from failback.engine.step_code import build_action
 from failback.errors import FailbackError, SafetyRefusal, StateError
-from failback.hosts import Host, LocalHost
+from failback.hosts import HostSet
 from failback.model.plan import Plan, StepSpec
 from failback.model.states import (
     APPLIED_STEPS,
@@ -140,12 +140,13 @@ class Executor:
         self,
         journal: Journal,
         *,
-        host: Host | None = None,
         reporter: Reporter | None = None,
     ) -> None:
         self.journal = journal
-        self.host: Host = host or LocalHost()
         self.reporter: Reporter = reporter or NullReporter()
+        self._hosts: dict[str, HostSet] = {}
+        """The machines of each topology a locked operation used: connected once, reused
+        by every step, closed when the operation ends (``_locked``)."""
 
     # creating ----------------------------------------------------------------
 
@@ -259,7 +260,19 @@ class Executor:
             self._not_terminal(run)
             yield run
         finally:
+            self._close_hosts()
             lock.release()
+
+    def _hosts_of(self, topology: Topology) -> HostSet:
+        key = f"{topology.path}\0{topology.text}"
+        if key not in self._hosts:
+            self._hosts[key] = topology.open_hosts()
+        return self._hosts[key]
+
+    def _close_hosts(self) -> None:
+        opened, self._hosts = self._hosts, {}
+        for hosts in opened.values():
+            hosts.close()
 
     @staticmethod
     def _not_terminal(run: RunRecord) -> None:
@@ -280,7 +293,7 @@ class Executor:
             topology=topology,
             service_name=run.service,
             service=service,
-            host=self.host,
+            hosts=self._hosts_of(topology),
             journal=self.journal,
             reporter=self.reporter,
             values=dict(run.values),
@@ -305,6 +318,9 @@ class Executor:
                 service=run.service,
             )
         self.journal.set_run_status(run.id, RunStatus.RUNNING, pid=os.getpid())
+        ctx.warm_up(
+            [s for s, r in zip(plan.steps, records, strict=True) if r.status not in DONE_STEPS]
+        )
         idx = 0
         while idx < len(plan.steps):
             spec = plan.steps[idx]

@@ -43,7 +43,8 @@ class ChecksGate(Action):
     def apply(self) -> dict[str, Any] | None:
         use = self.spec.params["use"]
         checks = checks_for(self.ctx.service, use, self.spec.site)
-        results = [run_check(c, self.ctx.service, self.ctx.host) for c in checks]
+        local = self.ctx.host_for(None, None)
+        results = [run_check(c, self.ctx.service, local) for c in checks]
         for result in results:
             self.ctx.measure(
                 f"check.{result.name}.ok", 1.0 if result.ok else 0.0, note=result.detail
@@ -88,12 +89,12 @@ class StabilityGate(Action):
                 if site not in component.sites or role_of(component) is Role.TIER:
                     continue
                 seen = observe_component(
-                    self.ctx.host, self.ctx.service_name, name, component, site
+                    self.ctx.hosts, self.ctx.service_name, name, component, site
                 )
                 if not seen.healthy:
                     problems.append(f"{name}: {seen.detail}")
             for check in checks:
-                result = run_check(check, self.ctx.service, self.ctx.host)
+                result = run_check(check, self.ctx.service, self.ctx.host_for(None, None))
                 if not result.ok:
                     problems.append(f"{check.name}: {result.detail}")
             now = time.monotonic()
@@ -260,7 +261,7 @@ class _SiteWatch:
         self.site = site
         probes = [
             p
-            for p in build_probes(ctx.service_name, ctx.service, ctx.host)
+            for p in build_probes(ctx.service_name, ctx.service, ctx.hosts)
             if p.site == site and not p.is_traffic_layer
         ]
         self.db_key = f"{db}@{site}" if db else None

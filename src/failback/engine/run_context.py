@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from failback.drivers.base import AbortRequested, Action
 from failback.engine.progress import NullReporter, Reporter
 from failback.errors import StepFailed
-from failback.hosts import Host
+from failback.hosts import Host, HostSet
 from failback.model.plan import StepSpec
 from failback.observe.checks import CheckResult, run_check
 from failback.store import Journal
@@ -26,13 +26,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunContext:
-    """Everything a step may use: the topology, the host, the journal, run values."""
+    """Everything a step may use: the topology, its machines, the journal, run values."""
 
     run_id: int
     topology: Topology
     service_name: str
     service: Service
-    host: Host
+    hosts: HostSet
     journal: Journal
     reporter: Reporter = field(default_factory=NullReporter)
     values: dict[str, Any] = field(default_factory=dict)
@@ -101,10 +101,26 @@ class RunContext:
 
     def run_checks(self, check_type: str, site: str) -> list[CheckResult]:
         return [
-            run_check(check, self.service, self.host)
+            run_check(check, self.service, self.hosts.local())
             for check in self.service.checks
             if check.type == check_type and check.site in (None, site)
         ]
+
+    def host_for(self, component: str | None, site: str | None) -> Host:
+        """The machine ``component`` runs on at ``site`` (``local`` for the engine's own
+        steps, which belong to no component)."""
+        if component is None or site is None:
+            return self.hosts.local()
+        return self.hosts.for_component(self.service.component(component), site)
+
+    def warm_up(self, steps: list[StepSpec]) -> None:
+        """Connect (in the background) to every machine ``steps`` act on."""
+        names = [
+            self.hosts.name_for(self.service.components[s.component], s.site)
+            for s in steps
+            if s.component in self.service.components and s.site is not None
+        ]
+        self.hosts.warm_up(names)
 
     def run_started_at(self) -> float:
         return self.journal.get_run(self.run_id).created_at

@@ -12,10 +12,10 @@ from typing import Any
 from failback.config import Topology
 from failback.engine.executor import Executor
 from failback.errors import UsageError
-from failback.hosts import Host, LocalHost
+from failback.hosts import HostSet
 from failback.model.observed import ServiceState
 from failback.model.plan import Plan
-from failback.observe.service import observe_service
+from failback.observe.service import observe_service_once
 from failback.plan.artefact import (
     PlanArtefact,
     PlanOptions,
@@ -43,7 +43,7 @@ def make_plan(
     accept_data_loss: bool = False,
     approval: bool | None = None,
     stability_window_s: float | None = None,
-    host: Host | None = None,
+    hosts: HostSet | None = None,
 ) -> Plan:
     """Observe the service (read-only), then plan a run of ``kind``; changes nothing.
 
@@ -58,7 +58,7 @@ def make_plan(
         approval=approval,
         stability_window_s=stability_window_s,
     )
-    state = observe_service(host or LocalHost(), topology, service, journal)
+    state = observe_service_once(topology, service, journal, hosts)
     return plan_from_state(kind, service, topology, state, options)
 
 
@@ -94,12 +94,12 @@ def make_plan_artefact(
     journal: Journal,
     options: PlanOptions,
     *,
-    host: Host | None = None,
+    hosts: HostSet | None = None,
 ) -> PlanArtefact:
     """Observe once, plan from that observation, and keep both in an artefact for
     ``apply`` (``failback failback --plan FILE``); changes nothing."""
     topology.service(service)  # an unknown service is refused before observing
-    state = observe_service(host or LocalHost(), topology, service, journal)
+    state = observe_service_once(topology, service, journal, hosts)
     plan = plan_from_state(kind, service, topology, state, options)
     return build_artefact(plan, options=options, topology=topology, state=state)
 
@@ -112,7 +112,7 @@ def plan_to_apply(
     service: str,
     topology: Topology,
     journal: Journal,
-    host: Host | None = None,
+    hosts: HostSet | None = None,
 ) -> Plan:
     """The artefact's plan, once it is known to still hold; else a one-line refusal.
 
@@ -123,7 +123,7 @@ def plan_to_apply(
     """
     check_request(artefact, kind=kind, service=service, path=path)
     check_same_origin(artefact, topology=topology, path=path)
-    state = observe_service(host or LocalHost(), topology, service, journal)
+    state = observe_service_once(topology, service, journal, hosts)
     check_same_facts(artefact, facts=observed_facts(state), path=path)
     replanned = plan_from_state(kind, service, topology, state, artefact.options)
     check_same_plan(artefact, replanned, path=path)

@@ -12,6 +12,7 @@ import pwd
 import secrets
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ from failback.drivers.postgres.process import (
 from failback.drivers.postgres.replication import wait_streaming
 from failback.hosts import Host, LocalHost
 from failback.lab import haproxy as lab_router
-from failback.lab import pg
+from failback.lab import netns, pg
 from failback.lab import pool as lab_pool
+from failback.lab import sshd as lab_sshd
 from failback.lab import web as lab_web
 from failback.lab.info import (
     LAB_FILE,
@@ -45,6 +47,7 @@ from failback.lab.info import (
     load_info,
     save_info,
 )
+from failback.lab.machines import EDGE, LabMachines
 from failback.lab.pool import LabPool
 from failback.lab.ports import pick_ports
 from failback.lab.topology import render_topology
@@ -55,8 +58,8 @@ _SUN_PATH_MAX = 107  # bytes of a unix socket path, NUL excluded
 _STATE_KEY = "state"
 
 
-def _host(host: Host | None) -> Host:
-    return host if host is not None else LocalHost()
+HOSTS_MODES = ("local", "netns")
+"""``lab up --hosts``: everything on 127.0.0.1, or one network namespace per site."""
 
 
 def _os_user() -> str:
@@ -70,7 +73,7 @@ def _os_user() -> str:
 
 
 def lab_up(
-    directory: Path, *, sync: bool = False, auto: bool = False, host: Host | None = None
+    directory: Path, *, sync: bool = False, auto: bool = False, hosts: str = "local"
 ) -> LabInfo:
     """Create and start a lab in ``directory`` (new or empty); return how to use it.
 
@@ -81,8 +84,13 @@ def lab_up(
     ``auto``: the topology's policies are automatic with windows short enough for
     tests (see ``failback.lab.topology.AUTO_POLICY``); with ``sync`` too, the
     monitor (not postgresql.conf) keeps replication synchronous.
+
+    ``hosts="netns"``: each site (and the edge: HAProxy, PgBouncer) is its own machine,
+    a network namespace with its own address and sshd; failback reaches them by ssh.
     """
-    h = _host(host)
+    if hosts not in HOSTS_MODES:
+        raise LabError(f"unknown --hosts {hosts!r}", hint=f"use one of: {', '.join(HOSTS_MODES)}")
+    h = LocalHost()
     directory = Path(os.path.abspath(directory))
     if (directory / LAB_FILE).exists():
         return _restart_existing(h, directory)
@@ -94,9 +102,11 @@ def lab_up(
             hint="choose a new or empty directory for the lab",
         )
     _check_paths(directory)
+    if hosts == "netns":
+        netns.require_available()
     created = not directory.exists()
     try:
-        return _create(h, directory, sync=sync, auto=auto)
+        return _create(h, directory, sync=sync, auto=auto, netns_lab=hosts == "netns")
     except BaseException:
         _cleanup_failed(h, directory, remove_dir=created)
         raise
@@ -128,7 +138,9 @@ def _check_traversable(h: Host, directory: Path, os_user: str) -> None:
         )
 
 
-def _create(h: Host, directory: Path, *, sync: bool, auto: bool = False) -> LabInfo:
+def _create(
+    h: Host, directory: Path, *, sync: bool, auto: bool = False, netns_lab: bool = False
+) -> LabInfo:
     os_user = _os_user()
     h.make_dirs(str(directory), mode=0o711 if os.geteuid() == 0 else 0o700)
     _check_traversable(h, directory, os_user)
@@ -140,18 +152,24 @@ def _create(h: Host, directory: Path, *, sync: bool, auto: bool = False) -> LabI
     for which in pg.SECRETS:
         h.write_text(pg.secret_path(directory, which), secrets.token_urlsafe(24) + "\n")
 
-    ports = pick_ports(7)
+    ports = pick_ports(8)
     avoid = set(ports)
+    network = _build_network(directory) if netns_lab else None
+    address = _addresses(network)
     sites = {
         name: LabSite(
             pgdata=str(directory / name / "pgdata"),
             port=port,
             os_user=os_user,
             log_file=str(directory / name / "pgdata" / "failback-postmaster.log"),
+            address=address[name],
+            netns=None if network is None else network["hosts"][name]["netns"],
         )
         for name, port in zip(SITES, ports[:2], strict=True)
     }
-    router = lab_router.router_paths(directory, ports[2])
+    router = _router_at(
+        lab_router.router_paths(directory, ports[2]), address[EDGE], network, ports[7]
+    )
     info = LabInfo(
         dir=str(directory),
         config=str(directory / "failback.yaml"),
@@ -162,53 +180,55 @@ def _create(h: Host, directory: Path, *, sync: bool, auto: bool = False) -> LabI
         sync=sync,
         bin_dir=bin_dir,
         extra={_STATE_KEY: "creating"},
+        network=network,
     )
     save_info(h, info)  # early, so 'lab down' can clean up an interrupted 'lab up'
 
-    # dc1: the primary
-    h.make_dirs(str(directory / "dc1"), owner=os_user, mode=0o700)
-    primary = pg.lab_node(h, info, "dc1")
-    pg.init_primary(h, primary, run_dir)
-    primary = pg.start_on_free_port(h, primary, avoid, check_connect=False)
-    pg.create_roles(h, primary, run_dir, pg.read_secret(h, directory, "app"))
+    with LabMachines(network) as machines:
+        # dc1: the primary
+        dc1, dc2, edge = machines.of("dc1"), machines.of("dc2"), machines.of(EDGE)
+        h.make_dirs(str(directory / "dc1"), owner=os_user, mode=0o700)
+        primary = pg.lab_node(h, info, "dc1")
+        subnet = None if network is None else str(network["subnet"])
+        pg.init_primary(dc1, primary, run_dir, subnet=subnet)
+        primary = pg.start_on_free_port(dc1, primary, avoid, check_connect=False)
+        pg.create_roles(dc1, primary, run_dir, pg.read_secret(h, directory, "app"))
 
-    # dc2: a streaming standby cloned from it
-    standby = pg.lab_node(h, info, "dc2")
-    pg.clone_standby(h, primary, standby)
-    standby = pg.start_on_free_port(h, standby, avoid)
-    wait_streaming(standby, upstream=primary, timeout=30)
-    if sync and not auto:  # with --auto the monitor manages synchronous mode
-        pg.enable_sync(h, [primary, standby])
-    sites = {
-        "dc1": _site_with_port(sites["dc1"], primary.port),
-        "dc2": _site_with_port(sites["dc2"], standby.port),
-    }
+        # dc2: a streaming standby cloned from it (pg_basebackup runs on dc2's machine)
+        standby = pg.lab_node(h, info, "dc2")
+        pg.clone_standby(dc2, primary, standby)
+        standby = pg.start_on_free_port(dc2, standby, avoid)
+        wait_streaming(standby, upstream=primary, timeout=30)
+        if sync and not auto:  # with --auto the monitor manages synchronous mode
+            pg.enable_sync(dc1, [primary])
+            pg.enable_sync(dc2, [standby])
+        sites = {
+            "dc1": replace(sites["dc1"], port=primary.port),
+            "dc2": replace(sites["dc2"], port=standby.port),
+        }
 
-    # the router: write endpoint -> dc1
-    app_password = pg.read_secret(h, directory, "app")
-    # the pool: PgBouncer -> dc1, the endpoint clients see a stall through, not errors
-    pool = _start_pool_on_free_port(h, directory, ports[3], avoid, os_user, sites["dc1"].port)
-    pool_dsn = (
-        f"host=127.0.0.1 port={pool.port} dbname={pg.DBNAME} user={pg.APP_USER} "
-        f"password={app_password} connect_timeout=2"
-    )
-    # the web tier: one app per site, writing through the pool
-    web = _start_web(h, directory, ports[4:7], pool_dsn)
-    # the router: write endpoint -> dc1, and the web tier's HTTP frontend
-    router = _start_router_on_free_port(h, router, sites, avoid, web)
+        app_password = pg.read_secret(h, directory, "app")
+        # the pool: PgBouncer -> dc1, the endpoint clients see a stall through, not errors
+        pool = _start_pool_on_free_port(
+            edge, directory, ports[3], avoid, os_user, sites["dc1"], address[EDGE]
+        )
+        pool_dsn = (
+            f"host={pool.address} port={pool.port} dbname={pg.DBNAME} user={pg.APP_USER} "
+            f"password={app_password} connect_timeout=2"
+        )
+        # the web tier: one app per site, writing through the pool
+        web = _start_web(machines, directory, ports[4:7], pool_dsn, address)
+        # the router: write endpoint -> dc1, and the web tier's HTTP frontend
+        router = _start_router_on_free_port(edge, router, sites, avoid, web)
     router_dsn = (
-        f"host=127.0.0.1 port={router.port} dbname={pg.DBNAME} user={pg.APP_USER} "
+        f"host={router.address} port={router.port} dbname={pg.DBNAME} user={pg.APP_USER} "
         f"password={app_password} connect_timeout=2"
     )
-    info = LabInfo(
-        dir=info.dir,
-        config=info.config,
-        service=SERVICE,
+    info = replace(
+        info,
         dsn=pool_dsn,
         router=router,
         sites=sites,
-        sync=sync,
-        bin_dir=bin_dir,
         extra={_STATE_KEY: "ready", **({"auto": True} if auto else {})},
         pool=pool,
         router_dsn=router_dsn,
@@ -220,16 +240,56 @@ def _create(h: Host, directory: Path, *, sync: bool, auto: bool = False) -> LabI
     return info
 
 
+def _build_network(directory: Path) -> dict[str, Any]:
+    """The netns lab's machines: namespaces on a bridge, each with its own sshd."""
+    plan = netns.plan_for(directory)
+    netns.up(plan)
+    files = lab_sshd.prepare(directory, plan)
+    lab_sshd.start_all(directory, plan)
+    return {**plan.to_dict(), "ssh": files.to_dict()}
+
+
+def _addresses(network: dict[str, Any] | None) -> dict[str, str]:
+    if network is None:
+        return {part: "127.0.0.1" for part in (*SITES, EDGE)}
+    return {part: str(machine["address"]) for part, machine in network["hosts"].items()}
+
+
+def _router_at(
+    router: lab_router.LabRouter, address: str, network: dict[str, Any] | None, admin_port: int
+) -> lab_router.LabRouter:
+    """On the edge machine, HAProxy's runtime API also listens on TCP: failback reaches it
+    over the network, as it would an HAProxy on another machine."""
+    if network is None:
+        return router
+    return replace(router, address=address, admin_port=admin_port)
+
+
 def _start_pool_on_free_port(
-    h: Host, directory: Path, port: int, avoid: set[int], os_user: str, target_port: int
+    h: Host,
+    directory: Path,
+    port: int,
+    avoid: set[int],
+    os_user: str,
+    target: LabSite,
+    address: str,
 ) -> LabPool:
     users = {
         pg.APP_USER: pg.read_secret(h, directory, "app"),
         pg.ADMIN_USER: pg.read_secret(h, directory, "admin"),
     }
     for _attempt in range(5):
-        pool = LabPool(port=port, dir=str(directory / "pgbouncer"), database=pg.DBNAME)
-        lab_pool.write_files(h, pool, os_user=os_user, users=users, target_port=target_port)
+        pool = LabPool(
+            port=port, dir=str(directory / "pgbouncer"), database=pg.DBNAME, address=address
+        )
+        lab_pool.write_files(
+            h,
+            pool,
+            os_user=os_user,
+            users=users,
+            target_port=target.port,
+            target_address=target.address,
+        )
         try:
             lab_pool.start_pool(h, pool, os_user=os_user)
             return pool
@@ -239,17 +299,21 @@ def _start_pool_on_free_port(
     raise LabError("could not start PgBouncer on a free port", hint="see pgbouncer.log")
 
 
-def _site_with_port(site: LabSite, port: int) -> LabSite:
-    return LabSite(pgdata=site.pgdata, port=port, os_user=site.os_user, log_file=site.log_file)
-
-
-def _start_web(h: Host, directory: Path, ports: list[int], dsn: str) -> LabWeb:
+def _start_web(
+    machines: LabMachines, directory: Path, ports: list[int], dsn: str, address: dict[str, str]
+) -> LabWeb:
     web_dir = directory / "web"
-    h.make_dirs(str(web_dir), mode=0o700)
-    h.write_text(str(web_dir / "dsn"), dsn + "\n", mode=0o600)
-    web = LabWeb(port=ports[0], dir=str(web_dir), sites={"dc1": ports[1], "dc2": ports[2]})
+    machines.local.make_dirs(str(web_dir), mode=0o700)
+    machines.local.write_text(str(web_dir / "dsn"), dsn + "\n", mode=0o600)
+    web = LabWeb(
+        port=ports[0],
+        dir=str(web_dir),
+        sites={"dc1": ports[1], "dc2": ports[2]},
+        address=address[EDGE],
+        site_addresses={site: address[site] for site in SITES},
+    )
     for site in web.sites:
-        lab_web.start_app(h, web, site)
+        lab_web.start_app(machines.of(site), web, site)
     return web
 
 
@@ -263,7 +327,9 @@ def _start_router_on_free_port(
     for attempt in range(5):
         h.write_text(
             router.config,
-            lab_router.render_config(router, {n: s.port for n, s in sites.items()}, "dc1", web),
+            lab_router.render_config(
+                router, {n: (s.address, s.port) for n, s in sites.items()}, "dc1", web
+            ),
             mode=0o600,
         )
         try:
@@ -274,7 +340,8 @@ def _start_router_on_free_port(
                 raise
             (port,) = pick_ports(1, avoid=avoid)
             avoid.add(port)
-            router = lab_router.router_paths(Path(router.config).parent, port)
+            moved = lab_router.router_paths(Path(router.config).parent, port)
+            router = replace(router, port=moved.port)
     return router  # pragma: no cover
 
 
@@ -290,22 +357,29 @@ def _restart_existing(h: Host, directory: Path) -> LabInfo:
             f"creating the lab in {directory} was interrupted",
             hint=f"remove it with 'failback lab down {directory} --purge' and run 'lab up' again",
         )
-    status = lab_status(directory, host=h)
+    if info.network is not None:  # the machines come back first (namespaces, sshd)
+        plan = netns.plan_from_dict(info.network)
+        netns.up(plan)
+        lab_sshd.start_all(directory, plan)
+    status = lab_status(directory)
     if status["up"]:
         raise LabError(
-            f"the lab in {directory} is already up (write endpoint 127.0.0.1:{info.router.port})",
+            f"the lab in {directory} is already up (write endpoint "
+            f"{info.router.address}:{info.router.port})",
             hint="use it as it is, or 'failback lab down' it first",
         )
-    for site in info.sites:
-        start(h, pg.lab_node(h, info, site), timeout=60)
-    if lab_router.router_pid(h, info.router) is None:
-        lab_router.start_router(h, info.router)
-    if info.pool is not None and lab_pool.pool_pid(h, info.pool) is None:
-        lab_pool.start_pool(h, info.pool, os_user=_os_user())
-    if info.web is not None:
-        for site in info.web.sites:
-            if lab_web.app_pid(h, info.web, site) is None:
-                lab_web.start_app(h, info.web, site)
+    with LabMachines(info.network) as machines:
+        for site in info.sites:
+            start(machines.of(site), pg.lab_node(h, info, site), timeout=60)
+        edge = machines.of(EDGE)
+        if lab_router.router_pid(edge, info.router) is None:
+            lab_router.start_router(edge, info.router)
+        if info.pool is not None and lab_pool.pool_pid(edge, info.pool) is None:
+            lab_pool.start_pool(edge, info.pool, os_user=_os_user())
+        if info.web is not None:
+            for site in info.web.sites:
+                if lab_web.app_pid(h, info.web, site) is None:
+                    lab_web.start_app(machines.of(site), info.web, site)
     return info
 
 
@@ -325,13 +399,14 @@ def _cleanup_failed(h: Host, directory: Path, *, remove_dir: bool) -> None:
 # --------------------------------------------------------------------------- down
 
 
-def lab_down(directory: Path, *, purge: bool = False, host: Host | None = None) -> dict[str, Any]:
+def lab_down(directory: Path, *, purge: bool = False) -> dict[str, Any]:
     """Stop every process of the lab (idempotent); ``purge`` also deletes DIR.
 
     A directory that no longer exists counts as already down. One that exists but
     is not a lab is refused, so that ``--purge`` never deletes a stranger's files.
+    A netns lab's namespaces, bridge and interfaces are removed too.
     """
-    h = _host(host)
+    h = LocalHost()
     directory = Path(os.path.abspath(directory))
     if not directory.exists():
         return {"dir": str(directory), "stopped": [], "purged": False}
@@ -368,6 +443,11 @@ def _stop_everything(h: Host, directory: Path) -> list[str]:
                 kill_postmaster(h, node)
             stopped.append(f"db@{site}")
     stopped += _kill_leftovers(h, directory)
+    if info is not None and info.network is not None:
+        # processes share the PID namespace: those above were stopped from here; what is
+        # left in the namespaces (sshd, sessions) dies with them
+        netns.down(netns.plan_from_dict(info.network))
+        stopped.append("network")
     return stopped
 
 
@@ -413,9 +493,13 @@ def _kill_leftovers(h: Host, directory: Path) -> list[str]:
 # --------------------------------------------------------------------------- status
 
 
-def lab_status(directory: Path, *, host: Host | None = None) -> dict[str, Any]:
-    """Each process up or not, each PostgreSQL's role, the router's write target."""
-    h = _host(host)
+def lab_status(directory: Path) -> dict[str, Any]:
+    """Each process up or not, each PostgreSQL's role, the router's write target.
+
+    Read from this machine even in the netns lab: the namespaces share its process
+    table and files, and their addresses are reachable through the bridge.
+    """
+    h = LocalHost()
     directory = Path(os.path.abspath(directory))
     info = load_info(h, directory)
     sites: dict[str, Any] = {}
@@ -423,6 +507,8 @@ def lab_status(directory: Path, *, host: Host | None = None) -> dict[str, Any]:
         node = pg.lab_node(h, info, site)
         obs = observe(h, node)
         sites[site] = {
+            "address": node.host,
+            **({"netns": info.sites[site].netns} if info.sites[site].netns else {}),
             "port": node.port,
             "pid": running_postmaster(h, node),
             "up": obs.reachable,
@@ -472,20 +558,25 @@ def lab_status(directory: Path, *, host: Host | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- break / repair
 
 
-def lab_break(
-    directory: Path, site: str, what: str = "db", *, host: Host | None = None
-) -> dict[str, Any]:
+def lab_break(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
     """Make a component of a site fail the hard way (SIGKILL), as a crash would.
 
     ``db``: SIGKILL the site's postmaster and wait until it no longer accepts
     connections. ``router``: the lab has one HAProxy for both sites; it is killed
-    (its servers' states are saved first so a repair restores them).
+    (its servers' states are saved first so a repair restores them). ``host`` (netns
+    lab): the whole machine dies, every process of the site's namespace SIGKILLed and
+    its link down.
     """
-    h = _host(host)
+    h = LocalHost()
     directory = Path(os.path.abspath(directory))
     info = load_info(h, directory)
     info.site(site)
     check_component(what)
+    if what == "host":
+        plan = _network_of(info, "break SITE host")
+        killed = netns.kill_all(plan.hosts[site].netns)
+        netns.link_down(plan, site)
+        return {"site": site, "component": what, "killed": len(killed)}
     if what == "web":
         return _web_flag(h, info, site, broken=True)
     if what == "router":
@@ -520,29 +611,65 @@ def _web_flag(h: Host, info: LabInfo, site: str, *, broken: bool) -> dict[str, A
     return {"site": site, "component": "web", "broken": broken}
 
 
-def lab_repair(
-    directory: Path, site: str, what: str = "db", *, host: Host | None = None
-) -> dict[str, Any]:
+def lab_repair(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
     """Start a broken component again exactly as it was (idempotent).
 
     A former primary comes back believing it is primary: no standby.signal is
     added, nothing is resynced. That is the stale primary failback must fence.
+    ``host`` (netns lab): the machine comes back: link up, sshd, PostgreSQL (as it was
+    left) and the site's web app.
     """
-    h = _host(host)
+    h = LocalHost()
     directory = Path(os.path.abspath(directory))
     info = load_info(h, directory)
     info.site(site)
     check_component(what)
     if what == "web":
         return _web_flag(h, info, site, broken=False)
-    if what == "router":
-        pid = lab_router.router_pid(h, info.router)
-        if pid is None:
-            pid = lab_router.start_router(h, info.router)
-        return {"site": site, "component": what, "pid": pid}
-    node = pg.lab_node(h, info, site)
-    stale = postmaster_pid_file(h, node)
-    if stale is not None and running_postmaster(h, node) is None:
-        wait_pid_gone(h, stale[0], timeout=30)  # the zombie window (note 10)
-    start(h, node, timeout=60)
+    with LabMachines(info.network) as machines:
+        if what == "router":
+            pid = lab_router.router_pid(h, info.router)
+            if pid is None:
+                pid = lab_router.start_router(machines.of(EDGE), info.router)
+            return {"site": site, "component": what, "pid": pid}
+        if what == "host":
+            plan = _network_of(info, "repair SITE host")
+            netns.link_up(plan, site)
+            lab_sshd.start(directory, plan, site)
+        node = pg.lab_node(h, info, site)
+        stale = postmaster_pid_file(h, node)
+        if stale is not None and running_postmaster(h, node) is None:
+            wait_pid_gone(h, stale[0], timeout=30)  # the zombie window (note 10)
+        if running_postmaster(h, node) is None:
+            start(machines.of(site), node, timeout=60)
+        if what == "host" and info.web is not None and lab_web.app_pid(h, info.web, site) is None:
+            lab_web.start_app(machines.of(site), info.web, site)
     return {"site": site, "component": what, "pid": running_postmaster(h, node)}
+
+
+def lab_partition(directory: Path, site: str) -> dict[str, Any]:
+    """Cut ``site`` off the network (its link down); its processes keep running, so a
+    primary there keeps believing it is primary (netns lab only)."""
+    info = load_info(LocalHost(), Path(os.path.abspath(directory)))
+    info.site(site)
+    plan = _network_of(info, "partition")
+    netns.link_down(plan, site)
+    return {"site": site, "partitioned": True}
+
+
+def lab_heal(directory: Path, site: str) -> dict[str, Any]:
+    """Bring ``site``'s link back (netns lab only)."""
+    info = load_info(LocalHost(), Path(os.path.abspath(directory)))
+    info.site(site)
+    plan = _network_of(info, "heal")
+    netns.link_up(plan, site)
+    return {"site": site, "partitioned": False}
+
+
+def _network_of(info: LabInfo, what: str) -> netns.NetPlan:
+    if info.network is None:
+        raise LabError(
+            f"'lab {what}' needs a lab whose sites are machines of their own",
+            hint="create one with 'failback lab up --dir DIR --hosts netns'",
+        )
+    return netns.plan_from_dict(info.network)

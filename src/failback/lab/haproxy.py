@@ -36,16 +36,25 @@ def state_file(router: LabRouter) -> str:
     return str(Path(router.config).with_name("haproxy.state"))
 
 
-def render_config(router: LabRouter, servers: dict[str, int], active: str, web: Any = None) -> str:
+def render_config(
+    router: LabRouter, servers: dict[str, tuple[str, int]], active: str, web: Any = None
+) -> str:
     """haproxy.cfg: one TCP frontend (the write endpoint) -> backend pg_write.
 
-    Only ``active`` is enabled at boot; the others start ``disabled`` (maint), so
-    a freshly started router never offers two write targets.
+    ``servers``: site -> (address, port) of its PostgreSQL. Only ``active`` is enabled
+    at boot; the others start ``disabled`` (maint), so a freshly started router never
+    offers two write targets.
     """
+    admin_tcp = (
+        []
+        if router.admin_port is None
+        else [f"    stats socket ipv4@{router.address}:{router.admin_port} level admin"]
+    )
     lines = [
         "# written by failback lab: the service's write endpoint",
         "global",
         f"    stats socket {router.socket} level admin mode 600",
+        *admin_tcp,
         "    stats timeout 10s",
         f"    server-state-file {state_file(router)}",
         "defaults",
@@ -55,14 +64,14 @@ def render_config(router: LabRouter, servers: dict[str, int], active: str, web: 
         "    timeout client 1h",
         "    timeout server 1h",
         f"frontend {FRONTEND}",
-        f"    bind 127.0.0.1:{router.port}",
+        f"    bind {router.address}:{router.port}",
         f"    default_backend {router.backend}",
         f"backend {router.backend}",
         "    default-server on-marked-down shutdown-sessions",
     ]
-    for name, port in servers.items():
+    for name, (address, port) in servers.items():
         flag = "" if name == active else " disabled"
-        lines.append(f"    server {name} 127.0.0.1:{port}{flag}")
+        lines.append(f"    server {name} {address}:{port}{flag}")
     if web is not None:
         lines += haproxy_sections(web, active)
     return "\n".join(lines) + "\n"
@@ -106,7 +115,7 @@ def start_router(host: Host, router: LabRouter, *, timeout: float = 10.0) -> int
     if not result.ok:
         raise LabError(
             f"haproxy did not start: {result.tail()}",
-            hint=f"check port {router.port} on 127.0.0.1 and {router.config}",
+            hint=f"check port {router.port} on {router.address} and {router.config}",
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

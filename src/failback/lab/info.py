@@ -19,7 +19,7 @@ from failback.lab.web import LabWeb
 
 LAB_FILE = "lab.json"
 SITES = ("dc1", "dc2")
-COMPONENTS = ("db", "router", "web")
+COMPONENTS = ("db", "router", "web", "host")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class LabSite:
     port: int
     os_user: str
     log_file: str
+    address: str = "127.0.0.1"
+    """Where the site's machine answers: 127.0.0.1, or its namespace's address."""
+    netns: str | None = None
+    """The site's network namespace in a ``--hosts netns`` lab."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +48,16 @@ class LabRouter:
     config: str
     pidfile: str
     backend: str = "pg_write"
+    address: str = "127.0.0.1"
+    """Where its frontends listen: 127.0.0.1, or the edge namespace's address."""
+    admin_port: int | None = None
+    """A TCP stats socket on ``address`` (the netns lab: failback reaches the runtime
+    API over the network, as it would an HAProxy on another machine)."""
+
+    @property
+    def admin(self) -> str:
+        """The ``socket`` setting failback uses: TCP when there is one, else the path."""
+        return self.socket if self.admin_port is None else f"{self.address}:{self.admin_port}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +85,9 @@ class LabInfo:
     """libpq conninfo of HAProxy's write endpoint (refused connections while switching)."""
     web: Any = None
     """The lab's web tier (lab.web.LabWeb), None in labs made before it existed."""
+    network: dict[str, Any] | None = None
+    """``--hosts netns``: the namespaces, bridge and addresses (lab.netns), and the lab's
+    ssh key and known_hosts; None when everything runs on 127.0.0.1."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +104,7 @@ class LabInfo:
             **({"pool": self.pool.to_dict()} if self.pool else {}),
             **({"web": self.web.url, "web_tier": self.web.to_dict()} if self.web else {}),
             **({"extra": self.extra} if self.extra else {}),
+            **({"network": self.network} if self.network else {}),
         }
 
     @classmethod
@@ -105,6 +123,7 @@ class LabInfo:
             pool=_pool_from(data.get("pool")),
             router_dsn=data.get("router_dsn", ""),
             web=_web_from(data.get("web_tier")),
+            network=data.get("network"),
         )
 
     def site(self, name: str) -> LabSite:

@@ -42,7 +42,7 @@ def lab_node(host: Host, info: LabInfo, site: str) -> PgNode:
     directory = Path(info.dir)
     return PgNode(
         site=site,
-        host="127.0.0.1",
+        host=where.address,
         port=where.port,
         pgdata=where.pgdata,
         bin_dir=info.bin_dir,
@@ -58,15 +58,16 @@ def lab_node(host: Host, info: LabInfo, site: str) -> PgNode:
 SYNC_NAMES = "ANY 1 (dc1, dc2)"
 
 
-def settings(run_dir: str, *, sync: bool) -> dict[str, object]:
+def settings(run_dir: str, *, sync: bool, listen: str = "127.0.0.1") -> dict[str, object]:
     """postgresql.conf settings shared by both nodes (pg_basebackup copies the file).
 
     Nothing per node goes here: the port is on the command line. ``ANY 1 (dc1, dc2)``
     makes synchronous replication symmetric: a primary is never its own standby, so
-    dc1 waits for dc2 and, after a failover, dc2 waits for dc1.
+    dc1 waits for dc2 and, after a failover, dc2 waits for dc1. ``listen``: ``*`` in
+    the netns lab, where each node's namespace has only its own address (and lo).
     """
     conf: dict[str, object] = {
-        "listen_addresses": "127.0.0.1",
+        "listen_addresses": listen,
         "unix_socket_directories": run_dir,
         "shared_buffers": "32MB",
         "max_connections": 50,
@@ -109,20 +110,30 @@ def _with_port(node: PgNode, port: int) -> PgNode:
     return replace(node, port=port)
 
 
-def init_primary(host: Host, node: PgNode, run_dir: str) -> None:
+def init_primary(host: Host, node: PgNode, run_dir: str, *, subnet: str | None = None) -> None:
     """initdb with data checksums and 1 MB WAL segments; superuser = the OS user (peer).
 
     Always asynchronous at first: with a synchronous standby named before one
     exists, creating the roles would wait forever. ``enable_sync`` comes later.
+    ``subnet`` (the netns lab): the other machines' range may log in and replicate
+    (password-authenticated); pg_basebackup copies pg_hba.conf to the standby.
     """
     initdb(
         host,
         node,
         data_checksums=True,
         wal_segsize_mb=1,
-        settings=settings(run_dir, sync=False),
+        settings=settings(run_dir, sync=False, listen="127.0.0.1" if subnet is None else "*"),
         sync=False,
     )
+    if subnet is not None:
+        hba = os.path.join(node.pgdata, "pg_hba.conf")
+        lines = [
+            f"host all all {subnet} scram-sha-256",
+            f"host replication {REPLICATION_USER} {subnet} scram-sha-256",
+        ]
+        text = host.read_text(hba)
+        host.write_text(hba, text + "\n".join(lines) + "\n", owner=node.os_user, mode=0o600)
 
 
 def enable_sync(host: Host, nodes: list[PgNode]) -> None:

@@ -28,6 +28,8 @@ class LabPool:
     port: int
     dir: str
     database: str = "app"
+    address: str = "127.0.0.1"
+    """Where it listens: 127.0.0.1, or the edge namespace's address."""
 
     @property
     def config(self) -> str:
@@ -50,7 +52,12 @@ class LabPool:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabPool:
-        return cls(port=int(data["port"]), dir=data["dir"], database=data.get("database", "app"))
+        return cls(
+            port=int(data["port"]),
+            dir=data["dir"],
+            database=data.get("database", "app"),
+            address=data.get("address", "127.0.0.1"),
+        )
 
 
 def render_config(pool: LabPool, *, admin_user: str) -> str:
@@ -61,7 +68,7 @@ def render_config(pool: LabPool, *, admin_user: str) -> str:
         "[databases]",
         f"%include {pool.databases_file}",
         "[pgbouncer]",
-        "listen_addr = 127.0.0.1",
+        f"listen_addr = {pool.address}",
         f"listen_port = {pool.port}",
         "unix_socket_dir =",
         "auth_type = scram-sha-256",
@@ -80,7 +87,13 @@ def render_config(pool: LabPool, *, admin_user: str) -> str:
 
 
 def write_files(
-    h: Host, pool: LabPool, *, os_user: str, users: dict[str, str], target_port: int
+    h: Host,
+    pool: LabPool,
+    *,
+    os_user: str,
+    users: dict[str, str],
+    target_port: int,
+    target_address: str = "127.0.0.1",
 ) -> None:
     h.make_dirs(pool.dir, owner=os_user, mode=0o700)
     h.write_text(pool.config, render_config(pool, admin_user="failback"), owner=os_user)
@@ -88,7 +101,7 @@ def write_files(
     h.write_text(str(Path(pool.dir) / "userlist.txt"), userlist, owner=os_user)
     h.write_text(
         pool.databases_file,
-        f"{pool.database} = host=127.0.0.1 port={target_port} dbname={pool.database}\n",
+        f"{pool.database} = host={target_address} port={target_port} dbname={pool.database}\n",
         owner=os_user, mode=0o640,
     )  # fmt: skip
 
@@ -118,7 +131,7 @@ def start_pool(h: Host, pool: LabPool, *, os_user: str, timeout: float = 10.0) -
 def _accepts(pool: LabPool) -> bool:
     try:
         with psycopg.connect(
-            host="127.0.0.1",
+            host=pool.address,
             port=pool.port,
             dbname="pgbouncer",
             user="nobody-probe",

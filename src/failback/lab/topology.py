@@ -19,7 +19,7 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
     directory = Path(info.dir)
     sites = {
         name: {
-            "host": "127.0.0.1",
+            "host": site.address,
             "port": site.port,
             "pgdata": site.pgdata,
             "os_user": site.os_user,
@@ -30,8 +30,8 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
         "version": 1,
         "state_dir": str(directory / "state"),
         "sites": {
-            "dc1": {"description": "lab site 1 (127.0.0.1)"},
-            "dc2": {"description": "lab site 2 (127.0.0.1)"},
+            name: {"description": f"lab site {n} ({site.address})"}
+            for n, (name, site) in enumerate(info.sites.items(), start=1)
         },
         "services": {
             info.service: {
@@ -55,9 +55,9 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
                     "router": {
                         "driver": "haproxy",
                         "options": {
-                            "socket": info.router.socket,
+                            "socket": info.router.admin,
                             "backend": info.router.backend,
-                            "endpoint": f"127.0.0.1:{info.router.port}",
+                            "endpoint": f"{info.router.address}:{info.router.port}",
                         },
                         "sites": {name: {"server": name} for name in info.sites},
                     },
@@ -66,7 +66,7 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
                     {
                         "name": "write-endpoint",
                         "type": "tcp",
-                        "host": "127.0.0.1",
+                        "host": info.router.address,
                         "port": info.router.port,
                         "use": ["precheck"],
                     },
@@ -74,7 +74,7 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
                         "name": "db-dc1",
                         "type": "tcp",
                         "site": "dc1",
-                        "host": "127.0.0.1",
+                        "host": info.sites["dc1"].address,
                         "port": info.sites["dc1"].port,
                         "use": ["precheck"],
                     },
@@ -90,13 +90,40 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
             "driver": "haproxy",
             "description": "the web tier: HAProxy splits its traffic between the sites",
             "options": {
-                "socket": info.router.socket,
+                "socket": info.router.admin,
                 "backend": info.web.backend,
                 "tier": "stateless",
             },
             "sites": {name: {"server": name} for name in info.web.sites},
         }
+    if info.network is not None:
+        return _place_on_machines(doc, info)
     return doc
+
+
+def _place_on_machines(doc: dict[str, Any], info: LabInfo) -> dict[str, Any]:
+    """The netns lab: each site is a machine reached by ssh, HAProxy and PgBouncer run
+    on the edge machine; the lab's own key logs in, its known_hosts pins every key."""
+    assert info.network is not None
+    ssh = info.network["ssh"]
+    hosts: dict[str, Any] = {}
+    for name, machine in info.network["hosts"].items():
+        hosts[name] = {
+            "via": "ssh",
+            "description": f"lab machine: network namespace {machine['netns']}",
+            "address": machine["address"],
+            "user": "root",
+            "key": f"file:{ssh['key']}",
+            "known_hosts": ssh["known_hosts"],
+        }
+    for name in info.sites:
+        doc["sites"][name]["runs_on"] = name
+    components = doc["services"][info.service]["components"]
+    for name in ("router", "pool", "web"):
+        if name in components:
+            components[name]["runs_on"] = "edge"
+    first = {k: doc[k] for k in ("version", "state_dir")}
+    return {**first, "hosts": hosts, **{k: v for k, v in doc.items() if k not in first}}
 
 
 def _pool_component(info: LabInfo, directory: Path) -> dict[str, Any]:
@@ -105,7 +132,7 @@ def _pool_component(info: LabInfo, directory: Path) -> dict[str, Any]:
         "driver": "pgbouncer",
         "description": "PgBouncer: clients stall through a switch instead of failing",
         "options": {
-            "host": "127.0.0.1",
+            "host": info.pool.address,
             "port": info.pool.port,
             "admin_user": ADMIN_USER,
             "admin_password": f"file:{secret_path(directory, 'admin')}",
@@ -114,7 +141,7 @@ def _pool_component(info: LabInfo, directory: Path) -> dict[str, Any]:
             "os_user": info.sites["dc1"].os_user,
         },
         "sites": {
-            name: {"host": "127.0.0.1", "port": site.port} for name, site in info.sites.items()
+            name: {"host": site.address, "port": site.port} for name, site in info.sites.items()
         },
     }
 
@@ -148,9 +175,10 @@ def _policy(info: LabInfo) -> dict[str, Any]:
 
 
 def render_topology(info: LabInfo) -> str:
+    where = "one network namespace per site" if info.network else "127.0.0.1"
     header = (
-        "# Written by 'failback lab up': a two-site lab on 127.0.0.1.\n"
-        "# dc1 holds the primary, dc2 a streaming standby; HAProxy on port "
-        f"{info.router.port} is the write endpoint.\n"
+        f"# Written by 'failback lab up': a two-site lab on {where}.\n"
+        "# dc1 holds the primary, dc2 a streaming standby; HAProxy on "
+        f"{info.router.address}:{info.router.port} is the write endpoint.\n"
     )
     return header + yaml.safe_dump(topology_dict(info), sort_keys=False, width=100)

@@ -6,6 +6,7 @@ traffic steps change them through the runtime API) and TCP-checks each instance.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import time
@@ -30,10 +31,17 @@ class LabWeb:
     dir: str
     sites: dict[str, int] = field(default_factory=dict)
     backend: str = BACKEND
+    address: str = "127.0.0.1"
+    """Where the frontend listens: 127.0.0.1, or the edge namespace's address."""
+    site_addresses: dict[str, str] = field(default_factory=dict)
+    """Where each site's app listens (127.0.0.1 when not listed)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://{self.address}:{self.port}/"
+
+    def site_address(self, site: str) -> str:
+        return self.site_addresses.get(site, "127.0.0.1")
 
     def flag(self, site: str) -> Path:
         return Path(self.dir) / f"{site}.broken"
@@ -51,6 +59,8 @@ class LabWeb:
             dir=data["dir"],
             sites={k: int(v) for k, v in data.get("sites", {}).items()},
             backend=data.get("backend", BACKEND),
+            address=data.get("address", "127.0.0.1"),
+            site_addresses=dict(data.get("site_addresses", {})),
         )
 
 
@@ -59,7 +69,7 @@ def haproxy_sections(web: LabWeb, active: str) -> list[str]:
     lines = [
         f"frontend {FRONTEND}",
         "    mode http",
-        f"    bind 127.0.0.1:{web.port}",
+        f"    bind {web.address}:{web.port}",
         "    timeout client 30s",
         f"    default_backend {web.backend}",
         f"backend {web.backend}",
@@ -72,7 +82,7 @@ def haproxy_sections(web: LabWeb, active: str) -> list[str]:
     ]
     for site, port in web.sites.items():
         weight = 100 if site == active else 0
-        lines.append(f"    server {site} 127.0.0.1:{port} weight {weight}")
+        lines.append(f"    server {site} {web.site_address(site)}:{port} weight {weight}")
     return lines
 
 
@@ -80,19 +90,21 @@ def start_app(h: Host, web: LabWeb, site: str, *, os_user: str | None = None) ->
     """Start one site's webapp in the background; return its PID once it answers."""
     pidfile = web.pidfile(site)
     pidfile.unlink(missing_ok=True)
-    command = (
-        f"nohup {sys.executable} -m failback.lab.webapp --site {site} "
-        f"--port {web.sites[site]} --dsn-file {Path(web.dir) / 'dsn'} "
-        f"--broken-flag {web.flag(site)} --pidfile {pidfile} "
-        f"> {Path(web.dir) / (site + '.log')} 2>&1 &"
-    )
+    argv = [
+        sys.executable, "-m", "failback.lab.webapp", "--site", site,
+        "--port", str(web.sites[site]), "--bind", web.site_address(site),
+        "--dsn-file", str(Path(web.dir) / "dsn"), "--broken-flag", str(web.flag(site)),
+        "--pidfile", str(pidfile),
+    ]  # fmt: skip
+    log = shlex.quote(str(Path(web.dir) / (site + ".log")))
+    command = f"nohup {shlex.join(argv)} > {log} 2>&1 &"
     result = h.run_shell(command, timeout=10, as_user=os_user)
     if not result.ok:
         raise LabError(f"web app at {site} did not start: {result.tail()}")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         pid = app_pid(h, web, site)
-        if pid is not None and _answers(web.sites[site]):
+        if pid is not None and _answers(web.site_address(site), web.sites[site]):
             return pid
         time.sleep(0.05)
     raise LabError(
@@ -101,9 +113,9 @@ def start_app(h: Host, web: LabWeb, site: str, *, os_user: str | None = None) ->
     )
 
 
-def _answers(port: int) -> bool:
+def _answers(address: str, port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+        with urllib.request.urlopen(f"http://{address}:{port}/health", timeout=1):
             return True
     except urllib.error.HTTPError:
         return True  # answering 500 (broken on purpose) is answering

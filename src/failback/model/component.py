@@ -38,6 +38,12 @@ class ComponentSettings(ConfigModel):
 
     driver: str = Field(description="Which driver observes and acts on this component.")
     description: str = Field("", description="Free text for people reading the topology.")
+    runs_on: str | dict[str, str] | None = Field(
+        None,
+        description="The machine (a key of hosts:) this component runs on: one name for "
+        "every site (a router on the edge machine), or site -> name. Default: the "
+        "site's runs_on, else local.",
+    )
     _name: str = PrivateAttr(default="")
 
     @property

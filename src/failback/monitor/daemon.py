@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from failback.config import Topology
 from failback.errors import StateError
-from failback.hosts import Host, LocalHost
+from failback.hosts import HostSet
 from failback.monitor.notify import Notifier
 from failback.monitor.reconcile import ServiceMonitor
 from failback.monitor.run_worker import JournalPerThread
@@ -78,17 +78,17 @@ class Monitor:
         *,
         log: TextIO | None = None,
         grace: float = 30.0,
-        host: Host | None = None,
     ) -> None:
         self.topology = topology
         self.state_dir = Path(state_dir)
         self.log = log or sys.stdout
         self.grace = grace
-        self.host = host or LocalHost()
+        self.hosts: HostSet = topology.open_hosts()
+        """The machines probes observe through, connected for the monitor's lifetime."""
         self.journals = JournalPerThread(self.state_dir)
         self.services: list[ServiceMonitor] = []
         for name, service in topology.services.items():
-            probes = build_probes(name, service, self.host)
+            probes = build_probes(name, service, self.hosts)
             self.services.append(
                 ServiceMonitor(
                     name=name,
@@ -214,6 +214,7 @@ def run_monitor(topology: Topology, state_dir: Path, *, log: TextIO | None, grac
     """Foreground entry point: run until SIGTERM/SIGINT, then exit cleanly."""
     lock = MonitorLock(state_dir)
     lock.acquire()
+    monitor: Monitor | None = None
     try:
         monitor = Monitor(topology, state_dir, log=log, grace=grace)
 
@@ -226,4 +227,6 @@ def run_monitor(topology: Topology, state_dir: Path, *, log: TextIO | None, grac
 
         asyncio.run(main())
     finally:
+        if monitor is not None:
+            monitor.hosts.close()
         lock.release()

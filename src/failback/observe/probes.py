@@ -18,7 +18,7 @@ from typing import Any
 from failback.config import Service
 from failback.drivers.base import Role
 from failback.drivers.catalog import role_of
-from failback.hosts import Host
+from failback.hosts import Host, HostSet
 from failback.model.observed import ComponentObservation
 from failback.observe.checks import run_check
 from failback.observe.service import observe_component
@@ -132,7 +132,7 @@ class ProbeHealth:
         }
 
 
-def build_probes(service_name: str, service: Service, host: Host) -> list[Probe]:
+def build_probes(service_name: str, service: Service, hosts: HostSet) -> list[Probe]:
     """Every component at every site (its driver's observation) and every declared check."""
     probes: list[Probe] = []
     detection = service.policy.detection
@@ -148,7 +148,7 @@ def build_probes(service_name: str, service: Service, host: Host) -> list[Probe]
                     interval=float(detection.interval),
                     timeout=float(detection.timeout),
                     threshold=int(detection.failure_threshold),
-                    run=_observer(host, service_name, name, component, site),
+                    run=_observer(hosts, service_name, name, component, site),
                     role=role_of(component).value,
                 )
             )
@@ -163,7 +163,7 @@ def build_probes(service_name: str, service: Service, host: Host) -> list[Probe]
                 interval=float(check.interval),
                 timeout=float(check.timeout),
                 threshold=int(check.failure_threshold),
-                run=_checker(check, service, host),
+                run=_checker(check, service, hosts.local()),
                 precheck="precheck" in check.use,
             )
         )
@@ -171,11 +171,11 @@ def build_probes(service_name: str, service: Service, host: Host) -> list[Probe]
 
 
 def _observer(
-    host: Host, service_name: str, name: str, component: Any, site: str
+    hosts: HostSet, service_name: str, name: str, component: Any, site: str
 ) -> Callable[[], ProbeResult]:
     def run() -> ProbeResult:
         started = time.monotonic()
-        obs = observe_component(host, service_name, name, component, site)
+        obs = observe_component(hosts, service_name, name, component, site)
         return ProbeResult(
             ok=obs.healthy,
             detail=f"{obs.role}: {obs.detail}" if obs.detail else obs.role,

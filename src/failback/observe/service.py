@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from failback.config import Topology
 from failback.drivers.base import Capability, Role
 from failback.drivers.catalog import driver_named, driver_of
-from failback.hosts import Host
+from failback.errors import FailbackError
+from failback.hosts import HostSet
 from failback.model.observed import ComponentObservation, ServiceState
 from failback.store import Journal
 
 
 def observe_component(
-    host: Host, service: str, name: str, component: Any, site: str
+    hosts: HostSet, service: str, name: str, component: Any, site: str
 ) -> ComponentObservation:
-    """Observe one component at one site through its driver; never raises for an
-    unhealthy component."""
+    """Observe one component at one site through its driver, on the machine it runs on;
+    never raises for an unhealthy component, nor for a machine that cannot be reached
+    (the observation says so: a partitioned site is a fact, not an error)."""
     driver = driver_of(component)
-    observation = driver.observe(host, service, name, component, site)
+    try:
+        observation = driver.observe(
+            hosts.for_component(component, site), service, name, component, site
+        )
+    except FailbackError as exc:  # the machine is unreachable (ssh refused, timed out...)
+        observation = ComponentObservation(
+            component=name,
+            site=site,
+            driver=driver.name,
+            healthy=False,
+            role="unknown",
+            detail=exc.message,
+            observed_at=time.time(),
+            data={"host_unreachable": hosts.name_for(component, site)},
+        )
     observation.kind = driver.role(component).value
     return observation
 
 
-def observe_service(host: Host, topology: Topology, service_name: str, journal: Journal) -> Any:
+def observe_service(hosts: HostSet, topology: Topology, service_name: str, journal: Journal) -> Any:
     """Observe every component at every site, plus the recorded active site.
 
     Read-only, always (``failback status``, ``plan``, the API and metrics call it): a
@@ -37,7 +54,7 @@ def observe_service(host: Host, topology: Topology, service_name: str, journal: 
     observations = []
     for name, component in service.components.items():
         for site in component.sites:
-            observations.append(observe_component(host, service_name, name, component, site))
+            observations.append(observe_component(hosts, service_name, name, component, site))
     active_site = recorded.get("active_site", service.primary_site)
     mark_stale_primaries(observations, active_site)
     return ServiceState(
@@ -48,6 +65,17 @@ def observe_service(host: Host, topology: Topology, service_name: str, journal: 
         sync_mode=recorded.get("sync_mode"),
         components=observations,
     )
+
+
+def observe_service_once(
+    topology: Topology, service_name: str, journal: Journal, hosts: HostSet | None = None
+) -> Any:
+    """``observe_service`` on ``hosts``, or on the topology's machines connected for
+    this one observation (a CLI command, a plan)."""
+    if hosts is not None:
+        return observe_service(hosts, topology, service_name, journal)
+    with topology.open_hosts() as opened:
+        return observe_service(opened, topology, service_name, journal)
 
 
 def mark_stale_primaries(observations: list[ComponentObservation], active_site: str) -> None:

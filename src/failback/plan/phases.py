@@ -79,16 +79,18 @@ def shift(percents: list[int], *, bake_s: float = 0.0, gated: bool = False) -> P
 
 
 def unplanned_switch(*, measure_unavailability: bool, measure_rto: bool) -> Procedure:
-    """The old site failed (or is treated as failed): fence it everywhere and stop its
-    database if it still runs, promote the other site, route, move the tiers at once,
-    run the operator's commands, verify a write."""
+    """The old site failed (or is treated as failed): fence it where clients enter, stop
+    its database if its machine answers, run the operator's site fence (an IPMI or cloud
+    call: the one fence that works on a machine that does not answer), and only then
+    promote the other site, route, move the tiers at once, run the rest of the operator's
+    commands, verify a write."""
     return (
         Stage(Phase.STOP_WRITES, WRITE_PATH),
-        Stage(Phase.FENCE, DATABASE),
+        Stage(Phase.FENCE, (Role.DATABASE, Role.OPERATOR)),
         Stage(Phase.PROMOTE, DATABASE),
         Stage(Phase.ROUTE, WRITE_PATH, mirrored=True, measure=measure_unavailability),
         *shift([100]),
-        *OPERATOR_SWITCH,
+        *(stage for stage in OPERATOR_SWITCH if stage.phase is not Phase.FENCE),
         Stage(Phase.VERIFY, DATABASE, measure=measure_rto),
     )
 

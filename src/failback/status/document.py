@@ -18,7 +18,7 @@ from typing import Any
 from failback.config import Service, Topology
 from failback.drivers.base import Role
 from failback.engine.executor import Executor
-from failback.hosts import Host
+from failback.hosts import HostSet
 from failback.monitor.liveness import monitor_document
 from failback.observe.service import observe_service
 from failback.store import Journal
@@ -86,11 +86,11 @@ def traffic_split(components: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 
 def service_status(
-    host: Host, topology: Topology, service_name: str, journal: Journal, executor: Executor
+    hosts: HostSet, topology: Topology, service_name: str, journal: Journal, executor: Executor
 ) -> dict[str, Any]:
     """Observe one service (read-only) and add the run holding it and its switches."""
     service = topology.service(service_name)
-    state = observe_service(host, topology, service_name, journal)
+    state = observe_service(hosts, topology, service_name, journal)
     recorded = journal.service_state(service_name) or {}
     doc = state.model_dump(mode="json")
     doc["degraded"] = state.degraded

@@ -64,7 +64,7 @@ class CommandStep(Action):
         if not self.configured.check:
             return False
         result = run_command(
-            self.ctx.host,
+            self.host(),
             self.component,
             self.configured.check,
             self._invocation(f"{self.action_name}.check"),
@@ -75,7 +75,7 @@ class CommandStep(Action):
     def apply(self) -> dict[str, Any] | None:
         self.ctx.progress(f"running {self._label(self.action_name)}")
         result = run_command(
-            self.ctx.host,
+            self.host(),
             self.component,
             self.configured.run,
             self._invocation(self.action_name),
@@ -95,7 +95,7 @@ class CommandStep(Action):
         if not self.configured.check:
             return
         result = run_command(
-            self.ctx.host,
+            self.host(),
             self.component,
             self.configured.check,
             self._invocation(f"{self.action_name}.check"),
@@ -106,7 +106,7 @@ class CommandStep(Action):
     def undo(self) -> dict[str, Any] | None:
         assert self.configured.undo
         result = run_command(
-            self.ctx.host,
+            self.host(),
             self.component,
             self.configured.undo,
             self._invocation(f"{self.action_name}.undo"),

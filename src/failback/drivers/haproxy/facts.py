@@ -58,8 +58,9 @@ def observe_haproxy_component(
 ) -> ComponentObservation:
     """One site's server in the write backend, and the backend's write target.
 
-    ``host`` is unused today: the runtime API socket is reached from here. A remote
-    host will need the socket reachable (socat/TCP stats socket) or an agent.
+    ``host`` is unused: the runtime API is reached over the network (a TCP stats socket,
+    for an HAProxy on another machine) or through a unix socket on this machine, never
+    through an SSH command (a switch must not wait for a remote shell).
     """
     del host, service
     if _get(_get(component, "options"), "tier", "database") == "stateless":

@@ -40,6 +40,15 @@ def _check_name(kind: str, name: str) -> None:
         raise HaproxyError(problem, hint=NAME_RULE)
 
 
+def tcp_address(socket_setting: str) -> tuple[str, int] | None:
+    """(host, port) of a TCP stats socket (``10.0.0.5:9999``, ``[::1]:9999``); None for
+    a unix socket path."""
+    if socket_setting.startswith("/"):
+        return None
+    host, _, port = socket_setting.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class HaproxyRuntime:
     """Typed access to one HAProxy process through its runtime API socket."""
 
@@ -64,11 +73,15 @@ class HaproxyRuntime:
                 hint="send one runtime API command per call",
             )
         where = f"HAProxy runtime API socket {self.socket_path}"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        tcp = tcp_address(self.socket_path)
+        sock = socket.socket(
+            socket.AF_UNIX if tcp is None else socket.AF_INET6 if ":" in tcp[0] else socket.AF_INET,
+            socket.SOCK_STREAM,
+        )
         try:
             sock.settimeout(self.timeout)
             try:
-                sock.connect(self.socket_path)
+                sock.connect(self.socket_path if tcp is None else tcp)
             except FileNotFoundError:
                 raise HaproxyUnreachable(
                     f"{where} does not exist", hint=f"is haproxy running? {_SOCKET_HINT}"

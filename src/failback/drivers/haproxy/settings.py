@@ -10,13 +10,18 @@ from failback.drivers.haproxy.names import NAME_RULE as HAPROXY_NAME_RULE
 from failback.drivers.haproxy.names import name_problem as haproxy_name_problem
 from failback.model.component import ComponentSettings, SettingsProblem
 from failback.model.durations import PositiveDuration, parse_duration
-from failback.model.fields import AbsPath, ConfigModel, NonEmptyStr, StrictInt
+from failback.model.fields import ConfigModel, NonEmptyStr, StrictInt
 
 
 class HaproxyOptions(ConfigModel):
     """The HAProxy backend whose servers failback enables, drains and weights."""
 
-    socket: AbsPath = Field(description="HAProxy admin socket, e.g. /run/haproxy/admin.sock.")
+    socket: NonEmptyStr = Field(
+        description="HAProxy's admin-level runtime API: a unix socket path on the machine "
+        "failback runs on (/run/haproxy/admin.sock), or HOST:PORT of a TCP stats socket "
+        "(`stats socket ipv4@10.0.0.5:9999 level admin`) when HAProxy runs on another "
+        "machine. Reached over the network: no SSH command in the switchover."
+    )
     backend: NonEmptyStr = Field(description="Backend that holds one server per site.")
     timeout: PositiveDuration = Field(
         parse_duration("2s"), description="How long one admin-socket command may take."
@@ -33,6 +38,19 @@ class HaproxyOptions(ConfigModel):
         description="host:port clients use (the frontend): failback writes through it to "
         "verify that writes land on the new primary.",
     )
+
+    @field_validator("socket")
+    @classmethod
+    def _socket_form(cls, socket: str) -> str:
+        if socket.startswith("/"):
+            return socket
+        host, sep, port = socket.rpartition(":")
+        if sep and host and port.isdigit() and 1 <= int(port) <= 65535 and " " not in host:
+            return socket
+        raise ValueError(
+            "must be an absolute path of a unix socket (/run/haproxy/admin.sock) or "
+            "HOST:PORT of a TCP stats socket (10.0.0.5:9999)"
+        )
 
     @field_validator("backend")
     @classmethod

@@ -89,7 +89,7 @@ class PoolRoute(PoolAction):
 
     def apply(self) -> dict[str, Any] | None:
         where = self.component.sites[self.spec.site]
-        self.bouncer.retarget(self.ctx.host, database_lines(self.component, self.spec.site))
+        self.bouncer.retarget(self.host(), database_lines(self.component, self.spec.site))
         self.bouncer.wait_target(self.databases, where.host, int(where.port))
         self.bouncer.resume(self.databases)
         self.ctx.writes_resumed(self.spec, time.time())

@@ -35,6 +35,7 @@ from failback.drivers.postgres.replication import (
 )
 from failback.drivers.postgres.resync import resync
 from failback.errors import FailbackError, StepFailed
+from failback.hosts import HostUnreachable
 from failback.model.plan import StepSpec
 
 PROBE_TABLE = "failback_write_probe"
@@ -51,14 +52,15 @@ class PgAction(Action):
         self.node = self.node_at(spec.site)
 
     def node_at(self, site: str) -> PgNode:
-        return node_from_component(self.component, site, self.ctx.host)
+        return node_from_component(self.component, site, self.host(site))
 
     @property
     def options(self) -> Any:
         return self.component.options
 
     def observe(self, node: PgNode | None = None) -> PgObservation:
-        return observe(self.ctx.host, node or self.node)
+        node = node or self.node
+        return observe(self.host(node.site), node)
 
     def on_progress(self, current: int, target: int) -> None:
         """Progress of a wait on LSNs (replay towards a target, standby towards primary)."""
@@ -101,7 +103,7 @@ def _settle(
     start it) or serves (True: a run interrupted in this undo started it already).
     One that runs without serving is shutting down (a stop in progress) or starting."""
     deadline = time.monotonic() + timeout
-    while (pid := running_postmaster(action.ctx.host, action.node)) is not None:
+    while (pid := running_postmaster(action.host(), action.node)) is not None:
         if serving(action.node):
             return True
         if time.monotonic() >= deadline:
@@ -168,16 +170,22 @@ class PgFence(PgAction):
     has_undo = True
 
     def check(self) -> bool:
-        return running_postmaster(self.ctx.host, self.node) is None
+        try:
+            return running_postmaster(self.host(), self.node) is None
+        except HostUnreachable:
+            return False  # apply decides whether the entry points' fence is enough
 
     def apply(self) -> dict[str, Any] | None:
-        pid = running_postmaster(self.ctx.host, self.node)
+        try:
+            pid = running_postmaster(self.host(), self.node)
+        except HostUnreachable as exc:
+            return self._unreachable(exc)
         if pid is None:
             return {"was_running": False}
         self.ctx.remember(f"was_running.{self.spec.site}", True)
         try:
             stop(
-                self.ctx.host,
+                self.host(),
                 self.node,
                 mode="fast",
                 timeout=float(self.spec.params.get("timeout_s", 10)),
@@ -185,12 +193,36 @@ class PgFence(PgAction):
             return {"was_running": True, "stopped": "fast"}
         except PgError as exc:
             self.ctx.log(f"fast stop of {self.spec.site} failed ({exc.message}); killing it")
-            kill_postmaster(self.ctx.host, self.node)
-            wait_pid_gone(self.ctx.host, pid, timeout=30)
+            kill_postmaster(self.host(), self.node)
+            wait_pid_gone(self.host(), pid, timeout=30)
             return {"was_running": True, "stopped": "SIGKILL"}
 
+    def _unreachable(self, exc: HostUnreachable) -> dict[str, Any]:
+        """The site's machine cannot be reached: its database may still run (a partition)
+        or be gone with it. That is enough only when this run already fenced it where
+        clients enter (router, pool): then no client write reaches it, and the promotion
+        must not wait for a machine that does not answer. Otherwise nothing fences it."""
+        site = self.spec.site or ""
+        if not self.ctx.values.get(f"writes_stopped_at.{site}"):
+            raise StepFailed(
+                f"cannot fence {site}'s database: {exc.message}; and no router or pool of "
+                "this service fenced it where clients enter",
+                hint=f"make {site}'s machine reachable, or fence it yourself (power it off) "
+                "and run the failover with --force",
+            )
+        self.ctx.remember(f"unreachable.{site}", True)
+        self.ctx.event(
+            "fence.unreachable",
+            f"{site}'s machine cannot be reached ({exc.message}): fenced at the entry points "
+            "only; if it still runs it is a stale primary, fenced on sight when it returns",
+            data={"site": site},
+        )
+        return {"was_running": "unknown", "unreachable": exc.message}
+
     def verify(self) -> None:
-        if running_postmaster(self.ctx.host, self.node) is not None:
+        if self.ctx.values.get(f"unreachable.{self.spec.site}"):
+            return  # fenced at the entry points (see _unreachable)
+        if running_postmaster(self.host(), self.node) is not None:
             raise StepFailed(f"{self.spec.site}: postmaster still runs after the fence")
 
     def undo(self) -> dict[str, Any] | None:
@@ -200,7 +232,7 @@ class PgFence(PgAction):
             self, _accepts_connections, "up"
         ):
             return {"started": None}
-        start(self.ctx.host, self.node, timeout=120)
+        start(self.host(), self.node, timeout=120)
         return {"started": self.spec.site}
 
 
@@ -221,20 +253,18 @@ class PgStopPrimary(PgAction):
         return f"final_lsn.{self.spec.site}"
 
     def check(self) -> bool:
-        return (
-            running_postmaster(self.ctx.host, self.node) is None and self._key() in self.ctx.values
-        )
+        return running_postmaster(self.host(), self.node) is None and self._key() in self.ctx.values
 
     def apply(self) -> dict[str, Any] | None:
-        if running_postmaster(self.ctx.host, self.node) is not None:
+        if running_postmaster(self.host(), self.node) is not None:
             self.ctx.remember(f"was_running.{self.spec.site}", True)
             stop(
-                self.ctx.host,
+                self.host(),
                 self.node,
                 mode="fast",
                 timeout=float(self.options.switchover_timeout),
             )
-        final = final_position(self.ctx.host, self.node)
+        final = final_position(self.host(), self.node)
         self.ctx.remember(self._key(), format_lsn(final))
         return {"final_lsn": format_lsn(final)}
 
@@ -250,7 +280,7 @@ class PgStopPrimary(PgAction):
             return {"started": None}
         if _settle(self, _is_primary, "a primary"):
             return {"started": None, "running": self.spec.site}
-        start(self.ctx.host, self.node, timeout=120)
+        start(self.host(), self.node, timeout=120)
         return {"started": self.spec.site}
 
 
@@ -407,7 +437,7 @@ class PgResync(PgAction):
         # checkpoint; a rewind taken before it can leave a node that cannot start (note 3)
         checkpoint(source)
         self.ctx.progress(f"resyncing {self.spec.site} from {source.site}")
-        result = resync(self.ctx.host, self.node, source)
+        result = resync(self.host(), self.node, source)
         self.ctx.measure(
             f"resync.{self.spec.site}.duration_s", result.duration_s, "s",
             note=f"{result.method}: {result.reason}",

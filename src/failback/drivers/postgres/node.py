@@ -16,6 +16,7 @@ from psycopg.conninfo import make_conninfo
 from failback.drivers.postgres.errors import PgError
 from failback.hosts.base import Host
 from failback.hosts.local import LocalHost
+from failback.hosts.ssh_errors import HostUnreachable
 
 DEFAULT_PG_ROOT = "/usr/lib/postgresql"
 
@@ -142,7 +143,10 @@ def node_from_component(comp: Any, site: str, host: Host | None = None) -> PgNod
     if not bin_dir:
         if host is None:
             host = LocalHost()
-        bin_dir = detect_bin_dir(host)
+        try:
+            bin_dir = detect_bin_dir(host)
+        except HostUnreachable:
+            bin_dir = ""  # unknown: every command needs that machine, and says it is unreachable
     return PgNode(
         site=site,
         host=str(where.host),
