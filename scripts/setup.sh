@@ -6,7 +6,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server"
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo"
 
 missing=""
 for pkg in $DEB_PACKAGES; do

@@ -48,6 +48,7 @@ from tests.integration.pgholds import (
     postmaster_pid,
     resume_replay,
     router_pid,
+    run_value,
     start_cli,
     steps_in_journal,
     timeline,
@@ -355,6 +356,8 @@ def test_abort_after_the_runner_died_fencing_the_database_starts_it_again(
                 lab, runner, after=after, kind="failover", step="fence-db-dc1",
                 want=lambda s: s[0] == "applying",
             )  # fmt: skip
+            # the fence recorded (durably) that dc1 ran: its fast stop is being sent
+            wait_until(lambda: run_value(lab, run_id, "was_running.dc1") is True)
             runner.kill()
             runner.communicate(timeout=30)
             at_kill = steps_in_journal(lab, run_id)

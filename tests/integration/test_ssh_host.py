@@ -98,6 +98,15 @@ def test_output_exit_code_stdin_env_cwd(host: SshHost, workdir: Path) -> None:
     assert host.run(["pwd"]).stdout.strip() == "/", "cwd defaults to / as on LocalHost"
     missing = host.run(["/nonexistent/command"])
     assert missing.returncode == 127 and "nonexistent" in missing.stderr
+
+
+def test_stdin_reaches_a_command_slower_than_one_poll(host: SshHost) -> None:
+    """The agent polls its command every POLL_S; the input must still arrive whole (and
+    the poll must not hand it over twice: psql reading SQL from stdin while it works)."""
+    text = "".join(f"line {i}\n" for i in range(20000))
+    result = host.run(["/bin/sh", "-c", "sleep 0.7; cat; sleep 0.3"], input_text=text)
+    assert result.ok, result.stderr
+    assert result.stdout == text
     assert host.run_shell("echo $((6 * 7))").stdout == "42\n"
 
 

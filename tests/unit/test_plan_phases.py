@@ -134,8 +134,8 @@ def test_unplanned_failover_order() -> None:
         "preflight",
         "pause-pool-dc1",
         "fence-router-dc1",
-        "fence-db-dc1",
-        "fence-vip-dc1",  # the operator's site fence (IPMI...) before any promotion
+        "fence-vip-dc1",  # the operator's site fence (IPMI...): then the db fence need
+        "fence-db-dc1",  # not wait for a machine that was powered off
         "promote-dc2",
         "route-router-dc2",
         "route-pool-dc2",
@@ -201,8 +201,8 @@ def test_switch_back_orders() -> None:
         for i in [
             "pause-pool-dc1",
             "fence-router-dc1",
-            "fence-db-dc1",
             "fence-vip-dc1",
+            "fence-db-dc1",
             "promote-dc2",
             "route-router-dc2",
             "route-pool-dc2",

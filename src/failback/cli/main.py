@@ -41,10 +41,11 @@ def root(
 
 
 def _register() -> None:
-    from failback.cli import commands_config, commands_lab, commands_runs
+    from failback.cli import commands_config, commands_hosts, commands_lab, commands_runs
 
     commands_config.register(app)
     commands_runs.register(app)
+    commands_hosts.register(app)
     commands_lab.register(app)
     __import__("failback.cli.commands_serve", fromlist=["register"]).register(app)
     __import__("failback.cli.commands_monitor", fromlist=["register"]).register(app)

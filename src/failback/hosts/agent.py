@@ -40,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import IO, Any
@@ -375,10 +376,14 @@ class Agent:
             if self._closing or rid in self._cancelled_early:
                 self._cancelled_early.discard(rid)
                 return _result(1, "", "(cancelled before it started)", started, cancelled=True)
+            # the input goes through an unlinked temporary file, not a pipe: the wait
+            # below polls (for cancels), and communicate() cannot be polled while it
+            # feeds a pipe (it refuses the input a second time)
+            stdin: Any = subprocess.DEVNULL if input is None else _input_file(input)
             try:
                 proc = subprocess.Popen(
                     self._argv(args),
-                    stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                    stdin=stdin,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     env=environment,
@@ -388,21 +393,21 @@ class Agent:
                 )
             except FileNotFoundError as exc:
                 return _result(127, "", str(exc), started)
+            finally:
+                if input is not None:
+                    stdin.close()  # the child has its own descriptor
             command = Command(proc)
             self._commands[rid] = command
             self._reaper.register(proc.pid)
         try:
-            return self._wait(command, input, timeout, started)
+            return self._wait(command, timeout, started)
         finally:
             with self._lock:
                 self._commands.pop(rid, None)
             self._reaper.unregister(proc.pid)
 
-    def _wait(
-        self, command: Command, input: str | None, timeout: float, started: float
-    ) -> dict[str, Any]:
+    def _wait(self, command: Command, timeout: float, started: float) -> dict[str, Any]:
         proc = command.proc
-        data = None if input is None else input.encode()
         deadline = started + timeout
         while not command.cancelled:
             remaining = deadline - time.monotonic()
@@ -416,7 +421,7 @@ class Agent:
                     timed_out=True,
                 )
             try:
-                out, err = proc.communicate(data, timeout=min(remaining, POLL_S))
+                out, err = proc.communicate(timeout=min(remaining, POLL_S))
             except subprocess.TimeoutExpired:
                 continue
             if command.cancelled:  # killed by the cancel: it did not finish on its own
@@ -494,6 +499,14 @@ class Agent:
             return sorted(os.listdir(path))
         except FileNotFoundError:
             return []
+
+
+def _input_file(text: str) -> IO[bytes]:
+    """``text`` in an anonymous file (already unlinked, mode 0600), rewound."""
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
+    handle.write(text.encode())
+    handle.seek(0)
+    return handle
 
 
 def _result(

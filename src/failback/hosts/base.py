@@ -141,3 +141,9 @@ class Host(Protocol):
     def list_dir(self, path: str) -> list[str]:
         """Names in a directory, sorted; [] when it does not exist."""
         ...
+
+    def reachable(self, within: float) -> bool:
+        """Does the machine answer within ``within`` seconds? Never waits longer: a
+        fence that may proceed without the machine asks this instead of waiting out a
+        connect timeout inside the write-unavailability window."""
+        ...

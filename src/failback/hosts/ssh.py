@@ -11,6 +11,7 @@ the caller's step decides whether to retry, and its ``check`` makes that safe).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -90,6 +91,8 @@ class SshHost:
         self._channel: AgentChannel | None = None
         self._attempts = 0
         self._failure: HostUnreachable | None = None
+        self._connecting: threading.Thread | None = None
+        self._connecting_lock = threading.Lock()
 
     # connection -----------------------------------------------------------------
 
@@ -123,6 +126,41 @@ class SshHost:
             self.connections += 1
             self.connect_s = time.monotonic() - started
             return channel
+
+    def reachable(self, within: float) -> bool:
+        """Does the machine answer within ``within`` seconds (never longer)?
+
+        Not connected: a connect attempt starts in the background (or the one under way,
+        a run's warm-up, is joined) and is given ``within`` seconds. Connected: a no-op
+        request must come back in the time left; one that does not drops the connection
+        (a machine that stopped answering mid-connection: a crash or a partition the
+        keep-alives have not noticed yet).
+        """
+        deadline = time.monotonic() + max(0.0, within)
+        channel = self._channel
+        if channel is None or not channel.alive:
+            self._connect_in_background().join(max(0.0, within))
+            channel = self._channel
+            return channel is not None and channel.alive  # the hello proved it answers
+        try:
+            channel.call("exists", {"path": "/"}, max(0.05, deadline - time.monotonic()))
+        except HostUnreachable:
+            return False
+        return True
+
+    def _connect_in_background(self) -> threading.Thread:
+        with self._connecting_lock:
+            if self._connecting is None or not self._connecting.is_alive():
+                self._connecting = threading.Thread(
+                    target=self._connect_quietly, name=f"connect-{self.name}", daemon=True
+                )
+                self._connecting.start()
+            return self._connecting
+
+    def _connect_quietly(self) -> None:
+        # the failure is kept in self._failure; the next caller of connect() meets it
+        with contextlib.suppress(Exception):
+            self.connect()
 
     def _open_timeout(self) -> float:
         return sum(hop.connect_timeout for hop in hops(self.target)) + AGENT_START_S

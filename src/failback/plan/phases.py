@@ -79,14 +79,14 @@ def shift(percents: list[int], *, bake_s: float = 0.0, gated: bool = False) -> P
 
 
 def unplanned_switch(*, measure_unavailability: bool, measure_rto: bool) -> Procedure:
-    """The old site failed (or is treated as failed): fence it where clients enter, stop
-    its database if its machine answers, run the operator's site fence (an IPMI or cloud
-    call: the one fence that works on a machine that does not answer), and only then
-    promote the other site, route, move the tiers at once, run the rest of the operator's
-    commands, verify a write."""
+    """The old site failed (or is treated as failed): fence it where clients enter, run
+    the operator's site fence (an IPMI or cloud call: the one fence that works on a
+    machine that does not answer), stop its database if its machine answers, and only
+    then promote the other site, route, move the tiers at once, run the rest of the
+    operator's commands, verify a write."""
     return (
         Stage(Phase.STOP_WRITES, WRITE_PATH),
-        Stage(Phase.FENCE, (Role.DATABASE, Role.OPERATOR)),
+        Stage(Phase.FENCE, (Role.OPERATOR, Role.DATABASE)),
         Stage(Phase.PROMOTE, DATABASE),
         Stage(Phase.ROUTE, WRITE_PATH, mirrored=True, measure=measure_unavailability),
         *shift([100]),

@@ -92,16 +92,19 @@ class CommandStep(Action):
         return output
 
     def verify(self) -> None:
-        if not self.configured.check:
-            return
-        result = run_command(
-            self.host(),
-            self.component,
-            self.configured.check,
-            self._invocation(f"{self.action_name}.check"),
-            timeout=self.configured.timeout,
-        )
-        require_success(result, f"{self._label(self.action_name)} check after apply")
+        if self.configured.check:
+            result = run_command(
+                self.host(),
+                self.component,
+                self.configured.check,
+                self._invocation(f"{self.action_name}.check"),
+                timeout=self.configured.timeout,
+            )
+            require_success(result, f"{self._label(self.action_name)} check after apply")
+        if self.action_name == "fence":
+            # the operator's site fence (power-off, cloud API) held: a database fence
+            # at this site may proceed without the machine answering (postgres.fence)
+            self.ctx.remember(f"site_fenced.{self.spec.site}", True)
 
     def undo(self) -> dict[str, Any] | None:
         assert self.configured.undo

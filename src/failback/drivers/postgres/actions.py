@@ -170,12 +170,23 @@ class PgFence(PgAction):
     has_undo = True
 
     def check(self) -> bool:
+        if self._gone_while_fenced_elsewhere():
+            return False  # apply records the fence at the entry points
         try:
             return running_postmaster(self.host(), self.node) is None
         except HostUnreachable:
             return False  # apply decides whether the entry points' fence is enough
 
     def apply(self) -> dict[str, Any] | None:
+        if self._gone_while_fenced_elsewhere():
+            return self._unreachable(
+                HostUnreachable(
+                    self.host().name,
+                    "no-answer",
+                    f"no answer within {self._answer_within():g}s",
+                    None,
+                )
+            )
         try:
             pid = running_postmaster(self.host(), self.node)
         except HostUnreachable as exc:
@@ -197,16 +208,37 @@ class PgFence(PgAction):
             wait_pid_gone(self.host(), pid, timeout=30)
             return {"was_running": True, "stopped": "SIGKILL"}
 
+    def _fenced_elsewhere(self) -> bool:
+        """This run already stopped client writes to the site where they enter (router,
+        pool) or ran the operator's site fence (a power-off): the database itself need
+        not answer for the promotion to be safe."""
+        site = self.spec.site or ""
+        return bool(
+            self.ctx.values.get(f"writes_stopped_at.{site}")
+            or self.ctx.values.get(f"site_fenced.{site}")
+        )
+
+    def _answer_within(self) -> float:
+        return float(self.spec.params.get("answer_within_s", 1.0))
+
+    def _gone_while_fenced_elsewhere(self) -> bool:
+        """Fenced elsewhere and the machine does not answer within ``answer_within_s``:
+        the promotion must not wait out an SSH connect timeout for a dead machine
+        (its answer would change nothing that protects data)."""
+        if not self._fenced_elsewhere():
+            return False
+        return not self.host().reachable(self._answer_within())
+
     def _unreachable(self, exc: HostUnreachable) -> dict[str, Any]:
         """The site's machine cannot be reached: its database may still run (a partition)
         or be gone with it. That is enough only when this run already fenced it where
         clients enter (router, pool): then no client write reaches it, and the promotion
         must not wait for a machine that does not answer. Otherwise nothing fences it."""
         site = self.spec.site or ""
-        if not self.ctx.values.get(f"writes_stopped_at.{site}"):
+        if not self._fenced_elsewhere():
             raise StepFailed(
-                f"cannot fence {site}'s database: {exc.message}; and no router or pool of "
-                "this service fenced it where clients enter",
+                f"cannot fence {site}'s database: {exc.message}; and no router, pool or "
+                "site fence command of this service fenced it",
                 hint=f"make {site}'s machine reachable, or fence it yourself (power it off) "
                 "and run the failover with --force",
             )

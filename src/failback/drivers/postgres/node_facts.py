@@ -78,6 +78,9 @@ class PgObservation:
     postmaster_pid: int | None = None
     postmaster_alive: bool = False
     pgdata_ok: bool = False
+    host_reachable: bool = True
+    """False when the node's machine did not answer: the file facts (pgdata_ok,
+    postmaster_*, pgdata_matches, cluster_state) are then unknown, not false."""
     cluster_state: str | None = None
     server_version: str | None = None
     data_directory: str | None = None
@@ -99,25 +102,30 @@ def _fmt(value: int | None) -> str | None:
     return None if value is None else format_lsn(value)
 
 
-def observe(host: Host, node: PgNode, *, timeout: float | None = None) -> PgObservation:
-    """Observe one node: files through the host, the rest through one SQL connection.
+HOST_ANSWER_S = 1.0
+"""How long an observation waits for the node's machine to answer before it describes
+the node from SQL alone: a dead or partitioned machine must not hold up the monitor
+(or ``status``) for an SSH connect timeout."""
+
+
+def observe(
+    host: Host, node: PgNode, *, timeout: float | None = None, host_within: float = HOST_ANSWER_S
+) -> PgObservation:
+    """Observe one node: network first (one SQL connection), then its files through
+    the host when the machine answers within ``host_within`` seconds.
 
     A node that cannot be queried and whose postmaster is not running is described
     from pg_controldata (system identifier, checkpoint timeline and location,
-    cluster state), which a stopped or crashed node still has.
+    cluster state), which a stopped or crashed node still has. A machine that does
+    not answer leaves the file facts unknown (``host_reachable`` False): a server that
+    answers SQL is still described in full, so a broken sshd never looks like a dead
+    primary.
     """
     obs = PgObservation(site=node.site, address=node.address, observed_at=time.time())
-    obs.pgdata_ok = pgdata_ok(host, node)
-    pid_info = postmaster_pid_file(host, node) if obs.pgdata_ok else None
-    if pid_info is not None:
-        obs.postmaster_pid = pid_info[0]
-        obs.postmaster_alive = running_postmaster(host, node) is not None
     try:
         with connect(node, timeout=timeout) as conn:
             _observe_sql(conn, obs)
         obs.reachable = True
-        if obs.data_directory:
-            obs.pgdata_matches = host.realpath(obs.data_directory) == host.realpath(node.pgdata)
     except PgError as exc:
         obs.error = exc.message
         obs.role = "unknown" if isinstance(exc, PgAuthFailed | PgWrongDatabase) else "down"
@@ -125,6 +133,18 @@ def observe(host: Host, node: PgNode, *, timeout: float | None = None) -> PgObse
         obs.error = f"{node.site}: observation failed: {str(exc).strip().splitlines()[0]}"
         obs.role = "down"
         obs.reachable = False
+    if not host.reachable(host_within):
+        obs.host_reachable = False
+        if not obs.reachable:
+            obs.error = f"{obs.error}; its machine {host.name} does not answer either"
+        return obs
+    obs.pgdata_ok = pgdata_ok(host, node)
+    pid_info = postmaster_pid_file(host, node) if obs.pgdata_ok else None
+    if pid_info is not None:
+        obs.postmaster_pid = pid_info[0]
+        obs.postmaster_alive = running_postmaster(host, node) is not None
+    if obs.reachable and obs.data_directory:
+        obs.pgdata_matches = host.realpath(obs.data_directory) == host.realpath(node.pgdata)
     if not obs.reachable and obs.pgdata_ok and not obs.postmaster_alive:
         _observe_stopped(host, node, obs)
     return obs

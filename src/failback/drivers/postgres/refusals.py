@@ -73,6 +73,12 @@ def _check_failback(check: PlanCheck) -> None:
         )
     home_db = state.get(db, home)
     _refuse_bad_site(home_db, home, need="any")
+    if home_db is not None and home_db.data.get("host_reachable") is False:
+        raise PlanRefused(
+            f"{home}: its machine does not answer, so failback cannot rewind or re-clone "
+            "its database",
+            hint=f"`failback hosts check` says why; fail back once {home} is reachable",
+        )
     if home_db is not None and not home_db.data.get("pgdata_ok", True):
         raise PlanRefused(
             f"{home}: no PostgreSQL data directory at the pgdata the topology names",
