@@ -79,7 +79,7 @@ def _summary(values: list[float | None]) -> dict[str, float | None]:
 
 
 def run(
-    rounds: int, directory: Path | None, *, endpoint: str = "router"
+    rounds: int, directory: Path | None, *, endpoint: str = "router", hosts: str = "local"
 ) -> tuple[dict[str, Any], int]:
     own_dir = directory is None
     if own_dir:
@@ -89,7 +89,7 @@ def run(
     else:
         lab_dir = Path(directory)
     started = time.monotonic()
-    info = lab_up(lab_dir)
+    info = lab_up(lab_dir, hosts=hosts)
     probe: WriteProbe | None = None
     switches: list[dict[str, Any]] = []
     try:
@@ -121,6 +121,7 @@ def run(
         "benchmark": "failback_downtime",
         "rounds": rounds,
         "client_endpoint": endpoint,
+        "hosts": hosts,
         "switches": switches,
         "write_unavailability_s": {
             "run_measured": _summary([s["write_unavailability_s"] for s in switches]),
@@ -150,10 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         "--endpoint", choices=("router", "pool"), default="router",
         help="where the client writes: HAProxy (router) or PgBouncer (pool)",
     )  # fmt: skip
+    parser.add_argument(
+        "--hosts", choices=("local", "netns"), default="local",
+        help="the lab's machines: all on 127.0.0.1, or one network namespace per site "
+        "reached over SSH",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    doc, code = run(args.rounds, args.dir, endpoint=args.endpoint)
+    doc, code = run(args.rounds, args.dir, endpoint=args.endpoint, hosts=args.hosts)
     json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return code

@@ -1,6 +1,6 @@
 """Planned failbacks through PgBouncer under a writer, as one JSON document.
 
-    python bench/failback_stall.py [--rounds N] [--dir DIR]
+    python bench/failback_stall.py [--rounds N] [--dir DIR] [--hosts local|netns]
 
 The client writes through PgBouncer (transaction pooling); each switch PAUSEs it,
 switches the primary and RESUMEs, so the client should see a stall, never an error.
@@ -25,16 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="round trips (default 5)")
     parser.add_argument("--dir", type=Path, default=None, help="lab directory (new or empty)")
+    parser.add_argument(
+        "--hosts", choices=("local", "netns"), default="local",
+        help="the lab's machines: all on 127.0.0.1, or one network namespace per site",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    doc, code = run(args.rounds, args.dir, endpoint="pool")
+    doc, code = run(args.rounds, args.dir, endpoint="pool", hosts=args.hosts)
     stall = doc["write_unavailability_s"]["client_seen"]
     json.dump(
         {
             "benchmark": "failback_stall",
             "rounds": args.rounds,
             "client_endpoint": "pgbouncer",
+            "hosts": args.hosts,
             "failed_client_transactions": doc["client_failed_writes"],
             "lost_acknowledged_writes": doc["lost_acknowledged_writes"],
             "commit_stall_s": stall,

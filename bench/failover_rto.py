@@ -1,6 +1,7 @@
 """Unplanned failovers done by the monitor: time from the kill to the first accepted write.
 
     python bench/failover_rto.py [--rounds N] [--second-rounds M] [--async] [--dir DIR]
+                                 [--hosts local|netns]
 
 A lab is started with ``lab up --auto`` (synchronous unless ``--async``), and
 ``failback monitor`` runs as its own process with the default detection settings
@@ -50,6 +51,9 @@ from failback.lab.probe import WriteProbe
 
 TARGET_MEDIAN_S = 5.0
 HOLD_DOWN_S = 4.0
+WHAT = "db"
+"""What dies: dc1's postmaster (``db``), or with ``--hosts netns`` dc1's whole machine
+(``host``: every process of its namespace SIGKILLed and its link down)."""
 
 
 class Events:
@@ -138,22 +142,22 @@ def _second_failure_round(
 ) -> dict[str, Any]:
     """Fail over, fail back, and kill the new primary again at ``moment``."""
     mark = events.last_id()
-    lab_break(lab_dir, "dc1", "db")
+    lab_break(lab_dir, "dc1", WHAT)
     events.wait("failover.finished", mark)
     mark = events.last_id()
-    lab_repair(lab_dir, "dc1", "db")
+    lab_repair(lab_dir, "dc1", WHAT)
     if moment == "in_observation_window":
         observing = events.wait("run.observing", mark, timeout=180)
         events.wait("sync.zero_loss", int(observing["id"]), timeout=30)
     else:
         events.wait("run.committed", mark, timeout=180)
     killed_at = time.time()
-    lab_break(lab_dir, "dc1", "db")
+    lab_break(lab_dir, "dc1", WHAT)
     ended = events.wait_any(("failover.finished", "failback.rolled_back"), mark)
     outage = _outage(probe, killed_at, float(ended["ts"]))
     suspended = events.wait("failback.suspended", mark, timeout=30)
     mark = events.last_id()
-    lab_repair(lab_dir, "dc1", "db")
+    lab_repair(lab_dir, "dc1", WHAT)
     _auto_enable(config)
     failback = events.wait("failback.finished", mark, timeout=180)
     return {
@@ -168,11 +172,11 @@ def _second_failure_round(
 def _round(lab_dir: Path, events: Events, probe: WriteProbe) -> dict[str, Any]:
     mark = events.last_id()
     killed_at = time.time()
-    lab_break(lab_dir, "dc1", "db")
+    lab_break(lab_dir, "dc1", WHAT)
     detected = events.wait("failure.detected", mark)
     finished = events.wait("failover.finished", mark)
     outage = _outage(probe, killed_at, float(finished["ts"]))
-    lab_repair(lab_dir, "dc1", "db")
+    lab_repair(lab_dir, "dc1", WHAT)
     failback = events.wait("failback.finished", mark, timeout=180)
     return {
         "rto_s": None if outage is None else round(outage, 4),
@@ -195,13 +199,20 @@ def main() -> int:
     parser.add_argument("--second-rounds", type=int, default=2)
     parser.add_argument("--async", dest="asynchronous", action="store_true")
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument(
+        "--hosts", choices=("local", "netns"), default="local",
+        help="netns: one network namespace per site, reached over SSH; a round kills "
+        "dc1's whole machine instead of its postmaster",
+    )  # fmt: skip
     args = parser.parse_args()
+    global WHAT
+    WHAT = "host" if args.hosts == "netns" else "db"
     synchronous = not args.asynchronous
     base = args.dir or Path(tempfile.mkdtemp(prefix="fb-rto-", dir="/tmp"))
     os.chmod(base, 0o755)
     lab_dir = base / "lab"
     started = time.time()
-    info = lab_up(lab_dir, sync=synchronous, auto=True)
+    info = lab_up(lab_dir, sync=synchronous, auto=True, hosts=args.hosts)
     doc = yaml.safe_load(Path(info.config).read_text())
     doc["services"]["app"]["policy"].update(
         {
@@ -257,6 +268,8 @@ def main() -> int:
     result = {
         "benchmark": "failover_rto",
         "mode": "synchronous" if synchronous else "asynchronous",
+        "hosts": args.hosts,
+        "killed": WHAT,
         "rounds": len(rounds),
         "rto_s": {"median": median, "max": round(max(rtos), 4) if rtos else None},
         "target_median_s": TARGET_MEDIAN_S,

@@ -116,61 +116,83 @@ class Sshd:
 
 def start_sshd(directory: Path, authorized: list[str], options: list[str]) -> Sshd:
     """sshd on 127.0.0.1:<free port> accepting the keys in ``authorized``; ``options``
-    are more ``-o Keyword=value`` settings."""
+    are more ``-o Keyword=value`` settings. Nothing is left running when this raises
+    (sshd did not start, or the wait was interrupted: Ctrl-C, a test timeout)."""
     directory.mkdir(parents=True, exist_ok=True)
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
     host_key = keygen(directory / "host_key")
     client_key = directory / "client_key"
     client_pub = keygen(client_key)
     (directory / "authorized_keys").write_text("\n".join([client_pub, *authorized]) + "\n")
+    last_log = ""
     for _attempt in range(5):
         port = free_port()
-        log = open(directory / "sshd.log", "wb")  # noqa: SIM115 - sshd writes it while it runs
-        proc = subprocess.Popen(
-            [
-                SSHD,
-                "-D",
-                "-e",
-                "-f",
-                "/dev/null",
-                *("-o", "ListenAddress=127.0.0.1"),
-                *("-o", f"Port={port}"),
-                *("-o", f"HostKey={directory / 'host_key'}"),
-                *("-o", f"AuthorizedKeysFile={directory / 'authorized_keys'}"),
-                *("-o", f"PidFile={directory / 'sshd.pid'}"),
-                *("-o", "UsePAM=no"),
-                *("-o", "PermitRootLogin=prohibit-password"),
-                *("-o", "StrictModes=no"),
-                *("-o", "MaxStartups=100"),
-                *("-o", "MaxSessions=100"),
-                *[arg for option in options for arg in ("-o", option)],
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        server = Sshd(directory, port, host_key, client_key, proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "Server listening" in server.log:
+        argv = [
+            SSHD,
+            "-D",
+            "-e",
+            "-f",
+            "/dev/null",
+            *("-o", "ListenAddress=127.0.0.1"),
+            *("-o", f"Port={port}"),
+            *("-o", f"HostKey={directory / 'host_key'}"),
+            *("-o", f"AuthorizedKeysFile={directory / 'authorized_keys'}"),
+            *("-o", f"PidFile={directory / 'sshd.pid'}"),
+            *("-o", "UsePAM=no"),
+            *("-o", "PermitRootLogin=prohibit-password"),
+            *("-o", "StrictModes=no"),
+            *("-o", "MaxStartups=100"),
+            *("-o", "MaxSessions=100"),
+            *[arg for option in options for arg in ("-o", option)],
+        ]
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            with open(directory / "sshd.log", "wb") as log:  # sshd keeps writing it
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            server = Sshd(directory, port, host_key, client_key, proc)
+            if _listening(server):
                 return server
-            time.sleep(0.02)
+        except BaseException:  # interrupted (Ctrl-C, a test timeout): leave no sshd behind
+            if proc is not None:
+                Sshd(directory, port, host_key, client_key, proc).stop()
+            raise
+        last_log = server.log
         server.stop()
-    raise RuntimeError(f"sshd did not start: {server.log[-500:]}")
+    raise RuntimeError(f"sshd did not start: {last_log[-500:]}")
+
+
+def _listening(server: Sshd, timeout: float = 10.0) -> bool:
+    """Wait until ``server`` says it listens (False: it exited or stayed silent)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.proc.poll() is None:
+        if "Server listening" in server.log:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 @contextlib.contextmanager
 def running_sshd(
-    authorized: list[str] | None = None, options: list[str] | None = None
+    authorized: list[str] | None = None,
+    options: list[str] | None = None,
+    *,
+    parent: Path | None = None,
 ) -> Iterator[Sshd]:
-    """A private sshd for the duration of the block; its directory is removed after."""
+    """A private sshd for the duration of the block; its directory (made in ``parent``,
+    else the temp directory) is removed after, also when sshd fails to start."""
     skip_unless_sshd()
-    directory = Path(tempfile.mkdtemp(prefix="failback-sshd-"))
-    server = start_sshd(directory, authorized or [], options or [])
+    directory = Path(tempfile.mkdtemp(prefix="failback-sshd-", dir=parent))
+    server: Sshd | None = None
     try:
+        server = start_sshd(directory, authorized or [], options or [])
         yield server
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         shutil.rmtree(directory, ignore_errors=True)

@@ -93,6 +93,27 @@ def test_a_long_transaction_makes_pause_give_up_and_roll_back(lab: Lab) -> None:
         assert conn.execute("SELECT inet_server_port()").fetchone() == (lab.port("dc2"),)
 
 
+def test_an_unplanned_failover_kills_what_the_failed_site_still_holds(lab: Lab) -> None:
+    """A failed site's transactions never finish (a partitioned server does not answer):
+    an unplanned failover waits a moment for them, then KILLs the pool's connections
+    instead of rolling back. The holder loses its connection; new clients reach dc2."""
+    holder = psycopg.connect(lab.info.dsn, autocommit=False, prepare_threshold=None)
+    holder.execute("SELECT 1")  # holds a server connection to dc1 for the whole run
+    try:
+        doc = lab.failover("--force")  # dc1 treated as failed: the unplanned procedure
+        with pytest.raises(psycopg.OperationalError):
+            holder.execute("SELECT 1")
+    finally:
+        holder.close()
+    events = lab.run_show(int(doc["run_id"]))["events"]
+    killed = [e for e in events if e["kind"] == "pool.killed"]
+    assert killed and killed[0]["data"]["databases"] == ["app"], events
+    with psycopg.connect(lab.info.dsn, autocommit=True, prepare_threshold=None) as conn:
+        assert conn.execute("SELECT inet_server_port()").fetchone() == (lab.port("dc2"),)
+    lab.repair("dc1")  # the fence stopped it: it comes back as a stale primary
+    lab.failback()
+
+
 def test_wrong_admin_password_is_a_clear_error_and_changes_nothing(lab: Lab) -> None:
     wrong = lab.dir / "secrets" / "wrong.pass"
     wrong.write_text("not-the-password\n")

@@ -9,16 +9,23 @@ and a one-line message naming the host. A jump host is a second sshd on 127.0.0.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
+import signal
 import socket
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from failback.hosts import HostError, HostUnreachable, SshHost, SshTarget
+from failback.hosts import HostError, HostUnreachable, LocalHost, SshHost, SshTarget
 from failback.hosts.check import check
+from failback.hosts.ssh_errors import KINDS
+from tests.conftest import run_cli
 from tests.integration.sshd import Sshd, keygen, running_sshd
 
 pytestmark = pytest.mark.integration
@@ -205,3 +212,159 @@ def test_a_jump_host_that_forbids_forwarding(sshd: Sshd) -> None:
     with running_sshd(options=["AllowTcpForwarding=no"]) as closed:
         error = failure(sshd.target("db", jump=closed.target("closed")))
     assert error.kind == "refused" and "jump host closed" in error.message
+
+
+def test_become_on_a_machine_without_sudo_is_a_sudo_failure() -> None:
+    """sudo missing from the login PATH (here: sshd sets a PATH where nothing is)."""
+    with running_sshd(options=["SetEnv=PATH=/nonexistent"]) as bare:
+        error = failure(bare.target(become="postgres", python="python3"))
+    assert error.kind == "sudo", error
+    assert "sudo is not installed" in error.message
+    assert "install sudo" in (error.hint or "") and "drop become" in (error.hint or "")
+
+
+def test_a_private_key_others_can_read_is_named(sshd: Sshd, tmp_path: Path) -> None:
+    loose = tmp_path / "loose_key"
+    shutil.copy(sshd.client_key, loose)
+    loose.chmod(0o644)
+    error = failure(sshd.target(key_file=str(loose)))
+    assert error.kind == "auth"
+    assert "UNPROTECTED PRIVATE KEY FILE" in error.message and "0644" in error.message
+    assert error.hint == (
+        f"chmod 600 {loose} (ssh ignores a private key that anyone but its owner can read; "
+        "keep it owned by the user failback runs as)"
+    )
+
+
+# --- leftovers ------------------------------------------------------------------------
+
+
+def test_closing_a_host_behind_a_jump_host_leaves_no_directory(
+    sshd: Sshd, bastion: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of a closed connection is classified by its reader thread, which reads
+    the jump host's log: that used to make a new, empty failback-ssh-* directory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for _ in range(3):
+        host = SshHost(sshd.target("db", jump=bastion.target("bastion")))
+        assert host.run(["true"]).ok
+        assert len(list(tmp_path.glob("failback-ssh-*"))) == 1
+        host.close()
+        deadline = time.monotonic() + 2.0  # the reader thread is done well within this
+        while time.monotonic() < deadline:
+            assert list(tmp_path.glob("failback-ssh-*")) == []
+            time.sleep(0.05)
+
+
+# --- the machine's side of a partition ------------------------------------------------
+
+
+def test_client_alive_ends_a_partitioned_session_and_its_commands(tmp_path: Path) -> None:
+    """With ClientAliveInterval set (what docs/hosts.md asks of a machine's sshd, and the
+    netns lab sets), sshd drops a session whose client stopped answering; the agent's
+    stdin ends and it kills the command it was running. The partition is played by
+    stopping the local ssh (SIGSTOP): its TCP connection stays up, it answers nothing."""
+    pidfile = tmp_path / "sleep.pid"
+    with running_sshd(options=["ClientAliveInterval=1", "ClientAliveCountMax=2"]) as server:
+        host = SshHost(server.target())
+        outcome: list[BaseException] = []
+
+        def runner() -> None:
+            try:
+                host.run(["/bin/sh", "-c", f'echo $$ > "{pidfile}"; exec sleep 300'], timeout=120)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=runner)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not (pidfile.exists() and pidfile.read_text().strip()):
+                assert time.monotonic() < deadline, "the command never started"
+                time.sleep(0.02)
+            command = int(pidfile.read_text())
+            ssh_pid = host.ssh_pid
+            assert ssh_pid is not None
+            os.kill(ssh_pid, signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 15
+                while LocalHost().pid_alive(command):
+                    assert time.monotonic() < deadline, "the command outlived its session"
+                    time.sleep(0.1)
+                assert "Timeout, client not responding" in server.log
+            finally:
+                os.kill(ssh_pid, signal.SIGCONT)
+            thread.join(30)
+            assert outcome and isinstance(outcome[0], HostUnreachable), outcome
+        finally:
+            host.close()
+            thread.join(5)
+
+
+# --- failback hosts check -------------------------------------------------------------
+
+CHECKED = """\
+hosts:
+  db1: {{via: ssh, address: 127.0.0.1, port: {port}, user: root, key: "file:{key}",
+        host_key: "{host_key}"}}
+  gone: {{via: ssh, address: 127.0.0.1, port: {closed}, user: root, key: "file:{key}",
+         host_key: "{host_key}"}}
+  nokey: {{via: ssh, address: 127.0.0.1, port: {port}, user: root,
+          key: "file:{missing}", host_key: "{host_key}"}}
+  loose: {{via: ssh, address: 127.0.0.1, port: {port}, user: root, key: "file:{loose}",
+          host_key: "{host_key}"}}
+sites:
+  dc1: {{runs_on: db1}}
+  dc2: {{}}
+services:
+  app:
+    primary_site: dc1
+    components:
+      db:
+        driver: postgres
+        sites:
+          dc1: {{port: 5432, pgdata: /srv/pg1}}
+          dc2: {{port: 5433, pgdata: /srv/pg2}}
+"""
+
+
+def test_hosts_check_names_each_host_once_with_known_kinds(sshd: Sshd, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    loose = tmp_path / "loose_key"
+    shutil.copy(sshd.client_key, loose)
+    loose.chmod(0o644)
+    topology = tmp_path / "failback.yaml"
+    topology.write_text(
+        CHECKED.format(
+            port=sshd.port,
+            closed=closed,
+            key=sshd.client_key,
+            missing=tmp_path / "no_such_key",
+            loose=loose,
+            host_key=sshd.host_key,
+        )
+    )
+    text = run_cli("hosts", "check", "-c", str(topology))
+    assert text.returncode == 1, text.stderr
+    errors = [line for line in text.stderr.splitlines() if line.startswith("error: ")]
+    assert sorted(errors) == sorted(
+        [
+            f"error: host gone: connection to 127.0.0.1 port {closed} refused",
+            f"error: host nokey: the ssh key file:{tmp_path / 'no_such_key'} does not exist",
+            f"error: host loose: the ssh key file:{loose} can be read by others (mode 0644); "
+            "ssh ignores such a key",
+        ]
+    ), text.stderr
+    assert f"hint: chmod 600 {loose}" in text.stderr.splitlines()
+    document = json.loads(run_cli("hosts", "check", "-c", str(topology), "--json").stdout)
+    kinds = {host["name"]: host["kind"] for host in document["hosts"]}
+    assert kinds == {
+        "db1": None,
+        "local": None,
+        "gone": "refused",
+        "nokey": "config",
+        "loose": "config",
+    }
+    assert all(kind in KINDS for kind in kinds.values() if kind is not None)

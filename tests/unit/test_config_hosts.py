@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from failback.config import ConfigError, load_topology, load_topology_text
-from failback.config.hosts import SshMachine, ssh_target
+from failback.config.hosts import LocalMachine, SshMachine, ssh_target
 from failback.errors import FailbackError
+from failback.hosts import SshHost
 
 GOOD = Path(__file__).resolve().parents[1] / "data" / "topologies" / "good" / "hosts.yaml"
 
@@ -136,3 +140,80 @@ def test_a_missing_key_file_is_a_clear_error() -> None:
     assert isinstance(spec, SshMachine)
     with pytest.raises(FailbackError, match="the ssh key file:/etc/failback/id does not exist"):
         ssh_target("db1", spec, dict(topology.hosts))
+
+
+def _with_key(
+    key: str, text: str = BASE
+) -> tuple[SshMachine, dict[str, LocalMachine | SshMachine]]:
+    topology = load_topology_text(
+        text.replace("key: file:/etc/failback/id", f"key: {key}"), "/srv/cfg/t.yaml"
+    )
+    spec = topology.hosts["db1"]
+    assert isinstance(spec, SshMachine)
+    return spec, dict(topology.hosts)
+
+
+def test_a_key_file_others_can_read_is_a_clear_error(tmp_path: Path) -> None:
+    """ssh would ignore it (UNPROTECTED PRIVATE KEY FILE) and report a refused login."""
+    key = tmp_path / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n")
+    key.chmod(0o644)
+    spec, hosts = _with_key(f"file:{key}")
+    with pytest.raises(FailbackError) as caught:
+        ssh_target("db1", spec, hosts)
+    error = caught.value
+    assert error.message == (
+        f"host db1: the ssh key file:{key} can be read by others (mode 0644); "
+        "ssh ignores such a key"
+    )
+    assert error.hint == f"chmod 600 {key}"
+    key.chmod(0o600)
+    assert ssh_target("db1", spec, hosts).key_file == str(key)
+
+
+def test_a_key_from_the_environment_is_written_once_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A monitor or API server opens the hosts for every observation: one copy, not one
+    more in the temp directory each time."""
+    monkeypatch.setenv("LAB_TEST_SSH_KEY", "-----BEGIN OPENSSH PRIVATE KEY-----\none\n")
+    monkeypatch.setenv("LAB_TEST_OTHER_KEY", "-----BEGIN OPENSSH PRIVATE KEY-----\ntwo\n")
+    spec, hosts = _with_key("env:LAB_TEST_SSH_KEY")
+    first = ssh_target("db1", spec, hosts).key_file
+    again = load_topology_text(
+        BASE.replace("key: file:/etc/failback/id", "key: env:LAB_TEST_SSH_KEY"), "/srv/cfg/t.yaml"
+    )
+    with again.open_hosts() as opened:
+        host = opened.get("db1")
+        assert isinstance(host, SshHost)
+        assert host.target.key_file == first
+    other_spec, other_hosts = _with_key("env:LAB_TEST_OTHER_KEY")
+    other = ssh_target("db1", other_spec, other_hosts).key_file
+    assert other != first and os.path.dirname(other) == os.path.dirname(first)
+    assert Path(other).read_text().endswith("two\n")
+    assert stat.S_IMODE(os.stat(other).st_mode) == 0o600
+    os.unlink(first)  # someone removed it: written again rather than handed out missing
+    rewritten = ssh_target("db1", spec, hosts).key_file
+    assert Path(rewritten).read_text().endswith("one\n")
+
+
+def test_key_copies_are_removed_when_the_process_exits(tmp_path: Path) -> None:
+    program = (
+        "from failback.config import load_topology_text\n"
+        "from failback.config.hosts import ssh_target\n"
+        "import sys\n"
+        "t = load_topology_text(sys.stdin.read(), '/srv/cfg/t.yaml')\n"
+        "print(ssh_target('db1', t.hosts['db1'], dict(t.hosts)).key_file)\n"
+    )
+    env = {**os.environ, "LAB_TEST_SSH_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n"}
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        input=BASE.replace("key: file:/etc/failback/id", "key: env:LAB_TEST_SSH_KEY"),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    path = done.stdout.strip()
+    assert path.startswith(tempfile.gettempdir()) and "failback-key-" in path
+    assert not os.path.exists(os.path.dirname(path))

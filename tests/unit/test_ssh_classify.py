@@ -8,9 +8,11 @@ route-less network or a half-dead server cannot be produced here reliably.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from failback.hosts.ssh_errors import KINDS, classify
+from failback.hosts.ssh_errors import KINDS, ConnectFailure, classify
 
 UNKNOWN_KEY = """\
 No ED25519 host key is known for [127.0.0.1]:22022 and you have requested strict checking.
@@ -53,12 +55,39 @@ SUDO_PASSWORD = "sudo: a password is required\n"
 SUDO_UNKNOWN_USER = (
     "sudo: unknown user nosuch\nsudo: error initializing audit plugin sudoers_audit\n"
 )
+NO_SUDO_BASH = (  # become: on a machine whose login PATH has no sudo (the noise: root's .bashrc)
+    "/usr/bin/env: 'bash': No such file or directory\n"
+    "/usr/bin/env: 'bash': No such file or directory\n"
+    "bash: line 1: sudo: command not found\n"
+)
+NO_SUDO_DASH = "sh: 1: sudo: not found\n"  # dash's own words, captured with sh -c (not over ssh)
+SUDO_NO_PYTHON = "sudo: python3-nope: command not found\n"
+SUDO_NOT_ALLOWED = (  # sudo(8)'s words (source): its own command line quotes our bootstrap
+    "Sorry, user failback is not allowed to execute '/usr/bin/python3 -I -c import sys;"
+    "sys.version_info<(3,9)and sys.exit('failback-agent: python3 is %s, 3.9 or later is "
+    "needed'%sys.version.split()[0]);...' as postgres on db1.\n"
+)
+UNPROTECTED_KEY = (
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n"
+    "@         WARNING: UNPROTECTED PRIVATE KEY FILE!          @\r\n"
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n"
+    "Permissions 0644 for '/tmp/tmpa_hn531i/key' are too open.\r\n"
+    "It is required that your private key files are NOT accessible by others.\r\n"
+    "This private key will be ignored.\r\n"
+    'Load key "/tmp/tmpa_hn531i/key": bad permissions\r\n'
+    "root@127.0.0.1: Permission denied (publickey,password,keyboard-interactive).\r\n"
+)
 LOST = "Connection to 127.0.0.1 closed by remote host.\n"
 FORWARDING_FORBIDDEN = (
     "channel 0: open failed: administratively prohibited: open failed\nstdio forwarding failed\n"
 )
 
 WHERE = {"address": "127.0.0.1", "port": 22022, "user": "root"}
+
+
+def failure(returncode: int, stderr: str, **settings: Any) -> ConnectFailure:
+    """``classify`` at WHERE, with ``settings`` (python=, become=, port=...) on top."""
+    return classify(returncode, stderr, **{**WHERE, **settings})
 
 
 @pytest.mark.parametrize(
@@ -95,6 +124,11 @@ def test_sudo_failures_need_become() -> None:
     """sudo's words only mean "sudo" when failback asked for sudo (become:)."""
     prompt = classify(1, SUDO_PASSWORD, become="postgres", **WHERE)  # type: ignore[arg-type]
     assert prompt.kind == "sudo" and "password" in prompt.message and "NOPASSWD" in prompt.hint
+    # sudoers wants a full path: "NOPASSWD: python3" is a syntax error there
+    assert "NOPASSWD: /usr/bin/python3" in prompt.hint
+    assert "NOPASSWD: python3" not in prompt.hint
+    pinned = failure(1, SUDO_PASSWORD, become="postgres", python="/opt/py/bin/python3")
+    assert "NOPASSWD: /opt/py/bin/python3" in pinned.hint
     unknown = classify(1, SUDO_UNKNOWN_USER, become="nosuch", **WHERE)  # type: ignore[arg-type]
     assert unknown.kind == "sudo"
     assert unknown.message.endswith("sudo: unknown user nosuch"), "the cause, not the noise"
@@ -107,3 +141,44 @@ def test_messages_name_the_place() -> None:
     assert "3.8.18" in classify(1, OLD_PYTHON, **WHERE).message  # type: ignore[arg-type]
     changed = classify(255, CHANGED_KEY, **WHERE)  # type: ignore[arg-type]
     assert "ssh-keyscan -p 22022 127.0.0.1" in changed.hint
+
+
+@pytest.mark.parametrize("stderr", [NO_SUDO_BASH, NO_SUDO_DASH])
+def test_become_without_sudo_is_a_sudo_failure(stderr: str) -> None:
+    found = failure(127, stderr, become="postgres")
+    assert found.kind == "sudo"
+    assert "sudo is not installed" in found.message and "become: postgres" in found.message
+    assert "install sudo" in found.hint and "drop become" in found.hint
+    assert "NOPASSWD: /usr/bin/python3" in found.hint
+
+
+def test_sudo_that_cannot_find_python_is_no_python() -> None:
+    found = failure(1, SUDO_NO_PYTHON, become="postgres", python="python3-nope")
+    assert found.kind == "no-python" and "python3-nope" in found.message
+    assert "secure_path" in found.message
+
+
+def test_sudo_refusal_quoting_the_bootstrap_is_not_taken_for_an_old_python() -> None:
+    found = failure(1, SUDO_NOT_ALLOWED, become="postgres")
+    assert found.kind == "sudo" and "not allowed to execute" in found.message
+
+
+def test_a_private_key_others_can_read_is_named_with_chmod() -> None:
+    found = failure(255, UNPROTECTED_KEY)
+    assert found.kind == "auth" and found.kind in KINDS
+    assert "/tmp/tmpa_hn531i/key" in found.message and "0644" in found.message
+    assert "\n" not in found.message and "\r" not in found.message
+    assert found.hint.startswith("chmod 600 /tmp/tmpa_hn531i/key")
+    assert "authorized_keys" not in found.hint
+
+
+def test_the_known_hosts_entry_named_in_the_hint_follows_the_port() -> None:
+    on_22 = failure(255, UNKNOWN_KEY, port=22)
+    assert "entry for 127.0.0.1" in on_22.hint and "[127.0.0.1]" not in on_22.hint
+    other = failure(255, UNKNOWN_KEY)
+    assert "entry for [127.0.0.1]:22022" in other.hint
+
+
+def test_config_is_a_kind() -> None:
+    """``failback hosts check`` reports an unusable host entry as kind ``config``."""
+    assert "config" in KINDS and len(set(KINDS)) == len(KINDS)

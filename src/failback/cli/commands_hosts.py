@@ -51,7 +51,7 @@ def check(
         stdout.print(_table(results))
         for result in unreachable:
             stderr.print(
-                f"error: {result.name}: {result.message}",
+                f"error: {_named(result)}",
                 style="bold red",
                 markup=False,
                 highlight=False,
@@ -91,6 +91,13 @@ def _check_one(hosts: HostSet, name: str, timeout: float) -> HostCheck:
     if result.name != name:  # a local host calls itself "local" whatever its entry's name
         return HostCheck(**{**result.to_dict(), "name": name})
     return result
+
+
+def _named(result: HostCheck) -> str:
+    """The failure, naming the host once (a host's own errors start with "host NAME: ")."""
+    if result.message.startswith(f"host {result.name}: "):
+        return result.message
+    return f"host {result.name}: {result.message}"
 
 
 def _table(results: list[HostCheck]) -> Table:

@@ -163,9 +163,13 @@ def demo_cmd(
         Path | None, typer.Option("--dir", help="Lab directory [default: a temporary one]")
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the lab running")] = False,
+    hosts: HostsOpt = "local",
     as_json: JsonOpt = False,
 ) -> int:
-    """Lab up, a writer, dc1 breaks, failover, dc1 repaired (stale, fenced), failback, report."""
+    """Lab up, a writer, dc1 breaks, failover, dc1 repaired (stale, fenced), failback, report.
+
+    With --hosts netns each site is its own machine reached over SSH, and dc1's whole
+    machine dies (every process SIGKILLed, its link down) instead of its postmaster."""
     from failback.cli.demo import run_demo
 
-    return run_demo(directory, keep=keep, as_json=as_json)
+    return run_demo(directory, keep=keep, as_json=as_json, hosts=hosts)

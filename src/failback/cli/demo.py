@@ -53,12 +53,21 @@ def _run(
     return report
 
 
-def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
-
+def run_demo(directory: Path | None, *, keep: bool, as_json: bool, hosts: str = "local") -> int:
     started = time.monotonic()
     lab_dir = directory or Path(tempfile.mkdtemp(prefix="failback-demo-"))
-    _say(f"lab up in {lab_dir}: PostgreSQL dc1 (primary) + dc2 (standby) + HAProxy", as_json)
-    info = lab_up(lab_dir)
+    where = (
+        "each site its own machine (network namespace + sshd), reached over SSH"
+        if hosts == "netns"
+        else "127.0.0.1"
+    )
+    _say(
+        f"lab up in {lab_dir}: PostgreSQL dc1 (primary) + dc2 (standby) + HAProxy + "
+        f"PgBouncer, {where}",
+        as_json,
+    )
+    what = "host" if hosts == "netns" else "db"
+    info = lab_up(lab_dir, hosts=hosts)
     try:
         topology = load_topology(info.config)
         journal = Journal(topology.state_dir)
@@ -71,9 +80,14 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
         # what the monitor does every few seconds: remember dc1's last seen position
         record_primary_position(journal, observe_service_once(topology, service, journal))
 
-        _say("dc1 fails: SIGKILL of its postmaster", as_json)
+        _say(
+            "dc1's machine dies: every process SIGKILLed, its network link down"
+            if what == "host"
+            else "dc1 fails: SIGKILL of its postmaster",
+            as_json,
+        )
         broken_at = time.time()
-        lab_break(lab_dir, "dc1", "db")
+        lab_break(lab_dir, "dc1", what)
         time.sleep(0.3)
         _say("failover to dc2", as_json)
         failover = _run("failover", service, topology, journal, executor)
@@ -81,7 +95,7 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool) -> int:
         time.sleep(1.0)
 
         _say("dc1 is repaired and restarts believing it is still the primary", as_json)
-        lab_repair(lab_dir, "dc1", "db")
+        lab_repair(lab_dir, "dc1", what)
         state = observe_service_once(topology, service, journal)
         dc1 = state.get("db", "dc1")
         if not as_json and dc1 is not None:

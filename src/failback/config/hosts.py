@@ -10,9 +10,13 @@ does not need it.
 from __future__ import annotations
 
 import atexit
+import hashlib
+import itertools
 import os
 import shutil
+import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -161,22 +165,68 @@ def ssh_target(
 
 
 def _key_file(name: str, key: SecretRef) -> str:
-    """ssh reads keys from files: a ``file:`` key is used where it is; a key held in
-    the environment is written to a private file (0600, in a 0700 directory)."""
+    """ssh reads keys from files: a ``file:`` key is used where it is (it must exist and
+    be private, as ssh wants it); a key held in the environment is written to a private
+    file (0600, in a 0700 directory), once per distinct key for the whole process."""
     if key.kind == "file" and key.reference is not None:
         path = key.reference
-        if not os.path.exists(path):
+        try:
+            info = os.stat(path)
+        except OSError:
             raise FailbackError(
                 f"host {name}: the ssh key {key.describe()} does not exist",
                 "create it with ssh-keygen -t ed25519 and install its .pub in the "
                 "machine's authorized_keys",
+            ) from None
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid == os.getuid() and mode & 0o077:
+            # ssh's own rule (sshkey_perm_ok): it would ignore the key and log in without it
+            raise FailbackError(
+                f"host {name}: the ssh key {key.describe()} can be read by others "
+                f"(mode {mode:04o}); ssh ignores such a key",
+                f"chmod 600 {path}",
             )
         return path
-    text = key.resolve()
-    directory = tempfile.mkdtemp(prefix="failback-key-")
-    atexit.register(shutil.rmtree, directory, True)
-    path = os.path.join(directory, "id")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text.rstrip("\n") + "\n")
-    return path
+    return _KEY_COPIES.path_for(key.resolve())
+
+
+class _KeyCopies:
+    """Private copies of keys that ssh cannot read from where they are (``env:``,
+    ``inline:``): one file per distinct key text, however many times a topology's hosts
+    are opened (each run, each observation of a monitor or the API server), in one 0700
+    directory of this process that is removed when the process exits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dir: str | None = None
+        self._paths: dict[str, str] = {}
+        """sha256 of a key's text -> its file (the text itself is not kept)."""
+        self._numbers = itertools.count()
+
+    def path_for(self, text: str) -> str:
+        text = text.rstrip("\n") + "\n"
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        with self._lock:
+            path = self._paths.get(digest)
+            if path is not None and os.path.isfile(path):
+                return path
+            path = os.path.join(self._directory(), f"id-{next(self._numbers)}")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            self._paths[digest] = path
+            return path
+
+    def _directory(self) -> str:
+        if self._dir is None or not os.path.isdir(self._dir):
+            self._dir = tempfile.mkdtemp(prefix="failback-key-")
+            atexit.register(_remove_at_exit, self._dir, os.getpid())
+        return self._dir
+
+
+def _remove_at_exit(directory: str, owner: int) -> None:
+    if os.getpid() == owner:  # not in a forked child that exits: the keys are its parent's
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+_KEY_COPIES = _KeyCopies()

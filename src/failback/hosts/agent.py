@@ -3,10 +3,12 @@
 This file is *sent*, never installed: ``SshHost`` starts ``python3 -c BOOTSTRAP`` over
 ssh, writes this source (length-prefixed) to its stdin, and the bootstrap execs it.
 Nothing is left on the remote disk, and the agent is always the version of the
-failback that talks to it. Then newline-delimited JSON flows both ways::
+failback that talks to it. Then newline-delimited JSON flows both ways, a request's
+parameters under ``args`` (a ``cancel`` names its command in ``target``)::
 
-    -> {"id": 7, "op": "run", "argv": ["pg_ctl", "promote"], "timeout": 60, ...}
+    -> {"id": 7, "op": "run", "args": {"argv": ["pg_ctl", "promote"], "timeout": 60, ...}}
     <- {"id": 7, "ok": true, "value": {"returncode": 0, "stdout": "...", ...}}
+    <- {"id": 8, "ok": false, "error": {"type": "OSError", "errno": 2, ...}}
 
 Requests carry ids and each is served in its own thread, so several of failback's
 threads can wait on one connection at once; replies come back in any order.

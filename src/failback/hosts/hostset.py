@@ -43,6 +43,8 @@ class HostSet:
         self._place = place
         self._open: dict[str, Host] = {}
         self._lock = threading.Lock()
+        self._generation = 0
+        """Bumped by ``close``: a warm-up started before it does not reopen a machine."""
 
     @property
     def names(self) -> list[str]:
@@ -84,10 +86,15 @@ class HostSet:
             if name not in self._openers:
                 continue
             threading.Thread(
-                target=self._connect_quietly, args=(name,), name=f"connect-{name}", daemon=True
+                target=self._connect_quietly,
+                args=(name, self._generation),
+                name=f"connect-{name}",
+                daemon=True,
             ).start()
 
-    def _connect_quietly(self, name: str) -> None:
+    def _connect_quietly(self, name: str, generation: int) -> None:
+        if generation != self._generation:
+            return  # the set was closed since: nobody would close this connection
         try:
             host = self.get(name)
             connect = getattr(host, "connect", None)
@@ -104,6 +111,7 @@ class HostSet:
         """Close every connection opened so far (a later ``get`` reconnects)."""
         with self._lock:
             opened, self._open = self._open, {}
+            self._generation += 1
         for host in opened.values():
             close = getattr(host, "close", None)
             if callable(close):

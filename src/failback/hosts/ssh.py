@@ -91,6 +91,10 @@ class SshHost:
         self._channel: AgentChannel | None = None
         self._attempts = 0
         self._failure: HostUnreachable | None = None
+        self._generation = 0
+        """Bumped by ``close``: a background connect asked for before it is dropped."""
+        self._opening: AgentChannel | None = None
+        """The connection being opened (under ``_lock``): ``close`` abandons it."""
         self._connecting: threading.Thread | None = None
         self._connecting_lock = threading.Lock()
 
@@ -116,11 +120,14 @@ class SshHost:
             self._files.clear_logs()
             channel = AgentChannel(self.name, argv, ssh_environment(), self._classify)
             started = time.monotonic()
+            self._opening = channel
             try:
                 channel.open(agent_payload(), self._open_timeout())
             except HostUnreachable as exc:
                 self._failure = exc
                 raise
+            finally:
+                self._opening = None
             self._failure = None
             self._channel = channel
             self.connections += 1
@@ -152,12 +159,17 @@ class SshHost:
         with self._connecting_lock:
             if self._connecting is None or not self._connecting.is_alive():
                 self._connecting = threading.Thread(
-                    target=self._connect_quietly, name=f"connect-{self.name}", daemon=True
+                    target=self._connect_quietly,
+                    args=(self._generation,),
+                    name=f"connect-{self.name}",
+                    daemon=True,
                 )
                 self._connecting.start()
             return self._connecting
 
-    def _connect_quietly(self) -> None:
+    def _connect_quietly(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # closed since this was asked for: nobody would close it
         # the failure is kept in self._failure; the next caller of connect() meets it
         with contextlib.suppress(Exception):
             self.connect()
@@ -197,7 +209,14 @@ class SshHost:
 
     def close(self) -> None:
         """Close the connection: commands still running there are killed; daemons that
-        finished commands started keep running. A later call reconnects."""
+        finished commands started keep running. A later call reconnects.
+
+        A connection still being opened (a dead machine's connect timeout) is given up
+        at once rather than waited for: closing never takes a connect timeout."""
+        self._generation += 1
+        opening = self._opening
+        if opening is not None:
+            opening.abandon(None)
         with self._lock:
             channel, self._channel = self._channel, None
         if channel is not None:

@@ -32,7 +32,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from failback.hosts.base import inherited_environment
-from failback.hosts.ssh_errors import HostError
+from failback.hosts.ssh_errors import HostError, host_pattern
 
 if TYPE_CHECKING:
     from failback.hosts.ssh import SshTarget
@@ -45,6 +45,7 @@ __all__ = [
     "agent_payload",
     "check_target",
     "hops",
+    "host_pattern",
     "ssh_argv",
     "ssh_environment",
 ]
@@ -104,20 +105,21 @@ def hops(target: SshTarget) -> list[SshTarget]:
     return chain
 
 
-def host_pattern(address: str, port: int) -> str:
-    """How known_hosts names a machine: ``address`` on port 22, else ``[address]:port``."""
-    return address if port == 22 else f"[{address}]:{port}"
-
-
 class SshFiles:
     """The private files ssh needs: known_hosts written from ``host_key:`` values, and
     one log per jump host.
 
     They live in a directory of this process (0700, from ``mkdtemp``; files 0600),
-    removed by ``cleanup()`` or at exit. A target given ``known_hosts_file`` uses that
-    file as it is. A jump host's ssh writes its messages to its own log (``-E``)
-    rather than to the shared stderr, so that a failure is told apart from the
-    target's: "jump host bastion: Permission denied" vs the target's own refusal.
+    made when ssh first needs it and removed by ``cleanup()`` or at exit. A target
+    given ``known_hosts_file`` uses that file as it is. A jump host's ssh writes its
+    messages to its own log (``-E``) rather than to the shared stderr, so that a
+    failure is told apart from the target's: "jump host bastion: Permission denied" vs
+    the target's own refusal.
+
+    Reading a jump log never makes the directory: the end of a connection is
+    classified (its jump logs read) by the channel's reader thread, possibly after
+    ``cleanup()``; that used to bring back an empty directory nothing removed before
+    the process exited.
     """
 
     def __init__(self) -> None:
@@ -128,6 +130,8 @@ class SshFiles:
 
     def _directory(self) -> str:
         if self._dir is None or not os.path.isdir(self._dir):
+            if self._finalizer is not None:
+                self._finalizer()  # the old one vanished: drop its finalizer too
             self._dir = tempfile.mkdtemp(prefix="failback-ssh-")
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._dir, True)
         return self._dir
@@ -152,8 +156,7 @@ class SshFiles:
     def jump_log(self, jump: SshTarget) -> str:
         """Where the ssh to ``jump`` writes its messages (emptied by ``clear_logs``)."""
         with self._lock:
-            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", jump.name)
-            return os.path.join(self._directory(), f"jump-{safe}-{jump.port}.log")
+            return os.path.join(self._directory(), _log_name(jump))
 
     def clear_logs(self) -> None:
         """Empty the jump logs before a connection attempt (ssh -E appends)."""
@@ -167,8 +170,14 @@ class SshFiles:
                     os.unlink(os.path.join(directory, name))
 
     def read_log(self, jump: SshTarget, limit: int = 20_000) -> str:
+        """What the ssh to ``jump`` logged ("" when nothing; never makes the directory)."""
+        with self._lock:
+            directory = self._dir
+        if directory is None:
+            return ""
         try:
-            with open(self.jump_log(jump), encoding="utf-8", errors="replace") as handle:
+            path = os.path.join(directory, _log_name(jump))
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 return handle.read()[-limit:]
         except OSError:
             return ""
@@ -178,6 +187,11 @@ class SshFiles:
             if self._finalizer is not None:
                 self._finalizer()
             self._dir, self._files, self._finalizer = None, {}, None
+
+
+def _log_name(jump: SshTarget) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", jump.name)
+    return f"jump-{safe}-{jump.port}.log"
 
 
 def _config_path(path: str, what: str, name: str) -> str:

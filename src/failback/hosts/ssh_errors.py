@@ -21,6 +21,7 @@ __all__ = [
     "HostError",
     "HostUnreachable",
     "classify",
+    "host_pattern",
 ]
 
 KINDS = (
@@ -34,9 +35,11 @@ KINDS = (
     "sudo",
     "lost",
     "no-answer",
+    "config",
     "other",
 )
-"""Every ``HostUnreachable.kind``."""
+"""Every failure kind: ``HostUnreachable.kind``, and ``config`` for a host entry that
+cannot be used at all (a missing or unprotected key file: ``failback hosts check``)."""
 
 
 class HostUnreachable(FailbackError):
@@ -96,7 +99,7 @@ _PATTERNS: tuple[tuple[str, str, str, str], ...] = (
         "its host key is not pinned (no matching entry in the known_hosts failback uses)",
         "pin it with host_key: 'ssh-ed25519 AAAA...' (from "
         "/etc/ssh/ssh_host_ed25519_key.pub on that machine) or a known_hosts: file "
-        "holding an entry for [{address}]:{port}",
+        "holding an entry for {entry}",
     ),
     (
         "auth",
@@ -145,7 +148,14 @@ _PATTERNS: tuple[tuple[str, str, str, str], ...] = (
     ),
 )
 
+_UNPROTECTED_KEY = re.compile(r"UNPROTECTED PRIVATE KEY FILE|Load key \"[^\"]*\": bad permissions")
+_KEY_PATH = re.compile(r"Load key \"([^\"]+)\": bad permissions|for '([^']+)' are too open")
+_KEY_MODE = re.compile(r"Permissions (0?[0-7]{3,4}) for ")
+_NO_SUDO = re.compile(  # bash, dash ("sh: 1: sudo: not found"), zsh
+    r"\bsudo: (command )?not found|\bsudo: No such file or directory|command not found: sudo\b"
+)
 _SUDO_PASSWORD = re.compile(r"sudo: (a password is required|a terminal is required)")
+_SUDO_NO_PYTHON = re.compile(r"^sudo: \S*python\S*: command not found", re.MULTILINE)
 _SUDO = re.compile(r"^sudo: |is not in the sudoers file|not allowed to execute", re.MULTILINE)
 _NO_PYTHON = re.compile(
     r"(python\S*): (command )?not found|(python\S*): No such file or directory"
@@ -164,24 +174,50 @@ def classify(
     become: str | None = None,
 ) -> ConnectFailure:
     """The kind, message and hint for an ssh that ended (or never answered)."""
-    fill = {"address": address, "port": port, "user": user, "detail": _last_line(stderr)}
+    fill = {
+        "address": address,
+        "port": port,
+        "user": user,
+        "detail": _last_line(stderr),
+        "entry": host_pattern(address, port),
+    }
     if returncode == 255 or returncode is None:
+        if _UNPROTECTED_KEY.search(stderr):
+            return _unprotected_key(stderr)
         for kind, pattern, message, hint in _PATTERNS:
             if re.search(pattern, stderr):
                 return ConnectFailure(kind, message.format(**fill), hint.format(**fill))
+    if become is not None and _NO_SUDO.search(stderr):
+        return ConnectFailure(
+            "sudo",
+            f"sudo is not installed on {address} (or not on the login PATH of {user}); "
+            f"become: {become} needs it",
+            f"install sudo there (apt-get install sudo) with a sudoers rule {user} "
+            f"ALL=({become}) NOPASSWD: {_full_path(python)}, or drop become: and log in "
+            f"as {become} directly",
+        )
     if become is not None and _SUDO_PASSWORD.search(stderr):
         return ConnectFailure(
             "sudo",
             f"sudo would ask {user} for a password to become {become}",
             f"allow it without a password in sudoers on that machine ({user} ALL=({become}) "
-            f"NOPASSWD: {python}), or log in as {become} directly",
+            f"NOPASSWD: {_full_path(python)}; sudoers wants the interpreter's full path, "
+            f"as `command -v {python}` prints it there), or log in as {become} directly",
+        )
+    if become is not None and _SUDO_NO_PYTHON.search(stderr):
+        return ConnectFailure(
+            "no-python",
+            f"{python} is not installed on {address} (or not on sudo's secure_path)",
+            "install python3 there (only the standard library is used; nothing of failback "
+            "is installed)",
         )
     if become is not None and _SUDO.search(stderr):
         return ConnectFailure(
             "sudo",
             f"sudo refused to run the agent as {become}: {_first_line(stderr, 'sudo:')}",
-            f"check that sudo is installed, that {become} exists, and that sudoers lets "
-            f"{user} run {python} as {become} without a password",
+            f"check that {become} exists there and that sudoers lets {user} run the "
+            f"interpreter as {become} without a password ({user} ALL=({become}) NOPASSWD: "
+            f"{_full_path(python)}, the full path)",
         )
     found = _NO_PYTHON.search(stderr)
     if found is not None and returncode in (1, 126, 127):
@@ -208,6 +244,31 @@ def classify(
         "run the same ssh by hand to see more; a login shell that prints on stdout or "
         "an sshd ForceCommand can get in the way",
     )
+
+
+def host_pattern(address: str, port: int) -> str:
+    """How known_hosts names a machine: ``address`` on port 22, else ``[address]:port``."""
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def _unprotected_key(stderr: str) -> ConnectFailure:
+    """ssh skipped a private key that others can read, then sshd refused the login."""
+    found = _KEY_PATH.search(stderr)
+    path = (found.group(1) or found.group(2)) if found is not None else "the key file"
+    mode = _KEY_MODE.search(stderr)
+    loose = f" (mode {mode.group(1)})" if mode is not None else ""
+    return ConnectFailure(
+        "auth",
+        f"ssh refused to use the private key {path}: others can read it{loose} "
+        "(UNPROTECTED PRIVATE KEY FILE)",
+        f"chmod 600 {path} (ssh ignores a private key that anyone but its owner can read; "
+        "keep it owned by the user failback runs as)",
+    )
+
+
+def _full_path(python: str) -> str:
+    """sudoers names commands by full path: ``/usr/bin/python3`` for ``python3``."""
+    return python if python.startswith("/") else f"/usr/bin/{python}"
 
 
 def _last_line(stderr: str) -> str:

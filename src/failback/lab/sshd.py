@@ -36,6 +36,11 @@ PORT = 22
 PRIVSEP_DIR = Path("/run/sshd")
 """sshd's privilege-separation directory: must exist, root-owned, not group-writable."""
 LOG_LEVEL = "INFO"
+CLIENT_ALIVE_INTERVAL_S = 5
+CLIENT_ALIVE_COUNT = 3
+"""sshd drops a session whose client stopped answering (a partition) after about
+5 s x 3; the agent's stdin then ends, and it kills its commands and exits, as when
+failback closes the connection. What docs/hosts.md recommends for real machines."""
 _SSH_HINT = "apt-get install openssh-server (scripts/setup.sh installs it)"
 
 
@@ -149,6 +154,9 @@ def sshd_argv(files: SshFiles, plan: NetPlan, name: str) -> list[str]:
     would refuse an authorized_keys below it).
         ``MaxSessions``/``MaxStartups`` are raised because failback multiplexes many
         sessions over one connection and tests connect in parallel.
+        ``ClientAliveInterval``/``ClientAliveCountMax``: a partitioned session (and the
+        agent and commands it carries) ends on the machine's side too, not only on
+        failback's (``ServerAliveInterval``); without them sshd would wait for TCP.
     """
     host = plan.host(name)
     options = {
@@ -166,6 +174,8 @@ def sshd_argv(files: SshFiles, plan: NetPlan, name: str) -> list[str]:
         "PrintMotd": "no",
         "PrintLastLog": "no",
         "UseDNS": "no",
+        "ClientAliveInterval": str(CLIENT_ALIVE_INTERVAL_S),
+        "ClientAliveCountMax": str(CLIENT_ALIVE_COUNT),
         "MaxSessions": "64",
         "MaxStartups": "64:30:128",
         "Subsystem": "sftp internal-sftp",

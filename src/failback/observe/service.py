@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failback.config import Topology
@@ -51,10 +52,15 @@ def observe_service(hosts: HostSet, topology: Topology, service_name: str, journ
 
     service = topology.service(service_name)
     recorded = journal.service_state(service_name) or {}
-    observations = []
-    for name, component in service.components.items():
-        for site in component.sites:
-            observations.append(observe_component(hosts, service_name, name, component, site))
+    pairs = [
+        (name, component, site)
+        for name, component in service.components.items()
+        for site in component.sites
+    ]
+    # all at once: a dead site costs one connect timeout, not one per component, and
+    # the machines' first connections are opened side by side
+    with ThreadPoolExecutor(max_workers=min(16, len(pairs) or 1)) as pool:
+        observations = list(pool.map(lambda p: observe_component(hosts, service_name, *p), pairs))
     active_site = recorded.get("active_site", service.primary_site)
     mark_stale_primaries(observations, active_site)
     return ServiceState(

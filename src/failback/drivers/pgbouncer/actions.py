@@ -58,8 +58,21 @@ class PoolPause(PoolAction):
     def apply(self) -> dict[str, Any] | None:
         if self.spec.params.get("stop_writes"):
             self.ctx.writes_stopped(self.spec.site or "")
-        self.bouncer.pause(self.databases, timeout=float(self.component.options.pause_timeout))
-        return {"paused": self.databases}
+        kill_after = self.spec.params.get("kill_after_s")
+        killed = self.bouncer.pause(
+            self.databases,
+            timeout=float(self.component.options.pause_timeout),
+            kill_after=None if kill_after is None else float(kill_after),
+        )
+        if killed:
+            self.ctx.event(
+                "pool.killed",
+                f"{self.spec.component}: PAUSE did not finish within {kill_after}s on a "
+                f"failed site: KILLed {', '.join(killed)} (clients in flight get an error; "
+                "new ones wait for the RESUME)",
+                data={"databases": killed},
+            )
+        return {"paused": self.databases, "killed": killed}
 
     def undo(self) -> dict[str, Any] | None:
         self.bouncer.resume(self.databases)

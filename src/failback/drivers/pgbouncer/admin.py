@@ -89,12 +89,19 @@ class Pgbouncer:
             for r in rows
         }
 
-    def pause(self, databases: list[str], *, timeout: float) -> None:
+    def pause(
+        self, databases: list[str], *, timeout: float, kill_after: float | None = None
+    ) -> list[str]:
         """PAUSE each database: running transactions finish, new queries wait.
 
         PAUSE returns only once every server connection of the database is released;
         a client holding a long transaction would make it wait for ever, so past
         ``timeout`` the databases are RESUMEd and the step fails (nothing changed).
+
+        ``kill_after``: the server is gone (a failed site): its transactions will never
+        finish (a partitioned server never answers), so past ``kill_after`` seconds the
+        databases are KILLed instead — every client and server connection dropped, new
+        clients wait for the RESUME. Returns the databases that had to be killed.
         """
         errors: list[BaseException] = []
 
@@ -107,6 +114,16 @@ class Pgbouncer:
 
         worker = threading.Thread(target=run, name="pgbouncer-pause", daemon=True)
         worker.start()
+        killed: list[str] = []
+        if kill_after is not None and kill_after < timeout:
+            worker.join(kill_after)
+            if worker.is_alive():
+                for name in databases:
+                    self.command(f"KILL {_ident(name)}")
+                    killed.append(name)
+                # a killed database stays paused until RESUME: the PAUSE still pending
+                # on its own admin connection no longer matters
+                return killed
         worker.join(timeout)
         if worker.is_alive():
             self.resume(databases)
@@ -117,6 +134,7 @@ class Pgbouncer:
             )
         if errors:
             raise errors[0]
+        return killed
 
     def resume(self, databases: list[str]) -> None:
         for name in databases:

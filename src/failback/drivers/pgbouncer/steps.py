@@ -11,6 +11,9 @@ from __future__ import annotations
 from failback.drivers.planning import Phase, PlanRequest, RunKind
 from failback.model.plan import StepSpec
 
+UNPLANNED_KILL_AFTER_S = 1.0
+"""How long an unplanned failover lets the failed site's transactions finish."""
+
 
 def pool_steps(request: PlanRequest) -> list[StepSpec]:
     """The pool's steps in one phase (STOP_WRITES, ROUTE)."""
@@ -30,7 +33,11 @@ def pool_steps(request: PlanRequest) -> list[StepSpec]:
         return [StepSpec(
             id=f"pause-{name}-{site}", title=f"{purpose}: PAUSE {name} (clients wait)",
             action="pgbouncer.pause", component=name, site=site,
-            params={"stop_writes": request.first},
+            params={"stop_writes": request.first}
+            if request.planned
+            # a failed site's transactions never finish (a partitioned server does not
+            # answer): wait briefly, then drop its connections
+            else {"stop_writes": request.first, "kill_after_s": UNPLANNED_KILL_AFTER_S},
             why="clients' queries are held, not failed, while the primary changes",
         )]  # fmt: skip
     if request.phase is Phase.ROUTE:

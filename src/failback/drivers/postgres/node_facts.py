@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -122,6 +123,11 @@ def observe(
     primary.
     """
     obs = PgObservation(site=node.site, address=node.address, observed_at=time.time())
+    # the machine is asked while the SQL connection is tried: a dead site costs the
+    # longer of the two waits, not their sum
+    answers = ThreadPoolExecutor(max_workers=1)
+    machine = answers.submit(host.reachable, host_within)
+    answers.shutdown(wait=False)
     try:
         with connect(node, timeout=timeout) as conn:
             _observe_sql(conn, obs)
@@ -133,7 +139,7 @@ def observe(
         obs.error = f"{node.site}: observation failed: {str(exc).strip().splitlines()[0]}"
         obs.role = "down"
         obs.reachable = False
-    if not host.reachable(host_within):
+    if not machine.result():
         obs.host_reachable = False
         if not obs.reachable:
             obs.error = f"{obs.error}; its machine {host.name} does not answer either"

@@ -1,0 +1,101 @@
+"""The monitor across machines: each site is a network namespace reached over SSH.
+
+A whole machine dies under a steady writer (every process SIGKILLed, its link down),
+then a site is cut off the network while it keeps running. Each time the monitor
+fails over by itself, fences the returning dc1 on sight (it believes it is still the
+primary), resyncs it and fails back after the stability window: no client write is
+acknowledged by the stale primary, and none acknowledged after the failure is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from failback.lab import lab_break, lab_repair, lab_status, lab_up
+from failback.lab.core import lab_heal, lab_partition
+from failback.lab.netns import netns_available
+from failback.lab.probe import WriteProbe
+from tests.integration.labfixtures import Lab, lab_base
+from tests.integration.test_monitor import (
+    MonitorProcess,
+    fence_run,
+    monitor,
+    on_site,
+    runs_of,
+    wait_for,
+)
+
+AVAILABLE, WHY_NOT = netns_available()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not AVAILABLE, reason=f"netns lab unavailable: {WHY_NOT}"),
+]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with lab_base("fb-nsmon-") as root:
+        yield Lab(info=lab_up(Path(root) / "lab", auto=True, hosts="netns"), base=root)
+
+
+def _round_trip(lab: Lab, mon: MonitorProcess, fail: str, restore: str) -> None:
+    """``fail`` dc1 under a writer; the monitor fails over; ``restore`` it; the monitor
+    fences it on sight, then fails back; nothing acknowledged after the failure is lost."""
+    failovers = len(runs_of(lab, "failover"))
+    failbacks = len(runs_of(lab, "failback"))
+    probe = WriteProbe(lab.info.dsn, interval=0.01).start()
+    try:
+        wait_for("first writes", lambda: len(probe.stats.acknowledged) > 20)
+        mark = mon.last_id()
+        failed_at = time.time()
+        if fail == "host":
+            lab_break(lab.dir, "dc1", "host")
+        else:
+            lab_partition(lab.dir, "dc1")
+        detected = mon.wait_event("failure.detected", after=mark)
+        assert detected["data"]["probe"].endswith("@dc1"), detected
+        finished = mon.wait_event("failover.finished", after=mark)
+        assert finished["data"]["status"] == "succeeded", finished
+        run = runs_of(lab, "failover")[failovers]
+        assert run["status"] == "succeeded"
+        events = lab.run_show(int(run["id"]))["events"]
+        assert any(e["kind"] == "fence.unreachable" for e in events), events
+        wait_for("writes after the failure", lambda: probe.stats.acked_ids(since=failed_at))
+        after = probe.stats.acked_ids(since=failed_at)
+        assert on_site(lab, "dc2", after) == set(after)
+        assert lab_status(lab.dir)["router"]["write_target"] == "dc2"
+
+        mark = mon.last_id()
+        if restore == "repair":
+            lab_repair(lab.dir, "dc1", "host")
+        else:
+            lab_heal(lab.dir, "dc1")
+        back_at = time.time()
+        fenced = mon.wait_event("stale_primary.fenced", after=mark)
+        assert fenced["data"]["site"] == "dc1"
+        fence_run(lab, fenced)
+        done = mon.wait_event("failback.finished", after=mark, timeout=180)
+        assert done["data"]["status"] == "succeeded", done
+        lab.wait_home_end_state()
+        time.sleep(0.3)  # the client keeps writing after the failback
+    finally:
+        stats = probe.stop()
+    assert stats.acked_ids(since=back_at)
+    assert probe.missing(stats.acked_ids(since=failed_at)) == [], "lost across the round trip"
+    assert len(runs_of(lab, "failback")) == failbacks + 1
+
+
+def test_monitor_survives_a_dead_machine_and_brings_the_service_home(lab: Lab) -> None:
+    with monitor(lab) as mon:
+        _round_trip(lab, mon, fail="host", restore="repair")
+        assert mon.stop() == 0
+
+
+def test_monitor_survives_a_partition_and_brings_the_service_home(lab: Lab) -> None:
+    with monitor(lab) as mon:
+        _round_trip(lab, mon, fail="partition", restore="heal")
+        assert mon.stop() == 0
