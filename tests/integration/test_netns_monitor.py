@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from failback.lab import lab_break, lab_repair, lab_status, lab_up
 from failback.lab.core import lab_heal, lab_partition
@@ -39,7 +40,13 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     with lab_base("fb-nsmon-") as root:
-        yield Lab(info=lab_up(Path(root) / "lab", auto=True, hosts="netns"), base=root)
+        lab = Lab(info=lab_up(Path(root) / "lab", auto=True, hosts="netns"), base=root)
+        # the second scenario starts soon after the first one's failback: a short
+        # hold-down, so that it is not taken for a flapping primary (test_monitor has that)
+        doc = yaml.safe_load(lab.config.read_text())
+        doc["services"]["app"]["policy"]["hold_down"] = "5s"
+        lab.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        yield lab
 
 
 def _round_trip(lab: Lab, mon: MonitorProcess, fail: str, restore: str) -> None:
@@ -96,6 +103,7 @@ def test_monitor_survives_a_dead_machine_and_brings_the_service_home(lab: Lab) -
 
 
 def test_monitor_survives_a_partition_and_brings_the_service_home(lab: Lab) -> None:
+    time.sleep(6)  # past the hold-down after the previous scenario's failback
     with monitor(lab) as mon:
         _round_trip(lab, mon, fail="partition", restore="heal")
         assert mon.stop() == 0
