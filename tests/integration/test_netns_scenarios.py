@@ -10,8 +10,10 @@ comes back believing it is primary, a site cut off the network while it keeps ru
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +26,8 @@ from failback.lab.netns import identify, netns_available
 from failback.lab.probe import TABLE, WriteProbe
 from tests.conftest import run_cli
 from tests.integration.labfixtures import Lab, lab_base, measurement, new_lab
+from tests.integration.pgholds import wait_until
+from tests.integration.test_traffic import start_failback, wait_observing, with_observation
 
 AVAILABLE, WHY_NOT = netns_available()
 pytestmark = [
@@ -144,6 +148,50 @@ def test_a_partitioned_site_keeps_running_and_is_fenced_when_it_heals(lab: Lab) 
     assert lab_status(lab.dir)["router"]["servers"]["dc1"] == "maint"
     assert write_lands_on(lab) == "dc2"
     lab.failback()
+    lab.wait_home_end_state()
+
+
+def test_undo_until_commit_across_machines_loses_nothing(lab: Lab) -> None:
+    """An abort in the observation window switches back over SSH: the re-protected dc2
+    is promoted again, dc1 becomes its standby, no write lost, no client error."""
+    config = with_observation(lab, "60s")
+    lab.cli_json("failover", "app", "--planned", "--yes", config=config)
+    probe = WriteProbe(lab.info.dsn, interval=0.01).start()
+    try:
+        proc = start_failback(lab, config)
+        run_id = wait_observing(lab, config, proc)
+        assert write_lands_on(lab) == "dc1"
+        aborted = lab.cli_json("abort", str(run_id), "--yes", config=config)
+        proc.communicate(timeout=120)
+        mark = time.time()
+        wait_until(lambda: probe.stats.acked_ids(since=mark))
+    finally:
+        stats = probe.stop()
+    assert aborted["status"] == "rolled-back", aborted
+    assert probe.missing(stats.acked_ids()) == []
+    assert stats.failures == [], stats.failures[:3]
+    assert write_lands_on(lab) == "dc2"
+    status = lab.status()
+    assert status.db("dc1")["role"] == "standby" and status.db("dc1")["data"]["streaming"]
+    lab.failback()
+    lab.wait_home_end_state()
+
+
+def test_a_lost_disk_is_recloned_over_ssh(lab: Lab) -> None:
+    """dc1's data directory is gone (a replaced disk): the failback re-clones it with
+    pg_basebackup run on dc1's machine, from dc2's address, then switches home."""
+    lab.failover("--planned")
+    lab_break(lab.dir, "dc1", "db")
+    pgdata = Path(lab.info.sites["dc1"].pgdata)
+    gone = pgdata.with_name(pgdata.name + ".lost-disk")
+    pgdata.rename(gone)  # the namespaces share the filesystem: the disk is "replaced"
+    try:
+        back = lab.failback()
+    finally:
+        shutil.rmtree(gone, ignore_errors=True)
+    resync = next(s for s in back["report"]["steps"] if s["id"] == "resync-dc1")
+    assert resync["output"]["method"] == "reclone", resync
+    assert write_lands_on(lab) == "dc1"
     lab.wait_home_end_state()
 
 
