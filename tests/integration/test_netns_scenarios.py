@@ -10,10 +10,8 @@ comes back believing it is primary, a site cut off the network while it keeps ru
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,11 +19,12 @@ import pytest
 import yaml
 
 from failback.lab import lab_break, lab_repair, lab_status
+from failback.lab import sshd as lab_sshd
 from failback.lab.core import lab_heal, lab_partition
-from failback.lab.netns import identify, netns_available
+from failback.lab.netns import identify, netns_available, plan_from_dict
 from failback.lab.probe import TABLE, WriteProbe
 from tests.conftest import run_cli
-from tests.integration.labfixtures import Lab, lab_base, measurement, new_lab
+from tests.integration.labfixtures import SERVICE, Lab, lab_base, measurement, new_lab
 from tests.integration.pgholds import wait_until
 from tests.integration.test_traffic import start_failback, wait_observing, with_observation
 
@@ -177,20 +176,20 @@ def test_undo_until_commit_across_machines_loses_nothing(lab: Lab) -> None:
     lab.wait_home_end_state()
 
 
-def test_a_lost_disk_is_recloned_over_ssh(lab: Lab) -> None:
-    """dc1's data directory is gone (a replaced disk): the failback re-clones it with
-    pg_basebackup run on dc1's machine, from dc2's address, then switches home."""
-    lab.failover("--planned")
-    lab_break(lab.dir, "dc1", "db")
-    pgdata = Path(lab.info.sites["dc1"].pgdata)
-    gone = pgdata.with_name(pgdata.name + ".lost-disk")
-    pgdata.rename(gone)  # the namespaces share the filesystem: the disk is "replaced"
+def test_a_server_that_answers_is_never_taken_for_a_dead_machine(lab: Lab) -> None:
+    """dc1's sshd is down but its PostgreSQL serves: a forced (unplanned) failover must
+    not take dc1 for gone — a client that bypasses the routers could still write there.
+    The database fence fails, the run rolls back, dc1 stays the primary, routed."""
+    assert lab.info.network is not None
+    plan = plan_from_dict(lab.info.network)
+    lab_sshd.stop(lab.dir, plan, "dc1")
     try:
-        back = lab.failback()
+        result = lab.cli("failover", SERVICE, "--force", "--yes", "--json")
     finally:
-        shutil.rmtree(gone, ignore_errors=True)
-    resync = next(s for s in back["report"]["steps"] if s["id"] == "resync-dc1")
-    assert resync["output"]["method"] == "reclone", resync
+        lab_sshd.start(lab.dir, plan, "dc1")
+    doc = result.json()
+    assert result.returncode == 1 and doc["status"] == "rolled-back", doc
+    assert "still answers" in doc["error"], doc["error"]
     assert write_lands_on(lab) == "dc1"
     lab.wait_home_end_state()
 
@@ -201,7 +200,7 @@ def test_lab_down_leaves_no_namespace_interface_or_process(lab: Lab) -> None:
     result = run_cli("lab", "down", "--dir", str(lab.dir), "--json")
     assert result.returncode == 0, result.stderr
     assert "network" in json.loads(result.stdout)["stopped"]
-    from failback.lab.netns import leftovers, plan_from_dict
+    from failback.lab.netns import leftovers
 
     assert leftovers(plan_from_dict(network)) == []
     lab_up_again = run_cli("lab", "up", "--dir", str(lab.dir), "--json")  # restarts it

@@ -381,7 +381,7 @@ class Agent:
             # the input goes through an unlinked temporary file, not a pipe: the wait
             # below polls (for cancels), and communicate() cannot be polled while it
             # feeds a pipe (it refuses the input a second time)
-            stdin: Any = subprocess.DEVNULL if input is None else _input_file(input)
+            stdin: Any = subprocess.DEVNULL if not input else _input_file(input)
             try:
                 proc = subprocess.Popen(
                     self._argv(args),
@@ -396,7 +396,7 @@ class Agent:
             except FileNotFoundError as exc:
                 return _result(127, "", str(exc), started)
             finally:
-                if input is not None:
+                if input:
                     stdin.close()  # the child has its own descriptor
             command = Command(proc)
             self._commands[rid] = command

@@ -101,9 +101,10 @@ class CommandStep(Action):
                 timeout=self.configured.timeout,
             )
             require_success(result, f"{self._label(self.action_name)} check after apply")
-        if self.action_name == "fence":
-            # the operator's site fence (power-off, cloud API) held: a database fence
-            # at this site may proceed without the machine answering (postgres.fence)
+        site = self.component.sites.get(self.spec.site or "")
+        if self.action_name == "fence" and site is not None and site.fences_site:
+            # a declared site fence (power-off, cloud stop) whose check just passed: a
+            # database fence at this site may proceed without the machine answering
             self.ctx.remember(f"site_fenced.{self.spec.site}", True)
 
     def undo(self) -> dict[str, Any] | None:

@@ -114,6 +114,13 @@ class CommandSite(ConfigModel):
     unfence: Action | None = Field(None, description="Reverses fence.")
     sync: Action | None = Field(None, description="Brings this site's data up to date.")
     verify: Action | None = Field(None, description="Exits 0 when the site is ready to serve.")
+    fences_site: bool = Field(
+        False,
+        description="This site's fence stops the whole site taking writes (a power-off, "
+        "a cloud stop), proven by its check: in an unplanned failover a database at this "
+        "site whose machine and server no longer answer is then taken as fenced. Needs "
+        "fence with a check.",
+    )
 
     @property
     def actions(self) -> dict[str, CommandAction]:
@@ -131,7 +138,7 @@ class CommandComponent(ComponentSettings):
     sites: dict[str, CommandSite] = Field(description="Per-site commands: site -> actions.")
 
     def problems(self) -> list[SettingsProblem]:
-        return [
+        found = [
             SettingsProblem(
                 ("sites", site),
                 "no action is declared for this site",
@@ -141,6 +148,16 @@ class CommandComponent(ComponentSettings):
             for site, settings in self.sites.items()
             if not settings.actions
         ]
+        found += [
+            SettingsProblem(
+                ("sites", site, "fences_site"),
+                "a site fence needs a fence command with a check that proves it held",
+                "declare fence: {run: ..., check: ...} at this site, or drop fences_site",
+            )
+            for site, settings in self.sites.items()
+            if settings.fences_site and (settings.fence is None or not settings.fence.check)
+        ]
+        return found
 
     def warnings(self) -> list[SettingsProblem]:
         """A mutating command without ``check:``: when the runner dies while it runs,

@@ -63,6 +63,8 @@ class RouterFence(Action):
                 f"{self.target.backend}/{self.target.server} still takes new sessions after"
                 f" the fence ({state.admin_state})"
             )
+        # applied now or found in place: the site's database fence may rely on it
+        self.ctx.remember(f"entry_fenced.{self.spec.site}", True)
 
     def undo(self) -> dict[str, Any] | None:
         """Send traffic back to the site ("route"), or only if it had traffic ("restore")."""

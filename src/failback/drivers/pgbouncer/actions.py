@@ -12,7 +12,7 @@ from typing import Any
 from failback.drivers.base import Action, StepContext
 from failback.drivers.pgbouncer.admin import Pgbouncer
 from failback.drivers.pgbouncer.target import database_lines, pgbouncer_of
-from failback.errors import FailbackError
+from failback.errors import FailbackError, StepFailed
 from failback.model.plan import StepSpec
 
 
@@ -68,11 +68,18 @@ class PoolPause(PoolAction):
             self.ctx.event(
                 "pool.killed",
                 f"{self.spec.component}: PAUSE did not finish within {kill_after}s on a "
-                f"failed site: KILLed {', '.join(killed)} (clients in flight get an error; "
-                "new ones wait for the RESUME)",
+                f"failed site: KILLed {', '.join(killed)} (every client connection of it "
+                "dropped, idle ones too; new ones wait for the RESUME)",
                 data={"databases": killed},
             )
         return {"paused": self.databases, "killed": killed}
+
+    def verify(self) -> None:
+        only = self.spec.params.get("only_if_pointing_at")
+        if not (only and not self._pointing_at(only)) and not self._paused():
+            raise StepFailed(f"{self.spec.component}: {self.databases} not paused after PAUSE")
+        # applied now or found in place: the site's database fence may rely on it
+        self.ctx.remember(f"entry_fenced.{self.spec.site}", True)
 
     def undo(self) -> dict[str, Any] | None:
         self.bouncer.resume(self.databases)

@@ -104,10 +104,13 @@ class Pgbouncer:
         clients wait for the RESUME. Returns the databases that had to be killed.
         """
         errors: list[BaseException] = []
+        given_up = threading.Event()
 
         def run() -> None:
             try:
                 for name in databases:
+                    if given_up.is_set():  # killed instead: never PAUSE after the RESUME
+                        return
                     self.command(f"PAUSE {_ident(name)}")
             except BaseException as exc:  # reported to the caller below
                 errors.append(exc)
@@ -115,9 +118,11 @@ class Pgbouncer:
         worker = threading.Thread(target=run, name="pgbouncer-pause", daemon=True)
         worker.start()
         killed: list[str] = []
-        if kill_after is not None and kill_after < timeout:
+        if kill_after is not None:
+            kill_after = min(kill_after, timeout / 2)
             worker.join(kill_after)
             if worker.is_alive():
+                given_up.set()
                 for name in databases:
                     self.command(f"KILL {_ident(name)}")
                     killed.append(name)
@@ -126,6 +131,7 @@ class Pgbouncer:
                 return killed
         worker.join(timeout)
         if worker.is_alive():
+            given_up.set()
             self.resume(databases)
             raise StepFailed(
                 f"PgBouncer {self.address}: PAUSE did not finish within {timeout:g}s "

@@ -8,8 +8,10 @@ effect and never skips one that did not happen.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failback.drivers.base import Action, StepContext
@@ -96,6 +98,16 @@ def _accepts_connections(node: PgNode) -> bool:
     return True
 
 
+def _answers_sql_within(node: PgNode, seconds: float) -> bool:
+    """Does the server accept a connection and answer within ``seconds``? Asked in a
+    thread, so that a dead address costs ``seconds``, not libpq's 2 s minimum."""
+    answer: list[bool] = []
+    asker = threading.Thread(target=lambda: answer.append(_accepts_connections(node)), daemon=True)
+    asker.start()
+    asker.join(seconds)
+    return bool(answer and answer[0])
+
+
 def _settle(
     action: PgAction, serving: Callable[[PgNode], bool], what: str, timeout: float = 120.0
 ) -> bool:
@@ -158,6 +170,10 @@ class PgPreflight(PgAction):
         return {site.site: site.to_dict() for site in observed}
 
 
+SERVER_ANSWER_S = 1.0
+"""How long the database fence lets a server answer SQL before taking it for gone with
+its machine (a live PostgreSQL answers in milliseconds)."""
+
 ANSWER_WITHIN_S = 0.5
 """How long the database fence waits for a machine that does not answer, once its site
 is fenced where clients enter: the run connected to every machine before its first
@@ -195,9 +211,12 @@ class PgFence(PgAction):
                 )
             )
         try:
-            pid = running_postmaster(self.host(), self.node)
-        except HostUnreachable as exc:
+            return self._stop_if_running()
+        except HostUnreachable as exc:  # the machine went away during the stop
             return self._unreachable(exc)
+
+    def _stop_if_running(self) -> dict[str, Any]:
+        pid = running_postmaster(self.host(), self.node)
         if pid is None:
             return {"was_running": False}
         self.ctx.remember(f"was_running.{self.spec.site}", True)
@@ -216,12 +235,14 @@ class PgFence(PgAction):
             return {"was_running": True, "stopped": "SIGKILL"}
 
     def _fenced_elsewhere(self) -> bool:
-        """This run already stopped client writes to the site where they enter (router,
-        pool) or ran the operator's site fence (a power-off): the database itself need
-        not answer for the promotion to be safe."""
+        """This run already stopped client writes to the site where they enter (every
+        router and pool fence of the site verified, applied or found in place) or ran a
+        declared site fence (a power-off proven by its check): the database itself need
+        not answer for the promotion to be safe — as long as it does not answer at all."""
         site = self.spec.site or ""
         return bool(
-            self.ctx.values.get(f"writes_stopped_at.{site}")
+            self.ctx.values.get(f"entry_fenced.{site}")
+            or self.ctx.values.get(f"writes_stopped_at.{site}")
             or self.ctx.values.get(f"site_fenced.{site}")
         )
 
@@ -229,34 +250,52 @@ class PgFence(PgAction):
         return float(self.spec.params.get("answer_within_s", ANSWER_WITHIN_S))
 
     def _gone_while_fenced_elsewhere(self) -> bool:
-        """Fenced elsewhere and the machine does not answer within ``answer_within_s``:
-        the promotion must not wait out an SSH connect timeout for a dead machine
-        (its answer would change nothing that protects data). Asked once per attempt
-        (check, then apply), so a dead machine costs ``answer_within_s`` once."""
+        """Fenced elsewhere, and neither the machine (SSH, ``answer_within_s``) nor the
+        server (SQL, ``SERVER_ANSWER_S``) answers: the promotion must not wait out an
+        SSH connect timeout for a dead or cut-off machine. A server that still answers
+        SQL is not gone, whatever its sshd does: then the stop goes through the machine,
+        however long it takes, or the step fails. Asked once per attempt."""
         if not self._fenced_elsewhere():
             return False
         if self._gone is None:
-            self._gone = not self.host().reachable(self._answer_within())
+            self._gone = not self._anything_answers()
         return self._gone
+
+    def _anything_answers(self) -> bool:
+        """The machine over SSH and the server over SQL, asked side by side."""
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            machine = pool.submit(self.host().reachable, self._answer_within())
+            server = _answers_sql_within(self.node, SERVER_ANSWER_S)
+            return machine.result() or server
 
     def _unreachable(self, exc: HostUnreachable) -> dict[str, Any]:
         """The site's machine cannot be reached: its database may still run (a partition)
         or be gone with it. That is enough only when this run already fenced it where
-        clients enter (router, pool): then no client write reaches it, and the promotion
-        must not wait for a machine that does not answer. Otherwise nothing fences it."""
+        clients enter (router, pool) or by a site fence, and its server does not answer
+        SQL either: then no client write reaches it, and the promotion must not wait for
+        a machine that does not answer. Otherwise nothing fences it."""
         site = self.spec.site or ""
         if not self._fenced_elsewhere():
             raise StepFailed(
                 f"cannot fence {site}'s database: {exc.message}; and no router, pool or "
-                "site fence command of this service fenced it",
-                hint=f"make {site}'s machine reachable, or fence it yourself (power it off) "
-                "and run the failover with --force",
+                "site fence of this service fenced it",
+                hint=f"make {site}'s machine reachable, or power it off and declare a site "
+                "fence (a command component's fence with fences_site: true), then resume",
+            )
+        if not self._gone and _answers_sql_within(self.node, SERVER_ANSWER_S):
+            raise StepFailed(
+                f"cannot fence {site}'s database: its machine does not answer over SSH "
+                f"({exc.message}) but its PostgreSQL at {self.node.address} still answers: "
+                "it could take writes from a client that bypasses the routers",
+                hint=f"restore SSH to {site} (`failback hosts check`), or stop that "
+                "PostgreSQL yourself, then `failback resume`",
             )
         self.ctx.remember(f"unreachable.{site}", True)
         self.ctx.event(
             "fence.unreachable",
-            f"{site}'s machine cannot be reached ({exc.message}): fenced at the entry points "
-            "only; if it still runs it is a stale primary, fenced on sight when it returns",
+            f"{site}'s machine cannot be reached ({exc.message}) and its database does not "
+            "answer: fenced at the entry points only; if it still runs it is a stale "
+            "primary, fenced on sight when it returns",
             data={"site": site},
         )
         return {"was_running": "unknown", "unreachable": exc.message}
@@ -264,7 +303,12 @@ class PgFence(PgAction):
     def verify(self) -> None:
         if self.ctx.values.get(f"unreachable.{self.spec.site}"):
             return  # fenced at the entry points (see _unreachable)
-        if running_postmaster(self.host(), self.node) is not None:
+        try:
+            running = running_postmaster(self.host(), self.node)
+        except HostUnreachable as exc:  # gone between the stop and this look
+            self._unreachable(exc)
+            return
+        if running is not None:
             raise StepFailed(f"{self.spec.site}: postmaster still runs after the fence")
 
     def undo(self) -> dict[str, Any] | None:

@@ -130,6 +130,11 @@ def _resolve(secret: Any) -> str | None:
     return str(secret.resolve())
 
 
+BIN_DIR_ANSWER_S = 1.0
+"""How long finding ``bin_dir`` (when the topology does not give it) waits for the
+machine to answer."""
+
+
 def node_from_component(comp: Any, site: str, host: Host | None = None) -> PgNode:
     """Build the node of ``site`` from a config postgres component (duck-typed).
 
@@ -144,7 +149,9 @@ def node_from_component(comp: Any, site: str, host: Host | None = None) -> PgNod
         if host is None:
             host = LocalHost()
         try:
-            bin_dir = detect_bin_dir(host)
+            # a machine that does not answer soon is not waited for here: observing
+            # and fencing must not spend an SSH connect timeout on finding pg_ctl
+            bin_dir = detect_bin_dir(host) if host.reachable(BIN_DIR_ANSWER_S) else ""
         except HostUnreachable:
             bin_dir = ""  # unknown: every command needs that machine, and says it is unreachable
     return PgNode(

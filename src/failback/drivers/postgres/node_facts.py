@@ -26,6 +26,7 @@ from failback.drivers.postgres.process import (
     running_postmaster,
 )
 from failback.hosts.base import Host
+from failback.hosts.ssh_errors import HostUnreachable
 
 ROLES = ("primary", "standby", "down", "unknown", "stale-primary")
 
@@ -103,6 +104,9 @@ def _fmt(value: int | None) -> str | None:
     return None if value is None else format_lsn(value)
 
 
+HOST_CONNECT_WAIT_S = 20.0
+"""How long an observation waits for the machine of a server that answered SQL."""
+
 HOST_ANSWER_S = 1.0
 """How long an observation waits for the node's machine to answer before it describes
 the node from SQL alone: a dead or partitioned machine must not hold up the monitor
@@ -139,11 +143,26 @@ def observe(
         obs.error = f"{node.site}: observation failed: {str(exc).strip().splitlines()[0]}"
         obs.role = "down"
         obs.reachable = False
-    if not machine.result():
+    answered = machine.result()
+    if not answered and obs.reachable:
+        # the server answers, so its machine is up: a connection still being opened
+        # (a loaded machine, a slow link) is worth waiting for, to its own timeout
+        answered = host.reachable(HOST_CONNECT_WAIT_S)
+    if not answered:
         obs.host_reachable = False
         if not obs.reachable:
             obs.error = f"{obs.error}; its machine {host.name} does not answer either"
         return obs
+    try:
+        _observe_files(host, node, obs)
+    except HostUnreachable:  # lost between the question and the reads: what SQL saw stands
+        obs.host_reachable = False
+        obs.pgdata_ok, obs.postmaster_pid, obs.postmaster_alive = False, None, False
+        obs.pgdata_matches = None
+    return obs
+
+
+def _observe_files(host: Host, node: PgNode, obs: PgObservation) -> None:
     obs.pgdata_ok = pgdata_ok(host, node)
     pid_info = postmaster_pid_file(host, node) if obs.pgdata_ok else None
     if pid_info is not None:
@@ -153,7 +172,6 @@ def observe(
         obs.pgdata_matches = host.realpath(obs.data_directory) == host.realpath(node.pgdata)
     if not obs.reachable and obs.pgdata_ok and not obs.postmaster_alive:
         _observe_stopped(host, node, obs)
-    return obs
 
 
 def _data_directory(conn: Any) -> str | None:
