@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from failback.cli.output import (
 from failback.engine.executor import Executor, RunOutcome
 from failback.engine.starter import create_run, make_plan, plan_to_apply
 from failback.errors import UsageError
+from failback.model.states import TERMINAL
 from failback.plan.artefact import read_artefact
 from failback.store import Journal
 
@@ -73,9 +75,19 @@ def confirm(question: str, yes: bool) -> None:
         raise typer.Abort()
 
 
+ENDED = frozenset(str(status.value) for status in TERMINAL)
+REPORT_WAIT_S = 10.0
+
+
 def finish(journal: Journal, outcome: RunOutcome, *, as_json: bool) -> int:
     """Print the outcome (and the report when the run ended); return the exit code."""
     run = journal.get_run(outcome.run_id)
+    # an abort or approve from this process can see the run end a moment before the
+    # process executing it has written its report: wait for it, briefly
+    deadline = time.monotonic() + REPORT_WAIT_S
+    while run.report is None and outcome.status in ENDED and time.monotonic() < deadline:
+        time.sleep(0.05)
+        run = journal.get_run(outcome.run_id)
     if as_json:
         emit_json(
             {
