@@ -188,8 +188,10 @@ def fail_over_then_repair(s: Shared) -> int:
 
 def kill_dc1(s: Shared) -> tuple[int, float]:
     mark = s.mon.last_id()
-    killed_at = time.time()
     lab_break(s.lab.dir, "dc1", "db")
+    # measured once dc1 is dead: a write acknowledged just before the kill may be lost
+    # (replication is asynchronous); every one acknowledged afterwards must be on dc2
+    killed_at = time.time()
     return mark, killed_at
 
 
@@ -407,8 +409,9 @@ def test_active_site_dies_while_a_persons_failback_waits_for_approval(shared: Sh
         run_id = int(waiting.json()["run_id"])
         assert status_doc(s.lab)["needs_resync"] == []  # dc1 resynced and streaming
 
-        mark, killed_at = s.mon.last_id(), time.time()
+        mark = s.mon.last_id()
         lab_break(s.lab.dir, "dc2", "db")
+        killed_at = time.time()  # once dc2 is dead (see kill_dc1)
         aborting = s.mon.wait_event("failback.aborting", after=mark)
         assert aborting["run_id"] == run_id
         failover = s.mon.wait_event("failover.finished", after=mark, timeout=120)
