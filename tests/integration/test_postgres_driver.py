@@ -7,8 +7,10 @@ the report, never asserted (shared, noisy machines).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -247,11 +249,47 @@ def test_rewind_impossible_falls_back_to_reclone() -> None:
         assert rows(old) == [1, 2, 3, 10]
 
 
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _busy_backend(node) -> tuple[int, threading.Thread]:
+    """A backend deep in a CPU-bound query (it never looks for its postmaster there)."""
+    conn = connect(node)
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def spin() -> None:
+        with contextlib.suppress(Exception):  # killed under it
+            conn.execute("SELECT count(*) FROM generate_series(1, 2000000000)")
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    worker = threading.Thread(target=spin, daemon=True)
+    worker.start()
+    time.sleep(0.3)
+    return pid, worker
+
+
 def test_sigkilled_primary_restarts_and_diverged_crash_is_rewound(pair: PgPair) -> None:
     host, old, new = pair.host, pair.primary, pair.standby
     insert_rows(old, [0])
+    backend, worker = _busy_backend(old)
+    assert _alive(backend)
     pid = kill_postmaster(host, old)
     assert pid is not None
+    # the whole server died with its postmaster: no backend of it can still acknowledge
+    # a commit (one busy in a query would otherwise run on for minutes, orphaned); the
+    # signal is delivered as the kernel schedules it, hence a moment's grace
+    deadline = time.monotonic() + 2.0
+    while _alive(backend) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(backend), "a backend outlived the killed postmaster"
+    worker.join(10)
     obs = observe(host, old)
     assert obs.role == "down" and not obs.postmaster_alive
     assert postmaster_pid_file(host, old) is not None  # the stale lock file stays

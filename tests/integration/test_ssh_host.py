@@ -385,6 +385,39 @@ def test_process_operations(host: SshHost, workdir: Path) -> None:
     assert host.process_cwd(proc.pid) is None
 
 
+def test_kill_tree_takes_children_that_lead_their_own_groups(host: SshHost) -> None:
+    """A parent whose children called setsid (PostgreSQL's backends do): killing the
+    parent alone leaves them; ``kill_tree`` signals every one of them, parent last."""
+    script = "setsid sleep 60 & setsid sleep 61 & echo ready; exec sleep 62"
+    parent = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
+        children: list[int] = []
+        for _ in range(100):  # both setsid children show up in /proc
+            pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+            children = [p for p in pids if _parent_of(p) == parent.pid]
+            if len(children) == 2:
+                break
+            time.sleep(0.02)
+        assert len(children) == 2, children
+        signalled = host.kill_tree(parent.pid, signal.SIGKILL)
+        assert signalled[0] == parent.pid and sorted(signalled[1:]) == sorted(children)
+        assert wait_for(lambda: not any(alive(p) for p in [parent.pid, *children]))
+    finally:
+        parent.kill()
+        parent.wait()
+    assert host.kill_tree(parent.pid, signal.SIGKILL) == []  # gone: nothing signalled
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]) if fields[0] not in ("Z", "X") else None
+
+
 # --- concurrency and reuse --------------------------------------------------------------
 
 

@@ -36,8 +36,10 @@ class Detection(ConfigModel):
     """How the monitor judges the drivers' own observations of each component.
 
     The defaults declare a dead primary failed within 1.5 s of its death when it
-    refuses connections (three failed observations 500 ms apart), and within 3 s when
-    it hangs (three observations cut off by the 1 s timeout).
+    refuses connections (three failed observations 500 ms apart), and within 2.5 s when
+    it hangs (a dead machine, a partition): the observation under way is cut off by the
+    1 s timeout, and each further 500 ms it still hangs is another failure — at least
+    ``timeout + (failure_threshold - 1) * interval``.
     """
 
     interval: PositiveDuration = Field(

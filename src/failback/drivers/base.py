@@ -265,9 +265,13 @@ class Driver(Generic[SettingsT]):
         standby before it acknowledges a commit, whichever site is primary."""
         raise NotImplementedError(f"the {self.name} driver has no synchronous replication")
 
-    def synchronous_setting(self, settings: SettingsT, site: str) -> str:
-        """SYNCHRONOUS_REPLICATION: the setting ``site``'s server uses now ('' when it
-        waits for no standby: asynchronous)."""
+    def synchronous_setting(
+        self, settings: SettingsT, site: str, observed: Mapping[str, Any] | None = None
+    ) -> str:
+        """SYNCHRONOUS_REPLICATION: the setting ``site``'s server uses ('' when it waits
+        for no standby: asynchronous) — as ``observed`` (that server's observation data)
+        shows it when it does, so a monitor never asks a server that may have just died;
+        else asked now."""
         raise NotImplementedError(f"the {self.name} driver has no synchronous replication")
 
     def set_synchronous_setting(self, settings: SettingsT, site: str, value: str) -> None:

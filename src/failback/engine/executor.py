@@ -133,6 +133,21 @@ class RunProcessLock:
             os.close(fd)
 
 
+def _topology_key(topology: Topology) -> str:
+    return f"{topology.path}\0{topology.text}"
+
+
+class SharedHosts:
+    """Machines already connected for ``topology`` by a longer-lived owner (the
+    monitor): a run of that same topology file uses them instead of connecting again,
+    and leaves closing them to their owner. A run whose saved topology differs (it
+    was started with another file) connects on its own."""
+
+    def __init__(self, topology: Topology, hosts: HostSet) -> None:
+        self.key = _topology_key(topology)
+        self.hosts = hosts
+
+
 class Executor:
     """Starts, continues, approves and aborts runs recorded in one journal."""
 
@@ -141,9 +156,12 @@ class Executor:
         journal: Journal,
         *,
         reporter: Reporter | None = None,
+        shared_hosts: SharedHosts | None = None,
     ) -> None:
         self.journal = journal
         self.reporter: Reporter = reporter or NullReporter()
+        self.shared_hosts = shared_hosts
+        """Connections someone else keeps open (the monitor's): used, never closed."""
         self._hosts: dict[str, HostSet] = {}
         """The machines of each topology a locked operation used: connected once, reused
         by every step, closed when the operation ends (``_locked``)."""
@@ -264,7 +282,9 @@ class Executor:
             lock.release()
 
     def _hosts_of(self, topology: Topology) -> HostSet:
-        key = f"{topology.path}\0{topology.text}"
+        key = _topology_key(topology)
+        if self.shared_hosts is not None and self.shared_hosts.key == key:
+            return self.shared_hosts.hosts
         if key not in self._hosts:
             self._hosts[key] = topology.open_hosts()
         return self._hosts[key]

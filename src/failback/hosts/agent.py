@@ -204,6 +204,41 @@ def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value else ""
 
 
+def kill_tree(pid: int, sig: int) -> list[int]:
+    """Signal ``pid`` and every child it has, so that none outlives it.
+
+    For a server whose children are process group leaders of their own (PostgreSQL's
+    backends call setsid): killing the parent alone leaves them running until they
+    notice. ``pid`` is stopped first (SIGSTOP) so that it starts no child while they
+    are signalled, and receives ``sig`` last. Returns the PIDs signalled (``pid``
+    first); [] when ``pid`` is gone. LocalHost uses this very function.
+    """
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return []
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+            children.append(int(entry))
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)  # a stopped process would not act on it
+    return [pid, *children]
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes, str]:
     """SIGKILL the group led by ``proc``, reap it, wait until no member is alive."""
     pgid = proc.pid
@@ -480,6 +515,9 @@ class Agent:
         except ProcessLookupError:
             return False
         return True
+
+    def op_kill_tree(self, rid: int, pid: int, sig: int) -> list[int]:
+        return kill_tree(pid, sig)
 
     def op_pid_exists(self, rid: int, pid: int) -> bool:
         return os.path.exists(f"/proc/{pid}")

@@ -116,6 +116,12 @@ class Host(Protocol):
 
     def kill(self, pid: int, sig: signal.Signals = signal.SIGTERM) -> bool: ...
 
+    def kill_tree(self, pid: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
+        """Signal ``pid`` and each of its children (stopped first, so it forks no more
+        meanwhile; signalled last); the PIDs signalled, [] when ``pid`` is gone. For a
+        server whose children lead process groups of their own (PostgreSQL)."""
+        ...
+
     def pid_exists(self, pid: int) -> bool:
         """True while the PID exists at all, zombies included.
 

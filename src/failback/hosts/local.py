@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
+from failback.hosts.agent import kill_tree
 from failback.hosts.base import CommandResult, inherited_environment
 from failback.hosts.procgroup import REAPER, kill_group
 
@@ -175,6 +176,9 @@ class LocalHost:
         except ProcessLookupError:
             return False
         return True
+
+    def kill_tree(self, pid: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
+        return kill_tree(pid, int(sig))
 
     def pid_exists(self, pid: int) -> bool:
         return os.path.exists(f"/proc/{pid}")

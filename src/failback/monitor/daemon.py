@@ -97,6 +97,7 @@ class Monitor:
                     state_dir=self.state_dir,
                     journals=self.journals,
                     health={p.key: ProbeHealth(p) for p in probes},
+                    hosts=self.hosts,
                 )
             )
 
@@ -146,6 +147,15 @@ class Monitor:
         pool.shutdown(wait=False, cancel_futures=True)
         for executor in (*deciders.values(), pump):
             executor.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Close the connections to the machines, unless a run still uses them: closing
+        would fail its step in flight (and start its undo) as the monitor exits, where
+        the process ending leaves it interrupted, for the next monitor to continue."""
+        workers = [w for svc in self.services for w in (svc.worker, svc.aborter)]
+        if any(w is not None and w.alive() for w in workers):
+            return
+        self.hosts.close()
 
     def _started_message(self) -> str:
         names = ", ".join(s.name for s in self.services)
@@ -228,5 +238,5 @@ def run_monitor(topology: Topology, state_dir: Path, *, log: TextIO | None, grac
         asyncio.run(main())
     finally:
         if monitor is not None:
-            monitor.hosts.close()
+            monitor.close()
         lock.release()

@@ -49,11 +49,13 @@ from failback.engine.executor import (
     rolling_back,
 )
 from failback.errors import FailbackError
+from failback.hosts import HostSet
 from failback.model.observed import ComponentObservation
 from failback.model.plan import Plan
 from failback.model.states import RunStatus
 from failback.monitor import decide
 from failback.monitor.liveness import REPORT_EVERY_S
+from failback.monitor.probe_state import state_from_probes
 from failback.monitor.run_worker import JournalPerThread, RunWorker
 from failback.monitor.zero_loss import (
     ReplicationManager,
@@ -120,6 +122,9 @@ class ServiceMonitor:
     free_since: float = 0.0
     """When the service was last seen free of runs: failures count on results since."""
     replication: ReplicationManager | None = None
+    hosts: HostSet | None = None
+    """The monitor's open connections to the machines: its runs use them too, so that a
+    failover spends no SSH handshake in the clients' outage."""
     _held: bool = False
     _held_by: str | None = None
     """The kind of run that held the service last (a fence does not reset free_since)."""
@@ -184,7 +189,7 @@ class ServiceMonitor:
             run_doc = {"id": facts.id, "kind": facts.kind, "by": facts.by,
                        "status": "interrupted" if facts.interrupted else facts.status}  # fmt: skip
             self._handle_run(journal, facts, now)
-        self.decisions["failover"] = self._failover(journal, views, active, facts, now)
+        self.decisions["failover"] = self._failover(journal, views, active, state, facts, now)
         self.decisions["failback"] = self._failback(
             journal, views, active, state, held, facts, runs, now
         )
@@ -258,6 +263,7 @@ class ServiceMonitor:
             state_dir=self.state_dir,
             topology=self.topology,
             service=self.name,
+            hosts=self.hosts,
             kind=facts.kind,
             run_id=facts.id,
         ).start()
@@ -424,6 +430,7 @@ class ServiceMonitor:
             state_dir=self.state_dir,
             topology=self.topology,
             service=self.name,
+            hosts=self.hosts,
             kind="failback",
             run_id=facts.failback.id,
             abort=True,
@@ -443,6 +450,7 @@ class ServiceMonitor:
             state_dir=self.state_dir,
             topology=self.topology,
             service=self.name,
+            hosts=self.hosts,
             kind=run.kind,
             run_id=run.id,
             abort=True,
@@ -541,6 +549,7 @@ class ServiceMonitor:
                 state_dir=self.state_dir,
                 topology=self.topology,
                 service=self.name,
+                hosts=self.hosts,
                 kind=FENCE,
                 plan=plan,
                 after=report,
@@ -553,6 +562,7 @@ class ServiceMonitor:
         journal: Journal,
         views: dict[str, HealthView],
         active: str,
+        recorded: dict[str, Any],
         run: decide.RunFacts | None,
         now: float,
     ) -> dict[str, Any]:
@@ -604,8 +614,14 @@ class ServiceMonitor:
             state_dir=self.state_dir,
             topology=self.topology,
             service=self.name,
+            hosts=self.hosts,
             kind="failover",
             prepare=prepare,
+            # planned from what the probes just saw: observing the failed site again
+            # would wait out its connect timeout inside the clients' outage
+            observed=state_from_probes(
+                self.name, self.service, views, recorded, failed_site=active, now=now
+            ),
         ).start()
         self._held = True
         self._held_by = "failover"
@@ -669,6 +685,7 @@ class ServiceMonitor:
                 state_dir=self.state_dir,
                 topology=self.topology,
                 service=self.name,
+                hosts=self.hosts,
                 kind="failback",
             ).start()
             self._held = True

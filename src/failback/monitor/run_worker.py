@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from failback.config import Topology
-from failback.engine.executor import Executor, RunOutcome
-from failback.engine.starter import create_run, make_plan
+from failback.engine.executor import Executor, RunOutcome, SharedHosts
+from failback.engine.starter import create_run, make_plan, plan_from_state
 from failback.errors import FailbackError
+from failback.hosts import HostSet
+from failback.model.observed import ServiceState
 from failback.model.plan import Plan
+from failback.plan.artefact import PlanOptions
 from failback.store import Journal
 
 OUTCOME_EVENTS = {
@@ -58,6 +61,10 @@ class RunWorker:
     process executing it to stop at its next step or gate poll and waits for the end.
     ``plan``: run this plan instead of planning ``kind`` afresh. ``after`` is called
     with the outcome once the executor returns (in this thread, with its journal).
+    ``hosts``: the monitor's open connections, used for observing and for the run's
+    steps (never closed here). ``observed``: the state the monitor's probes just saw,
+    planned from instead of observing again; a plan refused on it is made again from a
+    fresh observation (the probes may lag what a fresh look shows).
     """
 
     def __init__(
@@ -72,6 +79,8 @@ class RunWorker:
         abort: bool = False,
         plan: Plan | None = None,
         after: Callable[[Journal, RunOutcome], None] | None = None,
+        hosts: HostSet | None = None,
+        observed: ServiceState | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.topology = topology
@@ -82,6 +91,9 @@ class RunWorker:
         self.abort = abort
         self.plan = plan
         self.after = after
+        self.hosts = hosts
+        self.observed = observed
+        self.planned_from: str | None = None
         self.refusal: str | None = None
         self.outcome: RunOutcome | None = None
         self.thread = threading.Thread(target=self._main, name=f"run-{service}-{kind}", daemon=True)
@@ -95,7 +107,8 @@ class RunWorker:
 
     def _main(self) -> None:
         journal = Journal(self.state_dir)
-        executor = Executor(journal)
+        shared = None if self.hosts is None else SharedHosts(self.topology, self.hosts)
+        executor = Executor(journal, shared_hosts=shared)
         try:
             if self.abort and self.run_id is not None:
                 # the engine journals the outcome (``KIND.aborted``); the process that
@@ -110,17 +123,18 @@ class RunWorker:
                     # the monitor watched the stability window already: the run's gate
                     # re-checks the primary site once instead of waiting a second window
                     options["stability_window_s"] = 0.0
-                plan = self.plan or make_plan(
-                    self.kind, self.service, self.topology, journal, **options
-                )
+                plan = self.plan or self._make_plan(journal, options)
                 self.run_id = create_run(executor, self.topology, plan, by="monitor")
+                data = {"from": plan.from_site, "to": plan.to_site, "by": "monitor"}
+                if self.planned_from is not None:
+                    data["planned_from"] = self.planned_from
                 journal.add_event(
                     f"{self.kind}.started",
                     f"{self.kind} of {self.service} from {plan.from_site} to {plan.to_site}"
                     f" started by the monitor (run {self.run_id})",
                     run_id=self.run_id,
                     service=self.service,
-                    data={"from": plan.from_site, "to": plan.to_site, "by": "monitor"},
+                    data=data,
                 )
             self.outcome = executor.execute(self.run_id)
             self._report(journal, self.outcome)
@@ -132,6 +146,22 @@ class RunWorker:
             self.refusal = f"{type(exc).__name__}: {exc}"
         finally:
             journal.close()
+
+    def _make_plan(self, journal: Journal, options: dict[str, Any]) -> Plan:
+        """From the probes' state when given and it allows the run; else observe now."""
+        if self.observed is not None:
+            try:
+                plan = plan_from_state(
+                    self.kind, self.service, self.topology, self.observed, PlanOptions(**options)
+                )
+                self.planned_from = "probes"
+                return plan
+            except FailbackError:
+                pass  # the probes may lag: a fresh observation decides
+        self.planned_from = "observation"
+        return make_plan(
+            self.kind, self.service, self.topology, journal, hosts=self.hosts, **options
+        )
 
     def _report(self, journal: Journal, outcome: RunOutcome) -> None:
         if outcome.status not in OUTCOME_EVENTS:

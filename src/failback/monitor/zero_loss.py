@@ -61,7 +61,9 @@ class ReplicationManager:
         if standby is None or obs is None or not obs.healthy or obs.role != "primary":
             return None  # nothing to act on: the record keeps the last observed mode
         driver = self.driver
-        current = driver.synchronous_setting(component, active)
+        # as the probe saw it: asking the primary here would wait out a connect timeout
+        # on a machine that died since, and hold up this service's failover decision
+        current = driver.synchronous_setting(component, active, obs.data)
         streaming = driver.standby_streams(obs.data, standby)
         if streaming:
             self.not_streaming_since = None

@@ -6,7 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from failback.config import Topology
+from failback.config import Service, Topology
 from failback.drivers.base import Capability, Role
 from failback.drivers.catalog import driver_named, driver_of
 from failback.errors import FailbackError
@@ -61,6 +61,17 @@ def observe_service(hosts: HostSet, topology: Topology, service_name: str, journ
     # the machines' first connections are opened side by side
     with ThreadPoolExecutor(max_workers=min(16, len(pairs) or 1)) as pool:
         observations = list(pool.map(lambda p: observe_component(hosts, service_name, *p), pairs))
+    return service_state(service_name, service, recorded, observations)
+
+
+def service_state(
+    service_name: str,
+    service: Service,
+    recorded: dict[str, Any],
+    observations: list[ComponentObservation],
+) -> ServiceState:
+    """The service's state from observations of its components and what the journal
+    recorded (active site, sites needing a resync, replication mode)."""
     active_site = recorded.get("active_site", service.primary_site)
     mark_stale_primaries(observations, active_site)
     return ServiceState(

@@ -11,8 +11,12 @@ from __future__ import annotations
 from failback.drivers.planning import Phase, PlanRequest, RunKind
 from failback.model.plan import StepSpec
 
-UNPLANNED_KILL_AFTER_S = 1.0
-"""How long an unplanned failover lets the failed site's transactions finish."""
+UNPLANNED_KILL_AFTER_S = 0.25
+"""How long an unplanned failover lets the failed site's transactions finish. Short on
+purpose: a server that died on a live machine has already broken its connections (the
+PAUSE returns at once); one on a dead or partitioned machine never answers, so waiting
+only lengthens the outage; and a commit the failing primary acknowledges now may be
+lost with it anyway — an error is the more honest answer to its client."""
 
 
 def pool_steps(request: PlanRequest) -> list[StepSpec]:

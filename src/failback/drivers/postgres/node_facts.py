@@ -87,6 +87,8 @@ class PgObservation:
     server_version: str | None = None
     data_directory: str | None = None
     pgdata_matches: bool | None = None
+    synchronous_standby_names: str | None = None
+    """The standbys this server waits for ('' none), as it uses the setting now."""
     replicas: list[ReplicaInfo] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,9 +193,10 @@ def _observe_sql(conn: Any, obs: PgObservation) -> None:
     row = conn.execute(
         "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),"
         " current_setting('data_checksums'), current_setting('wal_log_hints'),"
-        " current_setting('server_version')"
+        " current_setting('server_version'), current_setting('synchronous_standby_names')"
     ).fetchone()
-    in_recovery, sysid, checksums, hints, version = row
+    in_recovery, sysid, checksums, hints, version, sync_names = row
+    obs.synchronous_standby_names = str(sync_names)
     obs.data_directory = _data_directory(conn)
     obs.system_identifier = int(sysid)
     obs.data_checksums = checksums == "on"

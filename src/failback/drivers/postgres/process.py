@@ -489,14 +489,17 @@ def stop(
 
 
 def kill_postmaster(host: Host, node: PgNode) -> int | None:
-    """SIGKILL the postmaster (crash simulation / last-resort fence). Returns its PID.
+    """SIGKILL the server (crash simulation / last-resort fence). Returns its PID.
 
-    Its children notice the postmaster's death and exit on their own; the PID stays a
-    zombie for a while: use ``wait_pid_gone`` before restarting.
+    The postmaster and every backend: each backend leads a process group of its own
+    and outlives its postmaster until it next looks — one busy in a query runs on,
+    and one in the middle of a commit still acknowledges it: a write on a server
+    already fenced, which its standby may never receive. The PID stays a zombie for a
+    while: use ``wait_pid_gone`` before restarting.
     """
     pid = running_postmaster(host, node)
     if pid is not None:
-        host.kill(pid, signal.SIGKILL)
+        host.kill_tree(pid, signal.SIGKILL)
         # Delivery is asynchronous: return once it is dead (a zombie counts as dead).
         wait_pid_gone(host, pid, timeout=10, zombie_is_gone=True)
     return pid

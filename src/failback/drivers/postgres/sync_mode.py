@@ -96,7 +96,12 @@ class PostgresSyncMode:
     def zero_loss_setting(self, settings: Any) -> str:
         return zero_loss_value(list(settings.sites))
 
-    def synchronous_setting(self, settings: Any, site: str) -> str:
+    def synchronous_setting(
+        self, settings: Any, site: str, observed: Mapping[str, Any] | None = None
+    ) -> str:
+        seen = None if observed is None else observed.get("synchronous_standby_names")
+        if seen is not None:
+            return str(seen)
         return read_names(node_from_component(settings, site))
 
     def set_synchronous_setting(self, settings: Any, site: str, value: str) -> None:
