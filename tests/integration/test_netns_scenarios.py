@@ -10,8 +10,11 @@ comes back believing it is primary, a site cut off the network while it keeps ru
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -128,6 +131,37 @@ def test_a_dead_machine_returns_as_a_fenced_stale_primary(lab: Lab) -> None:
     assert write_lands_on(lab) == "dc2", "a client write reached the stale primary"
 
     lab.failback()
+    lab.wait_home_end_state()
+
+
+def test_a_returning_primary_rewind_cannot_repair_is_recloned_over_ssh(lab: Lab) -> None:
+    """dc1 died as the primary and comes back diverged; pg_rewind fails on it (a file it
+    must overwrite is not writable by PostgreSQL's OS user), so the failback re-clones
+    dc1 with pg_basebackup run on dc1's machine from dc2, keeps the old data directory
+    aside, and switches home without losing a write."""
+    lab_break(lab.dir, "dc1", "host")
+    lab.failover()
+    with psycopg.connect(lab.info.dsn, autocommit=True, prepare_threshold=None) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ns_reclone (v int)")
+        conn.execute("INSERT INTO ns_reclone VALUES (42)")  # taken by dc2 only
+    lab_repair(lab.dir, "dc1", "host")  # a stale primary, diverged (its crash recovery)
+    pgdata = Path(lab.info.sites["dc1"].pgdata)
+    hba = pgdata / "pg_hba.conf"
+    os.chown(hba, 0, 0)  # the namespaces share the filesystem
+    os.chmod(hba, 0o444)
+    back = lab.failback()
+    resync = next(s for s in back["report"]["steps"] if s["id"] == "resync-dc1")
+    output = resync["output"]
+    assert output["method"] == "reclone", resync
+    assert "rewind failed" in output["reason"], output["reason"]
+    moved = Path(output["details"]["moved_to"])
+    assert (
+        moved.name.startswith(pgdata.name + ".failback-old-") and (moved / "PG_VERSION").is_file()
+    )
+    shutil.rmtree(moved)
+    assert write_lands_on(lab) == "dc1"
+    with psycopg.connect(lab.info.dsn, autocommit=True, prepare_threshold=None) as conn:
+        assert conn.execute("SELECT v FROM ns_reclone").fetchall() == [(42,)]
     lab.wait_home_end_state()
 
 

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,6 +199,37 @@ def test_cancel_from_another_thread(host: SshHost, workdir: Path) -> None:
     assert isinstance(outcome[0], CommandCancelled), outcome
     assert not alive(child), "cancel returned before the group was gone"
     assert host.run(["true"]).ok, "the connection survives a cancel"
+
+
+@pytest.mark.parametrize("kind", ["ssh", "local"])
+def test_cancel_stops_only_the_commands_of_one_thread(
+    kind: str, host: SshHost, workdir: Path
+) -> None:
+    """A run's abort cancels the commands its own thread started on a machine, not
+    those of another thread sharing the connection (the monitor's probes)."""
+    target: Any = host if kind == "ssh" else LocalHost()
+    outcomes: dict[str, BaseException | object] = {}
+    idents: dict[str, int] = {}
+
+    def runner(name: str) -> None:
+        idents[name] = threading.get_ident()
+        try:
+            outcomes[name] = target.run(group_script(workdir / f"{name}.pid"), timeout=120)
+        except BaseException as exc:
+            outcomes[name] = exc
+
+    threads = {n: threading.Thread(target=runner, args=(n,)) for n in ("step", "probe")}
+    for thread in threads.values():
+        thread.start()
+    step_child, probe_child = (read_pid(workdir / f"{n}.pid") for n in ("step", "probe"))
+    assert target.cancel_running(idents["step"]) == 1
+    threads["step"].join(20)
+    assert isinstance(outcomes["step"], CommandCancelled), outcomes
+    assert not alive(step_child), "cancel returned before the group was gone"
+    assert alive(probe_child) and threads["probe"].is_alive(), "another thread's command died"
+    assert target.cancel_running() == 1  # everyone's (closing down)
+    threads["probe"].join(20)
+    assert isinstance(outcomes["probe"], CommandCancelled), outcomes
 
 
 def test_daemon_of_a_finished_command_survives_it_and_close(sshd: Sshd, workdir: Path) -> None:

@@ -19,12 +19,13 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from failback.config import Topology, load_topology_text
+from failback.engine.abort_watch import AbortWatch
 from failback.engine.progress import NullReporter, Reporter
 from failback.engine.run_context import (
     AbortRequested,
@@ -35,7 +36,7 @@ from failback.engine.run_context import (
 )
 from failback.engine.step_code import build_action
 from failback.errors import FailbackError, SafetyRefusal, StateError
-from failback.hosts import HostSet
+from failback.hosts import CommandCancelled, HostSet
 from failback.model.plan import Plan, StepSpec
 from failback.model.states import (
     APPLIED_STEPS,
@@ -356,7 +357,13 @@ class Executor:
                 if ctx.abort_requested() and spec.action != "gate.observation":
                     raise AbortRequested("aborted by request")
                 action = build_action(spec, ctx)
-                status = self._run_step(ctx, idx, spec, record, action)
+                try:
+                    with self._abort_watch(ctx, plan, spec):
+                        status = self._run_step(ctx, idx, spec, record, action)
+                except CommandCancelled as cancelled:
+                    if not ctx.abort_requested():
+                        raise
+                    raise AbortRequested(f"aborted by request ({cancelled.message})") from None
             except WaitingForApproval as waiting:
                 self.journal.update_step(run.id, idx, status="waiting")
                 self.journal.set_run_status(
@@ -457,6 +464,19 @@ class Executor:
             hint=f"failback abort {run.id} finishes the undo",
         )
         return self._continue_rollback(self.journal.get_run(run.id), ctx=ctx, plan=plan)
+
+    def _abort_watch(
+        self, ctx: RunContext, plan: Plan, spec: StepSpec
+    ) -> AbstractContextManager[object]:
+        """While a forward step runs: an abort requested elsewhere cancels its commands
+        (``engine/abort_watch.py``). Gates poll for it themselves."""
+        if spec.action.startswith("gate."):
+            return nullcontext()
+
+        def before_point_of_no_return(journal: Journal) -> bool:
+            return _passed_point_of_no_return(plan, journal.steps(ctx.run_id)) is None
+
+        return AbortWatch(self.journal.state_dir, ctx.run_id, ctx.hosts, before_point_of_no_return)
 
     def _run_step(
         self, ctx: RunContext, idx: int, spec: StepSpec, record: StepRecord, action: Action

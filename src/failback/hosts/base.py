@@ -116,6 +116,13 @@ class Host(Protocol):
 
     def kill(self, pid: int, sig: signal.Signals = signal.SIGTERM) -> bool: ...
 
+    def cancel_running(self, owner: int | None = None) -> int:
+        """Stop the commands running on this machine now (an abort noticed by another
+        thread): every one, or those thread ``owner`` started. Each waiting ``run``
+        raises ``CommandCancelled`` once its whole process group is gone; returns how
+        many were asked to stop."""
+        ...
+
     def kill_tree(self, pid: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
         """Signal ``pid`` and each of its children (stopped first, so it forks no more
         meanwhile; signalled last); the PIDs signalled, [] when ``pid`` is gone. For a

@@ -103,6 +103,13 @@ class HostSet:
         except Exception:  # the step that needs this machine reports the failure
             pass
 
+    def cancel_commands(self, owner: int) -> int:
+        """Cancel the commands thread ``owner`` runs on any machine connected so far
+        (a run's step, when its abort is requested from elsewhere)."""
+        with self._lock:
+            opened = list(self._open.values())
+        return sum(host.cancel_running(owner) for host in opened)
+
     def local(self) -> Host:
         """The machine failback runs on (declared checks run here)."""
         return self.get(LOCAL)

@@ -7,12 +7,14 @@ import pwd
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
 from failback.hosts.agent import kill_tree
 from failback.hosts.base import CommandResult, inherited_environment
-from failback.hosts.procgroup import REAPER, kill_group
+from failback.hosts.procgroup import GONE_WAIT_S, REAPER, kill_group, signal_group, wait_group_gone
+from failback.hosts.ssh_errors import CommandCancelled
 
 _SETPRIV = shutil.which("setpriv")
 
@@ -34,6 +36,41 @@ def _dying_with_parent(argv: tuple[str, ...]) -> tuple[str, ...]:
     if _SETPRIV is None:
         return argv
     return (_SETPRIV, "--pdeathsig", "KILL", "--", *argv)
+
+
+class RunningCommands:
+    """The local commands in flight, by the thread that started each: an abort noticed
+    by another thread cancels a step's command without touching anyone else's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[subprocess.Popen[bytes], int] = {}
+        self._cancelled: set[int] = set()
+
+    def add(self, proc: subprocess.Popen[bytes], owner: int) -> None:
+        with self._lock:
+            self._owners[proc] = owner
+
+    def remove(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._owners.pop(proc, None)
+            self._cancelled.discard(proc.pid)
+
+    def was_cancelled(self, proc: subprocess.Popen[bytes]) -> bool:
+        with self._lock:
+            return proc.pid in self._cancelled
+
+    def cancel(self, owner: int | None) -> int:
+        with self._lock:
+            chosen = [p for p, o in self._owners.items() if owner is None or o == owner]
+            for proc in chosen:
+                self._cancelled.add(proc.pid)
+        for proc in chosen:  # its communicate() returns once the group's pipes close
+            signal_group(proc.pid)
+        return len(chosen)
+
+
+RUNNING = RunningCommands()
 
 
 class LocalHost:
@@ -93,9 +130,22 @@ class LocalHost:
         stdin = None if input_text is None else input_text.encode()
         try:
             REAPER.register(proc.pid)
+            RUNNING.add(proc, threading.get_ident())
             out, err = proc.communicate(stdin, timeout=timeout)
+            if RUNNING.was_cancelled(proc):
+                wait_group_gone(proc.pid, GONE_WAIT_S)
+                raise CommandCancelled(
+                    f"{args[0] if args else 'command'} was cancelled after "
+                    f"{time.monotonic() - started:.1f}s",
+                    "its whole process group was killed before this was reported",
+                )
         except subprocess.TimeoutExpired:
             out, err, note = kill_group(proc)
+            if RUNNING.was_cancelled(proc):  # a daemon outside the group held our pipes
+                raise CommandCancelled(
+                    f"{args[0] if args else 'command'} was cancelled",
+                    "its whole process group was killed before this was reported",
+                ) from None
             return CommandResult(
                 args,
                 -1,
@@ -108,6 +158,7 @@ class LocalHost:
             kill_group(proc)
             raise
         finally:
+            RUNNING.remove(proc)
             REAPER.unregister(proc.pid)
         return CommandResult(
             args, proc.returncode, _text(out), _text(err), time.monotonic() - started
@@ -176,6 +227,12 @@ class LocalHost:
         except ProcessLookupError:
             return False
         return True
+
+    def cancel_running(self, owner: int | None = None) -> int:
+        """Stop the commands running here now (an abort, from another thread): every
+        one, or those the thread ``owner`` started. Each waiting ``run`` raises
+        ``CommandCancelled`` once its whole process group is gone."""
+        return RUNNING.cancel(owner)
 
     def kill_tree(self, pid: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
         return kill_tree(pid, int(sig))

@@ -40,7 +40,7 @@ def kill_group(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes, str]:
     the clean-up a handler would have done.
     """
     pgid = proc.pid
-    _signal_group(pgid)
+    signal_group(pgid)
     try:
         out, err = proc.communicate(timeout=DRAIN_S)
     except subprocess.TimeoutExpired:
@@ -60,7 +60,8 @@ def kill_group(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes, str]:
     return out or b"", err or b"", note
 
 
-def _signal_group(pgid: int) -> None:
+def signal_group(pgid: int) -> None:
+    """SIGKILL every member of group ``pgid`` (gone already: nothing)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
@@ -104,7 +105,7 @@ def wait_group_gone(pgid: int, timeout: float) -> list[int]:
         members = live_members(pgid)
         if not members or time.monotonic() >= deadline:
             return members
-        _signal_group(pgid)
+        signal_group(pgid)
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
 

@@ -234,8 +234,10 @@ class SshHost:
     ) -> None:
         self.close()
 
-    def cancel_running(self) -> int:
-        """Stop every command running on this host now (another thread's abort).
+    def cancel_running(self, owner: int | None = None) -> int:
+        """Stop the commands running on this host now (an abort, from another thread):
+        every one, or those the thread ``owner`` started (a run's step, not a monitor's
+        probe sharing the connection).
 
         Each waiting ``run`` raises ``CommandCancelled`` once the agent has killed its
         command's whole process group. Returns how many commands were asked to stop.
@@ -243,7 +245,7 @@ class SshHost:
         channel = self._channel
         if channel is None:
             return 0
-        commands = channel.commands_in_flight()
+        commands = channel.commands_in_flight(owner)
         for rid in commands:
             channel.cancel(rid)
         return len(commands)
@@ -277,7 +279,7 @@ class SshHost:
             "input": input_text,
         }
         channel = self.connect()
-        rid = channel.submit("run", request, command=True)
+        rid = channel.submit("run", request, command=True, owner=threading.get_ident())
         value = channel.wait(rid, float(timeout) + RUN_MARGIN_S)
         result = CommandResult(
             args,

@@ -75,7 +75,8 @@ class AgentChannel:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._slots: dict[int, _Slot] = {}
-        self._runs: set[int] = set()
+        self._runs: dict[int, int | None] = {}
+        """Commands in flight: request id -> the thread that submitted it."""
         self._stderr: collections.deque[str] = collections.deque(maxlen=60)
         self._junk: collections.deque[str] = collections.deque(maxlen=5)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -163,12 +164,15 @@ class AgentChannel:
 
     # requests -------------------------------------------------------------------
 
-    def submit(self, op: str, args: Mapping[str, Any], *, command: bool = False) -> int:
-        """Send a request; ``wait`` for its reply. ``command`` requests can be cancelled."""
+    def submit(
+        self, op: str, args: Mapping[str, Any], *, command: bool = False, owner: int | None = None
+    ) -> int:
+        """Send a request; ``wait`` for its reply. ``command`` requests can be cancelled
+        (all of them, or those of one ``owner`` thread)."""
         rid = self._new_request()
         if command:
             with self._lock:
-                self._runs.add(rid)
+                self._runs[rid] = owner
         try:
             self._write(_encode(rid, op, args))
         except HostUnreachable:
@@ -230,9 +234,10 @@ class AgentChannel:
         with contextlib.suppress(HostUnreachable):
             self._write(_encode(self._new_request(discard=True), "cancel", {}, target=rid))
 
-    def commands_in_flight(self) -> list[int]:
+    def commands_in_flight(self, owner: int | None = None) -> list[int]:
+        """Commands not answered yet: all of them, or those ``owner`` submitted."""
         with self._lock:
-            return sorted(self._runs)
+            return sorted(r for r, o in self._runs.items() if owner is None or o == owner)
 
     # internals ------------------------------------------------------------------
 
@@ -246,7 +251,7 @@ class AgentChannel:
     def _forget(self, rid: int) -> None:
         with self._lock:
             self._slots.pop(rid, None)
-            self._runs.discard(rid)
+            self._runs.pop(rid, None)
 
     def _write(self, data: bytes) -> None:
         proc = self._proc
