@@ -8,6 +8,8 @@ failback.engine.starter, reports come from failback.report.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI
@@ -39,6 +41,15 @@ def static_dir() -> str:
 
 def create_app(settings: ApiSettings) -> FastAPI:
     """A new app serving the topology and state directory of ``settings``."""
+    state = AppState(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # the connections status observes through (SSH agents) end with it
+            state.hosts.close()
+
     app = FastAPI(
         title="failback",
         version=__version__,
@@ -46,8 +57,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        lifespan=lifespan,
     )
-    state = AppState(settings)
     app.state.failback = state
     errors.install(app)
     app.include_router(routes_read.router)
