@@ -22,8 +22,11 @@ from typing import Any
 
 import pytest
 
+from failback.drivers.base import observing_within
+from failback.drivers.postgres.node_facts import observe
 from failback.hosts import CommandCancelled, HostUnreachable, LocalHost, SshHost
 from failback.hosts.check import check
+from tests.integration.pgcluster import pg_single
 from tests.integration.sshd import Sshd, running_sshd
 
 pytestmark = pytest.mark.integration
@@ -232,6 +235,28 @@ def test_cancel_stops_only_the_commands_of_one_thread(
     assert isinstance(outcomes["probe"], CommandCancelled), outcomes
 
 
+def test_a_serving_database_behind_a_hung_agent_is_observed_within_the_budget(
+    fresh: SshHost,
+) -> None:
+    """The monitor's probe of a database whose machine stopped answering over SSH (its
+    agent hangs) while PostgreSQL serves: the observation says "primary, machine does
+    not answer" within the probe's budget, instead of waiting for the machine (which
+    would time the probe out and make a serving primary look dead)."""
+    with pg_single("dc7") as (_, node):
+        agent = int(fresh.identity["pid"])
+        os.kill(agent, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with observing_within(0.5):
+                seen = observe(fresh, node)
+            took = time.monotonic() - started
+        finally:
+            os.kill(agent, signal.SIGCONT)
+    assert seen.role == "primary" and seen.reachable, seen
+    assert seen.host_reachable is False
+    assert took < 5.0, f"waited {took:.1f}s for a machine that does not answer"
+
+
 def test_daemon_of_a_finished_command_survives_it_and_close(sshd: Sshd, workdir: Path) -> None:
     own = SshHost(sshd.target("daemons"))
     try:
@@ -432,7 +457,12 @@ def test_kill_tree_takes_children_that_lead_their_own_groups(host: SshHost) -> N
                 break
             time.sleep(0.02)
         assert len(children) == 2, children
-        signalled = host.kill_tree(parent.pid, signal.SIGKILL)
+        # a PID that no longer works where expected (reused) is let go, not even stopped
+        assert host.kill_tree(parent.pid, signal.SIGKILL, expect_cwd="/nonexistent") == []
+        with open(f"/proc/{parent.pid}/stat", encoding="ascii") as handle:
+            assert handle.read().rsplit(")", 1)[1].split()[0] != "T", "left stopped"
+        assert all(alive(p) for p in [parent.pid, *children])
+        signalled = host.kill_tree(parent.pid, signal.SIGKILL, expect_cwd=os.getcwd())
         assert signalled[0] == parent.pid and sorted(signalled[1:]) == sorted(children)
         assert wait_for(lambda: not any(alive(p) for p in [parent.pid, *children]))
     finally:

@@ -14,7 +14,9 @@ from tests.unit.test_planner import state, topology
 NOW = 1_000_000.0
 
 
-def views_of(observed: dict[str, ComponentObservation | None], *, age: float = 0.1) -> dict:
+def views_of(
+    observed: dict[str, ComponentObservation | None], *, age: float = 0.1, timed_out: bool = True
+) -> dict:
     """One probe per ``component@site``; None stands for an attempt that timed out."""
     out: dict[str, HealthView] = {}
     roles = {"db": "database", "router": "router"}
@@ -36,7 +38,7 @@ def views_of(observed: dict[str, ComponentObservation | None], *, age: float = 0
                 at=NOW - age,
                 duration_s=0.01,
                 observation=obs,
-                timed_out=obs is None,
+                timed_out=obs is None and timed_out,
             )
         )
         out[key] = HealthView.of(health)
@@ -104,3 +106,12 @@ def test_an_answering_failed_primary_keeps_what_it_said() -> None:
     assert db1 is not None and db1.role == "primary" and db1.healthy
     with pytest.raises(PlanRefused, match="healthy"):
         plan_failover("app", topo.service("app"), got)
+
+
+def test_a_probe_that_failed_with_an_error_is_not_taken_for_a_dead_database() -> None:
+    """No observation, but not cut off by its timeout (the probe raised): nothing is
+    known of the database, so the monitor observes afresh."""
+    topo = topology()
+    views = views_of(observed(None), timed_out=False)
+    assert state_from_probes("app", topo.service("app"), views, {}, failed_site="dc1",
+                             now=NOW) is None  # fmt: skip

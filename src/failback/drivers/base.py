@@ -23,7 +23,10 @@ context can change (SQLite today, etcd for a control plane) without touching dri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -44,6 +47,31 @@ class CheckOutcome(Protocol):
     name: str
     ok: bool
     detail: str
+
+
+OBSERVE_DEADLINE: ContextVar[float | None] = ContextVar("failback_observe_deadline", default=None)
+"""When the observation under way must be done by (``time.monotonic()``), if anyone
+says: the monitor's probes do, so that an observation never outlives its probe's
+timeout because one of its *optional* parts waited (a slow sshd beside a serving
+database must not look like a dead one)."""
+
+
+@contextmanager
+def observing_within(seconds: float) -> Iterator[None]:
+    """Observations made in this block should finish within ``seconds``."""
+    token = OBSERVE_DEADLINE.set(time.monotonic() + max(0.0, seconds))
+    try:
+        yield
+    finally:
+        OBSERVE_DEADLINE.reset(token)
+
+
+def observe_time_left(wanted: float) -> float:
+    """``wanted`` seconds, or less when the observation under way must finish sooner."""
+    deadline = OBSERVE_DEADLINE.get()
+    if deadline is None:
+        return wanted
+    return max(0.0, min(wanted, deadline - time.monotonic()))
 
 
 class Role(StrEnum):

@@ -6,9 +6,12 @@ operator's script) would otherwise make ``failback abort`` wait that long. While
 executes forward, this watcher polls the journal (its own connection: the executing
 thread's belongs to that thread) and, once an abort is requested and the run has not
 passed its point of no return, cancels the commands *that run's thread* has in flight
-on every machine — locally and through the SSH agents, whole process groups — and
-stops watching. The step then fails with ``CommandCancelled``, which the executor
-takes as the abort it is, and the undo runs with commands nobody cancels.
+on every machine — locally and through the SSH agents, whole process groups — at
+each poll until the step ends. The step then fails with ``CommandCancelled``, which
+the executor takes as the abort it is, and the undo runs with commands nobody
+cancels. The point-of-no-return step and every step after it are never watched (the
+executor decides that in the run's own thread, before the step starts): an abort is
+refused there, and a command cut half-way would leave a half-done promotion.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class AbortWatch:
         self.owner = threading.get_ident()
         self.cancelled = 0
         self._stop = threading.Event()
+        self._cancelling = threading.Lock()
+        """Held while cancelling; ``__exit__`` takes it, so nothing is cancelled once the
+        step is over (the undo's commands run in the same thread)."""
         self._thread = threading.Thread(
             target=self._watch, name=f"abort-watch-{run_id}", daemon=True
         )
@@ -58,7 +64,8 @@ class AbortWatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
+        with self._cancelling:
+            self._stop.set()
         self._thread.join(5)
 
     def _watch(self) -> None:
@@ -73,10 +80,11 @@ class AbortWatch:
                         continue
                 except Exception:  # a busy journal: ask again at the next poll
                     continue
-                if self._stop.is_set():
-                    return  # the run left its forward path meanwhile: nothing to stop
-                self.cancelled = self.hosts.cancel_commands(self.owner)
-                return
+                with self._cancelling:
+                    if self._stop.is_set():
+                        return  # the step is over: nothing of it to stop
+                    # every poll: a command the step starts after this one is stopped too
+                    self.cancelled += self.hosts.cancel_commands(self.owner)
         finally:
             if journal is not None:
                 journal.close()

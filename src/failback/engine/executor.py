@@ -358,7 +358,7 @@ class Executor:
                     raise AbortRequested("aborted by request")
                 action = build_action(spec, ctx)
                 try:
-                    with self._abort_watch(ctx, plan, spec):
+                    with self._abort_watch(ctx, plan, idx):
                         status = self._run_step(ctx, idx, spec, record, action)
                 except CommandCancelled as cancelled:
                     if not ctx.abort_requested():
@@ -465,12 +465,13 @@ class Executor:
         )
         return self._continue_rollback(self.journal.get_run(run.id), ctx=ctx, plan=plan)
 
-    def _abort_watch(
-        self, ctx: RunContext, plan: Plan, spec: StepSpec
-    ) -> AbstractContextManager[object]:
+    def _abort_watch(self, ctx: RunContext, plan: Plan, idx: int) -> AbstractContextManager[object]:
         """While a forward step runs: an abort requested elsewhere cancels its commands
         (``engine/abort_watch.py``). Gates poll for it themselves."""
-        if spec.action.startswith("gate."):
+        spec = plan.steps[idx]
+        if spec.action.startswith("gate.") or any(
+            s.point_of_no_return for s in plan.steps[: idx + 1]
+        ):  # the point of no return, or past it (forward runs in plan order)
             return nullcontext()
 
         def before_point_of_no_return(journal: Journal) -> bool:

@@ -204,39 +204,53 @@ def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value else ""
 
 
-def kill_tree(pid: int, sig: int) -> list[int]:
+def kill_tree(pid: int, sig: int, expect_cwd: str | None = None) -> list[int]:
     """Signal ``pid`` and every child it has, so that none outlives it.
 
     For a server whose children are process group leaders of their own (PostgreSQL's
     backends call setsid): killing the parent alone leaves them running until they
     notice. ``pid`` is stopped first (SIGSTOP) so that it starts no child while they
-    are signalled, and receives ``sig`` last. Returns the PIDs signalled (``pid``
-    first); [] when ``pid`` is gone. LocalHost uses this very function.
+    are signalled, and always receives ``sig`` last (SIGCONT too unless that is
+    SIGKILL), whatever fails in between. ``expect_cwd``: the process must still work
+    in that directory once stopped (a PID read a moment ago may have been reused by
+    another process since), else it is let go and nothing is signalled. Returns the
+    PIDs signalled (``pid`` first); [] when ``pid`` is gone or not the one expected.
+    LocalHost uses this very function.
     """
     try:
         os.kill(pid, signal.SIGSTOP)
     except ProcessLookupError:
         return []
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
-            children.append(int(entry))
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, sig)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    if sig not in (signal.SIGKILL, signal.SIGSTOP):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)  # a stopped process would not act on it
-    return [pid, *children]
+    signalled = [pid]
+    try:
+        if expect_cwd is not None:
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                cwd = None
+            if cwd is None or os.path.realpath(cwd) != os.path.realpath(expect_cwd):
+                signalled = []
+                return []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 1 and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry), sig)
+                    signalled.append(int(entry))
+        return signalled
+    finally:
+        if signalled:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        if not signalled or sig != signal.SIGKILL:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)  # never left stopped
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes, str]:
@@ -516,8 +530,10 @@ class Agent:
             return False
         return True
 
-    def op_kill_tree(self, rid: int, pid: int, sig: int) -> list[int]:
-        return kill_tree(pid, sig)
+    def op_kill_tree(
+        self, rid: int, pid: int, sig: int, expect_cwd: str | None = None
+    ) -> list[int]:
+        return kill_tree(pid, sig, expect_cwd)
 
     def op_pid_exists(self, rid: int, pid: int) -> bool:
         return os.path.exists(f"/proc/{pid}")

@@ -123,10 +123,14 @@ class Host(Protocol):
         many were asked to stop."""
         ...
 
-    def kill_tree(self, pid: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
+    def kill_tree(
+        self, pid: int, sig: signal.Signals = signal.SIGKILL, *, expect_cwd: str | None = None
+    ) -> list[int]:
         """Signal ``pid`` and each of its children (stopped first, so it forks no more
-        meanwhile; signalled last); the PIDs signalled, [] when ``pid`` is gone. For a
-        server whose children lead process groups of their own (PostgreSQL)."""
+        meanwhile; signalled last, never left stopped); the PIDs signalled, [] when
+        ``pid`` is gone — or, with ``expect_cwd``, no longer works in that directory (a
+        reused PID). For a server whose children lead process groups of their own
+        (PostgreSQL)."""
         ...
 
     def pid_exists(self, pid: int) -> bool:

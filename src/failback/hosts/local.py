@@ -45,28 +45,33 @@ class RunningCommands:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._owners: dict[subprocess.Popen[bytes], int] = {}
-        self._cancelled: set[int] = set()
+        self._cancelled: set[subprocess.Popen[bytes]] = set()
 
     def add(self, proc: subprocess.Popen[bytes], owner: int) -> None:
         with self._lock:
             self._owners[proc] = owner
 
     def remove(self, proc: subprocess.Popen[bytes]) -> None:
+        """Once its output is read (after this, it is never signalled by a cancel)."""
         with self._lock:
             self._owners.pop(proc, None)
-            self._cancelled.discard(proc.pid)
+            self._cancelled.discard(proc)
 
     def was_cancelled(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Cancelled, and killed by it (one that finished first keeps its result)."""
         with self._lock:
-            return proc.pid in self._cancelled
+            cancelled = proc in self._cancelled
+        return cancelled and proc.returncode == -signal.SIGKILL
 
     def cancel(self, owner: int | None) -> int:
-        with self._lock:
-            chosen = [p for p, o in self._owners.items() if owner is None or o == owner]
+        with self._lock:  # under the lock: never a group whose command was removed
+            chosen = [
+                p for p, o in self._owners.items()
+                if (owner is None or o == owner) and p.returncode is None
+            ]  # fmt: skip
             for proc in chosen:
-                self._cancelled.add(proc.pid)
-        for proc in chosen:  # its communicate() returns once the group's pipes close
-            signal_group(proc.pid)
+                self._cancelled.add(proc)
+                signal_group(proc.pid)  # its communicate() returns once the pipes close
         return len(chosen)
 
 
@@ -234,8 +239,10 @@ class LocalHost:
         ``CommandCancelled`` once its whole process group is gone."""
         return RUNNING.cancel(owner)
 
-    def kill_tree(self, pid: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
-        return kill_tree(pid, int(sig))
+    def kill_tree(
+        self, pid: int, sig: signal.Signals = signal.SIGKILL, *, expect_cwd: str | None = None
+    ) -> list[int]:
+        return kill_tree(pid, int(sig), expect_cwd)
 
     def pid_exists(self, pid: int) -> bool:
         return os.path.exists(f"/proc/{pid}")

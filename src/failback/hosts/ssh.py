@@ -337,8 +337,11 @@ class SshHost:
     def kill(self, pid: int, sig: signal.Signals = signal.SIGTERM) -> bool:
         return bool(self._call("kill", pid=int(pid), sig=int(sig)))
 
-    def kill_tree(self, pid: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
-        return [int(p) for p in self._call("kill_tree", pid=int(pid), sig=int(sig))]
+    def kill_tree(
+        self, pid: int, sig: signal.Signals = signal.SIGKILL, *, expect_cwd: str | None = None
+    ) -> list[int]:
+        found = self._call("kill_tree", pid=int(pid), sig=int(sig), expect_cwd=expect_cwd)
+        return [int(p) for p in found]
 
     def pid_exists(self, pid: int) -> bool:
         return bool(self._call("pid_exists", pid=int(pid)))

@@ -201,7 +201,13 @@ class AgentChannel:
                     "the machine or its path may be overloaded or partitioned; failback "
                     "drops this connection and reconnects on the next request",
                 )
-                self.abandon(failure)
+                with self._lock:
+                    others = any(r != rid for r in self._runs)
+                if not others:
+                    # dropping it would kill the commands others run over it (a run's
+                    # re-clone sharing the monitor's connection): they keep their own
+                    # deadlines, and the connection goes when none is left
+                    self.abandon(failure)
                 raise failure
         finally:
             self._forget(rid)

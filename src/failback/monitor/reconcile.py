@@ -277,11 +277,12 @@ class ServiceMonitor:
         assert self.replication is not None
         try:
             record = self.replication.reconcile(journal, views, active, state.get("sync_mode"), now)
-        except FailbackError as exc:
+        except Exception as exc:  # never in the way of this tick's failover decision
             self._sync_errors += 1
             if self._sync_errors == SYNC_ERRORS_REPORTED:  # persistent, not a primary dying
+                why = exc.message if isinstance(exc, FailbackError) else repr(exc)
                 journal.add_event(
-                    "monitor.error", f"{self.name}: synchronous mode not kept: {exc.message}",
+                    "monitor.error", f"{self.name}: synchronous mode not kept: {why}",
                     service=self.name,
                 )  # fmt: skip
             return

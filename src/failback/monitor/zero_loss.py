@@ -18,6 +18,7 @@ What the setting is and how it is read and written is the database driver's
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,9 @@ class ReplicationManager:
     db: str
     not_streaming_since: float | None = None
     standby_checked_at: float = 0.0
+    written_at: float = 0.0
+    """When this keeper last changed the primary's setting: an observation that began
+    before then may show the value it replaced."""
 
     @property
     def driver(self) -> Driver:
@@ -62,8 +66,11 @@ class ReplicationManager:
             return None  # nothing to act on: the record keeps the last observed mode
         driver = self.driver
         # as the probe saw it: asking the primary here would wait out a connect timeout
-        # on a machine that died since, and hold up this service's failover decision
-        current = driver.synchronous_setting(component, active, obs.data)
+        # on a machine that died since, and hold up this service's failover decision;
+        # asked when that observation began before our own last change (it may show the
+        # value we replaced, and "zero-loss" must never be recorded on a stale reading)
+        seen = obs.data if obs.observed_at > self.written_at else None
+        current = driver.synchronous_setting(component, active, observed=seen)
         streaming = driver.standby_streams(obs.data, standby)
         if streaming:
             self.not_streaming_since = None
@@ -92,8 +99,10 @@ class ReplicationManager:
             # recorded before the primary stops waiting: a crash in between must leave
             # "may lack writes" on record, never "zero-loss"
             journal.update_service_data(self.service_name, active, sync_mode=record)
+            self.written_at = time.time()
             driver.set_synchronous_setting(component, active, "")
         elif wanted != current:
+            self.written_at = time.time()
             driver.set_synchronous_setting(component, active, wanted)
         unchanged = (
             previous.get("mode") == mode

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from failback.config import Service
-from failback.drivers.base import Role
+from failback.drivers.base import Role, observing_within
 from failback.drivers.catalog import role_of
 from failback.hosts import Host, HostSet
 from failback.model.observed import ComponentObservation
 from failback.observe.checks import run_check
 from failback.observe.service import observe_component
+
+PROBE_BUDGET = 0.8
+"""The share of a probe's timeout its observation may spend on optional parts."""
 
 HISTORY = 10
 """Results kept per probe for ``failback status``."""
@@ -148,7 +151,9 @@ def build_probes(service_name: str, service: Service, hosts: HostSet) -> list[Pr
                     interval=float(detection.interval),
                     timeout=float(detection.timeout),
                     threshold=int(detection.failure_threshold),
-                    run=_observer(hosts, service_name, name, component, site),
+                    run=_observer(
+                        hosts, service_name, name, component, site, float(detection.timeout)
+                    ),
                     role=role_of(component).value,
                 )
             )
@@ -171,11 +176,14 @@ def build_probes(service_name: str, service: Service, hosts: HostSet) -> list[Pr
 
 
 def _observer(
-    hosts: HostSet, service_name: str, name: str, component: Any, site: str
+    hosts: HostSet, service_name: str, name: str, component: Any, site: str, timeout: float
 ) -> Callable[[], ProbeResult]:
     def run() -> ProbeResult:
         started = time.monotonic()
-        obs = observe_component(hosts, service_name, name, component, site)
+        # what the probe must answer is whether the component serves: its optional
+        # parts (a database's files over SSH) get what is left of the probe's timeout
+        with observing_within(PROBE_BUDGET * timeout):
+            obs = observe_component(hosts, service_name, name, component, site)
         return ProbeResult(
             ok=obs.healthy,
             detail=f"{obs.role}: {obs.detail}" if obs.detail else obs.role,

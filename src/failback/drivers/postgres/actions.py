@@ -8,7 +8,7 @@ effect and never skips one that did not happen.
 from __future__ import annotations
 
 import secrets
-import threading
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -98,14 +98,20 @@ def _accepts_connections(node: PgNode) -> bool:
     return True
 
 
-def _answers_sql_within(node: PgNode, seconds: float) -> bool:
-    """Does the server accept a connection and answer within ``seconds``? Asked in a
-    thread, so that a dead address costs ``seconds``, not libpq's 2 s minimum."""
-    answer: list[bool] = []
-    asker = threading.Thread(target=lambda: answer.append(_accepts_connections(node)), daemon=True)
-    asker.start()
-    asker.join(seconds)
-    return bool(answer and answer[0])
+def _server_answers_within(node: PgNode, seconds: float) -> bool:
+    """Does anything answer at the server's address within ``seconds``?
+
+    A completed TCP handshake is enough: the machine is up and something listens there,
+    so the server cannot be taken for gone — even one too slow to finish a TLS and SCRAM
+    login in time (a WAN, an overloaded primary) is a server that may take writes. A
+    refused connection (nothing listens) or no answer at all (a dead or cut-off
+    machine) is not an answer. Asked beside the machine's own question, so the two
+    cost one wait."""
+    try:
+        with socket.create_connection((node.host, node.port), timeout=seconds):
+            return True
+    except OSError:
+        return False
 
 
 def _settle(
@@ -171,11 +177,11 @@ class PgPreflight(PgAction):
 
 
 SERVER_ANSWER_S = 0.5
-"""How long the database fence lets a server answer SQL before taking it for gone with
-its machine. A live PostgreSQL answers in milliseconds (tens over a WAN with TLS);
-the question is asked beside the machine's (``ANSWER_WITHIN_S``), so the two cost one
-wait, inside the clients' outage, and only once the site is fenced where clients
-enter."""
+"""How long the database fence gives the server's address to accept a TCP connection
+before taking it for gone with its machine: one round trip on a live network (a
+handshake, not a login). Asked beside the machine's question (``ANSWER_WITHIN_S``),
+so the two cost one wait, inside the clients' outage, and only once the site is
+fenced where clients enter."""
 
 ANSWER_WITHIN_S = 0.5
 """How long the database fence waits for a machine that does not answer, once its site
@@ -254,10 +260,10 @@ class PgFence(PgAction):
 
     def _gone_while_fenced_elsewhere(self) -> bool:
         """Fenced elsewhere, and neither the machine (SSH, ``answer_within_s``) nor the
-        server (SQL, ``SERVER_ANSWER_S``) answers: the promotion must not wait out an
-        SSH connect timeout for a dead or cut-off machine. A server that still answers
-        SQL is not gone, whatever its sshd does: then the stop goes through the machine,
-        however long it takes, or the step fails. Asked once per attempt."""
+        server's address (TCP, ``SERVER_ANSWER_S``) answers: the promotion must not wait
+        out an SSH connect timeout for a dead or cut-off machine. A server that still
+        answers is not gone, whatever its sshd does: then the stop goes through the
+        machine, however long it takes, or the step fails. Asked once per attempt."""
         if not self._fenced_elsewhere():
             return False
         if self._gone is None:
@@ -265,17 +271,17 @@ class PgFence(PgAction):
         return self._gone
 
     def _anything_answers(self) -> bool:
-        """The machine over SSH and the server over SQL, asked side by side."""
+        """The machine over SSH and the server's address over TCP, side by side."""
         with ThreadPoolExecutor(max_workers=2) as pool:
             machine = pool.submit(self.host().reachable, self._answer_within())
-            server = _answers_sql_within(self.node, SERVER_ANSWER_S)
+            server = _server_answers_within(self.node, SERVER_ANSWER_S)
             return machine.result() or server
 
     def _unreachable(self, exc: HostUnreachable) -> dict[str, Any]:
         """The site's machine cannot be reached: its database may still run (a partition)
         or be gone with it. That is enough only when this run already fenced it where
-        clients enter (router, pool) or by a site fence, and its server does not answer
-        SQL either: then no client write reaches it, and the promotion must not wait for
+        clients enter (router, pool) or by a site fence, and its server's address does
+        not answer either: then no client write reaches it, and the promotion must not wait for
         a machine that does not answer. Otherwise nothing fences it."""
         site = self.spec.site or ""
         if not self._fenced_elsewhere():
@@ -285,7 +291,7 @@ class PgFence(PgAction):
                 hint=f"make {site}'s machine reachable, or power it off and declare a site "
                 "fence (a command component's fence with fences_site: true), then resume",
             )
-        if not self._gone and _answers_sql_within(self.node, SERVER_ANSWER_S):
+        if not self._gone and _server_answers_within(self.node, SERVER_ANSWER_S):
             raise StepFailed(
                 f"cannot fence {site}'s database: its machine does not answer over SSH "
                 f"({exc.message}) but its PostgreSQL at {self.node.address} still answers: "

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from failback.drivers.base import observe_time_left
 from failback.drivers.postgres.conn import connect, current_timeline_sql
 from failback.drivers.postgres.errors import PgAuthFailed, PgError, PgWrongCluster, PgWrongDatabase
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn, to_lsn
@@ -132,7 +133,7 @@ def observe(
     # the machine is asked while the SQL connection is tried: a dead site costs the
     # longer of the two waits, not their sum
     answers = ThreadPoolExecutor(max_workers=1)
-    machine = answers.submit(host.reachable, host_within)
+    machine = answers.submit(host.reachable, observe_time_left(host_within))
     answers.shutdown(wait=False)
     try:
         with connect(node, timeout=timeout) as conn:
@@ -149,7 +150,7 @@ def observe(
     if not answered and obs.reachable:
         # the server answers, so its machine is up: a connection still being opened
         # (a loaded machine, a slow link) is worth waiting for, to its own timeout
-        answered = host.reachable(HOST_CONNECT_WAIT_S)
+        answered = host.reachable(observe_time_left(HOST_CONNECT_WAIT_S))
     if not answered:
         obs.host_reachable = False
         if not obs.reachable:

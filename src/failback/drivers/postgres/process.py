@@ -499,7 +499,8 @@ def kill_postmaster(host: Host, node: PgNode) -> int | None:
     """
     pid = running_postmaster(host, node)
     if pid is not None:
-        host.kill_tree(pid, signal.SIGKILL)
+        # still this data directory's postmaster (its PID was read a moment ago)
+        host.kill_tree(pid, signal.SIGKILL, expect_cwd=node.pgdata)
         # Delivery is asynchronous: return once it is dead (a zombie counts as dead).
         wait_pid_gone(host, pid, timeout=10, zombie_is_gone=True)
     return pid
