@@ -13,9 +13,10 @@ demo: setup
 	$(BIN)/failback demo
 
 # Two workers (this is a 2-core machine); a test file runs whole in one worker so that
-# its module-scoped lab is built once. Each lab picks its own free ports.
+# its module-scoped lab is built once. Each lab picks its own free ports. The slowest
+# tests are listed at the end, to see where the suite's time goes.
 test: setup lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20
 
 lint: setup
 	$(BIN)/ruff check src tests bench
