@@ -6,7 +6,7 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo"
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo etcd-server"
 
 missing=""
 for pkg in $DEB_PACKAGES; do
@@ -38,6 +38,11 @@ if [ -n "$missing" ]; then
         $SUDO touch /etc/ssh/sshd_not_to_be_run ;;
     esac
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+    # The tests (and the control-plane lab) start their own etcd members on free ports:
+    # the package's system etcd must not start at boot either.
+    case " $missing " in *" etcd-server "*)
+        $SUDO systemctl disable etcd >/dev/null 2>&1 || true ;;
+    esac
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -1,0 +1,402 @@
+"""A small client for etcd's v3 API through its JSON gateway (``POST /v3/...``).
+
+Why the gateway rather than gRPC: httpx is already a dependency, the gateway is
+served by every etcd >= 3.4 on its client URLs (3.3 used ``/v3beta``; not
+supported here), and Patroni has run on it for years. Only the calls failback
+needs are here: key ranges, put, delete, transactions, leases, status, members.
+
+Why several endpoints: a monitor must keep talking to etcd when one member (or
+its site) is gone. Endpoints are tried in turn, starting with the last one that
+answered, and the first answer wins. Timeouts are short and explicit because a
+leader that waits longer than its lease for an answer has already lost.
+
+Retrying elsewhere is only done when it cannot apply a write twice. A request
+that never reached a server (connection refused, connect timeout) is always
+retried on the next endpoint. A request that reached one but got no answer (read
+timeout, connection cut, etcd's "no leader") is retried only if it is a read;
+a write raises ``EtcdUnavailable`` saying it may or may not have been applied,
+and the caller reads the state back (the election does).
+
+Every failure is a ``FailbackError`` with one line and a hint: no httpx exception
+escapes this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from failback.coord.etcd_types import (
+    Compare,
+    EndpointStatus,
+    KeyValue,
+    Lease,
+    LeaseStatus,
+    Member,
+    Op,
+    TxnResult,
+    as_int,
+    b64,
+    kvs_from_json,
+    prefix_range_end,
+    txn_body,
+    unb64,
+)
+from failback.errors import FailbackError
+
+DEFAULT_CONNECT_TIMEOUT = 1.0
+"""Seconds to open a TCP connection to one endpoint before trying the next."""
+
+DEFAULT_REQUEST_TIMEOUT = 2.0
+"""Seconds to wait for an answer once connected; keep it well below the lease TTL."""
+
+API_PREFIX = "/v3"
+
+GRPC_NOT_FOUND = 5
+GRPC_UNAVAILABLE = 14
+"""etcd's "no leader", "request timed out", "leader changed": this member cannot serve now."""
+
+_HINT_UNREACHABLE = (
+    "check that etcd runs and that these are its client URLs "
+    "(try: etcdctl --endpoints=URL endpoint health)"
+)
+
+
+class EtcdError(FailbackError):
+    """Something went wrong talking to etcd."""
+
+
+class EtcdUnavailable(EtcdError):
+    """No endpoint gave an answer (or a write got none and may or may not have been applied)."""
+
+
+class EtcdRequestFailed(EtcdError):
+    """etcd answered, and refused the request (unknown lease, bad argument, permission...)."""
+
+    def __init__(
+        self, message: str, hint: str | None = None, *, grpc_code: int, endpoint: str
+    ) -> None:
+        super().__init__(message, hint)
+        self.grpc_code = grpc_code
+        self.endpoint = endpoint
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """``host:port`` or ``http(s)://host:port[/]`` -> ``scheme://host:port``."""
+    text = endpoint.strip().rstrip("/")
+    if "://" not in text:
+        text = f"http://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EtcdError(
+            f"etcd endpoint {endpoint!r} is not an http(s) URL",
+            hint="write each endpoint as http://HOST:PORT (etcd's client URL, usually port 2379)",
+        )
+    if parts.path or parts.query:
+        raise EtcdError(
+            f"etcd endpoint {endpoint!r} has a path; give only scheme://host:port",
+            hint=f"the v3 JSON gateway is found at {API_PREFIX}/ under the client URL itself",
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """Why one endpoint gave no usable answer; ``maybe_applied`` when the request reached it."""
+
+    endpoint: str
+    reason: str
+    maybe_applied: bool
+
+
+class _NoAnswer(Exception):
+    def __init__(self, attempt: _Attempt) -> None:
+        super().__init__(attempt.reason)
+        self.attempt = attempt
+
+
+class EtcdClient:
+    """etcd's v3 API over HTTP/JSON, with endpoint failover and errors for people.
+
+    Thread-safe as far as httpx's ``Client`` is: one instance may serve a monitor's
+    loop and its API threads.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        if isinstance(endpoints, str) or not endpoints:
+            raise EtcdError(
+                "no etcd endpoint given",
+                hint="list etcd's client URLs, e.g. [http://10.0.0.1:2379, http://10.0.0.2:2379]",
+            )
+        self.endpoints: tuple[str, ...] = tuple(dict.fromkeys(map(normalize_endpoint, endpoints)))
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self._preferred = 0
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(request_timeout, connect=connect_timeout, pool=connect_timeout),
+            headers={"Content-Type": "application/json"},
+            trust_env=False,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- keys --------------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        """The key, or None when it does not exist (a linearizable read)."""
+        data = self._call("/kv/range", {"key": b64(key)}, idempotent=True)
+        kvs = kvs_from_json(data)
+        return kvs[0] if kvs else None
+
+    def get_prefix(self, prefix: str) -> list[KeyValue]:
+        """Every key that starts with ``prefix``, in key order."""
+        body = {"key": b64(prefix), "range_end": b64(prefix_range_end(prefix))}
+        return list(kvs_from_json(self._call("/kv/range", body, idempotent=True)))
+
+    def put(self, key: str, value: str | bytes, *, lease: int = 0) -> int:
+        """Write ``key``; returns the store's revision after the write."""
+        body = {"key": b64(key), "value": b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        data = self._call("/kv/put", body, idempotent=False)
+        return as_int((data.get("header") or {}).get("revision"))
+
+    def delete(self, key: str, *, prefix: bool = False) -> int:
+        """Delete ``key`` (or every key under it); returns how many keys were deleted."""
+        body = {"key": b64(key)}
+        if prefix:
+            body["range_end"] = b64(prefix_range_end(key))
+        return as_int(self._call("/kv/deleterange", body, idempotent=False).get("deleted"))
+
+    def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+        *,
+        idempotent: bool = False,
+    ) -> TxnResult:
+        """If every comparison holds run ``success``, else ``failure``: atomically.
+
+        ``idempotent=True`` lets a transaction that got no answer be sent again to
+        another endpoint: say so only when running it twice is harmless (no
+        operations, or operations guarded by the comparisons).
+        """
+        data = self._call("/kv/txn", txn_body(compare, success, failure), idempotent=idempotent)
+        return TxnResult.from_json(data)
+
+    # -- leases ------------------------------------------------------------------
+
+    def lease_grant(self, ttl: int) -> Lease:
+        """A new lease of at least ``ttl`` seconds (etcd may grant more: it has a minimum)."""
+        data = self._call("/lease/grant", {"TTL": str(ttl)}, idempotent=False)
+        return Lease(id=as_int(data.get("ID")), ttl=as_int(data.get("TTL")))
+
+    def lease_keepalive(self, lease_id: int) -> int:
+        """Renew the lease once; returns its TTL from now, 0 when the lease is gone.
+
+        The gateway serves this stream call as one JSON object per line, each
+        wrapped in ``{"result": ...}``; one request gives one line.
+        """
+        data = self._call("/lease/keepalive", {"ID": str(lease_id)}, idempotent=True)
+        return max(as_int(data.get("TTL")), 0)
+
+    def lease_revoke(self, lease_id: int) -> bool:
+        """End the lease now (its keys are deleted); False when it was already gone."""
+        try:
+            self._call("/lease/revoke", {"ID": str(lease_id)}, idempotent=False)
+        except EtcdRequestFailed as exc:
+            if exc.grpc_code == GRPC_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def lease_time_to_live(self, lease_id: int, *, keys: bool = False) -> LeaseStatus:
+        """Seconds left on the lease (-1 when gone), its granted TTL and, if asked, its keys."""
+        body: dict[str, Any] = {"ID": str(lease_id)}
+        if keys:
+            body["keys"] = True
+        data = self._call("/lease/timetolive", body, idempotent=True)
+        ttl = data.get("TTL")
+        return LeaseStatus(
+            id=lease_id,
+            ttl=-1 if ttl is None else as_int(ttl),
+            granted_ttl=as_int(data.get("grantedTTL")),
+            keys=tuple(
+                unb64(k).decode("utf-8", "backslashreplace") for k in data.get("keys") or ()
+            ),
+        )
+
+    # -- cluster -----------------------------------------------------------------
+
+    def status(self, endpoint: str | None = None) -> EndpointStatus:
+        """The status of the first member that answers (or of ``endpoint`` only)."""
+        only = None if endpoint is None else (normalize_endpoint(endpoint),)
+        data, answered = self._call_with_endpoint(
+            "/maintenance/status", {}, idempotent=True, endpoints=only
+        )
+        return EndpointStatus(
+            endpoint=answered,
+            version=str(data.get("version", "")),
+            member_id=as_int((data.get("header") or {}).get("member_id")),
+            leader_id=as_int(data.get("leader")),
+            raft_term=as_int(data.get("raftTerm")),
+            raft_index=as_int(data.get("raftIndex")),
+            db_size=as_int(data.get("dbSize")),
+            errors=tuple(str(e) for e in data.get("errors") or ()),
+        )
+
+    def members(self) -> list[Member]:
+        """The members of the etcd cluster, as the answering member knows them."""
+        data = self._call("/cluster/member/list", {}, idempotent=True)
+        return [
+            Member(
+                id=as_int(item.get("ID")),
+                name=str(item.get("name", "")),
+                peer_urls=tuple(item.get("peerURLs") or ()),
+                client_urls=tuple(item.get("clientURLs") or ()),
+                is_learner=bool(item.get("isLearner", False)),
+            )
+            for item in data.get("members") or ()
+        ]
+
+    # -- transport ---------------------------------------------------------------
+
+    def _call(self, path: str, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
+        return self._call_with_endpoint(path, body, idempotent=idempotent)[0]
+
+    def _call_with_endpoint(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        idempotent: bool,
+        endpoints: Sequence[str] | None = None,
+    ) -> tuple[dict[str, Any], str]:
+        """POST ``body`` to the first endpoint that answers; (answer, that endpoint)."""
+        if endpoints is None:
+            start = self._preferred
+            order = [*self.endpoints[start:], *self.endpoints[:start]]
+        else:
+            order = list(endpoints)
+        attempts: list[_Attempt] = []
+        for endpoint in order:
+            try:
+                data = self._post(endpoint, path, body)
+            except _NoAnswer as no_answer:
+                attempts.append(no_answer.attempt)
+                if no_answer.attempt.maybe_applied and not idempotent:
+                    raise EtcdUnavailable(
+                        f"etcd at {endpoint}: {no_answer.attempt.reason} to {API_PREFIX}{path}; "
+                        "it may or may not have been applied",
+                        hint="read the state back before retrying; "
+                        "if this repeats, check etcd's health (etcdctl endpoint health)",
+                    ) from None
+                continue
+            if endpoint in self.endpoints:
+                self._preferred = self.endpoints.index(endpoint)
+            return data, endpoint
+        raise _unavailable(attempts)
+
+    def _post(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One request to one endpoint: its answer, ``_NoAnswer``, or ``EtcdRequestFailed``."""
+        url = f"{endpoint}{API_PREFIX}{path}"
+        try:
+            response = self._http.post(url, content=json.dumps(body))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _NoAnswer(_Attempt(endpoint, self._describe(exc), maybe_applied=False)) from None
+        except httpx.HTTPError as exc:
+            raise _NoAnswer(_Attempt(endpoint, self._describe(exc), maybe_applied=True)) from None
+        data = _first_json_object(response.text)
+        if data is None:
+            raise _NoAnswer(
+                _Attempt(
+                    endpoint,
+                    f"answered HTTP {response.status_code} without JSON "
+                    f"(not an etcd >= 3.4 client URL?)",
+                    maybe_applied=False,
+                )
+            )
+        if isinstance(data.get("result"), dict):  # one line of a streamed answer
+            data = data["result"]
+        error = data.get("error")
+        if response.status_code >= 400 or error:
+            if isinstance(error, dict):  # the error line of a streamed answer
+                code = as_int(error.get("grpc_code"))
+                message = str(error.get("message") or error)
+            else:
+                code = as_int(data.get("code"))
+                message = str(data.get("message") or error or f"HTTP {response.status_code}")
+            if code == GRPC_UNAVAILABLE:
+                raise _NoAnswer(_Attempt(endpoint, message, maybe_applied=True))
+            raise EtcdRequestFailed(
+                f"etcd at {endpoint} refused {API_PREFIX}{path}: {message}",
+                hint=_hint_for(code),
+                grpc_code=code,
+                endpoint=endpoint,
+            )
+        return data
+
+    def _describe(self, exc: httpx.HTTPError) -> str:
+        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+            return f"no connection within {self.connect_timeout:g} s"
+        if isinstance(exc, httpx.TimeoutException):
+            return f"no answer within {self.request_timeout:g} s"
+        text = str(exc) or type(exc).__name__
+        if "refused" in text.lower():
+            return "connection refused"
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return f"connection closed without an answer ({text})"
+        return text
+
+
+def _first_json_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object of an answer (a streamed answer has one per line)."""
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text.lstrip())
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _unavailable(attempts: Sequence[_Attempt]) -> EtcdUnavailable:
+    if len(attempts) == 1:
+        return EtcdUnavailable(
+            f"etcd at {attempts[0].endpoint}: {attempts[0].reason}", hint=_HINT_UNREACHABLE
+        )
+    reasons = "; ".join(f"{a.endpoint}: {a.reason}" for a in attempts)
+    return EtcdUnavailable(f"no etcd endpoint answered: {reasons}", hint=_HINT_UNREACHABLE)
+
+
+def _hint_for(code: int) -> str:
+    if code == GRPC_NOT_FOUND:
+        return "the lease or key no longer exists (a lease ends when its TTL runs out)"
+    if code in (7, 16):  # PermissionDenied, Unauthenticated
+        return "etcd has authentication enabled: give failback a user allowed on its prefix"
+    return "this is etcd's own message; check the etcd version (>= 3.4) and its logs"
