@@ -85,6 +85,11 @@ class Monitor:
         self.grace = grace
         self.hosts: HostSet = topology.open_hosts()
         """The machines probes observe through, connected for the monitor's lifetime."""
+        self.run_hosts: HostSet = topology.open_hosts()
+        """The connections the monitor's runs use: opened at start and kept, so that a
+        failover spends no SSH handshake inside the clients' outage; apart from the
+        probes', so that a probe giving up on a slow machine (and dropping that
+        connection) never cuts a run's request in flight."""
         self.journals = JournalPerThread(self.state_dir)
         self.services: list[ServiceMonitor] = []
         for name, service in topology.services.items():
@@ -97,11 +102,12 @@ class Monitor:
                     state_dir=self.state_dir,
                     journals=self.journals,
                     health={p.key: ProbeHealth(p) for p in probes},
-                    hosts=self.hosts,
+                    hosts=self.run_hosts,
                 )
             )
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.run_hosts.warm_up(self.run_hosts.names)  # in the background
         probes = [(svc, h.probe) for svc in self.services for h in svc.health.values()]
         pool = ThreadPoolExecutor(max_workers=len(probes) + 4, thread_name_prefix="probe")
         deciders = {
@@ -149,13 +155,14 @@ class Monitor:
             executor.shutdown(wait=True)
 
     def close(self) -> None:
-        """Close the connections to the machines, unless a run still uses them: closing
-        would fail its step in flight (and start its undo) as the monitor exits, where
-        the process ending leaves it interrupted, for the next monitor to continue."""
+        """Close the probes' connections, and the runs' unless a run still uses them:
+        closing would fail its step in flight (and start its undo) as the monitor exits,
+        where the process ending leaves it interrupted, for the next monitor."""
+        self.hosts.close()
         workers = [w for svc in self.services for w in (svc.worker, svc.aborter)]
         if any(w is not None and w.alive() for w in workers):
             return
-        self.hosts.close()
+        self.run_hosts.close()
 
     def _started_message(self) -> str:
         names = ", ".join(s.name for s in self.services)

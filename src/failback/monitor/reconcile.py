@@ -123,8 +123,8 @@ class ServiceMonitor:
     """When the service was last seen free of runs: failures count on results since."""
     replication: ReplicationManager | None = None
     hosts: HostSet | None = None
-    """The monitor's open connections to the machines: its runs use them too, so that a
-    failover spends no SSH handshake in the clients' outage."""
+    """Connections to the machines the monitor keeps open for its runs (not the
+    probes'): a failover spends no SSH handshake in the clients' outage."""
     _held: bool = False
     _held_by: str | None = None
     """The kind of run that held the service last (a fence does not reset free_since)."""

@@ -61,8 +61,8 @@ class RunWorker:
     process executing it to stop at its next step or gate poll and waits for the end.
     ``plan``: run this plan instead of planning ``kind`` afresh. ``after`` is called
     with the outcome once the executor returns (in this thread, with its journal).
-    ``hosts``: the monitor's open connections, used for observing and for the run's
-    steps (never closed here). ``observed``: the state the monitor's probes just saw,
+    ``hosts``: connections the monitor keeps open for its runs, used for observing and
+    for the run's steps (never closed here). ``observed``: the state the monitor's probes just saw,
     planned from instead of observing again; a plan refused on it is made again from a
     fresh observation (the probes may lag what a fresh look shows).
     """
