@@ -34,17 +34,18 @@ import httpx
 
 from failback.coord.etcd_types import (
     Compare,
+    Delete,
     EndpointStatus,
+    Get,
     KeyValue,
     Lease,
     LeaseStatus,
     Member,
     Op,
+    Put,
     TxnResult,
     as_int,
-    b64,
     kvs_from_json,
-    prefix_range_end,
     txn_body,
     unb64,
 )
@@ -170,28 +171,24 @@ class EtcdClient:
 
     def get(self, key: str) -> KeyValue | None:
         """The key, or None when it does not exist (a linearizable read)."""
-        data = self._call("/kv/range", {"key": b64(key)}, idempotent=True)
+        data = self._call("/kv/range", Get(key).to_json(), idempotent=True)
         kvs = kvs_from_json(data)
         return kvs[0] if kvs else None
 
     def get_prefix(self, prefix: str) -> list[KeyValue]:
         """Every key that starts with ``prefix``, in key order."""
-        body = {"key": b64(prefix), "range_end": b64(prefix_range_end(prefix))}
+        body = Get(prefix, prefix=True).to_json()
         return list(kvs_from_json(self._call("/kv/range", body, idempotent=True)))
 
     def put(self, key: str, value: str | bytes, *, lease: int = 0) -> int:
         """Write ``key``; returns the store's revision after the write."""
-        body = {"key": b64(key), "value": b64(value)}
-        if lease:
-            body["lease"] = str(lease)
+        body = Put(key, value, lease).to_json()
         data = self._call("/kv/put", body, idempotent=False)
         return as_int((data.get("header") or {}).get("revision"))
 
     def delete(self, key: str, *, prefix: bool = False) -> int:
         """Delete ``key`` (or every key under it); returns how many keys were deleted."""
-        body = {"key": b64(key)}
-        if prefix:
-            body["range_end"] = b64(prefix_range_end(key))
+        body = Delete(key, prefix).to_json()
         return as_int(self._call("/kv/deleterange", body, idempotent=False).get("deleted"))
 
     def txn(

@@ -197,6 +197,14 @@ class Compare:
         return body
 
 
+def key_range(key: str, prefix: bool) -> dict[str, str]:
+    """The request body naming ``key``, or every key under it when ``prefix``."""
+    body = {"key": b64(key)}
+    if prefix:
+        body["range_end"] = b64(prefix_range_end(key))
+    return body
+
+
 @dataclass(frozen=True)
 class Get:
     """Read ``key`` (or every key under it when ``prefix``)."""
@@ -205,10 +213,7 @@ class Get:
     prefix: bool = False
 
     def to_json(self) -> dict[str, str]:
-        body = {"key": b64(self.key)}
-        if self.prefix:
-            body["range_end"] = b64(prefix_range_end(self.key))
-        return body
+        return key_range(self.key, self.prefix)
 
 
 @dataclass(frozen=True)
@@ -234,10 +239,7 @@ class Delete:
     prefix: bool = False
 
     def to_json(self) -> dict[str, str]:
-        body = {"key": b64(self.key)}
-        if self.prefix:
-            body["range_end"] = b64(prefix_range_end(self.key))
-        return body
+        return key_range(self.key, self.prefix)
 
 
 Op = Get | Put | Delete

@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 
 AGENT_VERSION = 1
@@ -97,18 +98,7 @@ def live_members(pgid: int) -> list[int]:
         return []
     except PermissionError:
         pass
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
+    return [pid for pid, fields in live_process_stats() if int(fields[2]) == pgid]
 
 
 def wait_group_gone(pgid: int, timeout: float) -> list[int]:
@@ -204,6 +194,21 @@ def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value else ""
 
 
+def live_process_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every process that is not a zombie: its PID and the fields of ``/proc/PID/stat``
+    after the command name (state, ppid, pgrp, ...). LocalHost's process groups use it."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] not in ("Z", "X"):
+            yield int(entry), fields
+
+
 def kill_tree(pid: int, sig: int, expect_cwd: str | None = None) -> list[int]:
     """Signal ``pid`` and every child it has, so that none outlives it.
 
@@ -231,18 +236,11 @@ def kill_tree(pid: int, sig: int, expect_cwd: str | None = None) -> list[int]:
             if cwd is None or os.path.realpath(cwd) != os.path.realpath(expect_cwd):
                 signalled = []
                 return []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if len(fields) > 1 and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+        for child, fields in live_process_stats():
+            if int(fields[1]) == pid:
                 with contextlib.suppress(OSError):
-                    os.kill(int(entry), sig)
-                    signalled.append(int(entry))
+                    os.kill(child, sig)
+                    signalled.append(child)
         return signalled
     finally:
         if signalled:

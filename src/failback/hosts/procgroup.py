@@ -17,6 +17,8 @@ import subprocess
 import threading
 import time
 
+from failback.hosts.agent import live_process_stats
+
 GONE_WAIT_S = 10.0
 """How long to wait for a SIGKILLed group to disappear. Only a process stuck in the
 kernel (uninterruptible I/O, e.g. a dead NFS server) takes longer; it is named in the
@@ -78,19 +80,7 @@ def live_members(pgid: int) -> list[int]:
         return []
     except PermissionError:
         pass
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # after the command name: state, ppid, pgrp
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
+    return [pid for pid, fields in live_process_stats() if int(fields[2]) == pgid]
 
 
 def wait_group_gone(pgid: int, timeout: float) -> list[int]:
