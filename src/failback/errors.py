@@ -53,3 +53,11 @@ class PlanRefused(FailbackError):
     (``Driver.check_plan``), which is why it lives here and not in the planner."""
 
     exit_code = 1
+
+
+class LeadershipLost(FailbackError):
+    """This monitor cannot prove it is the control plane's leader (lease lost, deposed,
+    etcd unreachable): the step it was about to apply is refused, never half-applied,
+    and the run is left as it stands for the leader elected next to continue."""
+
+    exit_code = 1

@@ -54,6 +54,18 @@ async def service_status(service: str, request: Request) -> dict[str, Any]:
     return next(s for s in doc["services"] if s["service"] == service)
 
 
+@router.get("/cluster", summary="The control plane: members, leader, lease left, etcd health")
+def cluster(request: Request) -> dict[str, Any]:
+    """Read from etcd at each request (never from the leader: this works on any node, and
+    while nobody leads). ``configured: false`` when the topology has no control plane."""
+    from failback.status.cluster import cluster_document
+
+    topology = app_state(request).topology
+    if topology.control_plane is None:
+        return {"configured": False}
+    return {"configured": True, **cluster_document(topology)}
+
+
 @router.get("/topology", summary="Sites, services, components, checks, policies (no options)")
 def topology(request: Request) -> dict[str, Any]:
     return topology_document(app_state(request).topology)

@@ -40,28 +40,39 @@ def monitor(
             "--listen", help="Also serve the HTTP API, dashboard and /metrics on HOST:PORT"
         ),
     ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            help="This monitor's node in the topology's control_plane (several monitors, "
+            "one leader elected through etcd)",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Watch every service, fail over and back by policy; runs until SIGTERM/SIGINT.
 
     Events are JSON lines (on stdout, or --log-file), so --json changes nothing here.
     """
-    from failback.monitor.daemon import run_monitor
+    from failback.monitor.daemon import check_node, run_monitor
 
     del as_json
     topology = load(config)
     directory = state_dir or topology.state_dir
+    check_node(topology, node)  # a wrong --node fails here, before anything starts
+    api_url: str | None = None
     if listen is not None:
         from failback.api import ApiServer, resolve_settings
 
         settings = resolve_settings(topology, state_dir=directory, listen=listen)
         api = ApiServer(settings).start()
+        api_url = api.url
         stderr.print(f"API and dashboard on {api.url}", markup=False)
     if log_file is None:
-        run_monitor(topology, directory, log=None, grace=grace)
+        run_monitor(topology, directory, log=None, grace=grace, node=node, api=api_url)
         return 0
     with open(log_file, "a", encoding="utf-8") as log:
-        run_monitor(topology, directory, log=log, grace=grace)
+        run_monitor(topology, directory, log=log, grace=grace, node=node, api=api_url)
     return 0
 
 

@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 
 from failback.config.api import ApiConfig
 from failback.config.check_settings import Check
+from failback.config.control_plane import ControlPlane
 from failback.config.drivers import Component, ComponentSettings
 from failback.config.errors import ConfigWarning
 from failback.config.hosts import LOCAL, HostSpec, open_hosts
@@ -131,6 +132,12 @@ class Topology(ConfigModel):
     services: dict[str, Service] = Field(description="The services failback moves.")
     api: ApiConfig | None = Field(
         None, description="Optional: how `failback serve` listens (HTTP API, dashboard)."
+    )
+    control_plane: ControlPlane | None = Field(
+        None,
+        description="Optional: several monitors coordinated through etcd (one leader acts; "
+        "runs survive the loss of the machine running them). Without it: one monitor, "
+        "its journal in state_dir.",
     )
     notifications: Notifications = Field(
         default_factory=Notifications,  # type: ignore[arg-type]

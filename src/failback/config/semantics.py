@@ -90,6 +90,17 @@ def check_raw(data: dict[str, object], report: Reporter) -> None:
                         report.add(path, f"{comp!r} is not a valid component name", rule)
             if isinstance(sites, dict):
                 _check_site_references(("services", name), service, list(sites), report)
+    control_plane = data.get("control_plane")
+    nodes = control_plane.get("nodes") if isinstance(control_plane, dict) else None
+    if isinstance(nodes, dict) and isinstance(sites, dict):
+        for node, spec in nodes.items():
+            site = spec.get("site") if isinstance(spec, dict) else None
+            if isinstance(site, str) and site not in sites:
+                report.add(
+                    ("control_plane", "nodes", node, "site"),
+                    f"site {site!r} is not declared in sites",
+                    _known(site, list(sites), "sites") + " (omit site: for a witness)",
+                )
 
 
 def _check_site_references(

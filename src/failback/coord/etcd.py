@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +51,7 @@ from failback.coord.etcd_types import (
     unb64,
 )
 from failback.errors import FailbackError
+from failback.model.secrets import SecretRef
 
 DEFAULT_CONNECT_TIMEOUT = 1.0
 """Seconds to open a TCP connection to one endpoint before trying the next."""
@@ -60,6 +62,10 @@ DEFAULT_REQUEST_TIMEOUT = 2.0
 API_PREFIX = "/v3"
 
 GRPC_NOT_FOUND = 5
+GRPC_INVALID_ARGUMENT = 3
+"""etcd's answer to a wrong user name or password (``authentication failed``)."""
+GRPC_UNAUTHENTICATED = 16
+"""etcd's "invalid auth token": a token it no longer knows."""
 GRPC_UNAVAILABLE = 14
 """etcd's "no leader", "request timed out", "leader changed": this member cannot serve now."""
 
@@ -135,6 +141,11 @@ class EtcdClient:
         *,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key: SecretRef | None = None,
+        username: str | None = None,
+        password: SecretRef | None = None,
     ) -> None:
         if isinstance(endpoints, str) or not endpoints:
             raise EtcdError(
@@ -145,11 +156,31 @@ class EtcdClient:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self._preferred = 0
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(request_timeout, connect=connect_timeout, pool=connect_timeout),
-            headers={"Content-Type": "application/json"},
-            trust_env=False,
-        )
+        cert: tuple[str, str] | None = None
+        if cert_file is not None and key is not None:
+            if key.kind != "file" or key.reference is None:
+                raise EtcdError(
+                    f"etcd client key {key.describe()}: TLS keys are read from a file",
+                    hint="write key_file: file:/path/to/client.key",
+                )
+            cert = (str(cert_file), key.reference)
+        self._credentials = (username, password) if username and password else None
+        self._token: str | None = None
+        try:
+            self._http = httpx.Client(
+                timeout=httpx.Timeout(
+                    request_timeout, connect=connect_timeout, pool=connect_timeout
+                ),
+                headers={"Content-Type": "application/json"},
+                trust_env=False,
+                verify=str(ca_file) if ca_file is not None else True,
+                cert=cert,
+            )
+        except (OSError, ValueError) as exc:  # ssl: unreadable CA, certificate or key
+            raise EtcdError(
+                f"etcd TLS settings cannot be used: {exc}",
+                hint="check ca_file, cert_file and key_file: readable PEM files that match",
+            ) from None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -322,10 +353,57 @@ class EtcdClient:
         raise _unavailable(attempts)
 
     def _post(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One request to one endpoint, authenticated when etcd wants a user: a token
+        etcd no longer knows (it expires, or the member restarted) is renewed once."""
+        if self._credentials is None:
+            return self._post_once(endpoint, path, body, None)
+        if self._token is None:
+            self._token = self._authenticate(endpoint)
+        try:
+            return self._post_once(endpoint, path, body, self._token)
+        except EtcdRequestFailed as exc:
+            if exc.grpc_code != GRPC_UNAUTHENTICATED:
+                raise
+        self._token = self._authenticate(endpoint)
+        return self._post_once(endpoint, path, body, self._token)
+
+    def _authenticate(self, endpoint: str) -> str:
+        assert self._credentials is not None
+        username, password = self._credentials
+        try:
+            answer = self._post_once(
+                endpoint,
+                "/auth/authenticate",
+                {"name": username, "password": password.resolve()},
+                None,
+            )
+        except EtcdRequestFailed as exc:
+            if exc.grpc_code != GRPC_INVALID_ARGUMENT:
+                raise
+            raise EtcdRequestFailed(
+                f"etcd at {endpoint} refused user {username}: wrong user name or password",
+                hint=f"check control_plane.etcd.username and the password ({password.describe()})",
+                grpc_code=exc.grpc_code,
+                endpoint=endpoint,
+            ) from None
+        token = answer.get("token")
+        if not isinstance(token, str) or not token:
+            raise EtcdRequestFailed(
+                f"etcd at {endpoint} gave user {username} no token",
+                hint="is authentication enabled on this etcd? (etcdctl auth status)",
+                grpc_code=GRPC_UNAUTHENTICATED,
+                endpoint=endpoint,
+            )
+        return token
+
+    def _post_once(
+        self, endpoint: str, path: str, body: dict[str, Any], token: str | None
+    ) -> dict[str, Any]:
         """One request to one endpoint: its answer, ``_NoAnswer``, or ``EtcdRequestFailed``."""
         url = f"{endpoint}{API_PREFIX}{path}"
+        headers = {"Authorization": token} if token else None
         try:
-            response = self._http.post(url, content=json.dumps(body))
+            response = self._http.post(url, content=json.dumps(body), headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _NoAnswer(_Attempt(endpoint, self._describe(exc), maybe_applied=False)) from None
         except httpx.HTTPError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from failback.engine.run_context import (
     WaitingForApproval,
 )
 from failback.engine.step_code import build_action
-from failback.errors import FailbackError, SafetyRefusal, StateError
+from failback.errors import FailbackError, LeadershipLost, SafetyRefusal, StateError
 from failback.hosts import CommandCancelled, HostSet
 from failback.model.plan import Plan, StepSpec
 from failback.model.states import (
@@ -158,9 +158,14 @@ class Executor:
         *,
         reporter: Reporter | None = None,
         shared_hosts: SharedHosts | None = None,
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self.journal = journal
         self.reporter: Reporter = reporter or NullReporter()
+        self.guard = guard
+        """The fencing check before anything is applied or undone (a control plane's
+        leadership proof): raises ``LeadershipLost`` to refuse. None: one machine, no
+        leader to prove."""
         self.shared_hosts = shared_hosts
         """Connections someone else keeps open (the monitor's): used, never closed."""
         self._hosts: dict[str, HostSet] = {}
@@ -197,10 +202,35 @@ class Executor:
         forward: an undone step must not count as done). ``approve`` and the monitor
         (for its own runs) use this; a person's ``resume`` uses :meth:`resume`.
         """
-        with self._locked(run_id) as run:
-            if rolling_back(run):
-                return self._continue_rollback(run)
-            return self._execute_locked(run)
+        try:
+            self._prove(f"run {run_id}")
+            with self._locked(run_id) as run:
+                if rolling_back(run):
+                    return self._continue_rollback(run)
+                return self._execute_locked(run)
+        except LeadershipLost as lost:
+            return self._deposed(run_id, lost)
+
+    def _prove(self, what: str) -> None:
+        if self.guard is not None:
+            self.guard(what)
+
+    def _deposed(self, run_id: int, lost: LeadershipLost) -> RunOutcome:
+        """A step was refused because this process no longer leads: the run stays as it
+        stands (never failed, never turned backward by a node that may not act), for the
+        leader elected next to continue in its direction."""
+        run = self.journal.get_run(run_id)
+        self.journal.add_event(
+            "run.deposed",
+            f"run {run_id} left to the next leader: {lost.message}",
+            run_id=run_id,
+            service=run.service,
+            step_id=next(
+                (s.step_id for s in self.journal.steps(run_id) if s.status not in DONE_STEPS),
+                None,
+            ),
+        )
+        return RunOutcome(run_id, INTERRUPTED, lost.message, lost.hint)
 
     def resume(self, run_id: int, *, reload: Any = None) -> RunOutcome:
         """Continue an interrupted, failed or waiting run *forward*; refused once it began
@@ -400,6 +430,8 @@ class Executor:
                     spec.id, "failed", time.monotonic() - started, "aborted by request"
                 )
                 return self._after_abort_request(ctx, plan, run, idx)
+            except LeadershipLost:
+                raise  # not a failure of the step: nothing was applied
             except Exception as exc:
                 message = _describe(exc)
                 self.journal.add_event(
@@ -516,6 +548,7 @@ class Executor:
                 },
             )
             return final
+        self._prove(f"step {spec.id} of run {run_id}")
         self.journal.update_step(run_id, idx, status="applying", started=True, attempt=True)
         output = action.apply() or {}
         action.verify()
@@ -605,6 +638,7 @@ class Executor:
                 continue  # ``undo: false``: the plan says this step is never undone
             self.reporter.step_started(idx, len(plan.steps), spec.id, f"undo: {spec.title}")
             started = time.monotonic()
+            self._prove(f"undo of step {spec.id} of run {ctx.run_id}")
             # before the undo acts: a crash here leaves a step that is undone again
             self.journal.update_step(ctx.run_id, idx, undo_status=UndoStatus.UNDOING)
             try:

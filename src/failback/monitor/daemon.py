@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from failback.config import Topology
-from failback.errors import StateError
+from failback.errors import StateError, UsageError
 from failback.hosts import HostSet
-from failback.monitor.notify import Notifier
+from failback.monitor.leadership import Leadership
+from failback.monitor.notify import Notifier, event_document
 from failback.monitor.reconcile import ServiceMonitor
 from failback.monitor.run_worker import JournalPerThread
 from failback.monitor.scheduler import run_probe
@@ -78,11 +79,14 @@ class Monitor:
         *,
         log: TextIO | None = None,
         grace: float = 30.0,
+        leadership: Leadership | None = None,
     ) -> None:
         self.topology = topology
         self.state_dir = Path(state_dir)
         self.log = log or sys.stdout
         self.grace = grace
+        self.leadership = leadership
+        """This node's seat in the control plane; None on one machine (always acts)."""
         self.hosts: HostSet = topology.open_hosts()
         """The machines probes observe through, connected for the monitor's lifetime."""
         self.run_hosts: HostSet = topology.open_hosts()
@@ -103,6 +107,7 @@ class Monitor:
                     journals=self.journals,
                     health={p.key: ProbeHealth(p) for p in probes},
                     hosts=self.run_hosts,
+                    guard=None if leadership is None else leadership.prove,
                 )
             )
 
@@ -138,17 +143,27 @@ class Monitor:
             asyncio.create_task(self._reconcile_loop(svc, deciders[svc.name], wake[svc.name], stop))
             for svc in self.services
         ]
+        if self.leadership is not None:
+            seat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadership")
+            tasks.append(asyncio.create_task(self._lead(seat, notifier, probe_stop)))
         pump_task = asyncio.create_task(self._pump(pump, notifier, cursor, stop))
         await stop.wait()
         probe_stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._wait_runs()
-        for svc in self.services:
-            with contextlib.suppress(Exception):  # the journal is busy: status ages it out
-                await loop.run_in_executor(pump, svc.mark_stopped, time.time())
-        await loop.run_in_executor(pump, self._event, "monitor.stopped", "monitor stopped")
+        if self.acting():  # a follower never wrote the services' documents
+            for svc in self.services:
+                with contextlib.suppress(Exception):  # the journal is busy: status ages it out
+                    await loop.run_in_executor(pump, svc.mark_stopped, time.time())
+        with contextlib.suppress(Exception):  # a control plane's etcd may be out of reach
+            await loop.run_in_executor(pump, self._event, "monitor.stopped", "monitor stopped")
         await pump_task
-        await self._pump_once(pump, notifier, pump_task.result())
+        if self.acting():
+            await self._pump_once(pump, notifier, pump_task.result())
+        if self.leadership is not None:
+            await loop.run_in_executor(seat, self.leadership.close)
+            seat.shutdown(wait=True)
+            notifier.line(event_document(self._local_event("monitor.stopped", "monitor stopped")))
         await notifier.close()
         pool.shutdown(wait=False, cancel_futures=True)
         for executor in (*deciders.values(), pump):
@@ -166,7 +181,51 @@ class Monitor:
 
     def _started_message(self) -> str:
         names = ", ".join(s.name for s in self.services)
-        return f"monitor started (pid {os.getpid()}) for {names}"
+        node = "" if self.leadership is None else f" as node {self.leadership.node}"
+        return f"monitor started (pid {os.getpid()}){node} for {names}"
+
+    def acting(self) -> bool:
+        """Whether this monitor may reconcile now: always on one machine; with a control
+        plane only while it leads by its own clock (checked before every pass)."""
+        return self.leadership is None or self.leadership.may_act()
+
+    async def _lead(
+        self, seat: ThreadPoolExecutor, notifier: Notifier, stop: asyncio.Event
+    ) -> None:
+        """The control plane's clock: renew membership, keep or seek leadership, and say
+        so in the log at once (written directly: the journal itself may be in the etcd
+        that cannot be reached)."""
+        assert self.leadership is not None
+        loop = asyncio.get_running_loop()
+        reported_error: str | None = None
+        while not stop.is_set():
+            started = loop.time()
+            await loop.run_in_executor(seat, self.leadership.tick)
+            error = self.leadership.last_error
+            if error != reported_error:
+                reported_error = error
+                kind, message = (
+                    ("control_plane.unreachable", f"etcd: {error}")
+                    if error
+                    else ("control_plane.reachable", "etcd answers again")
+                )
+                notifier.emit(self._local_event(kind, message))
+            for kind, message in self.leadership.take_changes():
+                notifier.emit(self._local_event(kind, message))
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(seat, self._event, kind, message)
+            left = self.leadership.period - (loop.time() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(left, 0.05))
+
+    def _local_event(self, kind: str, message: str) -> dict[str, Any]:
+        assert self.leadership is not None
+        return {
+            "ts": time.time(),
+            "kind": kind,
+            "message": message,
+            "data": {"pid": os.getpid(), **self.leadership.status()},
+        }
 
     def _event(self, kind: str, message: str) -> None:
         self.journals.get().add_event(kind, message, data={"pid": os.getpid()})
@@ -182,6 +241,10 @@ class Monitor:
         last_error = ("", 0.0)
         while not stop.is_set():
             wake.clear()
+            if not self.acting():  # a follower watches (its probes run) and never acts
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), TICK_S)
+                continue
             views = svc.views()
             try:
                 await loop.run_in_executor(executor, svc.reconcile, views, time.time())
@@ -197,8 +260,20 @@ class Monitor:
     async def _pump(
         self, executor: ThreadPoolExecutor, notifier: Notifier, cursor: int, stop: asyncio.Event
     ) -> int:
+        """Forward journal events to the log and the webhooks. With a control plane the
+        journal is shared: only the leader forwards (each event reaches a webhook once),
+        from the newest event when it became leader."""
+        loop = asyncio.get_running_loop()
+        forwarding = self.acting()
         while not stop.is_set():
-            cursor = await self._pump_once(executor, notifier, cursor)
+            if self.acting() and not forwarding:
+                with contextlib.suppress(Exception):
+                    cursor = await loop.run_in_executor(
+                        executor, lambda: self.journals.get().last_event_id()
+                    )
+            forwarding = self.acting()
+            if forwarding:
+                cursor = await self._pump_once(executor, notifier, cursor)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), PUMP_S)
         return cursor
@@ -227,13 +302,50 @@ class Monitor:
                 await asyncio.sleep(0.1)
 
 
-def run_monitor(topology: Topology, state_dir: Path, *, log: TextIO | None, grace: float) -> None:
+def open_leadership(topology: Topology, node: str | None, api: str | None) -> Leadership | None:
+    """This node's seat when the topology has a control plane (None on one machine)."""
+    check_node(topology, node)
+    if topology.control_plane is None or node is None:
+        return None
+    return Leadership(topology.control_plane, node, topology.control_plane.open_etcd(), api=api)
+
+
+def check_node(topology: Topology, node: str | None) -> None:
+    """``--node`` must name a node of the control plane, and is needed exactly when the
+    topology has one: a wrong or missing name is refused before anything starts."""
+    control_plane = topology.control_plane
+    if control_plane is None:
+        if node is not None:
+            raise UsageError(
+                f"--node {node}: {topology.path.name} has no control_plane section",
+                hint="add control_plane: (etcd endpoints, nodes) to run several monitors, "
+                "or drop --node to run one monitor on this machine",
+            )
+        return
+    if node is None:
+        raise UsageError(
+            f"{topology.path.name} has a control plane: say which of its nodes this monitor is",
+            hint=f"failback monitor --node NAME (nodes: {', '.join(control_plane.nodes)})",
+        )
+    control_plane.node(node)
+
+
+def run_monitor(
+    topology: Topology,
+    state_dir: Path,
+    *,
+    log: TextIO | None,
+    grace: float,
+    node: str | None = None,
+    api: str | None = None,
+) -> None:
     """Foreground entry point: run until SIGTERM/SIGINT, then exit cleanly."""
+    leadership = open_leadership(topology, node, api)
     lock = MonitorLock(state_dir)
     lock.acquire()
     monitor: Monitor | None = None
     try:
-        monitor = Monitor(topology, state_dir, log=log, grace=grace)
+        monitor = Monitor(topology, state_dir, log=log, grace=grace, leadership=leadership)
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -246,4 +358,6 @@ def run_monitor(topology: Topology, state_dir: Path, *, log: TextIO | None, grac
     finally:
         if monitor is not None:
             monitor.close()
+        if leadership is not None:
+            leadership.client.close()
         lock.release()

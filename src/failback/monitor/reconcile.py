@@ -125,6 +125,9 @@ class ServiceMonitor:
     hosts: HostSet | None = None
     """Connections to the machines the monitor keeps open for its runs (not the
     probes'): a failover spends no SSH handshake in the clients' outage."""
+    guard: Callable[[str], None] | None = None
+    """The leadership proof every step of this monitor's runs passes before applying
+    (a control plane's fencing check); None on one machine."""
     _held: bool = False
     _held_by: str | None = None
     """The kind of run that held the service last (a fence does not reset free_since)."""
@@ -264,6 +267,7 @@ class ServiceMonitor:
             topology=self.topology,
             service=self.name,
             hosts=self.hosts,
+            guard=self.guard,
             kind=facts.kind,
             run_id=facts.id,
         ).start()
@@ -432,6 +436,7 @@ class ServiceMonitor:
             topology=self.topology,
             service=self.name,
             hosts=self.hosts,
+            guard=self.guard,
             kind="failback",
             run_id=facts.failback.id,
             abort=True,
@@ -452,6 +457,7 @@ class ServiceMonitor:
             topology=self.topology,
             service=self.name,
             hosts=self.hosts,
+            guard=self.guard,
             kind=run.kind,
             run_id=run.id,
             abort=True,
@@ -551,6 +557,7 @@ class ServiceMonitor:
                 topology=self.topology,
                 service=self.name,
                 hosts=self.hosts,
+                guard=self.guard,
                 kind=FENCE,
                 plan=plan,
                 after=report,
@@ -616,6 +623,7 @@ class ServiceMonitor:
             topology=self.topology,
             service=self.name,
             hosts=self.hosts,
+            guard=self.guard,
             kind="failover",
             prepare=prepare,
             # planned from what the probes just saw: observing the failed site again
@@ -687,6 +695,7 @@ class ServiceMonitor:
                 topology=self.topology,
                 service=self.name,
                 hosts=self.hosts,
+                guard=self.guard,
                 kind="failback",
             ).start()
             self._held = True

@@ -64,7 +64,8 @@ class RunWorker:
     ``hosts``: connections the monitor keeps open for its runs, used for observing and
     for the run's steps (never closed here). ``observed``: the state the monitor's probes just saw,
     planned from instead of observing again; a plan refused on it is made again from a
-    fresh observation (the probes may lag what a fresh look shows).
+    fresh observation (the probes may lag what a fresh look shows). ``guard``: the
+    control plane's leadership proof, passed to the executor (checked before each step).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class RunWorker:
         after: Callable[[Journal, RunOutcome], None] | None = None,
         hosts: HostSet | None = None,
         observed: ServiceState | None = None,
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.topology = topology
@@ -93,6 +95,7 @@ class RunWorker:
         self.after = after
         self.hosts = hosts
         self.observed = observed
+        self.guard = guard
         self.planned_from: str | None = None
         self.refusal: str | None = None
         self.outcome: RunOutcome | None = None
@@ -108,7 +111,7 @@ class RunWorker:
     def _main(self) -> None:
         journal = Journal(self.state_dir)
         shared = None if self.hosts is None else SharedHosts(self.topology, self.hosts)
-        executor = Executor(journal, shared_hosts=shared)
+        executor = Executor(journal, shared_hosts=shared, guard=self.guard)
         try:
             if self.abort and self.run_id is not None:
                 # the engine journals the outcome (``KIND.aborted``); the process that

@@ -226,6 +226,27 @@ async function refreshStatus() {
   renderServices();
 }
 
+// The control plane's leader (only when the topology has one): read from etcd by the
+// API, so it shows who acts now, and says so plainly when nobody does.
+async function refreshCluster() {
+  const badge = document.getElementById("leader");
+  let doc;
+  try { doc = await getJSON("/api/v1/cluster"); } catch (e) { badge.textContent = "control plane: ?"; return; }
+  if (!doc.configured) { badge.hidden = true; return false; }
+  badge.hidden = false;
+  if (doc.error) {
+    badge.textContent = `control plane: ${doc.error}`; badge.className = "badge bad";
+  } else if (!doc.leader) {
+    badge.textContent = "no leader: no monitor acts"; badge.className = "badge bad";
+  } else {
+    const left = doc.leader.lease_ttl_left;
+    badge.textContent = `leader ${doc.leader.node}${left >= 0 ? ` (lease ${left} s)` : ""}`;
+    badge.className = "badge ok";
+  }
+  badge.dataset.leader = doc.leader ? doc.leader.node : "";
+  return true;
+}
+
 function onRunEvent(doc) {
   const i = state.runs.findIndex((r) => r.id === doc.run.id);
   if (i >= 0) state.runs[i] = doc.run; else { state.runs.unshift(doc.run); state.runs.sort((a, b) => b.id - a.id); }
@@ -251,4 +272,5 @@ document.getElementById("confirm-cancel").addEventListener("click", () => {
   try { await refreshStatus(); } catch (e) { document.getElementById("services").textContent = String(e); }
   try { await refreshRuns(); } catch (e) { console.error(e); }
   connect();
+  if (await refreshCluster()) setInterval(refreshCluster, 2000);
 })();

@@ -1,0 +1,89 @@
+"""A monitor's presence in the control plane: ``<prefix>/members/<node>`` on its own lease.
+
+Why a lease of its own, apart from the leader's: every node is a member, only one is
+leader; a follower must show up in ``failback cluster status`` too, and a node that can
+no longer renew its *member* lease knows it is cut off from etcd whether it leads or
+not (what a site's node needs to decide to fence its own primary). The key vanishes
+by itself when the process dies or is cut off for longer than the TTL, so the list of
+members is the list of nodes etcd has heard from recently, never a stale registry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from failback.coord.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdRequestFailed
+
+MEMBERS = "/members/"
+
+
+def members_prefix(prefix: str) -> str:
+    """Where every node's member key lives."""
+    return prefix.rstrip("/") + MEMBERS
+
+
+class Membership:
+    """Keeps ``<prefix>/members/<node>`` alive with a lease, and says when it last could.
+
+    ``renew()`` is called on the monitor's leadership clock: it grants a lease and writes
+    the key the first time (and after the lease was lost), then renews. ``renewed_at``
+    is the clock reading taken before sending the last renewal that succeeded: etcd
+    cannot have let the lease end before ``renewed_at + ttl`` (the same reasoning as the
+    election's deadline).
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        prefix: str,
+        node: str,
+        ttl: int,
+        info: dict[str, Any],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.key = members_prefix(prefix) + node
+        self.ttl = ttl
+        self.info = dict(info, node=node)
+        self._clock = clock
+        self._lease_id: int | None = None
+        self._granted_ttl = ttl
+        self.renewed_at: float | None = None
+
+    def renew(self) -> None:
+        """Renew (or create) the member key; an ``EtcdError`` leaves ``renewed_at`` as it was."""
+        sent_at = self._clock()
+        if self._lease_id is not None:
+            try:
+                ttl = self.client.lease_keepalive(self._lease_id)
+            except EtcdRequestFailed as exc:
+                if exc.grpc_code != GRPC_NOT_FOUND:
+                    raise
+                ttl = 0
+            if ttl > 0:
+                self._granted_ttl = ttl
+                self.renewed_at = sent_at
+                return
+            self._lease_id = None  # expired behind our back: start afresh
+        lease = self.client.lease_grant(self.ttl)
+        self._lease_id = lease.id
+        self._granted_ttl = lease.ttl or self.ttl
+        self.client.put(self.key, json.dumps(self.info, sort_keys=True), lease=lease.id)
+        self.renewed_at = sent_at
+
+    def lease_deadline(self) -> float | None:
+        """The clock reading from which etcd may have dropped this node's member key."""
+        if self.renewed_at is None:
+            return None
+        return self.renewed_at + self._granted_ttl
+
+    def leave(self) -> None:
+        """Remove the member key now (a clean stop); errors are the caller's to ignore."""
+        lease_id, self._lease_id = self._lease_id, None
+        self.renewed_at = None
+        if lease_id is not None:
+            self.client.lease_revoke(lease_id)
