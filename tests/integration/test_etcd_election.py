@@ -10,17 +10,12 @@ real and the file stays well under 30 s.
 from __future__ import annotations
 
 import http.server
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 
 from failback.coord import (
@@ -35,81 +30,15 @@ from failback.coord import (
 )
 from failback.errors import FailbackError
 from failback.lab.ports import pick_ports
+from tests.integration.etcdserver import Etcd, etcd_server
 
 pytestmark = pytest.mark.integration
-
-ETCD = shutil.which("etcd") or next(
-    (p for p in ("/usr/bin/etcd", "/usr/local/bin/etcd") if Path(p).exists()), None
-)
-
-
-@dataclass
-class Etcd:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-def _start_etcd(directory: Path) -> Etcd:
-    """Start etcd on two free ports; retried on a port clash (another server won the race)."""
-    assert ETCD is not None
-    last_log = ""
-    for attempt in range(3):
-        client_port, peer_port = pick_ports(2)
-        url = f"http://127.0.0.1:{client_port}"
-        peer = f"http://127.0.0.1:{peer_port}"
-        data_dir = directory / f"data{attempt}"
-        log = directory / f"etcd{attempt}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [
-                    ETCD,
-                    "--name=test",
-                    f"--data-dir={data_dir}",
-                    f"--listen-client-urls={url}",
-                    f"--advertise-client-urls={url}",
-                    f"--listen-peer-urls={peer}",
-                    f"--initial-advertise-peer-urls={peer}",
-                    f"--initial-cluster=test={peer}",
-                    "--initial-cluster-state=new",
-                    "--logger=zap",
-                    "--log-outputs=stderr",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/health", timeout=0.5).json().get("health") == "true":
-                    return Etcd(url, process, log)
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.1)
-        _stop(process)
-        last_log = log.read_text(errors="replace")[-2000:]
-    pytest.fail(f"etcd did not become healthy; its log ends with:\n{last_log}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
-    if ETCD is None:
-        pytest.skip("no etcd binary on PATH: run scripts/setup.sh (Debian package etcd-server)")
-    server = _start_etcd(tmp_path_factory.mktemp("etcd"))
-    try:
+    with etcd_server(tmp_path_factory.mktemp("etcd")) as server:
         yield server
-    finally:
-        _stop(server.process)
 
 
 @pytest.fixture

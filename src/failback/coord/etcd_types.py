@@ -197,23 +197,40 @@ class Compare:
         return body
 
 
-def key_range(key: str, prefix: bool) -> dict[str, str]:
-    """The request body naming ``key``, or every key under it when ``prefix``."""
+def key_range(key: str, prefix: bool, range_end: str | None = None) -> dict[str, str]:
+    """The request body naming ``key``, every key under it when ``prefix``, or the keys
+    from ``key`` up to (not including) ``range_end``."""
     body = {"key": b64(key)}
     if prefix:
         body["range_end"] = b64(prefix_range_end(key))
+    elif range_end is not None:
+        body["range_end"] = b64(range_end)
     return body
 
 
 @dataclass(frozen=True)
 class Get:
-    """Read ``key`` (or every key under it when ``prefix``)."""
+    """Read ``key`` (or every key under it when ``prefix``, or up to ``range_end``).
+
+    ``limit`` keeps the first keys in key order (etcd stops reading there: a page of a
+    long range costs only the page); ``more`` in the answer says whether keys were left.
+    ``revision`` reads the keys as they were at that revision (until etcd compacts it):
+    how a writer that got no answer finds out what happened to a key since it read it.
+    """
 
     key: str
     prefix: bool = False
+    range_end: str | None = None
+    limit: int = 0
+    revision: int = 0
 
     def to_json(self) -> dict[str, str]:
-        return key_range(self.key, self.prefix)
+        body = key_range(self.key, self.prefix, self.range_end)
+        if self.limit:
+            body["limit"] = str(self.limit)
+        if self.revision:
+            body["revision"] = str(self.revision)
+        return body
 
 
 @dataclass(frozen=True)
@@ -233,13 +250,14 @@ class Put:
 
 @dataclass(frozen=True)
 class Delete:
-    """Delete ``key`` (or every key under it when ``prefix``)."""
+    """Delete ``key`` (or every key under it when ``prefix``, or up to ``range_end``)."""
 
     key: str
     prefix: bool = False
+    range_end: str | None = None
 
     def to_json(self) -> dict[str, str]:
-        return key_range(self.key, self.prefix)
+        return key_range(self.key, self.prefix, self.range_end)
 
 
 Op = Get | Put | Delete
@@ -255,15 +273,18 @@ def op_to_json(op: Op) -> dict[str, dict[str, str]]:
 
 @dataclass(frozen=True)
 class OpResult:
-    """What one operation of a transaction returned: keys read, or the number deleted."""
+    """What one operation of a transaction returned: keys read (``more``: a ``limit``
+    left some out), or the number deleted."""
 
     kvs: tuple[KeyValue, ...] = ()
     deleted: int = 0
+    more: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OpResult:
         if "response_range" in data:
-            return cls(kvs=kvs_from_json(data["response_range"] or {}))
+            answer = data["response_range"] or {}
+            return cls(kvs=kvs_from_json(answer), more=bool(answer.get("more", False)))
         if "response_delete_range" in data:
             return cls(deleted=as_int((data["response_delete_range"] or {}).get("deleted")))
         return cls()

@@ -1,9 +1,11 @@
 """Where runs, events, service state and monitor health are kept.
 
 ``base.py`` is the interface (one Protocol per concern, and the records); each backend
-is a package beside it (``sqlite/`` today). Callers import from here only, so adding a
-backend touches no caller. This package sits below the engine: it knows the run state
-machine (model/states.py) and nothing of engine, drivers, plan, monitor or interfaces.
+is a package beside it (``sqlite/``, the embedded default; ``etcd/``, a control plane
+shared by machines). Callers import from here only, so adding a backend touches no
+caller. This package sits below the engine: it knows the run state machine
+(model/states.py) and the etcd client (coord/), nothing of engine, drivers, plan,
+monitor or interfaces.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from failback.store.base import (
     StepRecord,
     Store,
 )
+from failback.store.etcd import EtcdStore
 from failback.store.sqlite import SqliteStore
 
 Journal = SqliteStore
@@ -26,6 +29,7 @@ the SQLite backend because that is the only one. When a second backend exists, t
 becomes the function that picks one from the settings (callers keep calling it)."""
 
 __all__ = [
+    "EtcdStore",
     "EventStore",
     "HealthStore",
     "Journal",
