@@ -32,7 +32,7 @@ from failback.engine.executor import Executor
 from failback.engine.starter import create_run, make_plan
 from failback.lab import lab_down, lab_up
 from failback.lab.probe import WriteProbe
-from failback.store import Journal
+from failback.store import Journal, open_journal
 
 SETTLE_S = 1.0  # client writes before and after each switch, so its gaps are bounded
 
@@ -94,7 +94,7 @@ def run(
     switches: list[dict[str, Any]] = []
     try:
         topology = load_topology(info.config)
-        journal = Journal(topology.state_dir)
+        journal = open_journal(topology.state_dir)
         executor = Executor(journal)
         dsn = info.dsn if endpoint == "pool" or not info.router_dsn else info.router_dsn
         probe = WriteProbe(dsn, interval=0.01).start()

@@ -28,7 +28,7 @@ from failback.api import ApiServer, resolve_settings
 from failback.config import load_topology
 from failback.lab import lab_break, lab_repair
 from failback.lab.ports import pick_ports
-from failback.store import Journal
+from failback.store import open_journal
 from tests.conftest import failback_argv
 from tests.integration.labfixtures import Lab, lab_base, new_lab
 
@@ -292,7 +292,7 @@ def test_auto_failback_switch_is_journaled(lab: Lab, client: httpx.Client) -> No
     state = service_doc(client)["auto_failback"]
     assert state["enabled"] is False and state["effective"] is False
     assert (state["reason"], state["by"], state["policy"]) == ("db maintenance", "alice", "manual")
-    journal = Journal(lab.dir / "state")  # where the monitor reads the switch
+    journal = open_journal(lab.dir / "state")  # where the monitor reads the switch
     try:
         switch = (journal.service_state(SERVICE) or {})["auto_failback"]
     finally:
@@ -418,7 +418,7 @@ def test_a_failback_with_approval_is_aborted_then_approved_through_the_api(
 
 
 def test_metrics_parse_and_carry_every_family(lab: Lab, client: httpx.Client) -> None:
-    journal = Journal(lab.dir / "state")
+    journal = open_journal(lab.dir / "state")
     try:  # what the monitor journals after checking a probe (failback.observe.probes)
         history = [{"at": time.time(), "ok": True, "s": 0.0123, "detail": "primary"}]
         journal.save_health(SERVICE, {"db@dc1": {"site": "dc1", "history": history}})

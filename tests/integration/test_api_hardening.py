@@ -33,7 +33,7 @@ from failback.config import load_topology
 from failback.engine.starter import make_plan
 from failback.errors import UsageError
 from failback.lab.ports import pick_ports
-from failback.store import Journal
+from failback.store import open_journal
 from tests.conftest import failback_argv
 
 pytestmark = pytest.mark.integration
@@ -329,7 +329,7 @@ def test_approval_false_cannot_remove_a_gate_the_policy_requires(
 ) -> None:
     """Policy ``approval: required``: ``{"approval": false}`` still stops at the gate."""
     failed_over(client)
-    journal = Journal(config.parent / ".failback")
+    journal = open_journal(config.parent / ".failback")
     try:  # the starter the CLI and the monitor use too
         plan = make_plan("failback", "app", load_topology(config), journal, approval=False)
     finally:
@@ -347,7 +347,7 @@ def test_approval_true_adds_a_gate_the_policy_does_not_require(tmp_path: Path, c
     config = write_topology(tmp_path, approval="none")
     moved = cli("failover", "app", "--planned", "-c", str(config), "--yes", "--json")
     assert moved.returncode == 0, moved.stderr
-    journal = Journal(tmp_path / ".failback")
+    journal = open_journal(tmp_path / ".failback")
     try:
         topology = load_topology(config)
         without = make_plan("failback", "app", topology, journal, approval=None)

@@ -25,7 +25,7 @@ import pytest
 from failback.config import load_topology
 from failback.engine.executor import Executor
 from failback.model.plan import Plan, StepSpec
-from failback.store import Journal
+from failback.store import open_journal
 from tests.conftest import failback_argv, run_cli
 
 SLOW = 0.4
@@ -342,7 +342,7 @@ def test_a_step_marked_undo_false_is_never_undone(tmp_path: Path, never_undone: 
         steps=[step("fence", "dc2", **fence_params), step("sync", "dc1"),
                step("unfence", "dc1")],
     )  # fmt: skip
-    journal = Journal(topology.state_dir)
+    journal = open_journal(topology.state_dir)
     try:
         executor = Executor(journal)
         outcome = executor.execute(executor.create(topology, plan))

@@ -18,7 +18,7 @@ from failback.config import load_topology
 from failback.engine.executor import Executor
 from failback.engine.starter import make_plan
 from failback.errors import LeadershipLost
-from failback.store import Journal
+from failback.store import open_journal
 from tests.integration.test_engine_crash import FAILBACK_EFFECTS, effects, write_topology
 
 
@@ -35,7 +35,7 @@ def guard_refusing_after(allowed: int, asked: list[str]) -> Callable[[str], None
 
 def run_failback(tmp: Path, guard: Callable[[str], None] | None) -> tuple[int, str]:
     topology = load_topology(tmp / "failback.yaml")
-    journal = Journal(topology.state_dir)
+    journal = open_journal(topology.state_dir)
     try:
         executor = Executor(journal, guard=guard)
         plan = make_plan("failback", "app", topology, journal)
@@ -47,7 +47,7 @@ def run_failback(tmp: Path, guard: Callable[[str], None] | None) -> tuple[int, s
 
 def fail_over(tmp: Path) -> None:
     topology = load_topology(tmp / "failback.yaml")
-    journal = Journal(topology.state_dir)
+    journal = open_journal(topology.state_dir)
     try:
         executor = Executor(journal)
         plan = make_plan("failover", "app", topology, journal, planned=True)
@@ -74,7 +74,7 @@ def test_a_deposed_leader_applies_nothing_more_and_the_next_one_finishes(
     assert len(asked) == allowed + 1  # nothing was attempted after the refused proof
     applied = effects(tmp_path)[before:]
     assert applied == FAILBACK_EFFECTS[: max(allowed - PROOFS_BEFORE_EFFECTS, 0)]
-    journal = Journal(tmp_path / ".failback")
+    journal = open_journal(tmp_path / ".failback")
     try:
         run = journal.get_run(run_id)
         assert run.status in ("pending", "running")  # neither failed nor turned backward
@@ -103,7 +103,7 @@ def test_a_deposed_leader_does_not_undo_either(tmp_path: Path) -> None:
     assert asked[-1].startswith("undo of step")
     assert status == "interrupted"
     assert [e for e in effects(tmp_path)[before:] if e.startswith("undo-")] == []
-    journal = Journal(tmp_path / ".failback")
+    journal = open_journal(tmp_path / ".failback")
     try:
         assert journal.get_run(run_id).status == "rolling-back"
         outcome = Executor(journal, guard=lambda what: None).execute(run_id)

@@ -17,7 +17,7 @@ from failback.hosts import HostSet
 from failback.monitor.zero_loss import ReplicationManager
 from failback.observe.probes import HealthView, Probe, ProbeHealth, ProbeResult
 from failback.observe.service import observe_component
-from failback.store import Journal
+from failback.store import open_journal
 from tests.integration.pgcluster import PgPair, pg_pair
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def test_zero_loss_is_recorded_only_when_the_primary_uses_it(pair: PgPair) -> No
     with tempfile.TemporaryDirectory() as state, HostSet() as hosts:
         service = _topology(pair, Path(state)).service("app")
         keeper = ReplicationManager("app", service, "db")
-        journal = Journal(Path(state))
+        journal = open_journal(Path(state))
         try:
             before_relax = _view(hosts, service, "dc1")  # the value set, dc2 streaming
             stop(pair.host, pair.standby, mode="fast", timeout=30)

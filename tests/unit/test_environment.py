@@ -19,7 +19,7 @@ import pytest
 from failback.drivers.command.settings import CommandOptions
 from failback.hosts import LocalHost
 from failback.model.secrets import SecretRef
-from failback.store import Journal
+from failback.store import SqliteStore, open_journal
 from tests.integration.test_command_processes import live_processes_with
 
 
@@ -103,7 +103,7 @@ def test_bad_command_env_values_are_refused(value: object) -> None:
 def test_state_dir_is_private_and_journal_files_are_0600(tmp_path: Path) -> None:
     old = os.umask(0)  # the most permissive umask: the modes must not depend on it
     try:
-        journal = Journal(tmp_path / "deep" / "state")
+        journal = open_journal(tmp_path / "deep" / "state")
         journal.add_event("test.event", "a write creates the -wal and -shm files")
     finally:
         os.umask(old)
@@ -124,9 +124,9 @@ def test_an_older_readable_journal_is_tightened_in_a_directory_left_as_it_was(
     tmp_path: Path,
 ) -> None:
     tmp_path.chmod(0o755)  # a place a person chose (it could be shared): not ours to change
-    Journal(tmp_path).close()
-    path = tmp_path / Journal.FILE_NAME
+    open_journal(tmp_path).close()
+    path = tmp_path / SqliteStore.FILE_NAME
     path.chmod(0o644)
-    Journal(tmp_path).close()
+    open_journal(tmp_path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755

@@ -8,11 +8,11 @@ import pytest
 
 from failback.errors import StateError
 from failback.model.states import RUN_TRANSITIONS, TERMINAL, RunStatus, transition_allowed
-from failback.store import Journal
+from failback.store import Journal, open_journal
 
 
 def new_run(tmp_path: Path) -> tuple[Journal, int]:
-    journal = Journal(tmp_path / "state")
+    journal = open_journal(tmp_path / "state")
     plan = {"steps": [{"id": "a"}, {"id": "b"}]}
     run_id = journal.create_run(
         service="app", kind="failback", plan=plan, topology_path="t.yaml",

@@ -27,11 +27,11 @@ from failback.store import (
     EtcdStore,
     EventStore,
     HealthStore,
-    Journal,
     RunStore,
     ServiceStateStore,
     SqliteStore,
     Store,
+    open_journal,
 )
 
 SRC = Path(failback.__file__).parent
@@ -49,7 +49,7 @@ def new_run(store: Store, service: str = "app", kind: str = "failback") -> int:
 def open_store(tmp_path: Path) -> Callable[[], Store]:
     """Open a new connection to the store under test (one per thread, like the monitor's
     threads and the run processes); the caller closes it."""
-    return lambda: Journal(tmp_path / "state")
+    return lambda: open_journal(tmp_path / "state")
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_each_backend_has_every_method_of_each_concern_with_its_signature(
 def test_the_journal_of_a_state_directory_is_the_store_in_its_usual_file(
     tmp_path: Path,
 ) -> None:
-    store = Journal(tmp_path / "state")
+    store = open_journal(tmp_path / "state")
     assert isinstance(store, Store)
     assert store.path == tmp_path / "state" / "journal.sqlite3"
     store.close()
@@ -116,7 +116,7 @@ def test_the_journal_of_a_state_directory_is_the_store_in_its_usual_file(
             "INSERT INTO service_state (service, active_site, data_json, updated_at)"
             " VALUES ('app', 'b', '{\"needs_resync\": [\"a\"]}', 3)"
         )
-    store = Journal(tmp_path / "state")
+    store = open_journal(tmp_path / "state")
     assert store.get_run(1).values == {"final_lsn": "0/3000000"}
     assert store.service_state("app") == {"needs_resync": ["a"], "active_site": "b",
                                           "updated_at": 3}  # fmt: skip
@@ -471,3 +471,31 @@ def test_the_store_sits_below_the_engine_and_drivers_never_reach_it() -> None:
         assert not any(
             n.startswith(("failback.store", "failback.engine.journal")) for n in names
         ), path
+
+
+def test_a_state_directory_opens_the_backend_it_is_bound_to(tmp_path: Path) -> None:
+    """``open_journal`` reads the directory's binding: SQLite without one, the control
+    plane's etcd with one (opening does not connect); the binding is private, names
+    secrets by reference only, and a damaged one is a clear error."""
+    from failback.store import EtcdBinding, bind, read_binding
+
+    state = tmp_path / "state"
+    plain = open_journal(state)
+    assert isinstance(plain, SqliteStore)
+    plain.close()
+    binding = EtcdBinding(
+        endpoints=("http://127.0.0.1:1",), prefix="/failback/t", password="env:ETCD_PW",
+        username="failback",
+    )  # fmt: skip
+    bind(state, binding)
+    path = state / "control-plane.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read_binding(state) == binding
+    bound = open_journal(state)
+    assert isinstance(bound, EtcdStore) and bound.keys.root == "/failback/t/store"
+    bound.close()
+    bind(state, None)
+    assert read_binding(state) is None
+    path.write_text("{not json")
+    with pytest.raises(StateError, match="cannot be read"):
+        open_journal(state)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from failback.engine.executor import Executor
 from failback.errors import FailbackError
-from failback.store import Journal
+from failback.store import open_journal
 
 log = logging.getLogger("failback.api")
 
@@ -51,7 +51,7 @@ class RunLauncher:
             thread.join(timeout)
 
     def _execute(self, run_id: int) -> None:
-        journal = Journal(self.state_dir)
+        journal = open_journal(self.state_dir)
         try:
             outcome = Executor(journal).execute(run_id)
             log.info("run %s: %s%s", run_id, outcome.status, _tail(outcome.error))

@@ -21,11 +21,12 @@ from failback.api.errors import ApiError
 from failback.api.launcher import RunLauncher
 from failback.api.redact import Redactor
 from failback.api.settings import ApiSettings
+from failback.config.journal import journal_for
 from failback.engine.executor import Executor
 from failback.errors import StateError
 from failback.hosts import HostSet
 from failback.status.document import service_status
-from failback.store import Journal, RunRecord
+from failback.store import Journal, RunRecord, open_journal
 
 MAX_RUN_ID = 2**63 - 1
 MAX_AGE_S = 1.0
@@ -96,13 +97,14 @@ class AppState:
         self.topology = settings.topology
         self.hosts: HostSet = settings.topology.open_hosts()
         """The machines status observes through, kept connected between requests."""
+        journal_for(settings.topology, settings.state_dir).close()  # bind the directory
         self.launcher = RunLauncher(settings.state_dir)
         self.status = StatusCache(self.observe_all)
         self.redactor = Redactor.for_topology(settings.topology, settings.token)
 
     @contextmanager
     def journal(self) -> Iterator[Journal]:
-        journal = Journal(self.settings.state_dir)
+        journal = open_journal(self.settings.state_dir)
         try:
             yield journal
         finally:

@@ -13,11 +13,11 @@ from rich.table import Table
 from failback.cli.context import config_path, load
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
 from failback.cli.output import emit_json, stdout
+from failback.config.journal import journal_for
 from failback.engine.starter import make_plan, make_plan_artefact
 from failback.errors import FailbackError
 from failback.model.plan import Plan
 from failback.plan.artefact import PlanOptions, write_artefact
-from failback.store import Journal
 
 OutOpt = Annotated[
     Path | None,
@@ -160,7 +160,7 @@ def status(
     from failback.status.document import service_status
 
     topology = load(config)
-    journal = Journal(state_dir or topology.state_dir)
+    journal = journal_for(topology, state_dir)
     names = [topology.service(service).name] if service else list(topology.services)
     executor = Executor(journal)
     with topology.open_hosts() as hosts:
@@ -298,7 +298,7 @@ def _plan(
 ) -> int:
     """Print the plan; with ``out``, write it first (with what it was made from)."""
     topology = load(config)
-    journal = Journal(state_dir or topology.state_dir)
+    journal = journal_for(topology, state_dir)
     if out is None:
         plan = make_plan(kind, service, topology, journal, **options.as_planner_options())
         print_plan(plan, as_json=as_json, warnings=plan_warnings(topology, plan))

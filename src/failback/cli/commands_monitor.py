@@ -82,11 +82,11 @@ ServiceArg = Annotated[str, typer.Argument(help="Service")]
 
 def _set(service: str, enabled: bool, reason: str, config: Path | None, state_dir: Path | None,
          as_json: bool) -> int:  # fmt: skip
-    from failback.store import Journal
+    from failback.config.journal import journal_for
 
     topology = load(config)
     svc = topology.service(service)
-    journal = Journal(state_dir or topology.state_dir)
+    journal = journal_for(topology, state_dir)
     from failback.status.document import set_auto_failback
 
     state = set_auto_failback(

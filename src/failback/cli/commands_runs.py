@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from failback.cli.commands_config import print_plan
-from failback.cli.context import load, open_journal
+from failback.cli.context import journal_from_options, load
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import (
     emit_json,
@@ -23,6 +23,7 @@ from failback.cli.output import (
     stderr,
     stdout,
 )
+from failback.config.journal import journal_for
 from failback.engine.executor import Executor, RunOutcome
 from failback.engine.starter import create_run, make_plan, plan_to_apply
 from failback.errors import UsageError
@@ -137,7 +138,7 @@ def _start(
     if plan_file is not None:
         return _apply(kind, service, plan_file, config, state_dir, as_json, yes, plan_options)
     topology = load(config)
-    journal = Journal(state_dir or topology.state_dir)
+    journal = journal_for(topology, state_dir)
     plan = make_plan(kind, service, topology, journal, **plan_options)
     if not as_json:
         print_plan(plan, as_json=False)
@@ -174,7 +175,7 @@ def _apply(
         )
     artefact = read_artefact(plan_file)
     topology = load(config)
-    journal = Journal(state_dir or topology.state_dir)
+    journal = journal_for(topology, state_dir)
     plan = plan_to_apply(
         artefact, plan_file, kind=kind, service=service, topology=topology, journal=journal
     )
@@ -258,7 +259,7 @@ def runs(
     as_json: JsonOpt = False,
 ) -> int:
     """List runs, newest first."""
-    journal = open_journal(config, state_dir)
+    journal = journal_from_options(config, state_dir)
     executor = Executor(journal)
     records = journal.list_runs(service=service, limit=limit)
     rows = [
@@ -305,7 +306,7 @@ def run_show(
     """Show one run: its steps, outputs, measurements and events."""
     from failback.report.build import build_report
 
-    journal = open_journal(config, state_dir)
+    journal = journal_from_options(config, state_dir)
     run = journal.get_run(run_id)
     status = Executor(journal).effective_status(run)
     report = build_report(journal, run_id)
@@ -351,7 +352,7 @@ def resume(
     editing the file (say, to raise a timeout), `--reload` validates the edited file,
     checks that the steps left still fit it, and continues with it.
     """
-    journal = open_journal(config, state_dir)
+    journal = journal_from_options(config, state_dir)
     run = journal.get_run(run_id)
     path = Path(config) if config is not None else Path(run.topology_path)
     edited = _read_if_possible(path)
@@ -388,7 +389,7 @@ def abort(
     yes: YesOpt = False,
 ) -> int:
     """Stop a run and undo what it changed, back to a safe state."""
-    journal = open_journal(config, state_dir)
+    journal = journal_from_options(config, state_dir)
     confirm(f"Abort run {run_id} and undo its steps?", yes)
     outcome = _executor(journal, as_json).abort(run_id, force=force)
     code = finish(journal, outcome, as_json=as_json)
@@ -402,7 +403,7 @@ def approve(
     as_json: JsonOpt = False,
 ) -> int:
     """Approve the gate a run waits at, then continue the run."""
-    journal = open_journal(config, state_dir)
+    journal = journal_from_options(config, state_dir)
     executor = _executor(journal, as_json)
     step = executor.approve(run_id, getpass.getuser())
     if not as_json:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from failback.errors import UsageError
-from failback.store import Journal
+from failback.store import Journal, open_journal
 
 DEFAULT_CONFIG = "failback.yaml"
 
@@ -28,14 +28,16 @@ def load(option: Path | None) -> Any:
     return load_topology(config_path(option))
 
 
-def open_journal(config: Path | None, state_dir: Path | None) -> Journal:
+def journal_from_options(config: Path | None, state_dir: Path | None) -> Journal:
     """The journal named by --state-dir, else by the topology file's state_dir."""
     if state_dir is not None:
-        return Journal(state_dir)
+        return open_journal(state_dir)
     path = config_path(config)
     if not path.exists() and config is None and not os.environ.get("FAILBACK_CONFIG"):
         raise UsageError(
             f"no topology file {path} here, and no --state-dir",
             hint="pass -c/--config FILE (or set FAILBACK_CONFIG), or --state-dir DIR",
         )
-    return Journal(load(config).state_dir)
+    from failback.config.journal import journal_for
+
+    return journal_for(load(config))

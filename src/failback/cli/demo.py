@@ -17,6 +17,7 @@ from rich.table import Table
 from failback.cli.output import emit_json, fmt_duration, report_table, stderr, stdout
 from failback.cli.progress import TerminalReporter
 from failback.config import load_topology
+from failback.config.journal import journal_for
 from failback.engine.executor import Executor
 from failback.engine.starter import create_run, make_plan
 from failback.errors import FailbackError
@@ -70,7 +71,7 @@ def run_demo(directory: Path | None, *, keep: bool, as_json: bool, hosts: str = 
     info = lab_up(lab_dir, hosts=hosts)
     try:
         topology = load_topology(info.config)
-        journal = Journal(topology.state_dir)
+        journal = journal_for(topology)
         reporter = None if as_json else TerminalReporter()
         executor = Executor(journal, reporter=reporter)
         service = info.service

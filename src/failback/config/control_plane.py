@@ -24,6 +24,7 @@ from failback.errors import UsageError
 from failback.model.durations import PositiveDuration
 from failback.model.fields import ConfigModel, NonEmptyStr
 from failback.model.secrets import SecretRef
+from failback.store.binding import EtcdBinding
 
 __all__ = ["ControlPlane", "ControlPlaneNode", "EtcdSettings"]
 
@@ -195,3 +196,31 @@ class ControlPlane(ConfigModel):
             username=settings.username,
             password=settings.password,
         )
+
+    def binding(self) -> EtcdBinding:
+        """What a state directory records to open this control plane's journal later
+        without the topology (secrets as references only)."""
+        settings = self.etcd
+        return EtcdBinding(
+            endpoints=tuple(settings.endpoints),
+            prefix=self.prefix,
+            request_timeout=settings.request_timeout,
+            ca_file=str(settings.ca_file) if settings.ca_file else None,
+            cert_file=str(settings.cert_file) if settings.cert_file else None,
+            key_file=settings.key_file.describe() if settings.key_file else None,
+            username=settings.username,
+            password=_reference(settings.password),
+        )
+
+
+def _reference(secret: SecretRef | None) -> str | None:
+    """A secret as the state directory may record it: its reference, never its value."""
+    if secret is None:
+        return None
+    if secret.reference is None:
+        raise UsageError(
+            "control_plane.etcd.password is written inline in the topology",
+            hint="give it by reference (env:NAME or file:/path): failback never copies a "
+            "secret's value into its state directory",
+        )
+    return secret.describe()

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from failback.hosts import HostSet
-from failback.store import Journal
+from failback.store import Journal, open_journal
 
 POLL_S = 0.25
 """How often the journal is asked; an abort stops a running command within this."""
@@ -73,7 +73,7 @@ class AbortWatch:
         try:
             while not self._stop.wait(POLL_S):
                 if journal is None:
-                    journal = Journal(self.state_dir)
+                    journal = open_journal(self.state_dir)
                 try:
                     requested = bool(journal.run_value(self.run_id, "abort_requested"))
                     if not requested or not self.may_cancel(journal):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from failback.config import Topology
+from failback.config.journal import journal_for
 from failback.errors import StateError, UsageError
 from failback.hosts import HostSet
 from failback.monitor.leadership import Leadership
@@ -341,6 +342,7 @@ def run_monitor(
 ) -> None:
     """Foreground entry point: run until SIGTERM/SIGINT, then exit cleanly."""
     leadership = open_leadership(topology, node, api)
+    journal_for(topology, state_dir).close()  # binds the directory: every thread opens the same
     lock = MonitorLock(state_dir)
     lock.acquire()
     monitor: Monitor | None = None

@@ -24,7 +24,7 @@ from failback.hosts import HostSet
 from failback.model.observed import ServiceState
 from failback.model.plan import Plan
 from failback.plan.artefact import PlanOptions
-from failback.store import Journal
+from failback.store import Journal, open_journal
 
 OUTCOME_EVENTS = {
     "succeeded": "finished",
@@ -49,7 +49,7 @@ class JournalPerThread:
     def get(self) -> Journal:
         journal = getattr(self._local, "journal", None)
         if journal is None:
-            journal = Journal(self.state_dir)
+            journal = open_journal(self.state_dir)
             self._local.journal = journal
         return journal
 
@@ -109,7 +109,7 @@ class RunWorker:
         return self.thread.is_alive()
 
     def _main(self) -> None:
-        journal = Journal(self.state_dir)
+        journal = open_journal(self.state_dir)
         shared = None if self.hosts is None else SharedHosts(self.topology, self.hosts)
         executor = Executor(journal, shared_hosts=shared, guard=self.guard)
         try:

@@ -19,16 +19,17 @@ from failback.store.base import (
     StepRecord,
     Store,
 )
+from failback.store.binding import EtcdBinding, bind, open_journal, read_binding
 from failback.store.etcd import EtcdStore
 from failback.store.sqlite import SqliteStore
 
-Journal = SqliteStore
-"""The store callers open for a state directory: ``Journal(state_dir)``. The name is the
-one the code and the docs have always used for "the journal of a state directory"; it is
-the SQLite backend because that is the only one. When a second backend exists, this
-becomes the function that picks one from the settings (callers keep calling it)."""
+Journal = Store
+"""The journal of a state directory, as callers name its type (the name the code and the
+docs have always used); ``open_journal(state_dir)`` opens it in the backend the directory
+is bound to (store/binding.py)."""
 
 __all__ = [
+    "EtcdBinding",
     "EtcdStore",
     "EventStore",
     "HealthStore",
@@ -39,4 +40,7 @@ __all__ = [
     "SqliteStore",
     "StepRecord",
     "Store",
+    "bind",
+    "open_journal",
+    "read_binding",
 ]
