@@ -187,6 +187,15 @@ class LeaderElection:
             return False
         return self.may_act()
 
+    def fence(self) -> tuple[Compare, ...] | None:
+        """The comparisons that hold exactly while this node leads on its current lease
+        (None: it holds no lease): added to a store's writes, they make every write of a
+        deposed leader fail in etcd itself, not only in this node's belief."""
+        lease_id = self._lease_id
+        if lease_id is None or not self._leading:
+            return None
+        return (Compare.value(self.key, self.node), Compare.lease(self.key, lease_id))
+
     def resign(self) -> bool:
         """Give leadership up now: delete the key if still ours, then end the lease.
 

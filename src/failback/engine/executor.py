@@ -219,17 +219,20 @@ class Executor:
         """A step was refused because this process no longer leads: the run stays as it
         stands (never failed, never turned backward by a node that may not act), for the
         leader elected next to continue in its direction."""
-        run = self.journal.get_run(run_id)
-        self.journal.add_event(
-            "run.deposed",
-            f"run {run_id} left to the next leader: {lost.message}",
-            run_id=run_id,
-            service=run.service,
-            step_id=next(
-                (s.step_id for s in self.journal.steps(run_id) if s.status not in DONE_STEPS),
-                None,
-            ),
-        )
+        try:
+            run = self.journal.get_run(run_id)
+            self.journal.add_event(
+                "run.deposed",
+                f"run {run_id} left to the next leader: {lost.message}",
+                run_id=run_id,
+                service=run.service,
+                step_id=next(
+                    (s.step_id for s in self.journal.steps(run_id) if s.status not in DONE_STEPS),
+                    None,
+                ),
+            )
+        except FailbackError:
+            pass  # a journal fenced by the lost lease (or out of reach) takes no event either
         return RunOutcome(run_id, INTERRUPTED, lost.message, lost.hint)
 
     def resume(self, run_id: int, *, reload: Any = None) -> RunOutcome:

@@ -108,7 +108,7 @@ class Monitor:
                     journals=self.journals,
                     health={p.key: ProbeHealth(p) for p in probes},
                     hosts=self.run_hosts,
-                    guard=None if leadership is None else leadership.prove,
+                    seat=leadership,
                 )
             )
 

@@ -152,6 +152,11 @@ class Leadership:
                 hint="the leader elected next continues the run",
             )
 
+    def write_fence(self) -> tuple[Any, ...] | None:
+        """What a run's journal writes must also prove (``Store.fence_writes``): this
+        node's leader key and lease; None when it does not lead."""
+        return self.election.fence() if self.may_act() else None
+
     # -- reporting and stopping -------------------------------------------------------
 
     def status(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from failback.model.observed import ComponentObservation
 from failback.model.plan import Plan
 from failback.model.states import RunStatus
 from failback.monitor import decide
+from failback.monitor.leadership import Leadership
 from failback.monitor.liveness import REPORT_EVERY_S
 from failback.monitor.probe_state import state_from_probes
 from failback.monitor.run_worker import JournalPerThread, RunWorker
@@ -125,9 +126,9 @@ class ServiceMonitor:
     hosts: HostSet | None = None
     """Connections to the machines the monitor keeps open for its runs (not the
     probes'): a failover spends no SSH handshake in the clients' outage."""
-    guard: Callable[[str], None] | None = None
-    """The leadership proof every step of this monitor's runs passes before applying
-    (a control plane's fencing check); None on one machine."""
+    seat: Leadership | None = None
+    """This node's leadership in a control plane: its runs prove it before every step and
+    fence their journal writes with its lease; None on one machine."""
     _held: bool = False
     _held_by: str | None = None
     """The kind of run that held the service last (a fence does not reset free_since)."""
@@ -267,7 +268,7 @@ class ServiceMonitor:
             topology=self.topology,
             service=self.name,
             hosts=self.hosts,
-            guard=self.guard,
+            seat=self.seat,
             kind=facts.kind,
             run_id=facts.id,
         ).start()
@@ -436,7 +437,7 @@ class ServiceMonitor:
             topology=self.topology,
             service=self.name,
             hosts=self.hosts,
-            guard=self.guard,
+            seat=self.seat,
             kind="failback",
             run_id=facts.failback.id,
             abort=True,
@@ -457,7 +458,7 @@ class ServiceMonitor:
             topology=self.topology,
             service=self.name,
             hosts=self.hosts,
-            guard=self.guard,
+            seat=self.seat,
             kind=run.kind,
             run_id=run.id,
             abort=True,
@@ -557,7 +558,7 @@ class ServiceMonitor:
                 topology=self.topology,
                 service=self.name,
                 hosts=self.hosts,
-                guard=self.guard,
+                seat=self.seat,
                 kind=FENCE,
                 plan=plan,
                 after=report,
@@ -623,7 +624,7 @@ class ServiceMonitor:
             topology=self.topology,
             service=self.name,
             hosts=self.hosts,
-            guard=self.guard,
+            seat=self.seat,
             kind="failover",
             prepare=prepare,
             # planned from what the probes just saw: observing the failed site again
@@ -695,7 +696,7 @@ class ServiceMonitor:
                 topology=self.topology,
                 service=self.name,
                 hosts=self.hosts,
-                guard=self.guard,
+                seat=self.seat,
                 kind="failback",
             ).start()
             self._held = True

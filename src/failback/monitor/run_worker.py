@@ -19,10 +19,11 @@ from typing import Any
 from failback.config import Topology
 from failback.engine.executor import Executor, RunOutcome, SharedHosts
 from failback.engine.starter import create_run, make_plan, plan_from_state
-from failback.errors import FailbackError
+from failback.errors import FailbackError, LeadershipLost
 from failback.hosts import HostSet
 from failback.model.observed import ServiceState
 from failback.model.plan import Plan
+from failback.monitor.leadership import Leadership
 from failback.plan.artefact import PlanOptions
 from failback.store import Journal, open_journal
 
@@ -64,8 +65,9 @@ class RunWorker:
     ``hosts``: connections the monitor keeps open for its runs, used for observing and
     for the run's steps (never closed here). ``observed``: the state the monitor's probes just saw,
     planned from instead of observing again; a plan refused on it is made again from a
-    fresh observation (the probes may lag what a fresh look shows). ``guard``: the
-    control plane's leadership proof, passed to the executor (checked before each step).
+    fresh observation (the probes may lag what a fresh look shows). ``seat``: this
+    node's leadership in a control plane: the executor proves it before each step, and
+    the run's journal writes are fenced by its lease (a deposed leader writes nothing).
     """
 
     def __init__(
@@ -82,7 +84,7 @@ class RunWorker:
         after: Callable[[Journal, RunOutcome], None] | None = None,
         hosts: HostSet | None = None,
         observed: ServiceState | None = None,
-        guard: Callable[[str], None] | None = None,
+        seat: Leadership | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.topology = topology
@@ -95,7 +97,7 @@ class RunWorker:
         self.after = after
         self.hosts = hosts
         self.observed = observed
-        self.guard = guard
+        self.seat = seat
         self.planned_from: str | None = None
         self.refusal: str | None = None
         self.outcome: RunOutcome | None = None
@@ -111,8 +113,16 @@ class RunWorker:
     def _main(self) -> None:
         journal = open_journal(self.state_dir)
         shared = None if self.hosts is None else SharedHosts(self.topology, self.hosts)
-        executor = Executor(journal, shared_hosts=shared, guard=self.guard)
+        guard = None if self.seat is None else self.seat.prove
+        executor = Executor(journal, shared_hosts=shared, guard=guard)
         try:
+            if self.seat is not None:
+                fence = self.seat.write_fence()
+                if fence is None:
+                    raise LeadershipLost(
+                        f"{self.kind} of {self.service} not started: not the leader"
+                    )
+                journal.fence_writes(fence)
             if self.abort and self.run_id is not None:
                 # the engine journals the outcome (``KIND.aborted``); the process that
                 # executes the run, if any, reports it as well

@@ -19,7 +19,7 @@ which writes through the engine, never to the store itself.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -299,6 +299,13 @@ class Store(RunStore, EventStore, ServiceStateStore, HealthStore, Protocol):
 
     state_dir: Path
     """The state directory (run process locks live beside the store)."""
+
+    def fence_writes(self, fence: Sequence[Any]) -> None:
+        """Make every later write of this object conditional on ``fence`` (a control
+        plane leader's key and lease): a write that finds it broken raises
+        ``LeadershipLost`` and changes nothing. A backend of one machine has no leader to
+        fence with and ignores it (SQLite)."""
+        ...
 
     def close(self) -> None:
         """Release the backend's connection; the object is unusable afterwards."""

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from failback.coord.etcd import EtcdClient
+from failback.coord.etcd_types import Compare
 from failback.errors import StateError
 from failback.store.etcd.keys import Keys, Writer, number
 from failback.store.sqlite import SqliteStore
@@ -31,6 +33,12 @@ class EtcdBackend:
         self._etcd = Writer(client)
         self.state_dir = Path(state_dir)
         self._local = SqliteStore(self.state_dir)
+
+    def fence_writes(self, fence: Sequence[Compare]) -> None:
+        """From now on every write of this object also requires ``fence`` to hold (the
+        leader's key and lease, ``LeaderElection.fence``); one that does not raises
+        ``LeadershipLost`` and writes nothing."""
+        self._etcd.fence = tuple(fence)
 
     @property
     def where(self) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from failback.coord.etcd import EtcdClient, EtcdRequestFailed, EtcdUnavailable
 from failback.coord.etcd_types import Compare, Delete, Get, KeyValue, Put, prefix_range_end
-from failback.errors import StateError
+from failback.errors import LeadershipLost, StateError
 
 T = TypeVar("T")
 
@@ -213,6 +213,9 @@ class Writer:
     """Reads and optimistic writes on one client (the part every concern shares)."""
 
     client: EtcdClient
+    fence: tuple[Compare, ...] = ()
+    """Comparisons every commit must also pass (a leader's key and lease): set by
+    ``EtcdStore.fence_writes`` so that a deposed leader's writes fail in etcd itself."""
 
     def read(self, keys: Iterable[str]) -> Snapshot:
         """Every key of ``keys`` at one revision (one transaction, no comparison)."""
@@ -252,6 +255,7 @@ class Writer:
                 return change.result
             check_size(change.ops, what)
             compares = [Compare.mod_revision(k, snapshot.mod_revision(k)) for k in snapshot.kvs]
+            compares += self.fence
             try:
                 answer = self.client.txn(compares, change.ops)
             except EtcdUnavailable:
@@ -269,6 +273,11 @@ class Writer:
                 continue
             if answer.succeeded:
                 return change.result
+            if self.fence and not self.client.txn(self.fence, idempotent=True).succeeded:
+                raise LeadershipLost(
+                    f"{what} not written: this node no longer holds the leader's lease",
+                    hint="the leader elected next continues the run",
+                )
             time.sleep(random.uniform(0, 0.001 * 2 ** min(attempt, 6)))
         raise StateError(
             f"{what}: {MAX_TRIES} tries, each overtaken by another writer of the same keys",

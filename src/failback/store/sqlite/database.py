@@ -13,9 +13,10 @@ changing either would orphan existing runs.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from failback.errors import StateError
 
@@ -158,6 +159,10 @@ class SqliteDatabase:
                 hint="is it a failback state directory? Use --state-dir to point elsewhere",
             ) from exc
         self._db.row_factory = sqlite3.Row
+
+    def fence_writes(self, fence: Sequence[Any]) -> None:
+        """One machine, one writer: there is no leader whose lease could fence writes."""
+        del fence
 
     def close(self) -> None:
         """Close the connection (a thread or a worker opens its own)."""

@@ -1,0 +1,265 @@
+"""Several monitors, one leader, one journal in etcd (issue 14), through the real CLI.
+
+A real single-member etcd on 127.0.0.1 and a service driven by the command driver: each
+site is a flag file (``dc1.up``) its observe command tests, and every effect appends a
+line to an effects file, so the test counts how many times each happened. Each monitor
+has a state directory of its own, as on separate machines; they share only etcd.
+
+What must hold: only the leader acts; a leader killed in the middle of a run is
+replaced and its run finished by the next leader with no effect applied twice; a
+leader paused past its lease applies nothing once it runs again; a deposed leader's
+journal writes fail in etcd itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from failback.coord import EtcdClient, LeaderElection
+from failback.errors import LeadershipLost
+from failback.store import EtcdStore
+from tests.conftest import failback_argv, run_cli
+from tests.integration.etcdserver import Etcd, etcd_server
+
+pytestmark = pytest.mark.integration
+
+TTL = 2
+NODES = ("a", "b")
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    with etcd_server(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+def write_topology(tmp: Path, etcd: Etcd, *, promote_s: float = 0.0) -> Path:
+    """Service ``app``: one command component whose promote at dc2 takes ``promote_s``
+    and records ``promote@dc2``; fail over automatically after three failed probes."""
+    effects = tmp / "effects.log"
+    effects.touch()
+    for site in ("dc1", "dc2"):
+        (tmp / f"{site}.up").touch()
+
+    def actions(site: str) -> str:
+        promote = f"sleep {promote_s}; echo promote@{site} >> {effects}"
+        return textwrap.dedent(
+            f"""\
+            observe: "test -f {tmp}/{site}.up"
+            promote: {{run: "{promote}", check: "grep -qx promote@{site} {effects}"}}
+            demote: "echo demote@{site} >> {effects}"
+            fence: "echo fence@{site} >> {effects}"
+            """
+        )
+
+    text = f"""\
+sites: {{dc1: {{}}, dc2: {{}}}}
+control_plane:
+  etcd: {{endpoints: [{etcd.url}]}}
+  prefix: /failback-test/{uuid.uuid4().hex}
+  lease_ttl: {TTL}
+  nodes: {{a: {{site: dc1}}, b: {{site: dc2}}}}
+services:
+  app:
+    primary_site: dc1
+    components:
+      vip:
+        driver: command
+        options: {{timeout: 20s}}
+        sites:
+          dc1:
+{textwrap.indent(actions("dc1"), " " * 12)}
+          dc2:
+{textwrap.indent(actions("dc2"), " " * 12)}
+    policy:
+      failover: automatic
+      failback: manual
+      detection: {{interval: 200ms, timeout: 1s, failure_threshold: 2}}
+"""
+    path = tmp / "failback.yaml"
+    path.write_text(text)
+    return path
+
+
+class Monitors:
+    """One ``failback monitor --node N`` process per node, each with its own state dir."""
+
+    def __init__(self, tmp: Path, config: Path) -> None:
+        self.tmp = tmp
+        self.config = config
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, node: str) -> None:
+        log = (self.tmp / f"{node}.log").open("ab")
+        self.procs[node] = subprocess.Popen(
+            failback_argv(
+                "monitor", "-c", str(self.config), "--node", node,
+                "--state-dir", str(self.tmp / f"state-{node}"), "--grace", "1",
+            ),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def signal(self, node: str, sig: int) -> None:
+        os.killpg(self.procs[node].pid, sig)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def log(self, node: str) -> list[dict[str, object]]:
+        lines = (self.tmp / f"{node}.log").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+@pytest.fixture
+def monitors(tmp_path: Path) -> Iterator[Monitors]:
+    started: list[Monitors] = []
+
+    def make(config: Path) -> Monitors:
+        group = Monitors(tmp_path, config)
+        started.append(group)
+        return group
+
+    yield make  # type: ignore[misc]
+    for group in started:
+        group.stop()
+
+
+def cluster(config: Path) -> dict[str, object]:
+    result = run_cli("cluster", "status", "-c", str(config), "--json")
+    document: dict[str, object] = result.json()
+    return document
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def leader(config: Path) -> str | None:
+    found = cluster(config).get("leader")
+    return found["node"] if isinstance(found, dict) else None  # type: ignore[index]
+
+
+def effects(tmp: Path) -> list[str]:
+    return (tmp / "effects.log").read_text().split()
+
+
+def runs(config: Path, node: str) -> list[dict[str, object]]:
+    state = config.parent / f"state-{node}"
+    result = run_cli("runs", "--state-dir", str(state), "--json")
+    assert result.returncode == 0, result.stderr
+    found: list[dict[str, object]] = result.json()["runs"]
+    return found
+
+
+def test_one_leader_acts_and_both_nodes_see_the_same_journal(
+    tmp_path: Path, etcd: Etcd, monitors
+) -> None:  # type: ignore[no-untyped-def]
+    config = write_topology(tmp_path, etcd)
+    group = monitors(config)
+    for node in NODES:
+        group.start(node)
+    wait_for(lambda: leader(config) in NODES, 15, "a leader elected")
+    document = cluster(config)
+    members = {m["node"]: m for m in document["members"]}  # type: ignore[index, union-attr]
+    assert all(members[n]["present"] for n in NODES)
+    assert sum(bool(members[n]["leader"]) for n in NODES) == 1
+    assert {members[n]["pid"] for n in NODES} == {group.procs[n].pid for n in NODES}
+    (tmp_path / "dc1.up").unlink()
+    wait_for(lambda: "promote@dc2" in effects(tmp_path), 20, "failover to dc2")
+    time.sleep(1.0)  # a second actor, if any, would have acted by now
+    assert effects(tmp_path).count("promote@dc2") == 1
+    seen = [[(r["id"], r["kind"], r["status"]) for r in runs(config, n)] for n in NODES]
+    assert seen[0] == seen[1] and len(seen[0]) == 1
+    assert seen[0][0][1:] == ("failover", "succeeded")
+
+
+def test_a_leader_killed_mid_run_is_replaced_and_its_run_finished_once(
+    tmp_path: Path, etcd: Etcd, monitors
+) -> None:  # type: ignore[no-untyped-def]
+    config = write_topology(tmp_path, etcd, promote_s=1.5)
+    group = monitors(config)
+    group.start("a")
+    wait_for(lambda: leader(config) == "a", 15, "a leads")
+    group.start("b")
+    wait_for(lambda: any(m.get("node") == "b" and m.get("present")
+                         for m in cluster(config)["members"]), 15, "b joined")  # type: ignore[union-attr]  # fmt: skip
+    (tmp_path / "dc1.up").unlink()
+    wait_for(lambda: any(r["status"] == "running" for r in runs(config, "a")), 20, "a runs")
+    group.signal("a", signal.SIGKILL)
+    wait_for(lambda: leader(config) == "b", 3 * TTL + 5, "b takes over")
+    wait_for(lambda: [r["status"] for r in runs(config, "b")] == ["succeeded"], 20, "b finishes")
+    assert effects(tmp_path).count("promote@dc2") == 1
+    kinds = [e["kind"] for e in group.log("b")]
+    assert "run.resumed_by_monitor" in kinds
+
+
+def test_a_paused_leader_applies_nothing_after_it_resumes(
+    tmp_path: Path, etcd: Etcd, monitors
+) -> None:  # type: ignore[no-untyped-def]
+    """SIGSTOP the leader while its run waits in a step, longer than the lease: the other
+    node finishes the run; SIGCONT: the old leader applies nothing more (its next step's
+    proof fails, its journal writes are fenced)."""
+    config = write_topology(tmp_path, etcd, promote_s=1.0)
+    group = monitors(config)
+    group.start("a")
+    wait_for(lambda: leader(config) == "a", 15, "a leads")
+    group.start("b")
+    (tmp_path / "dc1.up").unlink()
+    wait_for(lambda: any(r["status"] == "running" for r in runs(config, "a")), 20, "a runs")
+    group.signal("a", signal.SIGSTOP)
+    wait_for(lambda: leader(config) == "b", 3 * TTL + 5, "b takes over")
+    wait_for(lambda: [r["status"] for r in runs(config, "b")] == ["succeeded"], 20, "b ends")
+    finished = list(effects(tmp_path))
+    group.signal("a", signal.SIGCONT)
+    time.sleep(2 * TTL)
+    assert effects(tmp_path) == finished  # not a single effect from the resumed leader
+    assert effects(tmp_path).count("promote@dc2") == 1
+    assert leader(config) == "b"
+    assert [r["status"] for r in runs(config, "a")] == ["succeeded"]
+
+
+def test_a_deposed_leaders_journal_writes_fail_in_etcd(etcd: Etcd, tmp_path: Path) -> None:
+    prefix = f"/failback-test/{uuid.uuid4().hex}"
+    election = LeaderElection(EtcdClient([etcd.url]), prefix, "a", TTL)
+    assert election.campaign()
+    fence = election.fence()
+    assert fence is not None
+    store = EtcdStore(tmp_path / "state", EtcdClient([etcd.url]), prefix)
+    try:
+        store.fence_writes(fence)
+        store.add_event("test", "written while leading")
+        lease = election.lease_id
+        assert lease is not None
+        election.client.lease_revoke(lease)  # the lease ends: another node may win now
+        rival = LeaderElection(EtcdClient([etcd.url]), prefix, "b", TTL)
+        assert rival.campaign()
+        with pytest.raises(LeadershipLost):
+            store.add_event("test", "written after losing the lease")
+        messages = [e["message"] for e in store.events()]
+        assert messages == ["written while leading"]
+    finally:
+        store.close()
