@@ -1,4 +1,4 @@
-"""lab up|down|status|break|repair, and demo."""
+"""lab up|down|status|break|repair|partition|heal, lab monitors up|down|status, and demo."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from failback.cli.options import JsonOpt
 from failback.cli.output import emit_json, stderr, stdout
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="Lab directory")]
-SiteArg = Annotated[str, typer.Argument(help="Site: dc1 or dc2")]
+SiteArg = Annotated[
+    str, typer.Argument(help="Site: dc1 or dc2 (or witness, in a lab with --control-plane)")
+]
 WhatArg = Annotated[
     str,
-    typer.Argument(help="What: db, web, router, or host (the whole machine: netns lab)"),
+    typer.Argument(
+        help="What: db, web, router, host (the whole machine: netns lab), or etcd (the "
+        "machine's etcd member: --control-plane lab)"
+    ),
 ]
 HostsOpt = Annotated[
     str,
@@ -39,6 +44,14 @@ def register(app: typer.Typer) -> None:
     lab.command("repair")(lab_repair_cmd)
     lab.command("partition")(lab_partition_cmd)
     lab.command("heal")(lab_heal_cmd)
+    monitors = typer.Typer(
+        help="One `failback monitor --node` per machine of a lab made with --control-plane.",
+        no_args_is_help=True,
+    )
+    monitors.command("up")(lab_monitors_up_cmd)
+    monitors.command("down")(lab_monitors_down_cmd)
+    monitors.command("status")(lab_monitors_status_cmd)
+    lab.add_typer(monitors, name="monitors")
     app.add_typer(lab, name="lab")
     app.command("demo")(demo_cmd)
 
@@ -51,15 +64,25 @@ def lab_up_cmd(
         typer.Option("--auto", help="Automatic failover/failback policies with short windows"),
     ] = False,
     hosts: HostsOpt = "local",
+    control_plane: Annotated[
+        bool,
+        typer.Option(
+            "--control-plane",
+            help="With --hosts netns: a witness machine and a three-member etcd cluster "
+            "(dc1, dc2, witness); the topology gets a control_plane section",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Create and start the lab in DIR (created, or empty)."""
     from failback.lab import lab_up
+    from failback.lab.core import check_up_options, lab_document
 
+    check_up_options(hosts=hosts, control_plane=control_plane)
     if not as_json:
         stderr.print(f"starting a lab in {directory} ...", markup=False)
-    info = lab_up(directory, sync=sync, auto=auto, hosts=hosts)
-    doc = info.to_dict()
+    info = lab_up(directory, sync=sync, auto=auto, hosts=hosts, control_plane=control_plane)
+    doc = lab_document(info)
     if as_json:
         emit_json(doc)
         return 0
@@ -70,6 +93,14 @@ def lab_up_cmd(
         where = f"{site['address']}:{site['port']}"
         netns = f", netns {site['netns']}" if site.get("netns") else ""
         stdout.print(f"  {name}: {where}{netns}, pgdata {site['pgdata']}", markup=False)
+    if "control_plane" in doc:
+        cp = doc["control_plane"]
+        stdout.print(f"  etcd: {', '.join(cp['endpoints'])}", markup=False)
+        stdout.print(
+            f"  witness: {cp['witness']['address']}, netns {cp['witness']['netns']}",
+            markup=False,
+        )
+        stdout.print(f"monitors: failback lab monitors up --dir {doc['dir']}", markup=False)
     stdout.print(f"try: FAILBACK_CONFIG={doc['config']} failback status", markup=False)
     return 0
 
@@ -155,6 +186,57 @@ def lab_heal_cmd(directory: DirOpt, site: SiteArg, as_json: JsonOpt = False) -> 
         emit_json(doc)
     else:
         stdout.print(f"{site} is back on the network", markup=False)
+    return 0
+
+
+def lab_monitors_up_cmd(directory: DirOpt, as_json: JsonOpt = False) -> int:
+    """Start a monitor (failback monitor --node MACHINE) on dc1, dc2 and the witness,
+    each in its machine's namespace; those already running are left alone."""
+    from failback.lab.monitors import monitors_up
+
+    doc = monitors_up(directory)
+    if as_json:
+        emit_json(doc)
+    else:
+        for name, mon in doc["monitors"].items():
+            if mon["running"]:
+                how = "started" if mon["started"] else "already running"
+                stdout.print(f"monitor {name}: {how}, pid {mon['pid']}", markup=False)
+            else:
+                stderr.print(
+                    f"error: monitor {name}: {mon.get('error', 'not running')}", markup=False
+                )
+                hint = mon.get("hint") or f"see {mon['console_file']}"
+                stderr.print(f"hint: {hint}", style="yellow", markup=False)
+    return 0 if doc["ok"] else 1
+
+
+def lab_monitors_down_cmd(directory: DirOpt, as_json: JsonOpt = False) -> int:
+    """Stop the lab's monitors (SIGTERM, then SIGKILL after a bounded wait)."""
+    from failback.lab.monitors import monitors_down
+
+    doc = monitors_down(directory)
+    if as_json:
+        emit_json(doc)
+    elif doc["stopped"]:
+        for name, mon in doc["stopped"].items():
+            stdout.print(f"monitor {name} (pid {mon['pid']}) {mon['how']}", markup=False)
+    else:
+        stdout.print("no monitor was running", markup=False)
+    return 0
+
+
+def lab_monitors_status_cmd(directory: DirOpt, as_json: JsonOpt = False) -> int:
+    """Which of the lab's monitors run, with their PIDs and files."""
+    from failback.lab.monitors import monitors_status
+
+    doc = monitors_status(directory)
+    if as_json:
+        emit_json(doc)
+    else:
+        for name, mon in doc["monitors"].items():
+            state = f"running, pid {mon['pid']}" if mon["running"] else "not running"
+            stdout.print(f"monitor {name} ({mon['netns']}): {state}", markup=False)
     return 0
 
 

@@ -1,8 +1,10 @@
 """``failback lab up|down|status|break|repair``: the whole lab as five functions.
 
 The CLI only parses arguments and prints what these return. Everything runs on
-127.0.0.1; when failback runs as root, PostgreSQL runs as the OS user
-``postgres`` (it refuses root), HAProxy as root.
+127.0.0.1 (or, with ``--hosts netns``, on one network namespace per machine); when
+failback runs as root, PostgreSQL runs as the OS user ``postgres`` (it refuses root),
+HAProxy as root. ``--control-plane`` adds a witness machine and a three-member etcd
+cluster (``lab.control_plane``, ``lab.etcd``); its monitors are ``lab.monitors``.
 """
 
 from __future__ import annotations
@@ -32,14 +34,18 @@ from failback.drivers.postgres.process import (
 )
 from failback.drivers.postgres.replication import wait_streaming
 from failback.hosts import Host, LocalHost
+from failback.lab import etcd as lab_etcd
 from failback.lab import haproxy as lab_router
+from failback.lab import monitors as lab_monitors
 from failback.lab import netns, pg
 from failback.lab import pool as lab_pool
 from failback.lab import sshd as lab_sshd
 from failback.lab import web as lab_web
+from failback.lab.control_plane import WITNESS, LabControlPlane, plan_control_plane
 from failback.lab.info import (
     LAB_FILE,
     SITES,
+    WITNESS_COMPONENTS,
     LabError,
     LabInfo,
     LabSite,
@@ -48,6 +54,7 @@ from failback.lab.info import (
     save_info,
 )
 from failback.lab.machines import EDGE, LabMachines
+from failback.lab.netns_plan import HOSTS
 from failback.lab.pool import LabPool
 from failback.lab.ports import pick_ports
 from failback.lab.topology import render_topology
@@ -73,7 +80,12 @@ def _os_user() -> str:
 
 
 def lab_up(
-    directory: Path, *, sync: bool = False, auto: bool = False, hosts: str = "local"
+    directory: Path,
+    *,
+    sync: bool = False,
+    auto: bool = False,
+    hosts: str = "local",
+    control_plane: bool = False,
 ) -> LabInfo:
     """Create and start a lab in ``directory`` (new or empty); return how to use it.
 
@@ -87,9 +99,12 @@ def lab_up(
 
     ``hosts="netns"``: each site (and the edge: HAProxy, PgBouncer) is its own machine,
     a network namespace with its own address and sshd; failback reaches them by ssh.
+
+    ``control_plane`` (netns only): a fourth machine, ``witness``, and an etcd member on
+    dc1, dc2 and the witness, waited for until the cluster is healthy; the topology gets
+    a ``control_plane:`` section naming one monitor node per machine.
     """
-    if hosts not in HOSTS_MODES:
-        raise LabError(f"unknown --hosts {hosts!r}", hint=f"use one of: {', '.join(HOSTS_MODES)}")
+    check_up_options(hosts=hosts, control_plane=control_plane)
     h = LocalHost()
     directory = Path(os.path.abspath(directory))
     if (directory / LAB_FILE).exists():
@@ -104,12 +119,32 @@ def lab_up(
     _check_paths(directory)
     if hosts == "netns":
         netns.require_available()
+    if control_plane:
+        lab_etcd.require_available()
     created = not directory.exists()
     try:
-        return _create(h, directory, sync=sync, auto=auto, netns_lab=hosts == "netns")
+        return _create(
+            h,
+            directory,
+            sync=sync,
+            auto=auto,
+            netns_lab=hosts == "netns",
+            control_plane=control_plane,
+        )
     except BaseException:
         _cleanup_failed(h, directory, remove_dir=created)
         raise
+
+
+def check_up_options(*, hosts: str, control_plane: bool) -> None:
+    """``lab up``'s options fit together (checked before anything is created)."""
+    if hosts not in HOSTS_MODES:
+        raise LabError(f"unknown --hosts {hosts!r}", hint=f"use one of: {', '.join(HOSTS_MODES)}")
+    if control_plane and hosts != "netns":
+        raise LabError(
+            "--control-plane needs --hosts netns (etcd members live on the lab's machines)",
+            hint="failback lab up --dir DIR --hosts netns --control-plane",
+        )
 
 
 def _check_paths(directory: Path) -> None:
@@ -139,7 +174,13 @@ def _check_traversable(h: Host, directory: Path, os_user: str) -> None:
 
 
 def _create(
-    h: Host, directory: Path, *, sync: bool, auto: bool = False, netns_lab: bool = False
+    h: Host,
+    directory: Path,
+    *,
+    sync: bool,
+    auto: bool = False,
+    netns_lab: bool = False,
+    control_plane: bool = False,
 ) -> LabInfo:
     os_user = _os_user()
     h.make_dirs(str(directory), mode=0o711 if os.geteuid() == 0 else 0o700)
@@ -154,7 +195,8 @@ def _create(
 
     ports = pick_ports(8)
     avoid = set(ports)
-    network = _build_network(directory) if netns_lab else None
+    network = _build_network(directory, witness=control_plane) if netns_lab else None
+    cp = plan_control_plane(directory, network) if control_plane and network else None
     address = _addresses(network)
     sites = {
         name: LabSite(
@@ -181,10 +223,14 @@ def _create(
         bin_dir=bin_dir,
         extra={_STATE_KEY: "creating"},
         network=network,
+        control_plane=cp,
     )
     save_info(h, info)  # early, so 'lab down' can clean up an interrupted 'lab up'
 
     with LabMachines(network) as machines:
+        if cp is not None:  # first, so the members elect a leader while PostgreSQL starts
+            for name in cp.members:
+                lab_etcd.start(machines.of(name), cp, name, wait=False)
         # dc1: the primary
         dc1, dc2, edge = machines.of("dc1"), machines.of("dc2"), machines.of(EDGE)
         h.make_dirs(str(directory / "dc1"), owner=os_user, mode=0o700)
@@ -220,6 +266,8 @@ def _create(
         web = _start_web(machines, directory, ports[4:7], pool_dsn, address)
         # the router: write endpoint -> dc1, and the web tier's HTTP frontend
         router = _start_router_on_free_port(edge, router, sites, avoid, web)
+    if cp is not None:
+        lab_etcd.wait_healthy(cp)
     router_dsn = (
         f"host={router.address} port={router.port} dbname={pg.DBNAME} user={pg.APP_USER} "
         f"password={app_password} connect_timeout=2"
@@ -240,9 +288,10 @@ def _create(
     return info
 
 
-def _build_network(directory: Path) -> dict[str, Any]:
-    """The netns lab's machines: namespaces on a bridge, each with its own sshd."""
-    plan = netns.plan_for(directory)
+def _build_network(directory: Path, *, witness: bool = False) -> dict[str, Any]:
+    """The netns lab's machines: namespaces on a bridge, each with its own sshd (and,
+    for a control plane, the witness machine)."""
+    plan = netns.plan_for(directory, (*HOSTS, WITNESS) if witness else HOSTS)
     netns.up(plan)
     files = lab_sshd.prepare(directory, plan)
     lab_sshd.start_all(directory, plan)
@@ -380,6 +429,11 @@ def _restart_existing(h: Host, directory: Path) -> LabInfo:
             for site in info.web.sites:
                 if lab_web.app_pid(h, info.web, site) is None:
                     lab_web.start_app(machines.of(site), info.web, site)
+        if info.control_plane is not None:
+            for name in info.control_plane.members:
+                lab_etcd.start(machines.of(name), info.control_plane, name, wait=False)
+    if info.control_plane is not None:
+        lab_etcd.wait_healthy(info.control_plane)
     return info
 
 
@@ -423,6 +477,11 @@ def _stop_everything(h: Host, directory: Path) -> list[str]:
         info: LabInfo | None = load_info(h, directory)
     except LabError:
         info = None
+    if info is not None and info.control_plane is not None:
+        # the monitors first (they would act on what stops next), then etcd
+        cp = info.control_plane
+        stopped += [f"monitor@{name}" for name in lab_monitors.stop_all(cp)]
+        stopped += [f"etcd@{name}" for name in cp.members if lab_etcd.stop(cp, name)]
     if info is not None:
         if lab_router.stop_router(h, info.router):
             stopped.append("router")
@@ -455,8 +514,10 @@ def lab_processes(h: Host, directory: Path) -> list[int]:
     """PIDs of live PostgreSQL/HAProxy processes that belong to DIR.
 
     A safety net for ``down``: a PID file can be missing after a crash or a
-    re-clone. Only postgres, pg_* and haproxy programs are considered, so a
-    person's shell whose working directory is inside DIR is never touched.
+    re-clone. Only postgres, pg_*, haproxy, pgbouncer, etcd programs, the lab's web
+    apps and the monitors ``lab monitors up`` started (their state directory is in
+    DIR/monitors/) are considered, so a person's shell whose working directory is
+    inside DIR is never touched.
     """
     prefix = str(directory).rstrip("/") + "/"
     found: list[int] = []
@@ -470,8 +531,14 @@ def lab_processes(h: Host, directory: Path) -> list[int]:
             continue
         program = os.path.basename(argv[0].split(" ")[0]) if argv and argv[0] else ""
         webapp = program.startswith("python") and "failback.lab.webapp" in argv
+        monitor = program.startswith("python") and any(
+            arg.startswith(f"{prefix}monitors/") for arg in argv
+        )
         if not (
-            program.startswith(("postgres", "pg_")) or program in ("haproxy", "pgbouncer") or webapp
+            program.startswith(("postgres", "pg_"))
+            or program in ("haproxy", "pgbouncer", "etcd")
+            or webapp
+            or monitor
         ):
             continue
         cwd = h.process_cwd(pid) or ""
@@ -551,7 +618,32 @@ def lab_status(directory: Path) -> dict[str, Any]:
         }
         doc["web"] = {"url": info.web.url, "apps": apps}
         up = up and all(a["pid"] is not None for a in apps.values())
+    if info.control_plane is not None:
+        doc["control_plane"] = control_plane_doc(info.control_plane)
+        up = up and all(m["healthy"] for m in doc["control_plane"]["members"].values())
     doc["up"] = up
+    return doc
+
+
+def control_plane_doc(cp: LabControlPlane) -> dict[str, Any]:
+    """The control plane as ``lab up --json`` and ``lab status --json`` show it: where
+    etcd answers, the witness, each member's PID and health (asked from this machine:
+    a partitioned member is not healthy), each monitor's PID."""
+    return {
+        "endpoints": cp.endpoints,
+        "prefix": cp.prefix,
+        "lease_ttl": cp.lease_ttl,
+        "witness": {"netns": cp.witness.netns, "address": cp.witness.address},
+        "members": lab_etcd.describe(cp),
+        "monitors": lab_monitors.describe(cp),
+    }
+
+
+def lab_document(info: LabInfo) -> dict[str, Any]:
+    """``lab up --json``: lab.json's description, with the control plane's live state."""
+    doc = info.to_dict()
+    if info.control_plane is not None:
+        doc["control_plane"] = control_plane_doc(info.control_plane)
     return doc
 
 
@@ -565,18 +657,22 @@ def lab_break(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
     connections. ``router``: the lab has one HAProxy for both sites; it is killed
     (its servers' states are saved first so a repair restores them). ``host`` (netns
     lab): the whole machine dies, every process of the site's namespace SIGKILLed and
-    its link down.
+    its link down — its etcd member and monitor too, when the lab has a control plane
+    (the witness is such a machine). ``etcd``: only the machine's etcd member.
     """
     h = LocalHost()
     directory = Path(os.path.abspath(directory))
     info = load_info(h, directory)
-    info.site(site)
-    check_component(what)
+    _check_target(info, site, what)
     if what == "host":
         plan = _network_of(info, "break SITE host")
+        on_it = _control_plane_pids(info, site)
         killed = netns.kill_all(plan.hosts[site].netns)
         netns.link_down(plan, site)
-        return {"site": site, "component": what, "killed": len(killed)}
+        return {"site": site, "component": what, "killed": len(killed), **on_it}
+    if what == "etcd":
+        cp = _control_plane_of(info, f"break {site} etcd")
+        return {"site": site, "component": what, "killed_pid": lab_etcd.kill(cp, site)}
     if what == "web":
         return _web_flag(h, info, site, broken=True)
     if what == "router":
@@ -603,6 +699,37 @@ def lab_break(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
     return {"site": site, "component": what, "killed_pid": pid}
 
 
+def _check_target(info: LabInfo, site: str, what: str) -> None:
+    """``SITE WHAT`` names something this lab has; ``LabError`` with a hint otherwise."""
+    info.machine(site)
+    check_component(what)
+    if site == WITNESS and what not in WITNESS_COMPONENTS:
+        raise LabError(
+            f"the witness runs only the control plane: it has no {what}",
+            hint="break or repair the whole machine ('host') or its etcd member ('etcd')",
+        )
+
+
+def _control_plane_of(info: LabInfo, what: str) -> LabControlPlane:
+    if info.control_plane is None:
+        raise LabError(
+            f"'lab {what}' needs a lab with a control plane (etcd members)",
+            hint="create one with 'failback lab up --dir DIR --hosts netns --control-plane'",
+        )
+    return info.control_plane
+
+
+def _control_plane_pids(info: LabInfo, machine: str) -> dict[str, Any]:
+    """The PIDs of ``machine``'s etcd member and monitor (they die with the machine)."""
+    cp = info.control_plane
+    if cp is None or machine not in cp.members:
+        return {}
+    return {
+        "etcd_pid": lab_etcd.member_pid(cp, machine),
+        "monitor_pid": lab_monitors.monitor_pid(cp.monitor(machine)),
+    }
+
+
 def _web_flag(h: Host, info: LabInfo, site: str, *, broken: bool) -> dict[str, Any]:
     """``web``: that site's app answers 500 to every request (break) or heals (repair)."""
     if info.web is None:
@@ -617,13 +744,14 @@ def lab_repair(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
     A former primary comes back believing it is primary: no standby.signal is
     added, nothing is resynced. That is the stale primary failback must fence.
     ``host`` (netns lab): the machine comes back: link up, sshd, PostgreSQL (as it was
-    left) and the site's web app.
+    left), the site's web app, and its etcd member (which rejoins the cluster with its
+    data directory) — not its monitor: ``lab monitors up`` starts what is missing.
+    ``etcd``: only the machine's etcd member.
     """
     h = LocalHost()
     directory = Path(os.path.abspath(directory))
     info = load_info(h, directory)
-    info.site(site)
-    check_component(what)
+    _check_target(info, site, what)
     if what == "web":
         return _web_flag(h, info, site, broken=False)
     with LabMachines(info.network) as machines:
@@ -632,10 +760,16 @@ def lab_repair(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
             if pid is None:
                 pid = lab_router.start_router(machines.of(EDGE), info.router)
             return {"site": site, "component": what, "pid": pid}
+        if what == "etcd":
+            cp = _control_plane_of(info, f"repair {site} etcd")
+            return {"site": site, "component": what, **_restart_member(machines, cp, site)}
         if what == "host":
             plan = _network_of(info, "repair SITE host")
             netns.link_up(plan, site)
             lab_sshd.start(directory, plan, site)
+            if site == WITNESS:
+                cp = _control_plane_of(info, "repair witness host")
+                return {"site": site, "component": what, **_restart_member(machines, cp, site)}
         node = pg.lab_node(h, info, site)
         stale = postmaster_pid_file(h, node)
         if stale is not None and running_postmaster(h, node) is None:
@@ -644,23 +778,44 @@ def lab_repair(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
             start(machines.of(site), node, timeout=60)
         if what == "host" and info.web is not None and lab_web.app_pid(h, info.web, site) is None:
             lab_web.start_app(machines.of(site), info.web, site)
-    return {"site": site, "component": what, "pid": running_postmaster(h, node)}
+        member: dict[str, Any] = {}
+        if what == "host" and info.control_plane is not None:
+            member = _restart_member(machines, info.control_plane, site)
+    return {"site": site, "component": what, "pid": running_postmaster(h, node), **member}
+
+
+REJOIN_TIMEOUT_S = 15.0
+"""How long ``repair`` waits for a restarted etcd member to be healthy (it is not an
+error when it is not: the rest of the cluster may be cut off or down)."""
+
+
+def _restart_member(machines: LabMachines, cp: LabControlPlane, name: str) -> dict[str, Any]:
+    """Start ``name``'s etcd member unless it runs (its data directory makes it rejoin as
+    the member it was); wait a bounded time for it to be healthy."""
+    pid = lab_etcd.start(machines.of(name), cp, name)
+    deadline = time.monotonic() + REJOIN_TIMEOUT_S
+    while not (healthy := lab_etcd.healthy(cp.members[name])):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return {"etcd": {"pid": pid, "healthy": healthy}}
 
 
 def lab_partition(directory: Path, site: str) -> dict[str, Any]:
-    """Cut ``site`` off the network (its link down); its processes keep running, so a
-    primary there keeps believing it is primary (netns lab only)."""
+    """Cut ``site`` (or the witness) off the network (its link down); its processes keep
+    running, so a primary there keeps believing it is primary, and its etcd member and
+    monitor run on, cut off from the others (netns lab only)."""
     info = load_info(LocalHost(), Path(os.path.abspath(directory)))
-    info.site(site)
+    info.machine(site)
     plan = _network_of(info, "partition")
     netns.link_down(plan, site)
     return {"site": site, "partitioned": True}
 
 
 def lab_heal(directory: Path, site: str) -> dict[str, Any]:
-    """Bring ``site``'s link back (netns lab only)."""
+    """Bring ``site``'s (or the witness's) link back (netns lab only)."""
     info = load_info(LocalHost(), Path(os.path.abspath(directory)))
-    info.site(site)
+    info.machine(site)
     plan = _network_of(info, "heal")
     netns.link_up(plan, site)
     return {"site": site, "partitioned": False}

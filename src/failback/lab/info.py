@@ -7,19 +7,25 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from failback.hosts import Host
+from failback.lab.control_plane import WITNESS, LabControlPlane
 from failback.lab.errors import LabError
 from failback.lab.pool import LabPool
 from failback.lab.web import LabWeb
 
 LAB_FILE = "lab.json"
 SITES = ("dc1", "dc2")
-COMPONENTS = ("db", "router", "web", "host")
+COMPONENTS = ("db", "router", "web", "host", "etcd")
+"""What ``lab break|repair SITE WHAT`` acts on (``etcd``: the machine's etcd member, in a
+lab with a control plane)."""
+WITNESS_COMPONENTS = ("host", "etcd")
+"""The witness runs no database and no web app: only these apply to it."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,9 @@ class LabInfo:
     network: dict[str, Any] | None = None
     """``--hosts netns``: the namespaces, bridge and addresses (lab.netns), and the lab's
     ssh key and known_hosts; None when everything runs on 127.0.0.1."""
+    control_plane: LabControlPlane | None = None
+    """``--control-plane``: the etcd members (dc1, dc2, witness) and where the monitors
+    live; None in a lab without one."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +114,7 @@ class LabInfo:
             **({"web": self.web.url, "web_tier": self.web.to_dict()} if self.web else {}),
             **({"extra": self.extra} if self.extra else {}),
             **({"network": self.network} if self.network else {}),
+            **({"control_plane": self.control_plane.to_dict()} if self.control_plane else {}),
         }
 
     @classmethod
@@ -124,16 +134,30 @@ class LabInfo:
             router_dsn=data.get("router_dsn", ""),
             web=_web_from(data.get("web_tier")),
             network=data.get("network"),
+            control_plane=(
+                LabControlPlane.from_dict(data["control_plane"])
+                if data.get("control_plane")
+                else None
+            ),
         )
+
+    @property
+    def machines(self) -> list[str]:
+        """What ``break ... host``, ``partition`` and ``heal`` accept: the sites, and the
+        witness when the lab has a control plane."""
+        return [*self.sites, *([WITNESS] if self.control_plane else [])]
 
     def site(self, name: str) -> LabSite:
         """The site ``name``; ``LabError`` naming the lab's sites otherwise."""
         if name not in self.sites:
-            raise LabError(
-                f"the lab has no site {name!r}",
-                hint=f"use one of: {', '.join(self.sites)}",
-            )
+            raise unknown("site", name, self.machines)
         return self.sites[name]
+
+    def machine(self, name: str) -> str:
+        """``name`` when it is a site or the witness; ``LabError`` with did-you-mean."""
+        if name not in self.machines:
+            raise unknown("site", name, self.machines)
+        return name
 
 
 def _pool_from(data: dict[str, Any] | None) -> Any:
@@ -175,9 +199,17 @@ def load_info(host: Host, directory: Path) -> LabInfo:
         ) from None
 
 
+def unknown(kind: str, name: str, known: list[str] | tuple[str, ...]) -> LabError:
+    """ "the lab has no KIND 'x'", with did-you-mean and the known names as the hint."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    listed = ", ".join(known)
+    return LabError(
+        f"the lab has no {kind} {name!r}",
+        hint=f"did you mean {close[0]!r}? known: {listed}" if close else f"use one of: {listed}",
+    )
+
+
 def check_component(what: str) -> str:
     if what not in COMPONENTS:
-        raise LabError(
-            f"the lab has no component {what!r}", hint=f"use one of: {', '.join(COMPONENTS)}"
-        )
+        raise unknown("component", what, COMPONENTS)
     return what

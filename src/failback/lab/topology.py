@@ -97,7 +97,10 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
             "sites": {name: {"server": name} for name in info.web.sites},
         }
     if info.network is not None:
-        return _place_on_machines(doc, info)
+        doc = _place_on_machines(doc, info)
+    if info.control_plane is not None:
+        # three monitors (dc1, dc2, the witness) coordinated through the lab's etcd
+        doc["control_plane"] = info.control_plane.topology_section(list(info.sites))
     return doc
 
 
@@ -181,4 +184,9 @@ def render_topology(info: LabInfo) -> str:
         "# dc1 holds the primary, dc2 a streaming standby; HAProxy on "
         f"{info.router.address}:{info.router.port} is the write endpoint.\n"
     )
+    if info.control_plane is not None:
+        header += (
+            "# Control plane: an etcd member on dc1, dc2 and the witness; one monitor per\n"
+            "# machine ('failback lab monitors up' starts them with --node).\n"
+        )
     return header + yaml.safe_dump(topology_dict(info), sort_keys=False, width=100)

@@ -145,6 +145,8 @@ class Monitor:
             for svc in self.services
         ]
         if self.leadership is not None:
+            # the journal's copy reaches the log only through the leader: say it here too
+            notifier.emit(self._local_event("monitor.started", self._started_message()))
             seat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadership")
             tasks.append(asyncio.create_task(self._lead(seat, notifier, probe_stop)))
         pump_task = asyncio.create_task(self._pump(pump, notifier, cursor, stop))

@@ -82,6 +82,7 @@ class Leadership:
         self.changes: list[tuple[str, str]] = []
         """(kind, message) of leadership changes since the caller last took them."""
         self._was_leader = False
+        self._followed: str | None = None
 
     # -- the clock ------------------------------------------------------------------
 
@@ -121,7 +122,13 @@ class Leadership:
         elif self._was_leader and not leading:
             why = self.last_error or f"leader is now {self.leader_seen or 'nobody'}"
             self.changes.append(("leader.lost", f"{self.node} stopped leading: {why}"))
+        elif not leading and self.leader_seen != self._followed:
+            if self.leader_seen is not None:
+                self.changes.append(("leader.following", f"{self.node} follows {self.leader_seen}"))
+            elif self.last_error is None:
+                self.changes.append(("leader.none", "nobody leads: no monitor acts"))
         self._was_leader = leading
+        self._followed = None if leading else self.leader_seen
 
     def take_changes(self) -> list[tuple[str, str]]:
         """Leadership changes noticed since the last call (for the event log)."""
