@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from failback.coord import EtcdClient, LeaderElection
@@ -99,12 +100,12 @@ class Monitors:
         self.config = config
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, node: str) -> None:
+    def start(self, node: str, *extra: str) -> None:
         log = (self.tmp / f"{node}.log").open("ab")
         self.procs[node] = subprocess.Popen(
             failback_argv(
                 "monitor", "-c", str(self.config), "--node", node,
-                "--state-dir", str(self.tmp / f"state-{node}"), "--grace", "1",
+                "--state-dir", str(self.tmp / f"state-{node}"), "--grace", "1", *extra,
             ),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -180,9 +181,14 @@ def test_one_leader_acts_and_both_nodes_see_the_same_journal(
 ) -> None:  # type: ignore[no-untyped-def]
     config = write_topology(tmp_path, etcd)
     group = monitors(config)
-    for node in NODES:
-        group.start(node)
+    group.start("a", "--listen", "127.0.0.1:0")
+    group.start("b")
     wait_for(lambda: leader(config) in NODES, 15, "a leader elected")
+    wait_for(lambda: "API and dashboard on" in (tmp_path / "a.log").read_text(), 15, "API up")
+    line = next(x for x in (tmp_path / "a.log").read_text().splitlines() if "API and" in x)
+    api = httpx.get(line.rsplit(" ", 1)[-1] + "/api/v1/cluster", timeout=10).json()
+    assert api["configured"] is True and api["leader"]["node"] == leader(config)
+    assert {m["node"] for m in api["members"] if m["present"]} == set(NODES)
     document = cluster(config)
     members = {m["node"]: m for m in document["members"]}  # type: ignore[index, union-attr]
     assert all(members[n]["present"] for n in NODES)
@@ -263,3 +269,48 @@ def test_a_deposed_leaders_journal_writes_fail_in_etcd(etcd: Etcd, tmp_path: Pat
         assert messages == ["written while leading"]
     finally:
         store.close()
+
+
+def test_cluster_status_says_why_when_etcd_cannot_answer(tmp_path: Path) -> None:
+    from failback.lab.ports import pick_ports
+
+    (port,) = pick_ports(1)
+    config = write_topology(tmp_path, Etcd(f"http://127.0.0.1:{port}", None, tmp_path))  # type: ignore[arg-type]
+    result = run_cli("cluster", "status", "-c", str(config))
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "connection refused" in result.stderr
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr
+    document = run_cli("cluster", "status", "-c", str(config), "--json").json()
+    assert document["leader"] is None and "connection refused" in document["error"]
+    assert document["etcd"]["healthy"] == 0
+
+
+def test_etcd_users_are_authenticated_and_a_wrong_password_is_one_line(
+    tmp_path: Path,
+) -> None:
+    with etcd_server(tmp_path / "auth-etcd") as server:
+        api = f"{server.url}/v3/auth"
+        for path, body in (
+            ("/role/add", {"name": "root"}),
+            ("/user/add", {"name": "root", "password": "right-password"}),
+            ("/user/grant", {"user": "root", "role": "root"}),
+            ("/enable", {}),
+        ):
+            httpx.post(api + path, json=body, timeout=5).raise_for_status()
+        config = write_topology(tmp_path, server)
+        secret = tmp_path / "etcd.pass"
+        text = config.read_text().replace(
+            f"etcd: {{endpoints: [{server.url}]}}",
+            f"etcd: {{endpoints: [{server.url}], username: root, password: file:{secret}}}",
+        )
+        config.write_text(text)
+        secret.write_text("wrong-password\n")
+        wrong = run_cli("cluster", "status", "-c", str(config))
+        assert wrong.returncode == 1
+        assert "refused user root: wrong user name or password" in wrong.stderr
+        assert "wrong-password" not in wrong.stdout + wrong.stderr
+        secret.write_text("right-password\n")
+        right = run_cli("cluster", "status", "-c", str(config), "--json")
+        assert right.json()["error"] is None  # authenticated: etcd answered (nobody leads)
+        anonymous = httpx.post(f"{server.url}/v3/kv/range", json={"key": "Lw=="}, timeout=5)
+        assert anonymous.status_code >= 400 or "error" in anonymous.text  # auth is on
