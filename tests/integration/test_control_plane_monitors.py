@@ -44,16 +44,25 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
         yield server
 
 
-def write_topology(tmp: Path, etcd: Etcd, *, promote_s: float = 0.0) -> Path:
-    """Service ``app``: one command component whose promote at dc2 takes ``promote_s``
-    and records ``promote@dc2``; fail over automatically after three failed probes."""
+def write_topology(tmp: Path, etcd: Etcd) -> Path:
+    """Service ``app``: one command component whose promote records ``promote@SITE``; fail
+    over automatically after two failed probes.
+
+    ``tmp/signal`` holding a signal name makes the next promote, right after its effect,
+    send that signal to the process that runs it (the leader monitor) and remove the
+    file: the leader dies or pauses *inside* the step, after its effect and before the
+    journal says so, whatever the machine's load."""
     effects = tmp / "effects.log"
     effects.touch()
     for site in ("dc1", "dc2"):
         (tmp / f"{site}.up").touch()
+    flag = tmp / "signal"
 
     def actions(site: str) -> str:
-        promote = f"sleep {promote_s}; echo promote@{site} >> {effects}"
+        promote = (
+            f"echo promote@{site} >> {effects}; if [ -e {flag} ]; then s=$(cat {flag}); "
+            f"rm -f {flag}; kill -$s $PPID; fi"
+        )
         return textwrap.dedent(
             f"""\
             observe: "test -f {tmp}/{site}.up"
@@ -206,16 +215,17 @@ def test_one_leader_acts_and_both_nodes_see_the_same_journal(
 def test_a_leader_killed_mid_run_is_replaced_and_its_run_finished_once(
     tmp_path: Path, etcd: Etcd, monitors
 ) -> None:  # type: ignore[no-untyped-def]
-    config = write_topology(tmp_path, etcd, promote_s=1.5)
+    config = write_topology(tmp_path, etcd)
     group = monitors(config)
     group.start("a")
     wait_for(lambda: leader(config) == "a", 15, "a leads")
     group.start("b")
     wait_for(lambda: any(m.get("node") == "b" and m.get("present")
                          for m in cluster(config)["members"]), 15, "b joined")  # type: ignore[union-attr]  # fmt: skip
+    (tmp_path / "signal").write_text("KILL")
     (tmp_path / "dc1.up").unlink()
-    wait_for(lambda: any(r["status"] == "running" for r in runs(config, "a")), 20, "a runs")
-    group.signal("a", signal.SIGKILL)
+    wait_for(lambda: group.procs["a"].poll() is not None, 30, "a killed inside its promote")
+    assert effects(tmp_path).count("promote@dc2") == 1
     wait_for(lambda: leader(config) == "b", 3 * TTL + 5, "b takes over")
     wait_for(lambda: [r["status"] for r in runs(config, "b")] == ["succeeded"], 20, "b finishes")
     assert effects(tmp_path).count("promote@dc2") == 1
@@ -226,17 +236,20 @@ def test_a_leader_killed_mid_run_is_replaced_and_its_run_finished_once(
 def test_a_paused_leader_applies_nothing_after_it_resumes(
     tmp_path: Path, etcd: Etcd, monitors
 ) -> None:  # type: ignore[no-untyped-def]
-    """SIGSTOP the leader while its run waits in a step, longer than the lease: the other
-    node finishes the run; SIGCONT: the old leader applies nothing more (its next step's
-    proof fails, its journal writes are fenced)."""
-    config = write_topology(tmp_path, etcd, promote_s=1.0)
+    """SIGSTOP the leader inside a step (after its effect, before its journal write),
+    longer than the lease: the other node finishes the run (the step's check finds the
+    effect); SIGCONT: the old leader applies nothing more (its next step's proof fails,
+    its journal writes are fenced)."""
+    config = write_topology(tmp_path, etcd)
     group = monitors(config)
     group.start("a")
     wait_for(lambda: leader(config) == "a", 15, "a leads")
     group.start("b")
+    wait_for(lambda: any(m.get("node") == "b" and m.get("present")
+                         for m in cluster(config)["members"]), 15, "b joined")  # type: ignore[union-attr]  # fmt: skip
+    (tmp_path / "signal").write_text("STOP")
     (tmp_path / "dc1.up").unlink()
-    wait_for(lambda: any(r["status"] == "running" for r in runs(config, "a")), 20, "a runs")
-    group.signal("a", signal.SIGSTOP)
+    wait_for(lambda: not (tmp_path / "signal").exists(), 30, "a paused inside its promote")
     wait_for(lambda: leader(config) == "b", 3 * TTL + 5, "b takes over")
     wait_for(lambda: [r["status"] for r in runs(config, "b")] == ["succeeded"], 20, "b ends")
     finished = list(effects(tmp_path))

@@ -113,3 +113,35 @@ def test_node_and_cluster_need_a_control_plane(tmp_path: Path) -> None:
     status = run_cli("cluster", "status", "-c", str(config))
     assert status.returncode == 2 and "no control_plane section" in status.stderr
     assert "Traceback" not in monitor.stderr + status.stderr
+
+
+def test_a_monitor_whose_peer_port_is_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    token = tmp_path / "peer.token"
+    token.write_text("a-peer-token-of-24-chars!\n")
+    section = GOOD.replace(
+        "nodes: {dc1: {site: dc1}, dc2: {site: dc2}, witness: {}}",
+        f"peer_token: file:{token}\n  nodes: {{dc1: {{site: dc1, peer: '127.0.0.1:{port}'}},"
+        " dc2: {site: dc2}}",
+    )
+    try:
+        result = run_cli(
+            "monitor", "-c", str(write(tmp_path, section)), "--node", "dc1",
+            "--state-dir", str(tmp_path / "s"), env={"ETCD_PW": "x"},
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert result.returncode == 2, result.stderr
+    assert f"cannot answer the other nodes on 127.0.0.1:{port}" in result.stderr
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_peers_need_a_token(tmp_path: Path) -> None:
+    section = GOOD.replace("witness: {}", "witness: {peer: '10.0.0.9:2390'}")
+    result = run_cli("validate", str(write(tmp_path, section)))
+    assert result.returncode == 2 and "no peer_token" in result.stdout + result.stderr

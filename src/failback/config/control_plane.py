@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from failback.config.api import parse_listen
 from failback.coord import EtcdClient
 from failback.errors import UsageError
 from failback.model.durations import PositiveDuration
@@ -105,6 +106,22 @@ class ControlPlaneNode(ConfigModel):
         "primary when it is cut off from etcd. Omit for a witness outside every site.",
     )
     description: str = Field("", description="Free text for people reading the topology.")
+    peer: str | None = Field(
+        None,
+        description="HOST:PORT this node's monitor answers the other nodes on, directly "
+        "(not through etcd): when etcd is unreachable, a site's node asks every other node "
+        "whether it can reach etcd either; only if all say no does its primary keep "
+        "serving (failsafe). Without it, a node cut off from etcd always fences its site.",
+    )
+
+    @field_validator("peer")
+    @classmethod
+    def _peer_is_host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            _host, port = parse_listen(value)
+            if port == 0:
+                raise ValueError("give the peer port explicitly (the other nodes dial it)")
+        return value
 
 
 class ControlPlane(ConfigModel):
@@ -125,6 +142,11 @@ class ControlPlane(ConfigModel):
         None,
         description="A leader that cannot renew stops acting this long before its lease "
         "could end. Default: a quarter of lease_ttl.",
+    )
+    peer_token: SecretRef | None = Field(
+        None,
+        description="The token nodes present to each other's peer address (env:NAME or "
+        "file:/path, at least 16 characters). Needed when any node has a peer.",
     )
     nodes: dict[str, ControlPlaneNode] = Field(
         min_length=1,
@@ -163,6 +185,15 @@ class ControlPlane(ConfigModel):
                     "with a symbol)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _peers_need_a_token(self) -> ControlPlane:
+        if any(n.peer for n in self.nodes.values()) and self.peer_token is None:
+            raise ValueError(
+                "nodes have peer addresses but no peer_token: give one (env:NAME or "
+                "file:/path) so that only failback's nodes can ask them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _margin_below_ttl(self) -> ControlPlane:

@@ -53,6 +53,7 @@ class Membership:
         self._lease_id: int | None = None
         self._granted_ttl = ttl
         self.renewed_at: float | None = None
+        self._dirty = False
 
     def renew(self) -> None:
         """Renew (or create) the member key; an ``EtcdError`` leaves ``renewed_at`` as it was."""
@@ -67,13 +68,26 @@ class Membership:
             if ttl > 0:
                 self._granted_ttl = ttl
                 self.renewed_at = sent_at
+                if self._dirty:
+                    text = json.dumps(self.info, sort_keys=True)
+                    self.client.put(self.key, text, lease=self._lease_id)
+                    self._dirty = False
                 return
             self._lease_id = None  # expired behind our back: start afresh
         lease = self.client.lease_grant(self.ttl)
         self._lease_id = lease.id
         self._granted_ttl = lease.ttl or self.ttl
         self.client.put(self.key, json.dumps(self.info, sort_keys=True), lease=lease.id)
+        self._dirty = False
         self.renewed_at = sent_at
+
+    def update(self, **info: Any) -> None:
+        """Change what the member key says (written at the next renewal; etcd errors are
+        the caller's, as for ``renew``)."""
+        merged = dict(self.info, **info)
+        if merged != self.info:
+            self.info = merged
+            self._dirty = True
 
     def lease_deadline(self) -> float | None:
         """The clock reading from which etcd may have dropped this node's member key."""

@@ -103,6 +103,9 @@ class Capability(StrEnum):
     monitor's zero-loss mode)."""
     CLIENT_ENDPOINT = "client-endpoint"
     """Knows the host:port clients write through (a write there verifies a switch)."""
+    SELF_FENCE = "self-fence"
+    """Can make its primary at one site refuse writes from that site itself, without a
+    run or the journal (a control plane node cut off from etcd), and lift that fence."""
     TRAFFIC_HEALTH = "traffic-health"
     """Judges a stateless tier's health under real traffic at one site (errors, response
     time, health check): the failback's observation window watches it."""
@@ -321,6 +324,22 @@ class Driver(Generic[SettingsT]):
         """SYNCHRONOUS_REPLICATION: from the primary's observation data, the standbys it
         waits for right now (none: asynchronous)."""
         return []
+
+    def self_fence(self, settings: SettingsT, site: str, host: Host) -> dict[str, Any]:
+        """SELF_FENCE: make the component at ``site`` take no write now, acting from that
+        site (its monitor lost etcd); what was done (``fenced``: False when there was
+        nothing to fence: down, or not a primary). Must finish well within a second."""
+        raise NotImplementedError(f"the {self.name} driver cannot fence itself")
+
+    def self_fenced(self, observed: Mapping[str, Any]) -> bool:
+        """SELF_FENCE: from an observation's data, the component carries failback's own
+        self-fence (not a person's switch)."""
+        return False
+
+    def lift_self_fence(self, settings: SettingsT, site: str, host: Host) -> bool:
+        """SELF_FENCE: undo ``self_fence`` at ``site`` (the site was never failed over
+        from); False when it carried no fence of failback's."""
+        return False
 
     def traffic_watch(self, settings: SettingsT, site: str, thresholds: Any) -> TrafficWatch:
         """TRAFFIC_HEALTH: start watching a stateless tier at ``site`` against

@@ -171,8 +171,24 @@ class LabControlPlane:
             "etcd": {"endpoints": self.endpoints},
             "prefix": self.prefix,
             "lease_ttl": self.lease_ttl,
-            "nodes": {name: ({"site": name} if name in sites else {}) for name in self.members},
+            "peer_token": f"file:{self.peer_token_file}",
+            "nodes": {
+                name: {
+                    **({"site": name} if name in sites else {}),
+                    "peer": f"{member.address}:{FAILSAFE_PORT}",
+                }
+                for name, member in self.members.items()
+            },
         }
+
+    @property
+    def peer_token_file(self) -> str:
+        """The token monitors present to each other's failsafe address (secrets/)."""
+        return str(Path(self.dir).parent / "secrets" / "peer.token")
+
+
+FAILSAFE_PORT = 2390
+"""Where each machine's monitor answers the other nodes directly (failsafe)."""
 
 
 def plan_control_plane(directory: Path, network: dict[str, Any]) -> LabControlPlane:

@@ -197,6 +197,8 @@ def _create(
     avoid = set(ports)
     network = _build_network(directory, witness=control_plane) if netns_lab else None
     cp = plan_control_plane(directory, network) if control_plane and network else None
+    if cp is not None:
+        h.write_text(cp.peer_token_file, secrets.token_urlsafe(24) + "\n")
     address = _addresses(network)
     sites = {
         name: LabSite(

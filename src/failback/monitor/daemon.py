@@ -30,11 +30,13 @@ from failback.config import Topology
 from failback.config.journal import journal_for
 from failback.errors import StateError, UsageError
 from failback.hosts import HostSet
+from failback.monitor.failsafe import FailsafeServer
 from failback.monitor.leadership import Leadership
 from failback.monitor.notify import Notifier, event_document
 from failback.monitor.reconcile import ServiceMonitor
 from failback.monitor.run_worker import JournalPerThread
 from failback.monitor.scheduler import run_probe
+from failback.monitor.site_guard import CHECK_S, SiteGuard
 from failback.observe.probes import ProbeHealth, build_probes
 
 TICK_S = 0.25
@@ -88,6 +90,7 @@ class Monitor:
         self.grace = grace
         self.leadership = leadership
         """This node's seat in the control plane; None on one machine (always acts)."""
+        self.failsafe = self._failsafe_server()
         self.hosts: HostSet = topology.open_hosts()
         """The machines probes observe through, connected for the monitor's lifetime."""
         self.run_hosts: HostSet = topology.open_hosts()
@@ -128,9 +131,13 @@ class Monitor:
         await loop.run_in_executor(pump, self._event, "monitor.started", self._started_message())
         wake = {svc.name: asyncio.Event() for svc in self.services}
 
+        self._lead_wake = asyncio.Event()
+
         def on_result(svc: ServiceMonitor, probe: Any, result: Any) -> None:
             if svc.on_result(probe, result):
                 wake[svc.name].set()
+                if self.leadership is not None and probe.site == self.leadership.site:
+                    self._lead_wake.set()  # the member key says what this site sees
 
         probe_stop = asyncio.Event()
         tasks = [
@@ -149,6 +156,12 @@ class Monitor:
             notifier.emit(self._local_event("monitor.started", self._started_message()))
             seat = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadership")
             tasks.append(asyncio.create_task(self._lead(seat, notifier, probe_stop)))
+            if self.failsafe is not None:
+                self.failsafe.start()
+            guard = self._site_guard(notifier)
+            if guard is not None:
+                guarding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="site-guard")
+                tasks.append(asyncio.create_task(self._guard(guard, guarding, probe_stop)))
         pump_task = asyncio.create_task(self._pump(pump, notifier, cursor, stop))
         await stop.wait()
         probe_stop.set()
@@ -164,6 +177,8 @@ class Monitor:
         if self.acting():
             await self._pump_once(pump, notifier, pump_task.result())
         if self.leadership is not None:
+            if guard is not None:
+                guarding.shutdown(wait=True)
             await loop.run_in_executor(seat, self.leadership.close)
             seat.shutdown(wait=True)
             notifier.line(event_document(self._local_event("monitor.stopped", "monitor stopped")))
@@ -173,9 +188,11 @@ class Monitor:
             executor.shutdown(wait=True)
 
     def close(self) -> None:
-        """Close the probes' connections, and the runs' unless a run still uses them:
-        closing would fail its step in flight (and start its undo) as the monitor exits,
-        where the process ending leaves it interrupted, for the next monitor."""
+        """Close the failsafe server, the probes' connections, and the runs' unless a run
+        still uses them: closing would fail its step in flight (and start its undo) as the
+        monitor exits, where the process ending leaves it interrupted, for the next one."""
+        if self.failsafe is not None:
+            self.failsafe.close()
         self.hosts.close()
         workers = [w for svc in self.services for w in (svc.worker, svc.aborter)]
         if any(w is not None and w.alive() for w in workers):
@@ -201,8 +218,11 @@ class Monitor:
         assert self.leadership is not None
         loop = asyncio.get_running_loop()
         reported_error: str | None = None
+        self.leadership.begin()
         while not stop.is_set():
             started = loop.time()
+            self._lead_wake.clear()
+            self.leadership.site_down(self._site_failures())
             await loop.run_in_executor(seat, self.leadership.tick)
             error = self.leadership.last_error
             if error != reported_error:
@@ -219,7 +239,66 @@ class Monitor:
                     await loop.run_in_executor(seat, self._event, kind, message)
             left = self.leadership.period - (loop.time() - started)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(left, 0.05))
+                await asyncio.wait_for(_first(stop, self._lead_wake), max(left, 0.05))
+
+    def _site_failures(self) -> list[str]:
+        """This node's site's probes judged failed now (what its member key reports)."""
+        assert self.leadership is not None
+        return [
+            key
+            for svc in self.services
+            for key, health in svc.health.items()
+            if health.probe.site == self.leadership.site and health.failed
+        ]
+
+    def _failsafe_server(self) -> FailsafeServer | None:
+        """The server answering the other nodes on this node's peer address (bound now,
+        so that a port in use is refused before anything starts; started by ``run``)."""
+        control_plane = self.topology.control_plane
+        if self.leadership is None or control_plane is None:
+            return None
+        peer = control_plane.nodes[self.leadership.node].peer
+        if peer is None or control_plane.peer_token is None:
+            return None
+        token = control_plane.peer_token.resolve()
+        try:
+            return FailsafeServer(peer, token, self.leadership.confirm_failsafe)
+        except OSError as exc:
+            raise UsageError(
+                f"node {self.leadership.node} cannot answer the other nodes on {peer}: "
+                f"{exc.strerror or exc}",
+                hint=f"another process uses that port, or it is not this machine's address: "
+                f"check control_plane.nodes.{self.leadership.node}.peer",
+            ) from None
+
+    def _site_guard(self, notifier: Notifier) -> SiteGuard | None:
+        """The self-fencing of this node's site (none for a witness)."""
+        assert self.leadership is not None
+        control_plane = self.topology.control_plane
+        if self.leadership.site is None or control_plane is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def emit(kind: str, message: str, data: dict[str, Any]) -> None:
+            event = self._local_event(kind, message)
+            event["data"] = {**event["data"], **data}
+            loop.call_soon_threadsafe(notifier.emit, event)
+
+        token = control_plane.peer_token.resolve() if control_plane.peer_token else None
+        return SiteGuard(self.topology, self.leadership, self.run_hosts, emit, token)
+
+    async def _guard(
+        self, guard: SiteGuard, executor: ThreadPoolExecutor, stop: asyncio.Event
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                await loop.run_in_executor(executor, guard.check)
+            except Exception as exc:  # the guard must outlive one broken check
+                notifier_line = f"site guard failed: {type(exc).__name__}: {exc}"
+                self.log.write(notifier_line + "\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), CHECK_S)
 
     def _local_event(self, kind: str, message: str) -> dict[str, Any]:
         assert self.leadership is not None
@@ -245,6 +324,7 @@ class Monitor:
         while not stop.is_set():
             wake.clear()
             if not self.acting():  # a follower watches (its probes run) and never acts
+                svc.forget_edges()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), TICK_S)
                 continue
@@ -264,19 +344,18 @@ class Monitor:
         self, executor: ThreadPoolExecutor, notifier: Notifier, cursor: int, stop: asyncio.Event
     ) -> int:
         """Forward journal events to the log and the webhooks. With a control plane the
-        journal is shared: only the leader forwards (each event reaches a webhook once),
-        from the newest event when it became leader."""
+        journal is shared: only the leader forwards (each event reaches a webhook once);
+        a follower keeps its cursor at the newest event, so a node that wins forwards
+        from about when it won (a pump interval at most before)."""
         loop = asyncio.get_running_loop()
-        forwarding = self.acting()
         while not stop.is_set():
-            if self.acting() and not forwarding:
+            if self.acting():
+                cursor = await self._pump_once(executor, notifier, cursor)
+            else:  # a follower keeps its place: when it wins, it forwards what it writes
                 with contextlib.suppress(Exception):
                     cursor = await loop.run_in_executor(
                         executor, lambda: self.journals.get().last_event_id()
                     )
-            forwarding = self.acting()
-            if forwarding:
-                cursor = await self._pump_once(executor, notifier, cursor)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), PUMP_S)
         return cursor
@@ -303,6 +382,16 @@ class Monitor:
             worker = svc.worker
             while worker is not None and worker.alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return when any of ``events`` is set."""
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def open_leadership(topology: Topology, node: str | None, api: str | None) -> Leadership | None:

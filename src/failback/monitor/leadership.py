@@ -19,6 +19,7 @@ Two guards stop a leader that lost its lease, because it may not know it yet:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -30,6 +31,7 @@ from failback.config.control_plane import ControlPlane
 from failback.coord import EtcdClient, EtcdError, LeaderElection
 from failback.coord.membership import Membership
 from failback.errors import LeadershipLost
+from failback.monitor.failsafe import Answer
 
 
 class Leadership:
@@ -74,6 +76,12 @@ class Leadership:
             clock=clock,
         )
         self._clock = clock
+        self.control_plane = control_plane
+        self.started_at: float | None = None
+        """When this node's clock began (``begin``): before, it is not cut off."""
+        self.hold_until = 0.0
+        """Until then this node neither campaigns nor acts: it told a cut-off site's node
+        that it cannot reach etcd either (failsafe.py), and that answer is a promise."""
         self._lock = threading.Lock()
         self.last_error: str | None = None
         """Why the last tick could not talk to etcd (None: it could)."""
@@ -109,6 +117,8 @@ class Leadership:
             self.leader_seen = self.node
             return
         self.leader_seen = self.election.leader()
+        if self.holding():
+            return  # it promised a cut-off site not to act (failsafe)
         if self.leader_seen is None or self.leader_seen == self.node:
             if self.election.campaign():
                 self.leader_seen = self.node
@@ -116,11 +126,15 @@ class Leadership:
                 self.leader_seen = self.election.leader()
 
     def _note_change(self) -> None:
-        leading = self.election.may_act()
+        leading = self.may_act()
         if leading and not self._was_leader:
             self.changes.append(("leader.elected", f"{self.node} is the leader"))
         elif self._was_leader and not leading:
-            why = self.last_error or f"leader is now {self.leader_seen or 'nobody'}"
+            why = self.last_error or (
+                f"leader is now {self.leader_seen}"
+                if self.leader_seen not in (None, self.node)
+                else "no renewal within its lease (minus the safety margin)"
+            )
             self.changes.append(("leader.lost", f"{self.node} stopped leading: {why}"))
         elif not leading and self.leader_seen != self._followed:
             if self.leader_seen is not None:
@@ -140,11 +154,18 @@ class Leadership:
     # -- the guards -----------------------------------------------------------------
 
     def may_act(self) -> bool:
-        """This node leads, and by its own clock its lease cannot have ended (no I/O)."""
-        return self.election.may_act()
+        """This node leads, by its own clock its lease cannot have ended, and it has not
+        promised a cut-off site to stand still (no I/O)."""
+        return self.election.may_act() and not self.holding()
 
     def prove(self, what: str) -> None:
         """The fencing check: raise ``LeadershipLost`` unless etcd confirms this node leads."""
+        if self.holding():
+            raise LeadershipLost(
+                f"{what} not applied: node {self.node} promised a cut-off site's node to "
+                "stand still while etcd does not answer (failsafe)",
+                hint="the leader elected once etcd answers continues the run",
+            )
         try:
             proven = self.election.still_leader()
         except EtcdError as exc:
@@ -163,6 +184,118 @@ class Leadership:
         """What a run's journal writes must also prove (``Store.fence_writes``): this
         node's leader key and lease; None when it does not lead."""
         return self.election.fence() if self.may_act() else None
+
+    # -- cut off, failsafe, and sites ---------------------------------------------------
+
+    def begin(self) -> None:
+        """The monitor runs: from now on, a node that never reached etcd counts as cut off
+        once a lease TTL (minus the margin) has passed without its first renewal."""
+        if self.started_at is None:
+            self.started_at = self._clock()
+
+    def cut_off(self) -> bool:
+        """By this node's own clock, etcd may be about to drop its member key: no renewal
+        for the lease TTL minus the safety margin (from ``begin``, before the first one).
+        What a site's node fences its primary on (unless the failsafe says otherwise)."""
+        deadline = self.membership.lease_deadline()
+        if deadline is None:
+            if self.started_at is None:
+                return False
+            deadline = self.started_at + self.ttl
+        return self._clock() >= deadline - self.election.safety_margin
+
+    def renewal_missed(self) -> bool:
+        """The last renewal that should have happened did not succeed (with a fifth of a
+        period of slack): etcd does not answer this node now. Nodes lose etcd together
+        when its quorum goes, but reach ``cut_off`` up to a period apart: this is what
+        lets the first one's question find the others already without etcd."""
+        renewed = self.membership.renewed_at
+        since = renewed if renewed is not None else self.started_at
+        return since is not None and self._clock() - since > self.period * 1.2
+
+    def holding(self) -> bool:
+        return self._clock() < self.hold_until
+
+    def confirm_failsafe(self, asker: str) -> Answer:
+        """Another node, cut off from etcd, asks whether this one can reach it. Confirm
+        only when this node cannot either (its renewal failed, or it is cut off itself);
+        then hold back from campaigning and acting for one TTL, leader or not (the asker
+        keeps its primary serving on this answer)."""
+        if not (self.cut_off() or self.renewal_missed()):
+            return Answer(self.node, False, f"{self.node} reaches etcd")
+        # etcd does not answer this node either: a leader stops acting now (its lease is
+        # lost anyway), and none of them acts for one TTL from this answer
+        self.hold_until = max(self.hold_until, self._clock() + self.ttl)
+        return Answer(
+            self.node,
+            True,
+            f"{self.node} cannot reach etcd either; it will not act for {self.ttl} s",
+        )
+
+    def site_down(self, probe_keys: list[str]) -> None:
+        """What this node's probes see failed at its own site (its member key says it: the
+        leader weighs it before failing over from this site)."""
+        self.membership.update(site_down=sorted(probe_keys))
+
+    def site_released(self, site: str, failed: list[str]) -> tuple[bool, str]:
+        """Whether the leader may fail over from ``site`` now, as far as that site's own
+        nodes are concerned: each is gone from etcd (cut off: it has fenced its site by its
+        own clock, or it died), or it sees the same failures from inside the site. A node
+        of the site that still reaches etcd and sees them serving means a partition
+        between sites, not a failure of ``site``: clients inside it may still write there.
+        """
+        at_site = [
+            name
+            for name, spec in self.control_plane.nodes.items()
+            if spec.site == site and name != self.node
+        ]
+        if not at_site:
+            return True, f"no control-plane node lives at {site}"
+        try:
+            members = {
+                kv.key.rsplit("/", 1)[-1]: kv.text
+                for kv in self.client.get_prefix(self.membership.key.rsplit("/", 1)[0] + "/")
+            }
+        except EtcdError as exc:
+            return False, f"cannot read {site}'s nodes from etcd: {exc.message}"
+        for name in at_site:
+            text = members.get(name)
+            if text is None:
+                continue  # gone: cut off (and fenced by its own clock) or dead
+            try:
+                seen_down = set(json.loads(text).get("site_down") or ())
+            except (ValueError, AttributeError):
+                seen_down = set()
+            missing = sorted(set(failed) - seen_down)
+            if missing:
+                return False, (
+                    f"node {name} at {site} still reaches etcd and sees {', '.join(missing)} "
+                    "serving: waiting (a partition between sites is not a failure of "
+                    f"{site}; its node fences it if it is cut off)"
+                )
+        return True, f"{site}'s nodes are gone from etcd or see the failure too"
+
+    def site_nodes_present(self, site: str) -> tuple[bool, str]:
+        """Every node of ``site`` (this one aside) holds its member key: the site reaches
+        etcd again (its nodes are no longer fencing it)."""
+        at_site = [
+            name
+            for name, spec in self.control_plane.nodes.items()
+            if spec.site == site and name != self.node
+        ]
+        if self.site == site and self.cut_off():
+            return False, f"{self.node} itself is cut off"
+        try:
+            present = {
+                kv.key.rsplit("/", 1)[-1]
+                for kv in self.client.get_prefix(self.membership.key.rsplit("/", 1)[0] + "/")
+            }
+        except EtcdError as exc:
+            return False, f"cannot read {site}'s nodes from etcd: {exc.message}"
+        missing = [name for name in at_site if name not in present]
+        if missing:
+            return False, f"{', '.join(missing)} at {site} not back in etcd yet"
+        return True, f"{site}'s nodes reach etcd again"
 
     # -- reporting and stopping -------------------------------------------------------
 

@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from failback.config import Service, Topology
-from failback.drivers.catalog import role_of
+from failback.drivers.base import Capability
+from failback.drivers.catalog import driver_of, has_capability, role_of
 from failback.engine.executor import (
     RunOutcome,
     RunProcessLock,
@@ -181,6 +182,8 @@ class ServiceMonitor:
         self._edges_to_events(journal)
         observations = self._observations(views, active)
         self._fence_on_sight(journal, observations, run, active, now)
+        if not held:
+            self._lift_self_fence(journal, observations, active)
         runs = self._past_runs(journal, holder, now)
         self._flap_damping(journal, views, state, run, runs, now)
         # zero-loss mode is kept while nothing acts: no run, a run in its observation
@@ -338,6 +341,12 @@ class ServiceMonitor:
                 service=self.name,
                 data={"reason": worker.refusal},
             )
+
+    def forget_edges(self) -> None:
+        """A follower does not report: the leader does. Edges seen while following are
+        dropped, so a node that wins does not report stale ones as news."""
+        with self._lock:
+            self._edges = []
 
     def _edges_to_events(self, journal: Journal) -> None:
         """Tell people when a probe crosses its threshold; decisions never depend on it."""
@@ -509,6 +518,50 @@ class ServiceMonitor:
         mark_stale_primaries(observed, active)
         return observed
 
+    def _lift_self_fence(
+        self, journal: Journal, observed: list[ComponentObservation], active: str
+    ) -> None:
+        """A site whose node fenced it while cut off from etcd, and that nobody failed
+        over from (it is still the active site, no run holds the service): once every
+        node of that site reaches etcd again, lift the fence (site_guard.py). A site that
+        was failed over from is a stale primary instead, failed back to later."""
+        if self.seat is None:
+            return
+        fenced = [
+            o
+            for o in observed
+            if o.site == active
+            and o.role == "primary"
+            and has_capability(self.service.components[o.component], Capability.SELF_FENCE)
+            and driver_of(self.service.components[o.component]).self_fenced(o.data)
+        ]
+        if not fenced:
+            return
+        present, why = self.seat.site_nodes_present(active)
+        if not present:
+            return
+        for o in fenced:
+            settings = self.service.components[o.component]
+            try:
+                assert self.hosts is not None
+                host = self.hosts.get(self.topology.host_name(settings, active))
+                lifted = driver_of(settings).lift_self_fence(settings, active, host)
+            except FailbackError as exc:
+                journal.add_event(
+                    "site.unfence_failed",
+                    f"{o.component}@{active}: the self-fence could not be lifted: {exc.message}",
+                    service=self.name,
+                )
+                continue
+            if lifted:
+                journal.add_event(
+                    "site.unfenced",
+                    f"{o.component}@{active} fenced itself while its site was cut off from "
+                    f"etcd; nobody failed over from {active} and {why}: fence lifted",
+                    service=self.name,
+                    data={"component": o.component, "site": active},
+                )
+
     def _fence_on_sight(
         self,
         journal: Journal,
@@ -611,6 +664,14 @@ class ServiceMonitor:
             return decision.to_dict(now)
         if not decision.act or decision.code != "go":
             return decision.to_dict(now)
+        if self.seat is not None:
+            released, why = self.seat.site_released(active, [v.probe.key for v in failed])
+            if not released:
+                if "failover.site_node" not in self.episodes:
+                    self.episodes.add("failover.site_node")
+                    journal.add_event("failover.waiting", why, service=self.name)
+                return decide.Decision(False, why, "site-node").to_dict(now)
+            self.episodes.discard("failover.site_node")
         prepare = None
         db = self._db()
         if self.replication is not None and db is not None:

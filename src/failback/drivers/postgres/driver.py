@@ -4,10 +4,12 @@ A PostgreSQL primary/standby pair: fence, stop, replay, promote, rewind or re-cl
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.planning import PlanCheck, PlanRequest
+from failback.drivers.postgres import self_fence
 from failback.drivers.postgres.actions import (
     PgCatchup,
     PgCheckpoint,
@@ -20,6 +22,7 @@ from failback.drivers.postgres.actions import (
     PgWaitReplay,
 )
 from failback.drivers.postgres.facts import observe_postgres_component
+from failback.drivers.postgres.node import node_from_component
 from failback.drivers.postgres.refusals import check_database_plan
 from failback.drivers.postgres.settings import PostgresComponent
 from failback.drivers.postgres.sql_check import PostgresSql
@@ -45,7 +48,12 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
         PgVerifyWrite,
     )
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SQL, Capability.WAL_POSITION, Capability.SYNCHRONOUS_REPLICATION}
+        {
+            Capability.SQL,
+            Capability.WAL_POSITION,
+            Capability.SYNCHRONOUS_REPLICATION,
+            Capability.SELF_FENCE,
+        }
     )
 
     def role(self, settings: PostgresComponent) -> Role:
@@ -61,3 +69,12 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
 
     def check_plan(self, check: PlanCheck) -> list[str]:
         return check_database_plan(check)
+
+    def self_fence(self, settings: PostgresComponent, site: str, host: Host) -> dict[str, Any]:
+        return self_fence.fence(host, node_from_component(settings, site, host))
+
+    def self_fenced(self, observed: Mapping[str, Any]) -> bool:
+        return bool(observed.get("read_only") and observed.get("self_fenced"))
+
+    def lift_self_fence(self, settings: PostgresComponent, site: str, host: Host) -> bool:
+        return self_fence.unfence(host, node_from_component(settings, site, host))

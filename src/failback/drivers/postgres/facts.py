@@ -35,6 +35,8 @@ def observe_postgres_component(
             detail += f", {upstream}, lag {lag} bytes"
         else:
             detail += f", at {data.get('current_lsn')}"
+            if seen.read_only:
+                detail += ", READ-ONLY" + (" (fenced itself: cut off)" if seen.self_fenced else "")
     else:
         detail = seen.error or "unreachable"
     return ComponentObservation(

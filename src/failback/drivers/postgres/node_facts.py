@@ -6,6 +6,7 @@ refuses us: the answer says so, and the planner decides what it means.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from failback.drivers.postgres.process import (
     rewind_possible_from_controldata,
     running_postmaster,
 )
+from failback.drivers.postgres.self_fence import MARK_FILE as SELF_FENCE_MARK
 from failback.hosts.base import Host
 from failback.hosts.ssh_errors import HostUnreachable
 
@@ -90,6 +92,11 @@ class PgObservation:
     pgdata_matches: bool | None = None
     synchronous_standby_names: str | None = None
     """The standbys this server waits for ('' none), as it uses the setting now."""
+    read_only: bool | None = None
+    """``default_transaction_read_only`` is on: new transactions cannot write."""
+    self_fenced: bool | None = None
+    """The server carries failback's self-fence mark (self_fence.py); None: not looked
+    (only looked for when it is read-only) or its machine did not answer."""
     replicas: list[ReplicaInfo] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +178,8 @@ def _observe_files(host: Host, node: PgNode, obs: PgObservation) -> None:
     if pid_info is not None:
         obs.postmaster_pid = pid_info[0]
         obs.postmaster_alive = running_postmaster(host, node) is not None
+    if obs.read_only:
+        obs.self_fenced = host.exists(os.path.join(node.pgdata, SELF_FENCE_MARK))
     if obs.reachable and obs.data_directory:
         obs.pgdata_matches = host.realpath(obs.data_directory) == host.realpath(node.pgdata)
     if not obs.reachable and obs.pgdata_ok and not obs.postmaster_alive:
@@ -194,10 +203,12 @@ def _observe_sql(conn: Any, obs: PgObservation) -> None:
     row = conn.execute(
         "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),"
         " current_setting('data_checksums'), current_setting('wal_log_hints'),"
-        " current_setting('server_version'), current_setting('synchronous_standby_names')"
+        " current_setting('server_version'), current_setting('synchronous_standby_names'),"
+        " current_setting('default_transaction_read_only')"
     ).fetchone()
-    in_recovery, sysid, checksums, hints, version, sync_names = row
+    in_recovery, sysid, checksums, hints, version, sync_names, read_only = row
     obs.synchronous_standby_names = str(sync_names)
+    obs.read_only = read_only == "on"
     obs.data_directory = _data_directory(conn)
     obs.system_identifier = int(sysid)
     obs.data_checksums = checksums == "on"

@@ -1,0 +1,155 @@
+"""A site's node fences its own primary when it is cut off from etcd (issue 14).
+
+Why here and not in a run: a run needs the journal and the leader, and a node cut off
+from etcd has neither. Why from inside the site: clients there may reach the database
+without passing the edge, so only something at the site can stop them in time.
+
+The clock (``check`` every ``CHECK_S``): while this node renews its member lease,
+nothing happens. Once ``Leadership.cut_off()`` says that, by its own clock, the lease
+may end within the safety margin, the node asks every other node directly
+(failsafe.py). If all of them confirm that they cannot reach etcd either, nobody can
+act anywhere: the primary keeps serving (failsafe) and the question is asked again at
+each check. Otherwise the node fences every component of its site whose driver can
+fence itself (``Capability.SELF_FENCE``; PostgreSQL turns read-only and ends its
+sessions), before etcd could hand its lease, and with it the right to promote, to
+another node. It fences again at each check while cut off (a restarted server, a new
+session), and says what it did in the monitor's log, since the journal is out of reach.
+
+When etcd answers again the fence stays: the leader decides (a stale primary is fenced
+on sight and failed back to; a site nobody failed over from gets its fence lifted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from failback.config import Topology
+from failback.drivers.base import Capability
+from failback.drivers.catalog import driver_of, has_capability
+from failback.errors import FailbackError
+from failback.hosts import HostSet
+from failback.monitor.failsafe import Answer, ask_peers
+from failback.monitor.leadership import Leadership
+
+CHECK_S = 0.1
+"""How often a node checks whether it is cut off: the fence must start within the
+safety margin (a quarter of the TTL: 750 ms by default), asking the other nodes first."""
+
+
+@dataclass
+class SiteGuard:
+    """The self-fencing of one node's site; ``check`` is called on its clock."""
+
+    topology: Topology
+    leadership: Leadership
+    hosts: HostSet
+    emit: Callable[[str, str, dict[str, Any]], None]
+    """Writes one line to the monitor's log: (kind, message, data)."""
+    token: str | None
+    fenced: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What was fenced while cut off: "service/component" -> the driver's answer."""
+    failsafe: bool = False
+    _reported: set[str] = field(default_factory=set)
+    """Components whose fence (or why there was nothing to fence) was logged while cut off."""
+
+    @property
+    def site(self) -> str:
+        assert self.leadership.site is not None
+        return self.leadership.site
+
+    def check(self) -> None:
+        if not self.leadership.cut_off():
+            if self.fenced or self.failsafe or self._reported:
+                self._rejoined()
+            return
+        peers = self._peers()
+        answers = (
+            ask_peers(self.leadership.node, peers, self.token or "")
+            if self.token
+            else [Answer(name, False, "no peer_token configured") for name in peers]
+        )
+        if answers and all(a.confirmed for a in answers):
+            if not self.failsafe:
+                self.failsafe = True
+                self.emit(
+                    "failsafe.holding",
+                    f"etcd is unreachable from every node ({'; '.join(a.reason for a in answers)}"
+                    f"): nobody can act anywhere, so {self.site}'s primary keeps serving",
+                    {"answers": [a.__dict__ for a in answers]},
+                )
+            return
+        self.failsafe = False
+        self._fence(answers)
+
+    def _peers(self) -> dict[str, str | None]:
+        control_plane = self.topology.control_plane
+        assert control_plane is not None
+        return {
+            name: spec.peer
+            for name, spec in control_plane.nodes.items()
+            if name != self.leadership.node
+        }
+
+    def _fence(self, answers: list[Answer]) -> None:
+        why = "; ".join(f"{a.node}: {a.reason}" for a in answers if not a.confirmed)
+        for service_name, service in self.topology.services.items():
+            for name, settings in service.components.items():
+                if self.site not in settings.sites or not has_capability(
+                    settings, Capability.SELF_FENCE
+                ):
+                    continue
+                key = f"{service_name}/{name}"
+                started = time.monotonic()
+                try:
+                    host = self.hosts.get(self.topology.host_name(settings, self.site))
+                    result = driver_of(settings).self_fence(settings, self.site, host)
+                except FailbackError as exc:
+                    result = {"fenced": False, "error": exc.message}
+                result["seconds"] = round(time.monotonic() - started, 3)
+                first = key not in self.fenced and key not in self._reported
+                self._reported.add(key)
+                if result.get("fenced"):
+                    self.fenced[key] = result
+                if first or result.get("error"):
+                    self.emit(
+                        "site.self_fenced" if result.get("fenced") else "site.self_fence",
+                        f"{self.leadership.node} is cut off from etcd ({why}): "
+                        f"{key} at {self.site}: {_describe(result)}",
+                        {"component": key, "site": self.site, **result},
+                    )
+
+    def _rejoined(self) -> None:
+        if self.fenced:
+            self.emit(
+                "site.rejoined",
+                f"{self.leadership.node} reaches etcd again; what it fenced at {self.site} "
+                f"({', '.join(self.fenced)}) stays fenced until the leader decides",
+                {"fenced": self.fenced},
+            )
+        elif self.failsafe:
+            self.emit("failsafe.ended", "etcd answers again: the failsafe hold is over", {})
+        else:
+            self.emit(
+                "site.rejoined",
+                f"{self.leadership.node} reaches etcd again; nothing at {self.site} needed "
+                "fencing",
+                {},
+            )
+        self.fenced = {}
+        self._reported = set()
+        self.failsafe = False
+
+
+def _describe(result: dict[str, Any]) -> str:
+    if result.get("error"):
+        return f"could not fence: {result['error']}"
+    if not result.get("fenced"):
+        return f"nothing to fence ({result.get('why', '?')})"
+    how = result.get("how", "fenced")
+    ended = result.get("sessions_ended")
+    return (
+        f"{how}{f', {ended} sessions ended' if ended is not None else ''} in {result['seconds']} s"
+    )

@@ -1,0 +1,104 @@
+"""The failsafe: nodes asking each other directly whether they can reach etcd.
+
+A real HTTP server on 127.0.0.1 (the monitor's own ``FailsafeServer``) and the real
+client; the answering node is a real ``Leadership`` on a clock the test moves (it needs
+no etcd to answer: a node answers from what it knows of its own renewals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from failback.config.control_plane import ControlPlane
+from failback.coord import EtcdClient
+from failback.errors import LeadershipLost
+from failback.lab.ports import pick_ports
+from failback.monitor.failsafe import Answer, FailsafeServer, ask_peers
+from failback.monitor.leadership import Leadership
+
+TOKEN = "a-peer-token-of-24-chars!"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def node() -> Iterator[tuple[Leadership, Clock]]:
+    control_plane = ControlPlane.model_validate(
+        {
+            "etcd": {"endpoints": ["http://127.0.0.1:1"]},
+            "nodes": {"dc1": {"site": "dc1"}, "dc2": {"site": "dc2"}},
+            "lease_ttl": 3,
+        }
+    )
+    clock = Clock()
+    client = EtcdClient(["http://127.0.0.1:1"])
+    yield Leadership(control_plane, "dc2", client, clock=clock), clock
+    client.close()
+
+
+def serve(answer: object) -> tuple[FailsafeServer, str]:
+    (port,) = pick_ports(1)
+    address = f"127.0.0.1:{port}"
+    return FailsafeServer(address, TOKEN, answer).start(), address  # type: ignore[arg-type]
+
+
+def test_a_node_that_reaches_etcd_never_confirms(node: tuple[Leadership, Clock]) -> None:
+    leadership, clock = node
+    leadership.begin()
+    leadership.membership.renewed_at = clock.now  # it just renewed
+    answer = leadership.confirm_failsafe("dc1")
+    assert not answer.confirmed and "reaches etcd" in answer.reason
+    assert not leadership.holding()
+
+
+def test_a_node_without_etcd_confirms_and_stands_still_for_a_ttl(
+    node: tuple[Leadership, Clock],
+) -> None:
+    leadership, clock = node
+    leadership.begin()
+    leadership.membership.renewed_at = clock.now
+    clock.now += leadership.period * 1.5  # a renewal that should have happened did not
+    answer = leadership.confirm_failsafe("dc1")
+    assert answer.confirmed and "cannot reach etcd either" in answer.reason
+    assert leadership.holding() and not leadership.may_act()
+    with pytest.raises(LeadershipLost, match="stand still"):
+        leadership.prove("step promote")
+    clock.now += leadership.ttl + 0.01
+    assert not leadership.holding()
+
+
+def test_peers_are_asked_with_the_token_and_strangers_are_refused(
+    node: tuple[Leadership, Clock],
+) -> None:
+    leadership, clock = node
+    leadership.begin()
+    clock.now += 10  # never renewed: without etcd
+    server, address = serve(leadership.confirm_failsafe)
+    try:
+        [good] = ask_peers("dc1", {"dc2": address}, TOKEN)
+        assert good == Answer("dc2", True, good.reason) and good.confirmed
+        [bad] = ask_peers("dc1", {"dc2": address}, "not-the-token-at-all!!")
+        assert not bad.confirmed and "HTTP 401" in bad.reason
+    finally:
+        server.close()
+    [gone] = ask_peers("dc1", {"dc2": address}, TOKEN)
+    assert not gone.confirmed and gone.reason.startswith("no answer")
+    [none] = ask_peers("dc1", {"witness": None}, TOKEN)
+    assert not none.confirmed and "no peer address" in none.reason
+
+
+def test_a_peer_port_cannot_be_taken_twice() -> None:
+    server, address = serve(lambda asker: Answer("x", False, ""))
+    try:
+        with pytest.raises(OSError):
+            FailsafeServer(address, TOKEN, lambda asker: Answer("x", False, ""))
+    finally:
+        server.close()
