@@ -327,3 +327,57 @@ def test_etcd_users_are_authenticated_and_a_wrong_password_is_one_line(
         assert right.json()["error"] is None  # authenticated: etcd answered (nobody leads)
         anonymous = httpx.post(f"{server.url}/v3/kv/range", json={"key": "Lw=="}, timeout=5)
         assert anonymous.status_code >= 400 or "error" in anonymous.text  # auth is on
+
+
+def test_the_dashboard_shows_the_leader_and_says_when_nobody_leads(
+    tmp_path: Path, etcd: Etcd, monitors
+) -> None:  # type: ignore[no-untyped-def]
+    """The header badge in headless Chromium, served by ``failback serve`` on its own: the
+    leader's name while one leads, the next one after a kill, "no leader" once every
+    monitor stopped (the API reads etcd, it needs no leader to answer)."""
+    from tests.integration.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/setup.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    from failback.lab.ports import pick_ports
+
+    config = write_topology(tmp_path, etcd)
+    group = monitors(config)
+    group.start("a")
+    wait_for(lambda: leader(config) == "a", 15, "a leads")
+    group.start("b")
+    (port,) = pick_ports(1)
+    serve = subprocess.Popen(
+        failback_argv("serve", "-c", str(config), "--listen", f"127.0.0.1:{port}",
+                      "--state-dir", str(tmp_path / "state-serve")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    badge = "document.getElementById('leader')"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(60_000)
+                wait_for(lambda: _answers(f"http://127.0.0.1:{port}"), 30, "serve up")
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_function(f"() => {badge}.dataset.leader === 'a'")
+                assert page.locator("#leader").inner_text().startswith("leader a")
+                group.signal("a", signal.SIGKILL)
+                page.wait_for_function(f"() => {badge}.dataset.leader === 'b'")
+                group.signal("b", signal.SIGTERM)  # b resigns as it stops: nobody leads
+                page.wait_for_function(f"() => {badge}.textContent.includes('no leader')")
+            finally:
+                browser.close()
+    finally:
+        serve.terminate()
+        serve.wait(30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/api/v1/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
