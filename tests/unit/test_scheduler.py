@@ -1,13 +1,17 @@
-"""The probe scheduler's judging of a call that hangs (a dead address, a partition)."""
+"""The probe scheduler's judging of a call that hangs (a dead address, a partition), and
+how it spreads the probes it starts together over their interval."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from failback.monitor.scheduler import run_probe
+import pytest
+
+from failback.monitor.scheduler import phase, run_probe
 from failback.observe.probes import Probe, ProbeResult
 
 
@@ -32,7 +36,7 @@ def _collect(probe: Probe, want: int, *, oks: int = 0) -> list[ProbeResult]:
 
         pool = ThreadPoolExecutor(max_workers=2)
         try:
-            await asyncio.wait_for(run_probe(probe, pool, on_result, stop), 30)
+            await asyncio.wait_for(run_probe(probe, pool, on_result, stop, offset=0), 30)
         finally:
             pool.shutdown(wait=False)  # a hung call is released by its test
 
@@ -78,3 +82,82 @@ def test_a_call_that_answers_late_is_recorded_and_the_next_starts_afresh() -> No
     oks = [r.ok for r in results]
     assert oks[0] is False, oks  # timed out; then the late answer counts, then a new call
     assert oks[-2:] == [True, True] and len(calls) == 2, (oks, len(calls))
+
+
+@pytest.mark.parametrize("count", [2, 3, 8, 100, 1000, 4000])
+@pytest.mark.parametrize("first", [0, 1, 57, 10_000])
+def test_the_phases_of_probes_started_together_spread_evenly_over_the_interval(
+    count: int, first: int
+) -> None:
+    """However many probes a monitor starts (and however many were started before them),
+    two neighbouring first attempts are between 0.4 and 2 intervals/count apart."""
+    phases = sorted(phase(k) for k in range(first, first + count))
+    assert all(0.0 <= p < 1.0 for p in phases)
+    gaps = [b - a for a, b in itertools.pairwise(phases)]
+    gaps.append(phases[0] + 1.0 - phases[-1])  # around the circle: the next interval
+    assert min(gaps) >= 0.4 / count, (count, first, min(gaps))
+    assert max(gaps) <= 2.0 / count, (count, first, max(gaps))
+    assert phase(0) == 0.0  # the first probe of a process starts at once
+
+
+def _first_calls(count: int, interval: float, **kwargs: float) -> list[float]:
+    """Start ``count`` probes together; when each one's first attempt ran (monotonic),
+    relative to the start."""
+    calls: dict[int, float] = {}
+
+    def attempt(i: int) -> ProbeResult:
+        calls.setdefault(i, time.monotonic())
+        return ProbeResult(ok=True, detail="ok", at=time.time(), duration_s=0.0)
+
+    async def main() -> float:
+        stop = asyncio.Event()
+        started = time.monotonic()
+
+        def on_result(_: Probe, __: ProbeResult) -> None:
+            if len(calls) == count:
+                stop.set()
+
+        pool = ThreadPoolExecutor(max_workers=count)
+        try:
+            probes = [
+                _probe(lambda i=i: attempt(i), interval=interval, timeout=interval)
+                for i in range(count)
+            ]
+            await asyncio.wait_for(
+                asyncio.gather(*(run_probe(p, pool, on_result, stop, **kwargs) for p in probes)),
+                30,
+            )
+        finally:
+            pool.shutdown(wait=True)
+        return started
+
+    started = asyncio.run(main())
+    return sorted(t - started for t in calls.values())
+
+
+def test_probes_started_together_make_their_first_attempts_across_the_interval() -> None:
+    """Eight probes of a 2 s interval: their first attempts span most of the 2 s (any
+    eight consecutive phases span more than 0.85 of it), not one instant."""
+    firsts = _first_calls(8, 2.0)
+    assert firsts[-1] - firsts[0] >= 1.2, firsts
+
+
+def test_an_explicit_offset_delays_the_first_attempt_and_stop_ends_the_wait() -> None:
+    firsts = _first_calls(2, 5.0, offset=0.4)
+    assert min(firsts) >= 0.39, firsts
+
+    async def stopped_while_waiting() -> list[ProbeResult]:
+        stop = asyncio.Event()
+        results: list[ProbeResult] = []
+        pool = ThreadPoolExecutor(max_workers=1)
+        probe = _probe(lambda: pytest.fail("attempted after stop"), interval=1.0, timeout=1.0)
+        task = asyncio.create_task(
+            run_probe(probe, pool, lambda _, r: results.append(r), stop, offset=30.0)
+        )
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        pool.shutdown(wait=True)
+        return results
+
+    assert asyncio.run(stopped_while_waiting()) == []

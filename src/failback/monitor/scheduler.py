@@ -6,18 +6,38 @@ whose function is still running when its timeout passes is recorded as failed; i
 thread is not started again until the hung call returns (a hung connection attempt
 must not pile up threads), and every further interval it is still hung counts as
 another failure.
+
+Probes started together do not run together: each one's first attempt is put at its own
+point of the interval (``phase``), spread evenly over it, and later attempts keep about
+that point. Otherwise a monitor watching many services that share one router or database
+would wake all their probes in the same instant, every interval: a burst that a shared
+server may refuse (HAProxy's runtime socket answers EAGAIN when its queue is full), and
+healthy components recorded as failed (bench/monitor_scale.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
 from failback.observe.probes import Probe, ProbeResult
+
+GOLDEN = (5**0.5 - 1) / 2
+"""Successive multiples of it, modulo 1, fill [0, 1) evenly however many there are (the
+gaps take at most three sizes): the k-th probe started is put at ``k * GOLDEN`` mod 1 of
+its interval, so the attempts of the first N probes are about ``interval / N`` apart."""
+_started = itertools.count()
+
+
+def phase(k: int) -> float:
+    """The share of its interval the ``k``-th probe started waits before its first
+    attempt: 0 for the first, then spread evenly over [0, 1)."""
+    return (k * GOLDEN) % 1.0
 
 
 def _failed(detail: str, started: float, *, timed_out: bool = False) -> ProbeResult:
@@ -35,8 +55,11 @@ async def run_probe(
     pool: Executor,
     on_result: Callable[[Probe, ProbeResult], None],
     stop: asyncio.Event,
+    *,
+    offset: float | None = None,
 ) -> None:
-    """Attempt ``probe`` every ``probe.interval`` seconds until ``stop`` is set.
+    """Attempt ``probe`` every ``probe.interval`` seconds until ``stop`` is set, the first
+    time after ``offset`` seconds (default: the next ``phase`` of its interval).
 
     An attempt that has not answered after ``probe.timeout`` is one failure; while it
     still hangs, every further ``probe.interval`` is another. A dead address (a machine
@@ -47,6 +70,11 @@ async def run_probe(
     loop = asyncio.get_running_loop()
     inflight: asyncio.Future[Any] | None = None
     call_started = 0.0
+    if offset is None:
+        offset = phase(next(_started)) * probe.interval
+    if offset > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), offset)
     while not stop.is_set():
         tick = loop.time()
         started = time.monotonic()
