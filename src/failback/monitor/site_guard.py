@@ -134,8 +134,7 @@ class SiteGuard:
         else:
             self.emit(
                 "site.rejoined",
-                f"{self.leadership.node} reaches etcd again; nothing at {self.site} needed "
-                "fencing",
+                f"{self.leadership.node} reaches etcd again; nothing at {self.site} needed fencing",
                 {},
             )
         self.fenced = {}
