@@ -40,6 +40,8 @@ from failback.monitor.site_guard import CHECK_S, SiteGuard
 from failback.observe.probes import ProbeHealth, build_probes
 
 TICK_S = 0.25
+RETRY_S = 0.2
+"""How soon a monitor tries etcd again after a renewal that failed."""
 PUMP_S = 0.2
 
 
@@ -237,7 +239,11 @@ class Monitor:
                 notifier.emit(self._local_event(kind, message))
                 with contextlib.suppress(Exception):
                     await loop.run_in_executor(seat, self._event, kind, message)
-            left = self.leadership.period - (loop.time() - started)
+            # after a failed renewal, try again soon: etcd electing a new raft leader
+            # answers again within about a second, and the lease must be renewed before
+            # this node's own deadline (TTL minus the margin) makes it stop or fence
+            period = RETRY_S if self.leadership.last_error else self.leadership.period
+            left = period - (loop.time() - started)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(stop, self._lead_wake), max(left, 0.05))
 
