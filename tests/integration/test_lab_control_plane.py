@@ -220,12 +220,20 @@ def test_up_gives_a_healthy_three_member_cluster_on_three_machines(lab: CpLab) -
 def test_the_topology_has_a_control_plane_that_validates(lab: CpLab) -> None:
     config = lab.doc["config"]
     doc = yaml.safe_load(Path(config).read_text())
+    address = {n: m["address"] for n, m in lab.doc["control_plane"]["members"].items()}
     assert doc["control_plane"] == {
         "etcd": {"endpoints": lab.doc["control_plane"]["endpoints"]},
         "prefix": "/failback/lab",
         "lease_ttl": 3,
-        "nodes": {"dc1": {"site": "dc1"}, "dc2": {"site": "dc2"}, WITNESS: {}},
+        "peer_token": f"file:{lab.dir / 'secrets' / 'peer.token'}",
+        "nodes": {
+            "dc1": {"site": "dc1", "peer": f"{address['dc1']}:2390"},
+            "dc2": {"site": "dc2", "peer": f"{address['dc2']}:2390"},
+            WITNESS: {"peer": f"{address[WITNESS]}:2390"},
+        },
     }
+    token = lab.dir / "secrets" / "peer.token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 16
     assert doc["hosts"][WITNESS]["via"] == "ssh"
     result = run_cli("validate", "-c", config)
     assert result.returncode == 0, result.stdout + result.stderr
