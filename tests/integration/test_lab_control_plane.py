@@ -312,6 +312,24 @@ def test_partitioned_dc1_loses_its_member_while_dc2_and_witness_go_on(lab: CpLab
         lab.lab("heal", "dc1")
     wait_all_healthy(lab)
     assert etcd_from(None, lab.url("dc1"), "get", k) == "ok majority"
+    # dc1's monitor may have fenced its primary while cut off (read-only: its site could
+    # have been failed over from); nobody failed over, so the leader lifts that fence
+    # once dc1's node is back in etcd: the service takes writes again
+    deadline = time.monotonic() + 60
+    while not writable(lab.doc["dsn"]):
+        assert time.monotonic() < deadline, "dc1's primary still read-only after the heal"
+        time.sleep(0.2)
+
+
+def writable(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=2, autocommit=True) as conn:
+            row = conn.execute("SHOW default_transaction_read_only").fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None and row[0] == "off"
 
 
 def test_a_dead_dc2_machine_takes_its_member_and_monitor_and_repair_rejoins(lab: CpLab) -> None:
