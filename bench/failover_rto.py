@@ -1,7 +1,7 @@
 """Unplanned failovers done by the monitor: time from the kill to the first accepted write.
 
     python bench/failover_rto.py [--rounds N] [--second-rounds M] [--async] [--dir DIR]
-                                 [--hosts local|netns]
+                                 [--hosts local|netns] [--control-plane]
                                  [--interval S] [--timeout S] [--threshold N]
 
 A lab is started with ``lab up --auto`` (synchronous unless ``--async``), and ``failback
@@ -31,6 +31,25 @@ so that the window case can kill inside it. Figures only; the target (median <= 
 the single-host lab, <= 2 s across machines) is printed beside the result, not asserted
 (machines are shared and noisy). Exit status 1 when a round failed or a write was lost
 in synchronous mode.
+
+``--control-plane`` (needs ``--hosts netns``; issue 14): the lab gets its three etcd
+members (``lab up --control-plane``) and ``lab monitors up`` starts one monitor per
+machine (dc1, dc2, witness) instead of the single monitor; the journal is in etcd, and
+the events are read from it. Two scenarios, ``--rounds`` each, with the same client and
+the same RTO (its outage across the kill):
+
+* ``leader_survives``: the leader is moved off dc1 first (dc1's monitor is stopped so
+  that dc2's or the witness's takes the lead, then started again, following), and
+  dc1's postmaster is SIGKILLed (``lab break dc1 db``). Goal: median <= 2 s.
+* ``leader_site_dies``: dc1's monitor is made the leader first (the others are stopped
+  so that it alone campaigns, then started again), and dc1's whole machine dies (``lab
+  break dc1 host``: its PostgreSQL, etcd member and monitor with it). The RTO then adds
+  the lease running out (``lease_ttl``, 3 s in the lab) and a new election to the
+  detection. Goal: median <= 5 s.
+
+Each round ends with the monitors failing back (after ``lab repair`` and, when the
+machine died, ``lab monitors up``). The "second failure" rounds are not run with
+``--control-plane``.
 """
 
 from __future__ import annotations
@@ -51,11 +70,23 @@ from typing import Any
 
 import yaml
 
-from failback.lab import lab_break, lab_down, lab_repair, lab_up
+from failback.config import load_topology
+from failback.config.journal import journal_for
+from failback.errors import FailbackError
+from failback.hosts import LocalHost
+from failback.lab import lab_break, lab_down, lab_repair, lab_up, load_info
+from failback.lab import monitors as lab_monitors
+from failback.lab.control_plane import MEMBERS
 from failback.lab.probe import WriteProbe
+from failback.status.cluster import cluster_document
 
 TARGET_MEDIAN_S = {"local": 5.0, "netns": 2.0}
 """The goals: issue 10's on the single-host lab, issue 13's after a whole machine died."""
+CP_SCENARIOS = {
+    "leader_survives": {"kill": "db", "leader_off": "dc1", "target_median_s": 2.0},
+    "leader_site_dies": {"kill": "host", "leader_on": "dc1", "target_median_s": 5.0},
+}
+"""``--control-plane``: what dies, where the leader is first, issue 14's goals."""
 HOLD_DOWN_S = 4.0
 WHAT = "db"
 """What dies: dc1's postmaster (``db``), or with ``--hosts netns`` dc1's whole machine
@@ -95,6 +126,29 @@ class Events:
                     return event
             time.sleep(0.05)
         raise TimeoutError(f"no {' or '.join(kinds)} event within {timeout:g}s")
+
+
+class JournalEvents(Events):
+    """The journal's events (in etcd, with a control plane): every monitor's, wherever it
+    runs; each monitor's own log has only what it forwarded while it led."""
+
+    def __init__(self, config: str) -> None:
+        self.journal = journal_for(load_topology(config))
+        self.cache: list[dict[str, Any]] = []
+
+    def all(self) -> list[dict[str, Any]]:
+        after = int(self.cache[-1]["id"]) if self.cache else 0
+        try:
+            while batch := self.journal.events_since(after, limit=500):
+                self.cache += batch
+                after = int(batch[-1]["id"])
+        except FailbackError:  # etcd electing a new leader: the next look gets them
+            pass
+        return self.cache
+
+    def last_id(self) -> int:
+        events = self.all()
+        return int(events[-1]["id"]) if events else 0
 
 
 def _status(config: str) -> dict[str, Any]:
@@ -198,6 +252,130 @@ def _round(lab_dir: Path, config: str, events: Events, probe: WriteProbe) -> dic
     }
 
 
+def _leader(config: str) -> tuple[str, int] | None:
+    """The leading node and its monitor's PID, as etcd says (None: nobody, or no answer)."""
+    document = cluster_document(load_topology(config))
+    found = document.get("leader")
+    if document.get("error") or not found:
+        return None
+    member = next((m for m in document["members"] if m["node"] == found["node"]), {})
+    return (str(found["node"]), int(member["pid"])) if member.get("pid") else None
+
+
+def _present(config: str) -> set[str]:
+    """The nodes whose monitor holds its member key in etcd."""
+    document = cluster_document(load_topology(config))
+    return {m["node"] for m in document["members"] if m.get("present")}
+
+
+def _raft_leader(lab_dir: Path, config: str) -> str | None:
+    """The machine whose etcd member is the raft leader (it dies with that ``host``)."""
+    control_plane = lab_monitors.control_plane_of(load_info(LocalHost(), lab_dir))
+    names = {m.client_url: name for name, m in control_plane.members.items()}
+    endpoints = cluster_document(load_topology(config))["etcd"]["endpoints"]
+    return next((names.get(e["endpoint"]) for e in endpoints if e.get("raft_leader")), None)
+
+
+def _wait(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise TimeoutError(f"{what}: not within {timeout:g}s")
+
+
+def _place_leader(lab_dir: Path, config: str, *, on: str | None, off: str | None) -> str:
+    """Make ``on`` lead (stop the other monitors, so that it alone campaigns), or make
+    anyone but ``off`` lead (stop ``off``'s); the stopped ones are started again and
+    follow. The monitors resign on SIGTERM: the others see the key gone at once."""
+    lead = _wait("a leader", lambda: _leader(config), 30)
+    if (on is not None and lead[0] == on) or (off is not None and lead[0] != off):
+        return str(lead[0])
+    control_plane = lab_monitors.control_plane_of(load_info(LocalHost(), lab_dir))
+    pids = {n: lab_monitors.monitor_pid(control_plane.monitor(n)) for n in MEMBERS}
+    stop = [pid for n, pid in pids.items() if pid and (n != on if on else n == off)]
+    for pid in stop:
+        os.kill(pid, signal.SIGTERM)
+    for pid in stop:
+        _wait(f"monitor {pid} stopped", lambda pid=pid: not _alive(pid), 40)
+    placed = _wait(
+        "the leader placed",
+        lambda: (lead := _leader(config)) and (lead[0] == on if on else lead[0] != off) and lead,
+        30,
+    )
+    up = lab_monitors.monitors_up(lab_dir)
+    if not up["ok"]:
+        raise RuntimeError(f"lab monitors up: {up}")
+    return str(placed[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _cp_round(
+    lab_dir: Path,
+    config: str,
+    events: Events,
+    probe: WriteProbe,
+    scenario: str,
+    synchronous: bool,
+) -> dict[str, Any]:
+    """One round of a control-plane scenario: place the leader, kill, measure, come home."""
+    spec = CP_SCENARIOS[scenario]
+    kill = str(spec["kill"])
+    leader_before = _place_leader(
+        lab_dir, config, on=spec.get("leader_on"), off=spec.get("leader_off")
+    )
+    # every monitor runs and renews its member key: a new one takes seconds to start,
+    # which must not count in the election after the kill
+    _wait("every monitor a member", lambda: _present(config) == set(MEMBERS), 60)
+    _wait_ready(config, synchronous)
+    time.sleep(1.0)  # the client writes before the crash
+    _after_hold_down(events)
+    raft_leader = _raft_leader(lab_dir, config)
+    mark = events.last_id()
+    killed_at = time.time()
+    lab_break(lab_dir, "dc1", kill)
+    finished = events.wait("failover.finished", mark)
+    outage = _outage(probe, killed_at, float(finished["ts"]))
+    seen = [e for e in events.all() if int(e["id"]) > mark]
+
+    def first(kind: str) -> float | None:
+        found = next((e for e in seen if e["kind"] == kind), None)
+        return None if found is None else round(float(found["ts"]) - killed_at, 4)
+
+    started = next(e for e in seen if e["kind"] == "failover.started")
+    leader_after = _leader(config)
+    steps = _step_seconds(config, int(finished["run_id"]))
+    lab_repair(lab_dir, "dc1", kill)
+    if kill == "host":  # its monitor died with the machine
+        lab_monitors.monitors_up(lab_dir)
+    failback = events.wait("failback.finished", mark, timeout=180)
+    return {
+        "scenario": scenario,
+        "killed": kill,
+        "leader_before": leader_before,
+        "leader_after": None if leader_after is None else leader_after[0],
+        "etcd_raft_leader_before": raft_leader,
+        "rto_s": None if outage is None else round(outage, 4),
+        "leader_elected_after_s": first("leader.elected"),
+        "detected_after_s": first("failure.detected"),
+        "run_started_after_s": round(float(started["ts"]) - killed_at, 4),
+        "planned_from": started["data"].get("planned_from"),
+        "failover_done_after_s": round(float(finished["ts"]) - killed_at, 4),
+        "failover_steps_s": steps,
+        "failover_status": finished["data"]["status"],
+        "failback_status": failback["data"]["status"],
+    }
+
+
 def _step_seconds(config: str, run_id: int) -> dict[str, float | None]:
     """How long each step of the monitor's failover took (its journal's timings)."""
     shown = subprocess.run(
@@ -229,10 +407,17 @@ def main() -> int:
         help="netns: one network namespace per site, reached over SSH; a round kills "
         "dc1's whole machine instead of its postmaster",
     )  # fmt: skip
+    parser.add_argument(
+        "--control-plane", action="store_true",
+        help="three etcd members and one monitor per machine (needs --hosts netns); "
+        "scenarios: the leader survives dc1's database, the leader's own site dies",
+    )  # fmt: skip
     parser.add_argument("--interval", type=float, default=0.5, help="detection interval (s)")
     parser.add_argument("--timeout", type=float, default=1.0, help="detection timeout (s)")
     parser.add_argument("--threshold", type=int, default=3, help="failures before failover")
     args = parser.parse_args()
+    if args.control_plane and args.hosts != "netns":
+        parser.error("--control-plane needs --hosts netns (etcd members live on the machines)")
     global WHAT
     WHAT = "host" if args.hosts == "netns" else "db"
     synchronous = not args.asynchronous
@@ -240,7 +425,9 @@ def main() -> int:
     os.chmod(base, 0o755)
     lab_dir = base / "lab"
     started = time.time()
-    info = lab_up(lab_dir, sync=synchronous, auto=True, hosts=args.hosts)
+    info = lab_up(
+        lab_dir, sync=synchronous, auto=True, hosts=args.hosts, control_plane=args.control_plane
+    )
     doc = yaml.safe_load(Path(info.config).read_text())
     doc["services"]["app"]["policy"].update(
         {
@@ -255,6 +442,8 @@ def main() -> int:
         }
     )
     Path(info.config).write_text(yaml.safe_dump(doc, sort_keys=False))
+    if args.control_plane:
+        return _control_plane_main(args, info.config, info.dsn, lab_dir, base, synchronous, started)
     log = lab_dir / "monitor-events.jsonl"
     monitor = subprocess.Popen(
         [sys.executable, "-m", "failback.cli.main", "monitor", "-c", info.config,
@@ -319,6 +508,91 @@ def main() -> int:
             }
             for moment, done in second.items()
         },
+        "detection": {
+            "interval_s": args.interval,
+            "timeout_s": args.timeout,
+            "failure_threshold": args.threshold,
+        },
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "duration_s": round(time.time() - started, 1),
+    }
+    print(json.dumps(result, indent=2))
+    return 0 if ok and (not synchronous or not lost) else 1
+
+
+def _control_plane_main(
+    args: argparse.Namespace,
+    config: str,
+    dsn: str,
+    lab_dir: Path,
+    base: Path,
+    synchronous: bool,
+    started: float,
+) -> int:
+    """``--control-plane``: ``lab monitors up``, then ``--rounds`` of each scenario."""
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in CP_SCENARIOS}
+    probe = WriteProbe(dsn, interval=0.01)
+    lost: list[int] = []
+    events: JournalEvents | None = None
+    control_plane = load_topology(config).control_plane
+    assert control_plane is not None
+    try:
+        up = lab_monitors.monitors_up(lab_dir)
+        if not up["ok"]:
+            raise RuntimeError(f"lab monitors up: {json.dumps(up)}")
+        _wait("a leader", lambda: _leader(config), 30)
+        events = JournalEvents(config)
+        _wait_ready(config, synchronous)
+        probe.start()
+        for scenario, done in rounds.items():
+            for _ in range(args.rounds):
+                done.append(_cp_round(lab_dir, config, events, probe, scenario, synchronous))
+                print(json.dumps(done[-1]), file=sys.stderr, flush=True)
+        _wait_ready(config, synchronous)
+    finally:
+        stats = probe.stop() if probe._thread.is_alive() else probe.stats
+        if stats.acknowledged:
+            lost = probe.missing(stats.acked_ids())
+        if events is not None:
+            events.journal.close()
+        lab_down(lab_dir, purge=True)
+        if args.dir is None:
+            base.rmdir()
+    ok = all(
+        r["failover_status"] == r["failback_status"] == "succeeded"
+        for done in rounds.values()
+        for r in done
+    )
+    scenarios = {}
+    for scenario, done in rounds.items():
+        rto = _summary([r["rto_s"] for r in done if r["rto_s"] is not None])
+        target = float(CP_SCENARIOS[scenario]["target_median_s"])  # type: ignore[arg-type]
+        scenarios[scenario] = {
+            "killed": CP_SCENARIOS[scenario]["kill"],
+            "rounds": len(done),
+            "rto_s": rto,
+            "target_median_s": target,
+            "meets_target": rto["median"] is not None and rto["median"] <= target,
+            "leader_elected_after_s": _summary(
+                [
+                    r["leader_elected_after_s"]
+                    for r in done
+                    if r["leader_elected_after_s"] is not None
+                ]
+            ),
+            "run_started_after_s": _summary([r["run_started_after_s"] for r in done]),
+            "per_round": done,
+        }
+    result = {
+        "benchmark": "failover_rto",
+        "control_plane": True,
+        "mode": "synchronous" if synchronous else "asynchronous",
+        "hosts": args.hosts,
+        "lease_ttl_s": control_plane.lease_ttl,
+        "scenarios": scenarios,
+        "acknowledged_writes": len(stats.acknowledged),
+        "lost_acknowledged_writes": len(lost),
+        "all_runs_succeeded": ok,
         "detection": {
             "interval_s": args.interval,
             "timeout_s": args.timeout,
