@@ -306,3 +306,31 @@ def test_a_leader_cut_off_from_etcd_stops_acting_by_its_own_clock(etcd: Etcd, pr
         kv = live.get(one.key)
         if time.monotonic() < lease_deadline:
             assert kv is not None and kv.text == "n1"
+
+
+def test_a_lease_that_outlived_its_holders_clock_is_renewed_not_replaced(
+    clients: tuple[EtcdClient, EtcdClient], prefix: str
+) -> None:
+    """etcd that lost its quorum extends every lease when it elects a raft leader again:
+    the old leader's key is still there on its lease. Its holder renews that lease and
+    leads on at once, where replacing the lease would leave nobody leading until the
+    old one expired (and nobody else can win meanwhile: the key is still on it)."""
+    live, other = clients
+    one = LeaderElection(live, prefix, "n1", ttl=6, safety_margin=4)
+    two = LeaderElection(other, prefix, "n2", ttl=6)
+    assert one.campaign()
+    lease_id = one.lease_id
+    with EtcdClient([_dead_endpoint()]) as dead:
+        one.client = dead
+        while one.may_act():
+            with pytest.raises(EtcdUnavailable):
+                one.keep_alive()
+            time.sleep(0.1)
+    one.client = live
+    lease_deadline = one.lease_deadline()
+    assert lease_deadline is not None and time.monotonic() < lease_deadline
+    assert not two.campaign(), "the key still on n1's lease is nobody else's"
+    assert one.campaign(), "n1 renews its live lease and finds its key on it"
+    assert one.lease_id == lease_id
+    assert one.may_act() and one.still_leader()
+    assert one.resign()

@@ -110,12 +110,20 @@ class LeaderElection:
 
         Idempotent: a leader that campaigns again stays leader. When the create
         transaction got no answer, the lease is kept so the next campaign can
-        recognise the key it may have created (same name *and* same lease); a key
+        recognise the key it may have created (same name *and* same lease), and a
+        lease this node's clock gave up on is renewed rather than replaced; a key
         with this node's name but another lease (left by an earlier process of the
         same node) is not ours, and is waited out like anyone else's.
         """
-        if self._lease_id is None or not self._lease_may_live():
-            self._forget_lease(revoke=True)
+        if self._lease_id is not None and not self._lease_may_live():
+            # By this node's clock the lease may be over, but etcd may still hold it:
+            # when etcd lost its quorum, the next raft leader extends every lease. Renew
+            # it and the leader key still on it is ours again: nobody else could have
+            # taken the key while the lease lived. Revoking it instead would leave
+            # nobody leading for a TTL whenever the revocation got no answer.
+            self._leading = False  # until the key is read back on this lease
+            self.keep_alive()
+        if self._lease_id is None:
             self._grant()
         lease_id = self._lease_id
         assert lease_id is not None
@@ -152,7 +160,12 @@ class LeaderElection:
         if self._lease_id is None:
             return False
         sent_at = self._clock()
-        ttl = self.client.lease_keepalive(self._lease_id)
+        try:
+            ttl = self.client.lease_keepalive(self._lease_id)
+        except EtcdRequestFailed as exc:
+            if exc.grpc_code != GRPC_NOT_FOUND:
+                raise
+            ttl = 0
         if ttl <= 0:
             self._forget_lease(revoke=False)
             return False

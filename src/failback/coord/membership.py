@@ -81,6 +81,30 @@ class Membership:
         self._dirty = False
         self.renewed_at = sent_at
 
+    def refresh(self) -> bool:
+        """Renew the current lease only (never a new one): True when etcd still held it.
+
+        What a site's node tries once more before fencing its primary: success proves
+        that its member key never left etcd, so the leader cannot have failed over from
+        its site meanwhile. A lease that ended is not replaced here (``renew`` does
+        that): the key was gone, and the site may have been failed over from.
+        Errors are the caller's."""
+        lease_id = self._lease_id
+        if lease_id is None:
+            return False
+        sent_at = self._clock()
+        try:
+            ttl = self.client.lease_keepalive(lease_id)
+        except EtcdRequestFailed as exc:
+            if exc.grpc_code != GRPC_NOT_FOUND:
+                raise
+            return False
+        if ttl <= 0 or lease_id != self._lease_id:
+            return False
+        self._granted_ttl = ttl
+        self.renewed_at = max(self.renewed_at or sent_at, sent_at)
+        return True
+
     def update(self, **info: Any) -> None:
         """Change what the member key says (written at the next renewal; etcd errors are
         the caller's, as for ``renew``)."""

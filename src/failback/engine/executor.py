@@ -63,6 +63,8 @@ class RunOutcome:
     status: str
     error: str | None = None
     hint: str | None = None
+    deposed: bool = False
+    """Interrupted because this process could not prove it still leads (control plane)."""
 
     @property
     def exit_code(self) -> int:
@@ -233,7 +235,7 @@ class Executor:
             )
         except FailbackError:
             pass  # a journal fenced by the lost lease (or out of reach) takes no event either
-        return RunOutcome(run_id, INTERRUPTED, lost.message, lost.hint)
+        return RunOutcome(run_id, INTERRUPTED, lost.message, lost.hint, deposed=True)
 
     def resume(self, run_id: int, *, reload: Any = None) -> RunOutcome:
         """Continue an interrupted, failed or waiting run *forward*; refused once it began

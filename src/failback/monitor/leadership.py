@@ -83,6 +83,8 @@ class Leadership:
         """Until then this node neither campaigns nor acts: it told a cut-off site's node
         that it cannot reach etcd either (failsafe.py), and that answer is a promise."""
         self._lock = threading.Lock()
+        self._changes_lock = threading.Lock()
+        """Guards ``changes`` alone: a run thread reports without waiting for a tick's I/O."""
         self.last_error: str | None = None
         """Why the last tick could not talk to etcd (None: it could)."""
         self.leader_seen: str | None = None
@@ -127,28 +129,38 @@ class Leadership:
 
     def _note_change(self) -> None:
         leading = self.may_act()
+        noted: list[tuple[str, str]] = []
         if leading and not self._was_leader:
-            self.changes.append(("leader.elected", f"{self.node} is the leader"))
+            noted.append(("leader.elected", f"{self.node} is the leader"))
         elif self._was_leader and not leading:
             why = self.last_error or (
                 f"leader is now {self.leader_seen}"
                 if self.leader_seen not in (None, self.node)
                 else "no renewal within its lease (minus the safety margin)"
             )
-            self.changes.append(("leader.lost", f"{self.node} stopped leading: {why}"))
+            noted.append(("leader.lost", f"{self.node} stopped leading: {why}"))
         elif not leading and self.leader_seen != self._followed:
             if self.leader_seen is not None:
-                self.changes.append(("leader.following", f"{self.node} follows {self.leader_seen}"))
+                noted.append(("leader.following", f"{self.node} follows {self.leader_seen}"))
             elif self.last_error is None:
-                self.changes.append(("leader.none", "nobody leads: no monitor acts"))
+                noted.append(("leader.none", "nobody leads: no monitor acts"))
+        with self._changes_lock:
+            self.changes.extend(noted)
         self._was_leader = leading
         self._followed = None if leading else self.leader_seen
+
+    def report(self, kind: str, message: str) -> None:
+        """Something this node's log must say although the journal may refuse it (a run
+        refused for lost leadership): written with the leadership changes."""
+        with self._changes_lock:
+            self.changes.append((kind, message))
 
     def take_changes(self) -> list[tuple[str, str]]:
         """Leadership changes noticed since the last call (for the event log)."""
         with self._lock:
             self._note_change()
-            changes, self.changes = self.changes, []
+            with self._changes_lock:
+                changes, self.changes = self.changes, []
         return changes
 
     # -- the guards -----------------------------------------------------------------
@@ -203,6 +215,17 @@ class Leadership:
                 return False
             deadline = self.started_at + self.ttl
         return self._clock() >= deadline - self.election.safety_margin
+
+    def renew_membership_now(self) -> bool:
+        """One more renewal of this node's member lease, outside the tick (no lock: the
+        tick may be stuck in I/O). True when etcd still held the lease: the node was never
+        gone from etcd, so it is not cut off (what a site's node checks before fencing:
+        after a pause, or when etcd's quorum returns, its clock says cut off until the
+        next tick although etcd answers again)."""
+        try:
+            return self.membership.refresh()
+        except EtcdError:
+            return False
 
     def renewal_missed(self) -> bool:
         """The last renewal that should have happened did not succeed (with a fifth of a

@@ -150,6 +150,14 @@ class RunWorker:
                     data=data,
                 )
             self.outcome = executor.execute(self.run_id)
+            if self.outcome.deposed and self.seat is not None:
+                # the journal is fenced by the lost lease: the refusal goes to this
+                # monitor's own log (and to the journal if it still takes it)
+                self.seat.report(
+                    "run.deposed",
+                    f"{self.kind} of {self.service} (run {self.run_id}) left to the next "
+                    f"leader: {self.outcome.error}",
+                )
             self._report(journal, self.outcome)
             if self.after is not None:
                 self.after(journal, self.outcome)

@@ -6,8 +6,9 @@ without passing the edge, so only something at the site can stop them in time.
 
 The clock (``check`` every ``CHECK_S``): while this node renews its member lease,
 nothing happens. Once ``Leadership.cut_off()`` says that, by its own clock, the lease
-may end within the safety margin, the node asks every other node directly
-(failsafe.py). If all of them confirm that they cannot reach etcd either, nobody can
+may end within the safety margin, the node renews once more (etcd may answer again: a
+pause ended, quorum came back; a lease etcd still held proves the node never left it)
+and meanwhile asks every other node directly (failsafe.py). If all of them confirm that they cannot reach etcd either, nobody can
 act anywhere: the primary keeps serving (failsafe) and the question is asked again at
 each check. Otherwise the node fences every component of its site whose driver can
 fence itself (``Capability.SELF_FENCE``; PostgreSQL turns read-only and ends its
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,11 @@ from failback.errors import FailbackError
 from failback.hosts import HostSet
 from failback.monitor.failsafe import Answer, ask_peers
 from failback.monitor.leadership import Leadership
+
+RENEW_WAIT_S = 0.1
+"""How much longer than the peers' answers (``ask_peers``: 0.25 s at most) a cut-off node
+waits for its last-chance renewal before fencing: etcd answers a keepalive in
+milliseconds when it answers at all, and the fence must be done within the margin."""
 
 CHECK_S = 0.1
 """How often a node checks whether it is cut off: the fence must start within the
@@ -54,6 +62,10 @@ class SiteGuard:
     failsafe: bool = False
     _reported: set[str] = field(default_factory=set)
     """Components whose fence (or why there was nothing to fence) was logged while cut off."""
+    _renewer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="renew")
+    )
+    _renewal: Future[bool] | None = None
 
     @property
     def site(self) -> str:
@@ -65,12 +77,17 @@ class SiteGuard:
             if self.fenced or self.failsafe or self._reported:
                 self._rejoined()
             return
+        # while the other nodes are asked, try once more to renew: etcd may answer again
+        # (a pause ended, quorum came back) before this node's next tick would notice
+        renewal = self._renew_now()
         peers = self._peers()
         answers = (
             ask_peers(self.leadership.node, peers, self.token or "")
             if self.token
             else [Answer(name, False, "no peer_token configured") for name in peers]
         )
+        if self._renewed(renewal) or not self.leadership.cut_off():
+            return  # the member lease never ended: nobody can have failed over from here
         if answers and all(a.confirmed for a in answers):
             if not self.failsafe:
                 self.failsafe = True
@@ -83,6 +100,22 @@ class SiteGuard:
             return
         self.failsafe = False
         self._fence(answers)
+
+    def _renew_now(self) -> Future[bool] | None:
+        """Start one renewal in the background, or keep waiting for the previous one while
+        etcd has not answered it (never a queue of them behind a hung request)."""
+        if self._renewal is not None and not self._renewal.done():
+            return self._renewal
+        self._renewal = self._renewer.submit(self.leadership.renew_membership_now)
+        return self._renewal
+
+    def _renewed(self, renewal: Future[bool] | None) -> bool:
+        if renewal is None:
+            return False
+        try:
+            return renewal.result(timeout=RENEW_WAIT_S)
+        except FutureTimeout:
+            return False
 
     def _peers(self) -> dict[str, str | None]:
         control_plane = self.topology.control_plane
