@@ -146,6 +146,44 @@ def test_dead_endpoint_and_wrong_server_before_a_live_one(etcd: Etcd, prefix: st
         web.server_close()
 
 
+def test_an_endpoint_that_refused_a_connection_is_tried_last_by_the_next_clients(
+    etcd: Etcd, prefix: str
+) -> None:
+    """A monitor opens clients often (a journal per run thread): each must not spend the
+    connect timeout on a member that one of them just found dead. The dead endpoint
+    then comes back as a server that counts what it is sent: a new client of the same
+    endpoints asks the live member first, and sends the revived one nothing."""
+    port = pick_ports(1)[0]
+    dead = f"http://127.0.0.1:{port}"
+    with EtcdClient([dead, etcd.url]) as first:
+        assert first.get(f"{prefix}/a") is None  # refused by dead, answered by etcd
+    asked: list[str] = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked.append(self.path)
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    revived = http.server.ThreadingHTTPServer(("127.0.0.1", port), Counting)
+    threading.Thread(target=revived.serve_forever, daemon=True).start()
+    try:
+        with EtcdClient([dead, etcd.url]) as second:
+            assert second.get(f"{prefix}/a") is None
+            second.put(f"{prefix}/a", "1")
+            assert second.get(f"{prefix}/a") is not None
+        assert asked == [], "the endpoint found dead was asked before the live one"
+        with EtcdClient([dead]) as only, pytest.raises(EtcdUnavailable):
+            only.get(f"{prefix}/a")  # still tried when it is the only one left
+        assert asked == ["/v3/kv/range"]
+    finally:
+        revived.shutdown()
+        revived.server_close()
+
+
 def test_a_write_without_an_answer_is_not_sent_elsewhere(etcd: Etcd, prefix: str) -> None:
     """A server that takes the request and never answers: a read moves on to the next
     endpoint; a write stops there, saying it may have been applied (sending it to
@@ -154,6 +192,9 @@ def test_a_write_without_an_answer_is_not_sent_elsewhere(etcd: Etcd, prefix: str
         silent = f"http://127.0.0.1:{silent_socket.getsockname()[1]}"
         with EtcdClient([silent, etcd.url], request_timeout=0.3) as client:
             assert client.get(f"{prefix}/a") is None
+    # (another silent server: the process now asks etcd.url first after silent)
+    with socket.create_server(("127.0.0.1", 0)) as silent_socket:
+        silent = f"http://127.0.0.1:{silent_socket.getsockname()[1]}"
         with EtcdClient([silent, etcd.url], request_timeout=0.3) as client:
             with pytest.raises(EtcdUnavailable) as caught:
                 client.put(f"{prefix}/a", "1")

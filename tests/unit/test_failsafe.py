@@ -75,6 +75,24 @@ def test_a_node_without_etcd_confirms_and_stands_still_for_a_ttl(
     assert not leadership.holding()
 
 
+def test_the_promise_ends_when_etcd_answers_the_promising_node_again(
+    node: tuple[Leadership, Clock],
+) -> None:
+    """etcd's quorum is back: the promising node renews and may lead again at once (the
+    asker's own member key, still alive, keeps its site from being failed over from)."""
+    leadership, clock = node
+    leadership.begin()
+    leadership.membership.renewed_at = clock.now
+    clock.now += leadership.period * 1.5
+    assert leadership.confirm_failsafe("dc1").confirmed
+    clock.now += 0.5
+    assert leadership.holding(), "no renewal since the promise: it binds"
+    leadership.membership.renewed_at = clock.now - 0.6  # sent before the promise: no
+    assert leadership.holding()
+    leadership.membership.renewed_at = clock.now  # etcd answered a renewal sent after it
+    assert not leadership.holding()
+
+
 def test_peers_are_asked_with_the_token_and_strangers_are_refused(
     node: tuple[Leadership, Clock],
 ) -> None:

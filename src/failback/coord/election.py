@@ -68,6 +68,9 @@ class LeaderElection:
         self.ttl = ttl
         self.safety_margin = margin
         self.key = prefix.rstrip("/") + "/leader"
+        self.renew_timeout: float | None = None
+        """Wait at most this long for each member's answer to a renewal (None: the
+        client's request timeout); the caller retries soon after a failed one."""
         self._clock = clock
         self._lease_id: int | None = None
         self._granted_ttl = ttl
@@ -161,7 +164,7 @@ class LeaderElection:
             return False
         sent_at = self._clock()
         try:
-            ttl = self.client.lease_keepalive(self._lease_id)
+            ttl = self.client.lease_keepalive(self._lease_id, timeout=self.renew_timeout)
         except EtcdRequestFailed as exc:
             if exc.grpc_code != GRPC_NOT_FOUND:
                 raise

@@ -7,8 +7,10 @@ needs are here: key ranges, put, delete, transactions, leases, status, members.
 
 Why several endpoints: a monitor must keep talking to etcd when one member (or
 its site) is gone. Endpoints are tried in turn, starting with the last one that
-answered, and the first answer wins. Timeouts are short and explicit because a
-leader that waits longer than its lease for an answer has already lost.
+answered (in this process: every client shares what was learned), endpoints that
+could not be connected to lately last, and the first answer wins. Timeouts are
+short and explicit because a leader that waits longer than its lease for an answer
+has already lost.
 
 Retrying elsewhere is only done when it cannot apply a write twice. A request
 that never reached a server (connection refused, connect timeout) is always
@@ -24,6 +26,8 @@ escapes this module.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +117,46 @@ def normalize_endpoint(endpoint: str) -> str:
     return text
 
 
+UNREACHABLE_FOR_S = 5.0
+"""After an endpoint refused or timed out a connection, every client of this process
+tries it last for this long: a monitor opens journals and clients often (one per run
+thread), and each would otherwise spend the connect timeout on a dead site's member
+before reaching a live one (seconds of RTO when a whole site dies)."""
+
+
+class _EndpointMemory:
+    """What this process learned about endpoints, shared by all its clients: which one
+    answered last for a set of endpoints, and which ones could not be connected to."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answered: dict[tuple[str, ...], str] = {}
+        self._unreachable_until: dict[str, float] = {}
+
+    def order(self, endpoints: tuple[str, ...]) -> list[str]:
+        """The last endpoint that answered first, then the others in turn; endpoints that
+        recently could not be connected to at the end (still tried: they may be back)."""
+        with self._lock:
+            answered = self._answered.get(endpoints)
+            start = endpoints.index(answered) if answered in endpoints else 0
+            now = time.monotonic()
+            dead = {e for e in endpoints if self._unreachable_until.get(e, 0.0) > now}
+        turn = [*endpoints[start:], *endpoints[:start]]
+        return [e for e in turn if e not in dead] + [e for e in turn if e in dead]
+
+    def answered(self, endpoints: tuple[str, ...], endpoint: str) -> None:
+        with self._lock:
+            self._answered[endpoints] = endpoint
+            self._unreachable_until.pop(endpoint, None)
+
+    def unreachable(self, endpoint: str) -> None:
+        with self._lock:
+            self._unreachable_until[endpoint] = time.monotonic() + UNREACHABLE_FOR_S
+
+
+_MEMORY = _EndpointMemory()
+
+
 @dataclass(frozen=True)
 class _Attempt:
     """Why one endpoint gave no usable answer; ``maybe_applied`` when the request reached it."""
@@ -120,6 +164,8 @@ class _Attempt:
     endpoint: str
     reason: str
     maybe_applied: bool
+    unreachable: bool = False
+    """No connection could be made (refused, or timed out): tried last for a while."""
 
 
 class _NoAnswer(Exception):
@@ -155,7 +201,6 @@ class EtcdClient:
         self.endpoints: tuple[str, ...] = tuple(dict.fromkeys(map(normalize_endpoint, endpoints)))
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
-        self._preferred = 0
         cert: tuple[str, str] | None = None
         if cert_file is not None and key is not None:
             if key.kind != "file" or key.reference is None:
@@ -246,13 +291,19 @@ class EtcdClient:
         data = self._call("/lease/grant", {"TTL": str(ttl)}, idempotent=False)
         return Lease(id=as_int(data.get("ID")), ttl=as_int(data.get("TTL")))
 
-    def lease_keepalive(self, lease_id: int) -> int:
+    def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> int:
         """Renew the lease once; returns its TTL from now, 0 when the lease is gone.
+
+        ``timeout``: wait at most this long for each member's answer (default: the
+        client's request timeout). A renewal is retried soon by its caller, so a member
+        that holds it (etcd electing a raft leader) must not hold the next one back.
 
         The gateway serves this stream call as one JSON object per line, each
         wrapped in ``{"result": ...}``; one request gives one line.
         """
-        data = self._call("/lease/keepalive", {"ID": str(lease_id)}, idempotent=True)
+        data = self._call(
+            "/lease/keepalive", {"ID": str(lease_id)}, idempotent=True, timeout=timeout
+        )
         return max(as_int(data.get("TTL")), 0)
 
     def lease_revoke(self, lease_id: int) -> bool:
@@ -316,8 +367,15 @@ class EtcdClient:
 
     # -- transport ---------------------------------------------------------------
 
-    def _call(self, path: str, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
-        return self._call_with_endpoint(path, body, idempotent=idempotent)[0]
+    def _call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        idempotent: bool,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        return self._call_with_endpoint(path, body, idempotent=idempotent, timeout=timeout)[0]
 
     def _call_with_endpoint(
         self,
@@ -326,19 +384,18 @@ class EtcdClient:
         *,
         idempotent: bool,
         endpoints: Sequence[str] | None = None,
+        timeout: float | None = None,
     ) -> tuple[dict[str, Any], str]:
         """POST ``body`` to the first endpoint that answers; (answer, that endpoint)."""
-        if endpoints is None:
-            start = self._preferred
-            order = [*self.endpoints[start:], *self.endpoints[:start]]
-        else:
-            order = list(endpoints)
+        order = _MEMORY.order(self.endpoints) if endpoints is None else list(endpoints)
         attempts: list[_Attempt] = []
         for endpoint in order:
             try:
-                data = self._post(endpoint, path, body)
+                data = self._post(endpoint, path, body, timeout)
             except _NoAnswer as no_answer:
                 attempts.append(no_answer.attempt)
+                if no_answer.attempt.unreachable:
+                    _MEMORY.unreachable(endpoint)
                 if no_answer.attempt.maybe_applied and not idempotent:
                     raise EtcdUnavailable(
                         f"etcd at {endpoint}: {no_answer.attempt.reason} to {API_PREFIX}{path}; "
@@ -348,24 +405,26 @@ class EtcdClient:
                     ) from None
                 continue
             if endpoint in self.endpoints:
-                self._preferred = self.endpoints.index(endpoint)
+                _MEMORY.answered(self.endpoints, endpoint)
             return data, endpoint
         raise _unavailable(attempts)
 
-    def _post(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(
+        self, endpoint: str, path: str, body: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
         """One request to one endpoint, authenticated when etcd wants a user: a token
         etcd no longer knows (it expires, or the member restarted) is renewed once."""
         if self._credentials is None:
-            return self._post_once(endpoint, path, body, None)
+            return self._post_once(endpoint, path, body, None, timeout)
         if self._token is None:
             self._token = self._authenticate(endpoint)
         try:
-            return self._post_once(endpoint, path, body, self._token)
+            return self._post_once(endpoint, path, body, self._token, timeout)
         except EtcdRequestFailed as exc:
             if exc.grpc_code != GRPC_UNAUTHENTICATED:
                 raise
         self._token = self._authenticate(endpoint)
-        return self._post_once(endpoint, path, body, self._token)
+        return self._post_once(endpoint, path, body, self._token, timeout)
 
     def _authenticate(self, endpoint: str) -> str:
         assert self._credentials is not None
@@ -397,17 +456,39 @@ class EtcdClient:
         return token
 
     def _post_once(
-        self, endpoint: str, path: str, body: dict[str, Any], token: str | None
+        self,
+        endpoint: str,
+        path: str,
+        body: dict[str, Any],
+        token: str | None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """One request to one endpoint: its answer, ``_NoAnswer``, or ``EtcdRequestFailed``."""
         url = f"{endpoint}{API_PREFIX}{path}"
         headers = {"Authorization": token} if token else None
+        limits = (
+            httpx.USE_CLIENT_DEFAULT
+            if timeout is None
+            else httpx.Timeout(
+                min(timeout, self.request_timeout),
+                connect=min(timeout, self.connect_timeout),
+                pool=min(timeout, self.connect_timeout),
+            )
+        )
         try:
-            response = self._http.post(url, content=json.dumps(body), headers=headers)
+            response = self._http.post(
+                url, content=json.dumps(body), headers=headers, timeout=limits
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _NoAnswer(_Attempt(endpoint, self._describe(exc), maybe_applied=False)) from None
+            raise _NoAnswer(
+                _Attempt(
+                    endpoint, self._describe(exc, timeout), maybe_applied=False, unreachable=True
+                )
+            ) from None
         except httpx.HTTPError as exc:
-            raise _NoAnswer(_Attempt(endpoint, self._describe(exc), maybe_applied=True)) from None
+            raise _NoAnswer(
+                _Attempt(endpoint, self._describe(exc, timeout), maybe_applied=True)
+            ) from None
         data = _first_json_object(response.text)
         if data is None:
             raise _NoAnswer(
@@ -438,11 +519,11 @@ class EtcdClient:
             )
         return data
 
-    def _describe(self, exc: httpx.HTTPError) -> str:
+    def _describe(self, exc: httpx.HTTPError, timeout: float | None = None) -> str:
         if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-            return f"no connection within {self.connect_timeout:g} s"
+            return f"no connection within {min(timeout or 1e9, self.connect_timeout):g} s"
         if isinstance(exc, httpx.TimeoutException):
-            return f"no answer within {self.request_timeout:g} s"
+            return f"no answer within {min(timeout or 1e9, self.request_timeout):g} s"
         text = str(exc) or type(exc).__name__
         if "refused" in text.lower():
             return "connection refused"

@@ -54,13 +54,16 @@ class Membership:
         self._granted_ttl = ttl
         self.renewed_at: float | None = None
         self._dirty = False
+        self.renew_timeout: float | None = None
+        """Wait at most this long for each member's answer to a renewal (None: the
+        client's request timeout)."""
 
     def renew(self) -> None:
         """Renew (or create) the member key; an ``EtcdError`` leaves ``renewed_at`` as it was."""
         sent_at = self._clock()
         if self._lease_id is not None:
             try:
-                ttl = self.client.lease_keepalive(self._lease_id)
+                ttl = self.client.lease_keepalive(self._lease_id, timeout=self.renew_timeout)
             except EtcdRequestFailed as exc:
                 if exc.grpc_code != GRPC_NOT_FOUND:
                     raise
@@ -94,7 +97,7 @@ class Membership:
             return False
         sent_at = self._clock()
         try:
-            ttl = self.client.lease_keepalive(lease_id)
+            ttl = self.client.lease_keepalive(lease_id, timeout=self.renew_timeout)
         except EtcdRequestFailed as exc:
             if exc.grpc_code != GRPC_NOT_FOUND:
                 raise

@@ -1,7 +1,7 @@
 """A monitor's seat in the control plane: member, candidate, and (maybe) the one leader.
 
 With a ``control_plane:`` section, every ``failback monitor --node NAME`` keeps its member
-key alive and campaigns for ``<prefix>/leader`` on one clock (``tick``, every third of
+key alive and campaigns for ``<prefix>/leader`` on one clock (``tick``, every fifth of
 the lease TTL). Only the leader reconciles (observes-to-act, starts and continues
 runs); the others keep probing so that a new leader acts on fresh health at once.
 
@@ -51,8 +51,13 @@ class Leadership:
         self.site = spec.site
         self.client = client
         self.ttl = control_plane.lease_ttl
-        self.period = max(self.ttl / 3.0, 0.2)
-        """Seconds between ticks: two renewals may fail before the lease is at risk."""
+        self.period = max(self.ttl / 5.0, 0.2)
+        """Seconds between ticks: several renewals may fail before this node must stop
+        acting. etcd electing a new raft leader (a member died) answers no renewal for one
+        to two seconds: the last one that succeeded must not be a whole period older."""
+        self.renew_timeout = max(min(self.period, control_plane.etcd.request_timeout), 0.2)
+        """How long one renewal waits for a member (then the next member, then a retry
+        after ``RETRY_S``): never a tick stuck for the whole acting window."""
         self.election = LeaderElection(
             client,
             control_plane.prefix,
@@ -75,11 +80,15 @@ class Leadership:
             },
             clock=clock,
         )
+        self.election.renew_timeout = self.renew_timeout
+        self.membership.renew_timeout = self.renew_timeout
         self._clock = clock
         self.control_plane = control_plane
         self.started_at: float | None = None
         """When this node's clock began (``begin``): before, it is not cut off."""
         self.hold_until = 0.0
+        self.hold_since = 0.0
+        """When the last such promise was given: a renewal sent after it ends the hold."""
         """Until then this node neither campaigns nor acts: it told a cut-off site's node
         that it cannot reach etcd either (failsafe.py), and that answer is a promise."""
         self._lock = threading.Lock()
@@ -237,7 +246,17 @@ class Leadership:
         return since is not None and self._clock() - since > self.period * 1.2
 
     def holding(self) -> bool:
-        return self._clock() < self.hold_until
+        """This node promised a cut-off node to stand still (``confirm_failsafe``), and
+        the promise still binds: less than a TTL ago, and etcd has not answered a renewal
+        since. Once etcd answers this node again, the asker's own member key protects it:
+        its lease lives at least a TTL after etcd's quorum is back (etcd's new raft
+        leader extends every lease), the leader fails over from a site only once its
+        nodes are gone from etcd, and the asker, asking again every ``CHECK_S``, now
+        hears "reaches etcd" and fences long before its key can expire."""
+        if self._clock() >= self.hold_until:
+            return False
+        renewed = self.membership.renewed_at
+        return renewed is None or renewed <= self.hold_since
 
     def confirm_failsafe(self, asker: str) -> Answer:
         """Another node, cut off from etcd, asks whether this one can reach it. Confirm
@@ -248,7 +267,9 @@ class Leadership:
             return Answer(self.node, False, f"{self.node} reaches etcd")
         # etcd does not answer this node either: a leader stops acting now (its lease is
         # lost anyway), and none of them acts for one TTL from this answer
-        self.hold_until = max(self.hold_until, self._clock() + self.ttl)
+        now = self._clock()
+        self.hold_until = max(self.hold_until, now + self.ttl)
+        self.hold_since = now
         return Answer(
             self.node,
             True,

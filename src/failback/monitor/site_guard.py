@@ -8,13 +8,14 @@ The clock (``check`` every ``CHECK_S``): while this node renews its member lease
 nothing happens. Once ``Leadership.cut_off()`` says that, by its own clock, the lease
 may end within the safety margin, the node renews once more (etcd may answer again: a
 pause ended, quorum came back; a lease etcd still held proves the node never left it)
-and meanwhile asks every other node directly (failsafe.py). If all of them confirm that they cannot reach etcd either, nobody can
-act anywhere: the primary keeps serving (failsafe) and the question is asked again at
-each check. Otherwise the node fences every component of its site whose driver can
-fence itself (``Capability.SELF_FENCE``; PostgreSQL turns read-only and ends its
-sessions), before etcd could hand its lease, and with it the right to promote, to
-another node. It fences again at each check while cut off (a restarted server, a new
-session), and says what it did in the monitor's log, since the journal is out of reach.
+and meanwhile asks every other node directly (failsafe.py). If all of them confirm that
+they cannot reach etcd either, nobody can act anywhere: the primary keeps serving
+(failsafe) and the question is asked again at each check. Otherwise the node fences
+every component of its site whose driver can fence itself (``Capability.SELF_FENCE``;
+PostgreSQL turns read-only and ends its sessions), before etcd could hand its lease, and
+with it the right to promote, to another node. It fences again at each check while cut
+off (a restarted server, a new session), and says what it did in the monitor's log,
+since the journal is out of reach.
 
 When etcd answers again the fence stays: the leader decides (a stale primary is fenced
 on sight and failed back to; a site nobody failed over from gets its fence lifted).
