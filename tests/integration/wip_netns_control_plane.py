@@ -1014,7 +1014,7 @@ def test_a_partitioned_primary_site_fences_itself_and_fails_back_after_the_heal(
         try:
             run = wait_for("the failover", lambda: failover_done(cp, mark), 60)
             note(f"failover run {run.id} succeeded")
-            promoted_at = float(run.started_at)  # (the promotion comes later)
+            promoted_at = float(run.created_at)  # (the promotion comes later)
             dc1_log = cp.monitor_log("dc1", cut_at)
         finally:
             healed_at = time.time()
@@ -1040,5 +1040,5 @@ def test_a_partitioned_primary_site_fences_itself_and_fails_back_after_the_heal(
     # the healed dc1 was a stale primary: failed back to, once it was stable
     failback = cp.newest_run("failback", mark)
     assert failback is not None and failback.status == "succeeded", failback
-    assert float(failback.started_at) > healed_at
+    assert float(failback.created_at) > healed_at
     cp.known = "home"
