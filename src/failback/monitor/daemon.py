@@ -21,6 +21,7 @@ import fcntl
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,18 +29,18 @@ from typing import Any, TextIO
 
 from failback.config import Topology
 from failback.config.journal import journal_for
+from failback.drivers.kept import Kept
 from failback.errors import StateError, UsageError
 from failback.hosts import HostSet
 from failback.monitor.failsafe import FailsafeServer
 from failback.monitor.leadership import Leadership
 from failback.monitor.notify import Notifier, event_document
-from failback.monitor.reconcile import ServiceMonitor
+from failback.monitor.reconcile import TICK_S, ServiceMonitor, sees_differently
 from failback.monitor.run_worker import JournalPerThread
 from failback.monitor.scheduler import run_probe
 from failback.monitor.site_guard import CHECK_S, SiteGuard
 from failback.observe.probes import ProbeHealth, build_probes
 
-TICK_S = 0.25
 RETRY_S = 0.2
 """How soon a monitor tries etcd again after a renewal that failed."""
 PUMP_S = 0.2
@@ -101,9 +102,12 @@ class Monitor:
         probes', so that a probe giving up on a slow machine (and dropping that
         connection) never cuts a run's request in flight."""
         self.journals = JournalPerThread(self.state_dir)
+        self.kept = Kept()
+        """Connections the probes keep open between attempts (a database's: a fresh one
+        per attempt costs the monitor and the server more than the observation itself)."""
         self.services: list[ServiceMonitor] = []
         for name, service in topology.services.items():
-            probes = build_probes(name, service, self.hosts)
+            probes = build_probes(name, service, self.hosts, self.kept)
             self.services.append(
                 ServiceMonitor(
                     name=name,
@@ -136,10 +140,13 @@ class Monitor:
         self._lead_wake = asyncio.Event()
 
         def on_result(svc: ServiceMonitor, probe: Any, result: Any) -> None:
+            before = svc.health[probe.key].last
             if svc.on_result(probe, result):
                 wake[svc.name].set()
                 if self.leadership is not None and probe.site == self.leadership.site:
                     self._lead_wake.set()  # the member key says what this site sees
+            elif sees_differently(before, result):
+                wake[svc.name].set()  # a promoted standby is fenced without waiting a tick
 
         probe_stop = asyncio.Event()
         tasks = [
@@ -161,9 +168,14 @@ class Monitor:
             if self.failsafe is not None:
                 self.failsafe.start()
             guard = self._site_guard(notifier)
+            guard_stop = threading.Event()
             if guard is not None:
-                guarding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="site-guard")
-                tasks.append(asyncio.create_task(self._guard(guard, guarding, probe_stop)))
+                # a thread of its own, not a task: the fence must start within the margin
+                # even while the event loop is late (a busy machine, a slow callback)
+                guarding = threading.Thread(
+                    target=self._guard, args=(guard, guard_stop), name="site-guard", daemon=True
+                )
+                guarding.start()
         pump_task = asyncio.create_task(self._pump(pump, notifier, cursor, stop))
         await stop.wait()
         probe_stop.set()
@@ -180,7 +192,8 @@ class Monitor:
             await self._pump_once(pump, notifier, pump_task.result())
         if self.leadership is not None:
             if guard is not None:
-                guarding.shutdown(wait=True)
+                guard_stop.set()
+                await loop.run_in_executor(None, guarding.join)
             await loop.run_in_executor(seat, self.leadership.close)
             seat.shutdown(wait=True)
             notifier.line(event_document(self._local_event("monitor.stopped", "monitor stopped")))
@@ -195,6 +208,7 @@ class Monitor:
         monitor exits, where the process ending leaves it interrupted, for the next one."""
         if self.failsafe is not None:
             self.failsafe.close()
+        self.kept.close()
         self.hosts.close()
         workers = [w for svc in self.services for w in (svc.worker, svc.aborter)]
         if any(w is not None and w.alive() for w in workers):
@@ -293,18 +307,15 @@ class Monitor:
         token = control_plane.peer_token.resolve() if control_plane.peer_token else None
         return SiteGuard(self.topology, self.leadership, self.run_hosts, emit, token)
 
-    async def _guard(
-        self, guard: SiteGuard, executor: ThreadPoolExecutor, stop: asyncio.Event
-    ) -> None:
-        loop = asyncio.get_running_loop()
+    def _guard(self, guard: SiteGuard, stop: threading.Event) -> None:
+        """The site guard's clock, in its own thread: a check every ``CHECK_S``."""
         while not stop.is_set():
             try:
-                await loop.run_in_executor(executor, guard.check)
+                guard.check()
             except Exception as exc:  # the guard must outlive one broken check
                 notifier_line = f"site guard failed: {type(exc).__name__}: {exc}"
                 self.log.write(notifier_line + "\n")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), CHECK_S)
+            stop.wait(CHECK_S)
 
     def _local_event(self, kind: str, message: str) -> dict[str, Any]:
         assert self.leadership is not None
@@ -334,17 +345,19 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), TICK_S)
                 continue
-            views = svc.views()
+            now = time.time()
+            views = svc.views(records=svc.save_due(now))
             try:
-                await loop.run_in_executor(executor, svc.reconcile, views, time.time())
+                await loop.run_in_executor(executor, svc.reconcile, views, now)
             except Exception as exc:  # a broken tick is reported, the loop goes on
                 message = f"{svc.name}: reconcile failed: {type(exc).__name__}: {exc}"
                 if message != last_error[0] or time.time() - last_error[1] > 30:
                     last_error = (message, time.time())
                     with contextlib.suppress(Exception):
                         await loop.run_in_executor(executor, self._event, "monitor.error", message)
+                svc.steady = False  # a broken tick is tried again soon
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), TICK_S)
+                await asyncio.wait_for(wake.wait(), svc.next_tick())
 
     async def _pump(
         self, executor: ThreadPoolExecutor, notifier: Notifier, cursor: int, stop: asyncio.Event
