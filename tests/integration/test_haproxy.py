@@ -34,6 +34,7 @@ from failback.drivers.haproxy.server_state import (
     parse_servers_state,
     parse_stat_csv,
 )
+from failback.drivers.kept import Kept, keeping
 from failback.hosts import LocalHost
 from failback.lab.ports import pick_ports
 
@@ -310,6 +311,75 @@ def test_observe_component_roles(haproxy: Haproxy, tmp_path: Path) -> None:
     down = observe_haproxy_component(host, "app", "router", component, "dc1")
     assert (down.healthy, down.role) == (False, "down")
     assert "does not exist" in down.detail
+
+
+def test_observation_reads_the_server_and_the_write_target_from_one_answer(
+    haproxy: Haproxy,
+) -> None:
+    """One ``server_states`` answer (two runtime-API commands) per observation, not two."""
+    sent: list[str] = []
+    router_command = HaproxyRouter.command
+
+    def counting(self: HaproxyRouter, cmd: str) -> str:
+        sent.append(cmd)
+        return router_command(self, cmd)
+
+    component = {
+        "driver": "haproxy",
+        "options": {"socket": haproxy.router.socket_path, "backend": "pg_write"},
+        "sites": {"dc1": {"server": "dc1"}, "dc2": {"server": "dc2"}},
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HaproxyRouter, "command", counting)  # counts; HAProxy still answers
+        seen = observe_haproxy_component(LocalHost(), "app", "router", component, "dc1")
+    assert (seen.healthy, seen.role, seen.data["write_target"]) == (True, "active", "dc1")
+    assert sent == ["show servers state pg_write", "show stat pg_write 4 -1"]
+
+
+def test_a_shared_answer_is_never_older_than_share_within(haproxy: Haproxy) -> None:
+    """Under the monitor's ``keeping``, probes of one backend share an answer received
+    within ``share_within`` seconds: a change made since shows once that has passed, and
+    at once to an observation that does not share (a run, ``failback status``)."""
+    component = {
+        "driver": "haproxy",
+        "options": {"socket": haproxy.router.socket_path, "backend": "pg_write"},
+        "sites": {"dc1": {"server": "dc1"}, "dc2": {"server": "dc2"}},
+    }
+    host = LocalHost()
+    kept = Kept()
+    share_within = 1.0
+    with keeping(kept, share_within=share_within):
+        before = observe_haproxy_component(host, "app", "router", component, "dc1")
+        answered = time.monotonic()
+        haproxy.router.set_state("pg_write", "dc1", "maint")
+        shared = observe_haproxy_component(host, "app", "router", component, "dc1")
+        shared_at = time.monotonic()
+        time.sleep(max(0.0, share_within - (time.monotonic() - answered)) + 0.05)
+        after = observe_haproxy_component(host, "app", "router", component, "dc1")
+    alone = observe_haproxy_component(host, "app", "router", component, "dc1")
+    assert before.role == "active"
+    if shared_at - answered <= share_within:  # (a machine slower than that: nothing shared)
+        assert shared.role == "active", "the answer of a moment ago serves"
+    assert after.role == "standby", "an answer older than share_within was used"
+    assert alone.role == "standby"
+    kept.close()
+
+
+def test_a_failed_answer_is_not_shared(haproxy: Haproxy, tmp_path: Path) -> None:
+    """A router that stopped answering is seen by the next probe at once."""
+    gone = {
+        "driver": "haproxy",
+        "options": {"socket": str(tmp_path / "gone.sock"), "backend": "pg_write"},
+        "sites": {"dc1": {"server": "dc1"}},
+    }
+    kept = Kept()
+    with keeping(kept, share_within=10.0):
+        first = observe_haproxy_component(LocalHost(), "app", "router", gone, "dc1")
+        gone["options"]["socket"] = haproxy.router.socket_path  # type: ignore[index]
+        second = observe_haproxy_component(LocalHost(), "app", "router", gone, "dc1")
+    assert (first.healthy, first.role) == (False, "down")
+    assert (second.healthy, second.role) == (True, "active")
+    kept.close()
 
 
 @pytest.mark.parametrize(

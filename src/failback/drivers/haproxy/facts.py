@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from failback.drivers.haproxy.errors import HaproxyError, MultipleWriteTargets
-from failback.drivers.haproxy.router import HaproxyRouter
+from failback.drivers.haproxy.router import HaproxyRouter, write_target_of
+from failback.drivers.haproxy.runtime import server_of
+from failback.drivers.haproxy.server_state import ServerState
+from failback.drivers.kept import kept
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
 
@@ -53,6 +56,21 @@ def router_target(component: Any, site: str) -> RouterTarget:
     )
 
 
+def _server_states(target: RouterTarget) -> dict[str, ServerState]:
+    """Every server of the target's backend, as HAProxy answers now; under the monitor's
+    ``keeping`` an answer another probe of the same backend got a moment ago (a small
+    part of the probe interval, ``failback.drivers.kept``): hundreds of services behind
+    one HAProxy would otherwise each open its runtime socket twice per interval, and a
+    burst fills the socket's backlog (EAGAIN: healthy routers recorded as failed)."""
+    pool = kept()
+    if pool is None:
+        return target.router().server_states(target.backend)
+    return pool.recent(
+        ("haproxy", target.socket, target.backend),
+        lambda: target.router().server_states(target.backend),
+    )
+
+
 def observe_haproxy_component(
     host: Host, service: str, name: str, component: Any, site: str
 ) -> ComponentObservation:
@@ -66,13 +84,14 @@ def observe_haproxy_component(
     if _get(_get(component, "options"), "tier", "database") == "stateless":
         return observe_traffic_share(name, component, site)
     target = router_target(component, site)
-    router = target.router()
     data: dict[str, Any] = {"backend": target.backend, "server": target.server}
     try:
-        state = router.server_state(target.backend, target.server)
+        # one answer for the server and the write target: both as of the same instant
+        states = _server_states(target)
+        state = server_of(target.backend, target.server, states)
         data.update(state.to_dict())
         try:
-            data["write_target"] = router.write_target(target.backend)
+            data["write_target"] = write_target_of(target.backend, states)
         except MultipleWriteTargets as exc:
             data["write_target"] = None
             return ComponentObservation(
@@ -100,10 +119,9 @@ def observe_traffic_share(name: str, component: Any, site: str) -> ComponentObse
     so there is no single write target to check.
     """
     target = router_target(component, site)
-    router = target.router()
     data: dict[str, Any] = {"backend": target.backend, "server": target.server, "tier": "stateless"}
     try:
-        states = router.server_states(target.backend)
+        states = _server_states(target)
     except HaproxyError as exc:
         return ComponentObservation(
             component=name, site=site, driver="haproxy", healthy=False, role="down",

@@ -9,8 +9,11 @@ accepts setting a state a server already has, and closing no sessions is a no-op
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from failback.drivers.haproxy.errors import MultipleWriteTargets, UnknownServer
 from failback.drivers.haproxy.runtime import HaproxyRuntime
+from failback.drivers.haproxy.server_state import ServerState
 
 
 class HaproxyRouter(HaproxyRuntime):
@@ -58,15 +61,22 @@ class HaproxyRouter(HaproxyRuntime):
         because which one is right is for the planner to decide with the
         databases' own view of their roles.
         """
-        active = self.active_servers(backend)
-        if len(active) > 1:
-            raise MultipleWriteTargets(
-                f"backend {backend!r} sends traffic to {len(active)} servers "
-                f"({', '.join(active)}): two writable endpoints are reachable",
-                hint=f"fence all but one, e.g. set server {backend}/<other> state maint",
-            )
-        return active[0] if active else None
+        return write_target_of(backend, self.server_states(backend))
 
     def server_state_names(self, backend: str) -> list[str]:
         """Names of the backend's servers in configuration order."""
         return [row.get("srv_name", "") for row in self._state_rows(backend)]
+
+
+def write_target_of(backend: str, states: Mapping[str, ServerState]) -> str | None:
+    """``HaproxyRouter.write_target`` from states already read: one ``server_states``
+    answer serves an observation's own server and its write target (the same instant,
+    and half the runtime-API connections of asking twice)."""
+    active = [name for name, st in states.items() if st.takes_new_sessions]
+    if len(active) > 1:
+        raise MultipleWriteTargets(
+            f"backend {backend!r} sends traffic to {len(active)} servers "
+            f"({', '.join(active)}): two writable endpoints are reachable",
+            hint=f"fence all but one, e.g. set server {backend}/<other> state maint",
+        )
+    return active[0] if active else None

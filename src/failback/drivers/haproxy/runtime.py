@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Mapping
 
 from failback.drivers.haproxy.errors import (
     HaproxyError,
@@ -247,11 +248,16 @@ class HaproxyRuntime:
 
     def server_state(self, backend: str, server: str) -> ServerState:
         """One server's state; ``UnknownServer`` names the servers that do exist."""
-        states = self.server_states(backend)
-        if server not in states:
-            raise UnknownServer(
-                f"backend {backend!r} has no server {server!r} "
-                f"(servers: {', '.join(states) or 'none'})",
-                hint="fix the router's per-site 'server' names in the topology or haproxy.cfg",
-            )
-        return states[server]
+        return server_of(backend, server, self.server_states(backend))
+
+
+def server_of(backend: str, server: str, states: Mapping[str, ServerState]) -> ServerState:
+    """``server``'s state among a backend's ``states``; ``UnknownServer`` names the
+    servers that do exist."""
+    if server not in states:
+        raise UnknownServer(
+            f"backend {backend!r} has no server {server!r} "
+            f"(servers: {', '.join(states) or 'none'})",
+            hint="fix the router's per-site 'server' names in the topology or haproxy.cfg",
+        )
+    return states[server]

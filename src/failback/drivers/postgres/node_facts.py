@@ -6,6 +6,7 @@ refuses us: the answer says so, and the planner decides what it means.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 
 from failback.drivers.base import observe_time_left
+from failback.drivers.kept import Kept, kept
 from failback.drivers.postgres.conn import connect, current_timeline_sql
 from failback.drivers.postgres.errors import PgAuthFailed, PgError, PgWrongCluster, PgWrongDatabase
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn, to_lsn
@@ -135,7 +137,19 @@ def observe(
     not answer leaves the file facts unknown (``host_reachable`` False): a server that
     answers SQL is still described in full, so a broken sshd never looks like a dead
     primary.
+
+    Under ``keeping`` (the monitor's probes) the connection is kept for the
+    next observation of the same server (``failback.drivers.kept``), which is then
+    made on it: see ``_observe_kept``.
     """
+    pool = kept()
+    if pool is not None:
+        obs = _observe_kept(pool, node, timeout)
+        if obs is not None:
+            # the server answered (its machine is up: worth its own wait, as below) or
+            # did not within the connect timeout (the machine gets ``host_within``)
+            wait = HOST_CONNECT_WAIT_S if obs.reachable else host_within
+            return _with_machine(host, node, obs, host.reachable(observe_time_left(wait)))
     obs = PgObservation(site=node.site, address=node.address, observed_at=time.time())
     # the machine is asked while the SQL connection is tried: a dead site costs the
     # longer of the two waits, not their sum
@@ -143,9 +157,17 @@ def observe(
     machine = answers.submit(host.reachable, observe_time_left(host_within))
     answers.shutdown(wait=False)
     try:
-        with connect(node, timeout=timeout) as conn:
+        conn = connect(node, timeout=timeout)
+        try:
             _observe_sql(conn, obs)
+        except BaseException:
+            conn.close()
+            raise
         obs.reachable = True
+        if pool is not None:
+            pool.give(server_key(node), conn, conn.close)
+        else:
+            conn.close()
     except PgError as exc:
         obs.error = exc.message
         obs.role = "unknown" if isinstance(exc, PgAuthFailed | PgWrongDatabase) else "down"
@@ -158,6 +180,11 @@ def observe(
         # the server answers, so its machine is up: a connection still being opened
         # (a loaded machine, a slow link) is worth waiting for, to its own timeout
         answered = host.reachable(observe_time_left(HOST_CONNECT_WAIT_S))
+    return _with_machine(host, node, obs, answered)
+
+
+def _with_machine(host: Host, node: PgNode, obs: PgObservation, answered: bool) -> PgObservation:
+    """Add what the node's machine says (its files) when it answered."""
     if not answered:
         obs.host_reachable = False
         if not obs.reachable:
@@ -169,6 +196,49 @@ def observe(
         obs.host_reachable = False
         obs.pgdata_ok, obs.postmaster_pid, obs.postmaster_alive = False, None, False
         obs.pgdata_matches = None
+    return obs
+
+
+def server_key(node: PgNode) -> tuple[Any, ...]:
+    """What a kept connection is kept for: one server, as one user, in one database."""
+    return (node.host, node.port, node.user, node.password, node.dbname)
+
+
+def _observe_kept(pool: Kept, node: PgNode, timeout: float | None) -> PgObservation | None:
+    """The node observed on a kept connection, or None: there was none, or it broke at
+    once (the server restarted, or closed it): the caller observes on a fresh connection,
+    exactly as without a pool, so a restarted server is seen as a new client sees it.
+
+    The kept connection gets the time a fresh one would have had to connect (the
+    connect timeout): a server that does not answer in that time (stopped, its link
+    cut) is observed down, as a fresh connection timing out would have seen it, and
+    the connection is dropped (``Kept.within`` ends the wait; TCP alone
+    would wait minutes on a partitioned link).
+    """
+    key = server_key(node)
+    conn = pool.take(key)
+    if conn is None:
+        return None
+    wait = timeout if timeout is not None else node.connect_timeout
+    obs = PgObservation(site=node.site, address=node.address, observed_at=time.time())
+    started = time.monotonic()
+    try:
+        with pool.within(conn.pgconn.socket, wait):
+            _observe_sql(conn, obs)
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            conn.close()
+        if time.monotonic() - started < wait:
+            return None  # broke at once: a fresh connection says what the server is now
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        obs = PgObservation(site=node.site, address=node.address, observed_at=obs.observed_at)
+        obs.error = (
+            f"{node.site}: PostgreSQL at {node.address} is unreachable (no answer within"
+            f" {wait:g}s on the monitor's open connection: {cause})"
+        )
+        return obs
+    obs.reachable = True
+    pool.give(key, conn, conn.close)
     return obs
 
 

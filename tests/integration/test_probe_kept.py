@@ -1,0 +1,121 @@
+"""The monitor's probes keep their PostgreSQL connections (``failback.drivers.kept``),
+against real PostgreSQL 15 (no mocks): reused while the server serves, replaced when it
+restarts, dropped and counted as a failed observation when it stops answering.
+
+Elapsed times are bounded only loosely (a shared, noisy machine): what is asserted is
+that an observation ends (within the connect timeout plus a margin), not how fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from failback.drivers.kept import Kept, keeping
+from failback.drivers.postgres.node import PgNode
+from failback.drivers.postgres.node_facts import observe, server_key
+from failback.drivers.postgres.process import start, stop
+from failback.hosts import LocalHost
+from tests.integration.pgcluster import pg_single
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def single() -> Iterator[tuple[LocalHost, PgNode]]:
+    with pg_single() as (host, node):
+        yield host, node
+
+
+def _backend_pid(kept: Kept, node: PgNode) -> int:
+    """The server process behind the connection ``kept`` holds for ``node`` (put back)."""
+    conn = kept.take(server_key(node))
+    assert conn is not None, "no connection kept"
+    try:
+        return int(conn.info.backend_pid)
+    finally:
+        kept.give(server_key(node), conn, conn.close)
+
+
+def test_a_kept_connection_is_reused_and_replaced_after_the_server_restarts(
+    single: tuple[LocalHost, PgNode],
+) -> None:
+    host, node = single
+    kept = Kept()
+    try:
+        with keeping(kept):
+            first = observe(host, node)
+            assert (first.reachable, first.role) == (True, "primary"), first.error
+            assert kept.idle(server_key(node)) == 1
+            pid = _backend_pid(kept, node)
+            again = observe(host, node)
+            assert (again.reachable, again.role) == (True, "primary")
+            assert _backend_pid(kept, node) == pid, "the kept connection was not reused"
+            assert again.system_identifier == first.system_identifier
+
+            stop(host, node, mode="fast", timeout=30)
+            start(host, node, timeout=60)
+            # the kept connection broke when the server stopped: not a failure, the
+            # observation is made afresh, as a new client sees the server now
+            restarted = observe(host, node)
+            assert (restarted.reachable, restarted.role) == (True, "primary"), restarted.error
+            assert _backend_pid(kept, node) != pid
+            assert kept.idle(server_key(node)) == 1
+
+            stop(host, node, mode="immediate", timeout=30)
+            started = time.monotonic()
+            down = observe(host, node, timeout=1.0)
+            assert (down.reachable, down.role) == (False, "down")
+            assert time.monotonic() - started < 10
+            assert kept.idle(server_key(node)) == 0, "a broken connection must not be kept"
+    finally:
+        kept.close()
+
+
+def test_a_kept_connection_to_a_server_that_stops_answering_fails_the_observation(
+    single: tuple[LocalHost, PgNode],
+) -> None:
+    """The backend behind the kept connection is stopped (SIGSTOP: a hung server, which
+    TCP alone would wait on for minutes): the observation ends after the connect timeout
+    and says the server is down; the connection is dropped, the next one is fresh."""
+    host, node = single
+    kept = Kept()
+    try:
+        with keeping(kept):
+            assert observe(host, node).reachable
+            pid = _backend_pid(kept, node)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                hung = observe(host, node, timeout=1.0)
+                took = time.monotonic() - started
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            print(f"[timing] observation on a stopped backend: {took * 1000:.0f} ms")
+            assert 0.9 <= took < 1.0 + 5.0, took
+            assert (hung.reachable, hung.role) == (False, "down")
+            assert "no answer within 1s" in (hung.error or ""), hung.error
+            assert kept.idle(server_key(node)) == 0
+            fresh = observe(host, node)
+            assert (fresh.reachable, fresh.role) == (True, "primary")
+            assert _backend_pid(kept, node) != pid
+    finally:
+        kept.close()
+
+
+def test_without_keeping_every_observation_connects_afresh(
+    single: tuple[LocalHost, PgNode],
+) -> None:
+    """A run and ``failback status`` observe as before: nothing is kept."""
+    host, node = single
+    kept = Kept()
+    with keeping(None):
+        assert observe(host, node).reachable
+    assert kept.idle(server_key(node)) == 0
+    kept.close()

@@ -1,0 +1,128 @@
+"""What the monitor's probes keep between observations (``failback.drivers.kept``): idle
+connections per server, answers shared for a moment, and the deadline that ends a wait
+on a kept connection (real sockets; the drivers' own tests use real servers)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from failback.drivers.kept import Kept, keeping, kept
+
+
+def test_connections_are_kept_per_server_up_to_a_bound_and_closed_with_the_pool() -> None:
+    closed: list[str] = []
+    pool = Kept(idle_per_server=2)
+    assert pool.take("a") is None
+    for name in ("a1", "a2", "a3"):
+        pool.give("a", name, lambda n=name: closed.append(n))  # type: ignore[misc]
+    assert closed == ["a3"], "beyond the bound, a connection given back is closed"
+    assert pool.take("b") is None
+    assert pool.take("a") in ("a1", "a2") and pool.idle("a") == 1
+    pool.close()
+    assert sorted(closed) in (["a1", "a3"], ["a2", "a3"])
+    pool.give("a", "late", lambda: closed.append("late"))
+    assert closed[-1] == "late", "a connection given back after close is closed at once"
+
+
+def test_keeping_puts_the_pool_in_scope_and_none_changes_nothing() -> None:
+    pool = Kept()
+    assert kept() is None
+    with keeping(pool, share_within=0.5):
+        assert kept() is pool
+        with keeping(None, share_within=0.5):
+            assert kept() is None
+        assert kept() is pool
+    assert kept() is None
+
+
+def test_an_answer_is_shared_within_share_within_only() -> None:
+    pool = Kept()
+    asked: list[float] = []
+
+    def ask() -> int:
+        asked.append(time.monotonic())
+        return len(asked)
+
+    assert pool.recent("k", ask) == 1, "outside keeping nothing is shared"
+    assert pool.recent("k", ask) == 2
+    with keeping(pool, share_within=0.3):
+        first = pool.recent("k", ask)
+        assert pool.recent("k", ask) == first
+        time.sleep(0.35)
+        assert pool.recent("k", ask) == first + 1, "an answer older than share_within"
+
+
+def test_callers_asking_while_an_answer_is_under_way_wait_for_it() -> None:
+    pool = Kept()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def slow() -> str:
+        calls.append(1)
+        release.wait(5)
+        return "answer"
+
+    got: list[str] = []
+
+    def caller() -> None:
+        with keeping(pool, share_within=10.0):
+            got.append(pool.recent("k", slow))
+
+    threads = [threading.Thread(target=caller) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert got == ["answer"] * 5
+    assert len(calls) == 1
+
+
+def test_a_failure_is_not_shared() -> None:
+    pool = Kept()
+    answers = iter([OSError("refused"), "up"])
+
+    def ask() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with keeping(pool, share_within=10.0):
+        with pytest.raises(OSError, match="refused"):
+            pool.recent("k", ask)
+        assert pool.recent("k", ask) == "up"
+
+
+def test_a_wait_that_outlives_its_deadline_sees_its_socket_shut_down() -> None:
+    """The peer never answers (a stopped server): the blocked read ends at the deadline,
+    and the descriptor stays open for its owner to close."""
+    pool = Kept()
+    ours, peer = socket.socketpair()
+    try:
+        started = time.monotonic()
+        with pool.within(ours.fileno(), 0.3):
+            data = ours.recv(10)  # blocks until the watchdog shuts the socket down
+        took = time.monotonic() - started
+        assert data == b""
+        assert 0.25 <= took < 5, took
+        assert ours.fileno() >= 0, "shut down, not closed"
+        # a block that ends in time is left alone
+        quick, other = socket.socketpair()
+        with pool.within(quick.fileno(), 0.2):
+            other.sendall(b"x")
+            assert quick.recv(1) == b"x"
+        time.sleep(0.3)
+        other.sendall(b"y")
+        assert quick.recv(1) == b"y"
+        quick.close()
+        other.close()
+    finally:
+        pool.close()
+        ours.close()
+        peer.close()
