@@ -29,18 +29,18 @@ from typing import Any, TextIO
 
 from failback.config import Topology
 from failback.config.journal import journal_for
+from failback.drivers.kept import Kept
 from failback.errors import StateError, UsageError
 from failback.hosts import HostSet
 from failback.monitor.failsafe import FailsafeServer
 from failback.monitor.leadership import Leadership
 from failback.monitor.notify import Notifier, event_document
-from failback.monitor.reconcile import ServiceMonitor
+from failback.monitor.reconcile import TICK_S, ServiceMonitor, sees_differently
 from failback.monitor.run_worker import JournalPerThread
 from failback.monitor.scheduler import run_probe
 from failback.monitor.site_guard import CHECK_S, SiteGuard
 from failback.observe.probes import ProbeHealth, build_probes
 
-TICK_S = 0.25
 RETRY_S = 0.2
 """How soon a monitor tries etcd again after a renewal that failed."""
 PUMP_S = 0.2
@@ -102,9 +102,12 @@ class Monitor:
         probes', so that a probe giving up on a slow machine (and dropping that
         connection) never cuts a run's request in flight."""
         self.journals = JournalPerThread(self.state_dir)
+        self.kept = Kept()
+        """Connections the probes keep open between attempts (a database's: a fresh one
+        per attempt costs the monitor and the server more than the observation itself)."""
         self.services: list[ServiceMonitor] = []
         for name, service in topology.services.items():
-            probes = build_probes(name, service, self.hosts)
+            probes = build_probes(name, service, self.hosts, self.kept)
             self.services.append(
                 ServiceMonitor(
                     name=name,
@@ -137,10 +140,13 @@ class Monitor:
         self._lead_wake = asyncio.Event()
 
         def on_result(svc: ServiceMonitor, probe: Any, result: Any) -> None:
+            before = svc.health[probe.key].last
             if svc.on_result(probe, result):
                 wake[svc.name].set()
                 if self.leadership is not None and probe.site == self.leadership.site:
                     self._lead_wake.set()  # the member key says what this site sees
+            elif sees_differently(before, result):
+                wake[svc.name].set()  # a promoted standby is fenced without waiting a tick
 
         probe_stop = asyncio.Event()
         tasks = [
@@ -202,6 +208,7 @@ class Monitor:
         monitor exits, where the process ending leaves it interrupted, for the next one."""
         if self.failsafe is not None:
             self.failsafe.close()
+        self.kept.close()
         self.hosts.close()
         workers = [w for svc in self.services for w in (svc.worker, svc.aborter)]
         if any(w is not None and w.alive() for w in workers):
@@ -338,17 +345,19 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), TICK_S)
                 continue
-            views = svc.views()
+            now = time.time()
+            views = svc.views(records=svc.save_due(now))
             try:
-                await loop.run_in_executor(executor, svc.reconcile, views, time.time())
+                await loop.run_in_executor(executor, svc.reconcile, views, now)
             except Exception as exc:  # a broken tick is reported, the loop goes on
                 message = f"{svc.name}: reconcile failed: {type(exc).__name__}: {exc}"
                 if message != last_error[0] or time.time() - last_error[1] > 30:
                     last_error = (message, time.time())
                     with contextlib.suppress(Exception):
                         await loop.run_in_executor(executor, self._event, "monitor.error", message)
+                svc.steady = False  # a broken tick is tried again soon
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), TICK_S)
+                await asyncio.wait_for(wake.wait(), svc.next_tick())
 
     async def _pump(
         self, executor: ThreadPoolExecutor, notifier: Notifier, cursor: int, stop: asyncio.Event

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from failback.config import Service, Topology
-from failback.drivers.base import Capability
+from failback.drivers.base import Capability, Role
 from failback.drivers.catalog import driver_of, has_capability, role_of
 from failback.engine.executor import (
     RunOutcome,
@@ -76,6 +76,17 @@ from failback.plan.fence import FENCE, plan_fence, routed_to
 from failback.store import Journal
 
 SAVE_EVERY_S = REPORT_EVERY_S
+TICK_S = 0.25
+"""How often a service is reconciled while anything may be under way: a probe failing,
+a run or the monitor's worker holding it, away from home, synchronous replication kept,
+a control plane, a retry waiting (time-based decisions are taken within this)."""
+STEADY_TICK_S = SAVE_EVERY_S
+"""How often a *steady* service is reconciled (every probe passing, at home, nothing held
+or pending, nothing automatic to keep): no decision of such a service depends on time,
+and what would change one wakes it at once (a probe's judged status, or what a probe
+sees: a promoted standby, a re-routed router; ``sees_differently``). The level is still
+looked at every STEADY_TICK_S (a person's run, a journal edited by hand), and the
+heartbeat and health are saved as often as before."""
 SYNC_ERRORS_REPORTED = 4
 """Consecutive cycles synchronous mode could not be kept before it is reported (a
 primary that just died fails a cycle or two before its probe says so)."""
@@ -140,6 +151,8 @@ class ServiceMonitor:
     _runs_key: tuple[Any, ...] = ()
     _edges: list[Edge] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    steady: bool = False
+    """The last reconcile found the service steady (``STEADY_TICK_S``)."""
 
     def __post_init__(self) -> None:
         db = self._db()
@@ -158,8 +171,18 @@ class ServiceMonitor:
                 self._edges.append(Edge(probe, health.failed, result))
         return changed
 
-    def views(self) -> dict[str, HealthView]:
-        return {key: HealthView.of(h) for key, h in self.health.items()}
+    def views(self, *, records: bool = True) -> dict[str, HealthView]:
+        """Copies of every probe's health; ``records=False`` leaves out what the journal
+        keeps (``ProbeHealth.to_dict``), wanted only by a reconcile that saves it."""
+        return {key: HealthView.of(h, record=records) for key, h in self.health.items()}
+
+    def save_due(self, now: float) -> bool:
+        """A reconcile at ``now`` saves the heartbeat and the health records."""
+        return now - self.saved_at >= SAVE_EVERY_S
+
+    def next_tick(self) -> float:
+        """Seconds until the next reconcile unless woken sooner."""
+        return STEADY_TICK_S if self.steady else TICK_S
 
     # called in the service's own thread -----------------------------------------
 
@@ -200,7 +223,8 @@ class ServiceMonitor:
         self.decisions["failback"] = self._failback(
             journal, views, active, state, held, facts, runs, now
         )
-        if now - self.saved_at >= SAVE_EVERY_S:
+        records = {k: v.record for k, v in views.items() if v.record is not None}
+        if self.save_due(now) and len(records) == len(views):
             self.saved_at = now
             data: dict[str, Any] = {}
             primary = primary_position(observations, active)
@@ -208,7 +232,27 @@ class ServiceMonitor:
                 data["last_primary"] = primary
             data["monitor"] = self._document(now, run=run_doc)
             journal.update_service_data(self.name, self.service.primary_site, **data)
-            journal.save_health(self.name, {k: v.record for k, v in views.items()})
+            journal.save_health(self.name, records)
+        self.steady = self._is_steady(views, active, now)
+
+    def _is_steady(self, views: dict[str, HealthView], active: str, now: float) -> bool:
+        """Nothing of this service is under way or waits for time to pass (``STEADY_TICK_S``)."""
+        with self._lock:
+            edges = bool(self._edges)
+        return (
+            self.seat is None
+            and self.replication is None
+            and not self._held
+            and self.worker is None
+            and self.aborter is None
+            and not edges
+            and active == self.service.primary_site
+            and all(v.status == "passing" for v in views.values())
+            and all(at <= now for at in self.retry_at.values())
+            and not any(k.startswith("stale:") for k in self.episodes)
+            and self.decisions.get("failover", {}).get("code") == "healthy"
+            and self.decisions.get("failback", {}).get("code") == "home"
+        )
 
     def mark_stopped(self, now: float) -> None:
         """The process ends: ``failback status`` must not show it running any more."""
@@ -512,9 +556,16 @@ class ServiceMonitor:
     def _observations(
         self, views: dict[str, HealthView], active: str
     ) -> list[ComponentObservation]:
+        """The probes' last observations, labelled (``mark_stale_primaries``). Only those
+        the labelling changes are copied (a database primary away from the active site);
+        the others are the probes' own, read and never changed here: copying every
+        observation of every service on every tick was most of a steady tick's CPU."""
         observed = [
-            v.observation.model_copy(deep=True) for v in views.values() if v.observation is not None
-        ]
+            v.observation.model_copy(deep=True) if _may_be_stale(v.observation, active)
+            else v.observation
+            for v in views.values()
+            if v.observation is not None
+        ]  # fmt: skip
         mark_stale_primaries(observed, active)
         return observed
 
@@ -801,6 +852,23 @@ def _last_failback_from(runs: list[Any]) -> tuple[int, float] | None:
         if run.kind == "failback" and run.status == "succeeded" and run.finished_at:
             return run.id, float(run.finished_at)
     return None
+
+
+def _may_be_stale(obs: ComponentObservation, active: str) -> bool:
+    """``mark_stale_primaries`` may relabel this observation (and so needs a copy)."""
+    return obs.kind == Role.DATABASE and obs.role == "primary" and obs.site != active
+
+
+def sees_differently(before: ProbeResult | None, after: ProbeResult) -> bool:
+    """What a probe sees changed in a way a decision reads at once: the component's role
+    (a standby promoted: a stale primary to fence; a router sending clients elsewhere) or
+    its health. Wakes a steady service's reconcile (``STEADY_TICK_S``)."""
+    if before is None:
+        return True
+    old, new = before.observation, after.observation
+    if old is None or new is None:
+        return (old is None) != (new is None)
+    return old.role != new.role or old.healthy != new.healthy
 
 
 def _alive(worker: RunWorker | None) -> bool:

@@ -18,7 +18,6 @@ healthy components recorded as failed (bench/monitor_scale.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -66,38 +65,67 @@ async def run_probe(
     gone, a partition) thus fails ``threshold`` times in ``timeout + (threshold - 1) *
     interval`` seconds, as a refused one does in ``(threshold - 1) * interval``, instead
     of once per ``timeout`` (or per connect timeout of the call that hangs).
+
+    The waits are plain futures with a timer (``_until``), not ``asyncio.wait_for`` of
+    ``stop.wait()`` or of a shielded future: those make a task, a timer and a
+    cancellation per wait, and a monitor of a thousand components waits twice per
+    check (bench/monitor_scale.py: about half the event loop's time went there).
     """
     loop = asyncio.get_running_loop()
+    stopping = asyncio.ensure_future(stop.wait())
     inflight: asyncio.Future[Any] | None = None
     call_started = 0.0
-    if offset is None:
-        offset = phase(next(_started)) * probe.interval
-    if offset > 0:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), offset)
-    while not stop.is_set():
-        tick = loop.time()
-        started = time.monotonic()
-        if inflight is None:
-            inflight = loop.run_in_executor(pool, probe.run)
-            call_started = started
-            wait = probe.timeout
-        else:  # still hung: the next interval without an answer is the next failure
-            wait = probe.interval
-        try:
-            result = await asyncio.wait_for(asyncio.shield(inflight), wait)
-            inflight = None
-        except TimeoutError:
-            hung = time.monotonic() - call_started
-            detail = f"timed out after {probe.timeout:g}s"
-            if hung > probe.timeout + 0.05:
-                detail += f" (no answer for {hung:.1f}s)"
-            result = _failed(detail, started, timed_out=True)
-        except Exception as exc:  # a probe function must not kill its task
-            inflight = None
-            result = _failed(f"{type(exc).__name__}: {exc}", started)
-        on_result(probe, result)
-        remaining = probe.interval - (loop.time() - tick)
-        if remaining > 0 and inflight is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), remaining)
+    try:
+        if offset is None:
+            offset = phase(next(_started)) * probe.interval
+        if offset > 0:
+            await _until(stopping, offset)
+        while not stop.is_set():
+            tick = loop.time()
+            started = time.monotonic()
+            if inflight is None:
+                inflight = loop.run_in_executor(pool, probe.run)
+                call_started = started
+                wait = probe.timeout
+            else:  # still hung: the next interval without an answer is the next failure
+                wait = probe.interval
+            if await _until(inflight, wait):
+                call, inflight = inflight, None
+                try:
+                    result = call.result()
+                except Exception as exc:  # a probe function must not kill its task
+                    result = _failed(f"{type(exc).__name__}: {exc}", started)
+            else:
+                hung = time.monotonic() - call_started
+                detail = f"timed out after {probe.timeout:g}s"
+                if hung > probe.timeout + 0.05:
+                    detail += f" (no answer for {hung:.1f}s)"
+                result = _failed(detail, started, timed_out=True)
+            on_result(probe, result)
+            remaining = probe.interval - (loop.time() - tick)
+            if remaining > 0 and inflight is None:
+                await _until(stopping, remaining)
+    finally:
+        stopping.cancel()
+
+
+async def _until(future: asyncio.Future[Any], seconds: float) -> bool:
+    """Wait until ``future`` is done or ``seconds`` passed; True when it is done. The
+    future itself is never cancelled (a hung call goes on; ``stop`` stays set)."""
+    if future.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    return future.done()

@@ -18,6 +18,7 @@ from typing import Any
 from failback.config import Service
 from failback.drivers.base import Role, observing_within
 from failback.drivers.catalog import role_of
+from failback.drivers.kept import Kept, keeping
 from failback.hosts import Host, HostSet
 from failback.model.observed import ComponentObservation
 from failback.observe.checks import run_check
@@ -25,6 +26,11 @@ from failback.observe.service import observe_component
 
 PROBE_BUDGET = 0.8
 """The share of a probe's timeout its observation may spend on optional parts."""
+
+SHARE_OF_INTERVAL = 0.1
+"""How recent (a share of the probe's interval) another probe's answer from the same
+server must be for this probe to use it (``failback.drivers.kept``): what a probe
+reports is at most this much older than its own question's answer would be."""
 
 HISTORY = 10
 """Results kept per probe for ``failback status``."""
@@ -135,8 +141,15 @@ class ProbeHealth:
         }
 
 
-def build_probes(service_name: str, service: Service, hosts: HostSet) -> list[Probe]:
-    """Every component at every site (its driver's observation) and every declared check."""
+def build_probes(
+    service_name: str, service: Service, hosts: HostSet, kept: Kept | None = None
+) -> list[Probe]:
+    """Every component at every site (its driver's observation) and every declared check.
+
+    ``kept``: connections the observations may keep open between attempts, and answers
+    they may share (the monitor's: one for all its services; ``failback.drivers.kept``);
+    None: every observation connects afresh and asks for itself.
+    """
     probes: list[Probe] = []
     detection = service.policy.detection
     for name, component in service.components.items():
@@ -152,7 +165,14 @@ def build_probes(service_name: str, service: Service, hosts: HostSet) -> list[Pr
                     timeout=float(detection.timeout),
                     threshold=int(detection.failure_threshold),
                     run=_observer(
-                        hosts, service_name, name, component, site, float(detection.timeout)
+                        hosts,
+                        service_name,
+                        name,
+                        component,
+                        site,
+                        float(detection.timeout),
+                        keep=kept,
+                        share_within=SHARE_OF_INTERVAL * float(detection.interval),
                     ),
                     role=role_of(component).value,
                 )
@@ -176,13 +196,24 @@ def build_probes(service_name: str, service: Service, hosts: HostSet) -> list[Pr
 
 
 def _observer(
-    hosts: HostSet, service_name: str, name: str, component: Any, site: str, timeout: float
+    hosts: HostSet,
+    service_name: str,
+    name: str,
+    component: Any,
+    site: str,
+    timeout: float,
+    *,
+    keep: Kept | None,
+    share_within: float,
 ) -> Callable[[], ProbeResult]:
     def run() -> ProbeResult:
         started = time.monotonic()
         # what the probe must answer is whether the component serves: its optional
         # parts (a database's files over SSH) get what is left of the probe's timeout
-        with observing_within(PROBE_BUDGET * timeout):
+        with (
+            observing_within(PROBE_BUDGET * timeout),
+            keeping(keep, share_within=share_within),
+        ):
             obs = observe_component(hosts, service_name, name, component, site)
         return ProbeResult(
             ok=obs.healthy,
@@ -215,10 +246,11 @@ class HealthView:
     passing_since: float | None
     failing_since: float | None
     last: ProbeResult | None
-    record: dict[str, Any]
+    record: dict[str, Any] | None
+    """What the journal keeps (``ProbeHealth.to_dict``); None when not asked for."""
 
     @classmethod
-    def of(cls, health: ProbeHealth) -> HealthView:
+    def of(cls, health: ProbeHealth, *, record: bool = True) -> HealthView:
         return cls(
             probe=health.probe,
             status=health.status,
@@ -226,7 +258,7 @@ class HealthView:
             passing_since=health.passing_since,
             failing_since=health.failing_since,
             last=health.last,
-            record=health.to_dict(),
+            record=health.to_dict() if record else None,
         )
 
     @property
