@@ -35,6 +35,20 @@ DEFAULT_MARGIN_FRACTION = 0.25
 """Without an explicit margin, stop acting when a quarter of the TTL is still left."""
 
 
+def confirm_renewal(client: EtcdClient, key: str, timeout: float | None) -> None:
+    """Count a lease renewal only once a quorum confirms who renewed it.
+
+    etcd's raft leader renews leases by itself, without consensus. A raft leader cut off
+    from the other members answers renewals until it notices, about an election timeout
+    later; meanwhile the majority may elect a new raft leader, which gives every lease a
+    fresh TTL from *its* promotion, earlier than such a renewal. A deadline counted from
+    that renewal would outlive the lease the majority sees. A linearizable read after
+    the renewal settles it: it succeeds only through a raft leader a quorum still
+    follows, so no other one was promoted before the renewal was sent. Raises
+    ``EtcdError`` when it cannot (the renewal does not count)."""
+    client.get(key, timeout=timeout)
+
+
 class LeaderElection:
     """Campaign for, keep, prove and give up ``<prefix>/leader`` for one node."""
 
@@ -172,6 +186,7 @@ class LeaderElection:
         if ttl <= 0:
             self._forget_lease(revoke=False)
             return False
+        confirm_renewal(self.client, self.key, self.renew_timeout)
         self._renewed_at = sent_at
         self._granted_ttl = ttl
         return True

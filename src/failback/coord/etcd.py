@@ -245,9 +245,10 @@ class EtcdClient:
 
     # -- keys --------------------------------------------------------------------
 
-    def get(self, key: str) -> KeyValue | None:
-        """The key, or None when it does not exist (a linearizable read)."""
-        data = self._call("/kv/range", Get(key).to_json(), idempotent=True)
+    def get(self, key: str, *, timeout: float | None = None) -> KeyValue | None:
+        """The key, or None when it does not exist (a linearizable read: the member
+        confirms with a quorum that it still leads, or forwards to the one that does)."""
+        data = self._call("/kv/range", Get(key).to_json(), idempotent=True, timeout=timeout)
         kvs = kvs_from_json(data)
         return kvs[0] if kvs else None
 

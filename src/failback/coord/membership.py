@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from failback.coord.election import confirm_renewal
 from failback.coord.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdRequestFailed
 
 MEMBERS = "/members/"
@@ -69,6 +70,7 @@ class Membership:
                     raise
                 ttl = 0
             if ttl > 0:
+                confirm_renewal(self.client, self.key, self.renew_timeout)
                 self._granted_ttl = ttl
                 self.renewed_at = sent_at
                 if self._dirty:
@@ -104,6 +106,7 @@ class Membership:
             return False
         if ttl <= 0 or lease_id != self._lease_id:
             return False
+        confirm_renewal(self.client, self.key, self.renew_timeout)
         self._granted_ttl = ttl
         self.renewed_at = max(self.renewed_at or sent_at, sent_at)
         return True
