@@ -1016,8 +1016,6 @@ def test_a_partitioned_primary_site_fences_itself_and_fails_back_after_the_heal(
             run = wait_for("the failover", lambda: failover_done(cp, mark), 60)
             note(f"failover run {run.id} succeeded")
             promoted_at = float(run.created_at)  # (the promotion comes later)
-            dc1_log = cp.monitor_log("dc1", cut_at)
-            story = control_plane_story(cp, cut_at - 3)
         finally:
             healed_at = time.time()
             cp.lab_json("heal", "dc1")
@@ -1026,6 +1024,8 @@ def test_a_partitioned_primary_site_fences_itself_and_fails_back_after_the_heal(
         note("home again")
     assert_nothing_lost(probe)
     assert_home(cp.lab, status)
+    dc1_log = cp.monitor_log("dc1", cut_at)
+    story = control_plane_story(cp, cut_at - 3)
     kinds = [e["kind"] for e in dc1_log]
     # dc1's monitor stopped leading and fenced its site by itself, within the lease
     assert "leader.lost" in kinds and "site.self_fenced" in kinds, kinds
