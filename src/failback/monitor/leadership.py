@@ -288,18 +288,11 @@ class Leadership:
         of the site that still reaches etcd and sees them serving means a partition
         between sites, not a failure of ``site``: clients inside it may still write there.
         """
-        at_site = [
-            name
-            for name, spec in self.control_plane.nodes.items()
-            if spec.site == site and name != self.node
-        ]
+        at_site = self._other_nodes_at(site)
         if not at_site:
             return True, f"no control-plane node lives at {site}"
         try:
-            members = {
-                kv.key.rsplit("/", 1)[-1]: kv.text
-                for kv in self.client.get_prefix(self.membership.key.rsplit("/", 1)[0] + "/")
-            }
+            members = self._member_keys()
         except EtcdError as exc:
             return False, f"cannot read {site}'s nodes from etcd: {exc.message}"
         for name in at_site:
@@ -322,24 +315,29 @@ class Leadership:
     def site_nodes_present(self, site: str) -> tuple[bool, str]:
         """Every node of ``site`` (this one aside) holds its member key: the site reaches
         etcd again (its nodes are no longer fencing it)."""
-        at_site = [
-            name
-            for name, spec in self.control_plane.nodes.items()
-            if spec.site == site and name != self.node
-        ]
+        at_site = self._other_nodes_at(site)
         if self.site == site and self.cut_off():
             return False, f"{self.node} itself is cut off"
         try:
-            present = {
-                kv.key.rsplit("/", 1)[-1]
-                for kv in self.client.get_prefix(self.membership.key.rsplit("/", 1)[0] + "/")
-            }
+            present = set(self._member_keys())
         except EtcdError as exc:
             return False, f"cannot read {site}'s nodes from etcd: {exc.message}"
         missing = [name for name in at_site if name not in present]
         if missing:
             return False, f"{', '.join(missing)} at {site} not back in etcd yet"
         return True, f"{site}'s nodes reach etcd again"
+
+    def _other_nodes_at(self, site: str) -> list[str]:
+        return [
+            name
+            for name, spec in self.control_plane.nodes.items()
+            if spec.site == site and name != self.node
+        ]
+
+    def _member_keys(self) -> dict[str, str]:
+        """Every node holding its member key now: node name -> what the key says."""
+        prefix = self.membership.key.rsplit("/", 1)[0] + "/"
+        return {kv.key.rsplit("/", 1)[-1]: kv.text for kv in self.client.get_prefix(prefix)}
 
     # -- reporting and stopping -------------------------------------------------------
 
