@@ -141,7 +141,7 @@ class ControlPlane(ConfigModel):
     safety_margin: PositiveDuration | None = Field(  # type: ignore[assignment]
         None,
         description="A leader that cannot renew stops acting this long before its lease "
-        "could end. Default: a quarter of lease_ttl.",
+        "could end. Default: a third of lease_ttl.",
     )
     peer_token: SecretRef | None = Field(
         None,

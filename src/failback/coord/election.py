@@ -31,8 +31,10 @@ from failback.coord.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdError, EtcdReque
 from failback.coord.etcd_types import Compare, Delete, Get, Put, TxnResult
 from failback.errors import FailbackError
 
-DEFAULT_MARGIN_FRACTION = 0.25
-"""Without an explicit margin, stop acting when a quarter of the TTL is still left."""
+DEFAULT_MARGIN_FRACTION = 1 / 3
+"""Without an explicit margin, stop acting when a third of the TTL is still left: a cut-off
+site's node uses that time to renew once more, ask the other nodes (half a second at
+most, more than a loaded machine needs to answer) and fence its primary."""
 
 
 def confirm_renewal(client: EtcdClient, key: str, timeout: float | None) -> None:
@@ -75,7 +77,7 @@ class LeaderElection:
         if not 0 <= margin < ttl:
             raise FailbackError(
                 f"leader safety margin {margin:g} s must be at least 0 and below the TTL ({ttl} s)",
-                hint="a margin of about a quarter of the TTL leaves time to stop in-flight actions",
+                hint="a margin of about a third of the TTL leaves time to stop in-flight actions",
             )
         self.client = client
         self.node = node

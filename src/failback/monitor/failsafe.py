@@ -39,10 +39,12 @@ import httpx
 from failback.config.api import parse_listen
 
 PATH = "/failsafe"
-ASK_TIMEOUT_S = 0.25
+ASK_TIMEOUT_S = 0.5
 """How long the asker waits for each node (in parallel): nodes answer from memory, so a
 node that needs longer is as good as cut off, and the asker's fence must still finish
-inside its lease."""
+inside its lease (the safety margin, a third of the TTL by default, leaves room). A
+quarter of a second proved too short on a loaded machine: a healthy peer that answered
+late made its asker fence a primary while etcd had lost its quorum everywhere."""
 MAX_BODY = 4096
 
 

@@ -39,13 +39,13 @@ from failback.monitor.failsafe import Answer, ask_peers
 from failback.monitor.leadership import Leadership
 
 RENEW_WAIT_S = 0.1
-"""How much longer than the peers' answers (``ask_peers``: 0.25 s at most) a cut-off node
+"""How much longer than the peers' answers (``ask_peers``: 0.5 s at most) a cut-off node
 waits for its last-chance renewal before fencing: etcd answers a keepalive in
 milliseconds when it answers at all, and the fence must be done within the margin."""
 
 CHECK_S = 0.1
 """How often a node checks whether it is cut off: the fence must start within the
-safety margin (a quarter of the TTL: 750 ms by default), asking the other nodes first."""
+safety margin (a third of the TTL: 1 s by default), asking the other nodes first."""
 
 
 @dataclass
