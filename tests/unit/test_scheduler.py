@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from failback.monitor.scheduler import phase, run_probe
+from failback.monitor.scheduler import ProbeThreads, phase, run_probe
 from failback.observe.probes import Probe, ProbeResult
 
 
@@ -22,8 +22,9 @@ def _probe(run: object, *, interval: float, timeout: float) -> Probe:
     )  # fmt: skip
 
 
-def _collect(probe: Probe, want: int, *, oks: int = 0) -> list[ProbeResult]:
-    """Run the scheduler until ``want`` results (and ``oks`` passing ones) arrived."""
+def _collect(probe: Probe, want: int, *, oks: int = 0, threads: bool = True) -> list[ProbeResult]:
+    """Run the scheduler until ``want`` results (and ``oks`` passing ones) arrived, on the
+    monitor's ``ProbeThreads`` (or on a ``ThreadPoolExecutor``: both are accepted)."""
     results: list[ProbeResult] = []
 
     async def main() -> None:
@@ -34,17 +35,27 @@ def _collect(probe: Probe, want: int, *, oks: int = 0) -> list[ProbeResult]:
             if len(results) >= want and sum(r.ok for r in results) >= oks:
                 stop.set()
 
-        pool = ThreadPoolExecutor(max_workers=2)
+        pool = ProbeThreads(2) if threads else ThreadPoolExecutor(max_workers=2)
         try:
             await asyncio.wait_for(run_probe(probe, pool, on_result, stop, offset=0), 30)
         finally:
-            pool.shutdown(wait=False)  # a hung call is released by its test
+            if isinstance(pool, ProbeThreads):
+                pool.shutdown()
+            else:
+                pool.shutdown(wait=False)  # a hung call is released by its test
 
     asyncio.run(main())
     return results
 
 
-def test_a_hung_call_fails_once_per_interval_after_its_timeout_and_runs_once() -> None:
+@pytest.fixture(params=[True, False], ids=["probe-threads", "executor"])
+def threads(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def test_a_hung_call_fails_once_per_interval_after_its_timeout_and_runs_once(
+    threads: bool,
+) -> None:
     """timeout 2 s, interval 0.1 s: the 2nd and 3rd failures follow the 1st by an
     interval each (not by another timeout), and the hung call is not started again."""
     release = threading.Event()
@@ -56,7 +67,7 @@ def test_a_hung_call_fails_once_per_interval_after_its_timeout_and_runs_once() -
         return ProbeResult(ok=True, detail="late", at=time.time(), duration_s=0.0)
 
     try:
-        results = _collect(_probe(hangs, interval=0.1, timeout=2.0), 3)
+        results = _collect(_probe(hangs, interval=0.1, timeout=2.0), 3, threads=threads)
     finally:
         release.set()
     assert [r.ok for r in results] == [False, False, False]
@@ -68,7 +79,7 @@ def test_a_hung_call_fails_once_per_interval_after_its_timeout_and_runs_once() -
     assert "no answer for" in results[2].detail, results[2].detail
 
 
-def test_a_call_that_answers_late_is_recorded_and_the_next_starts_afresh() -> None:
+def test_a_call_that_answers_late_is_recorded_and_the_next_starts_afresh(threads: bool) -> None:
     """A hung call that finally answers gives its own result; the next attempt is new."""
     answers = iter([0.5, 0.0, 0.0])
     calls = []
@@ -78,7 +89,7 @@ def test_a_call_that_answers_late_is_recorded_and_the_next_starts_afresh() -> No
         time.sleep(next(answers, 0.0))
         return ProbeResult(ok=True, detail="ok", at=time.time(), duration_s=0.0)
 
-    results = _collect(_probe(slow_then_fast, interval=0.1, timeout=0.2), 1, oks=2)
+    results = _collect(_probe(slow_then_fast, interval=0.1, timeout=0.2), 1, oks=2, threads=threads)
     oks = [r.ok for r in results]
     assert oks[0] is False, oks  # timed out; then the late answer counts, then a new call
     assert oks[-2:] == [True, True] and len(calls) == 2, (oks, len(calls))
@@ -161,3 +172,43 @@ def test_an_explicit_offset_delays_the_first_attempt_and_stop_ends_the_wait() ->
         return results
 
     assert asyncio.run(stopped_while_waiting()) == []
+
+
+def test_probe_threads_start_a_thread_only_when_none_is_idle_and_pass_exceptions_on() -> None:
+    """Five calls that hang together get five threads (none waits for another); later
+    calls reuse the idle ones; a function that raises fails its call, not the thread."""
+    release = threading.Event()
+    running: list[str] = []
+
+    def hangs() -> str:
+        running.append(threading.current_thread().name)
+        release.wait(10)
+        return "late"
+
+    def broken() -> str:
+        raise ValueError("no answer")
+
+    async def main() -> tuple[list[str], set[str], str]:
+        pool = ProbeThreads(max_threads=8)
+        hung = [pool.call(hangs) for _ in range(5)]
+        deadline = time.monotonic() + 10
+        while len(running) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        release.set()
+        answers = await asyncio.gather(*hung)
+        await asyncio.sleep(0.05)  # the threads count themselves idle again
+        names = {threading.current_thread().name}
+        again = await asyncio.gather(
+            *(pool.call(lambda: threading.current_thread().name) for _ in range(5))
+        )
+        with pytest.raises(ValueError, match="no answer"):
+            await pool.call(broken)
+        after = await pool.call(lambda: "still serving")
+        pool.shutdown()
+        return answers, set(again) - names, after
+
+    answers, reused, after = asyncio.run(main())
+    assert answers == ["late"] * 5
+    assert len(set(running)) == 5, "each hung call had its own thread"
+    assert reused <= set(running), "idle threads were reused, none started"
+    assert after == "still serving"

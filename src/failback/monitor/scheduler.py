@@ -1,7 +1,8 @@
 """Run each probe on its own clock, concurrently, with a timeout that counts as a failure.
 
 Every probe is its own asyncio task, and its blocking function runs in a thread pool
-sized for all probes at once, so one slow check never delays the others. A probe
+sized for all probes at once (``ProbeThreads``), so one slow check never delays the
+others. A probe
 whose function is still running when its timeout passes is recorded as failed; its
 thread is not started again until the hung call returns (a hung connection attempt
 must not pile up threads), and every further interval it is still hung counts as
@@ -18,7 +19,10 @@ healthy components recorded as failed (bench/monitor_scale.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import queue
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -39,6 +43,82 @@ def phase(k: int) -> float:
     return (k * GOLDEN) % 1.0
 
 
+class ProbeThreads:
+    """The threads probe functions run in: one more is started whenever a call finds none
+    idle (up to ``max_threads``: one per probe, since a hung call is never started again
+    while it hangs), so no probe waits for another's slow check.
+
+    What ``ThreadPoolExecutor`` does, without what a probe does not need: a
+    ``concurrent.futures.Future`` (with its own condition variable) per call, chained
+    to an asyncio future, and a semaphore made of Python locks. A call here is a queue
+    put; its answer comes back to the event loop in one ``call_soon_threadsafe``. Threads
+    are daemons: a call hung on a dead address never holds up the monitor's exit.
+    """
+
+    def __init__(self, max_threads: int, name: str = "probe") -> None:
+        self.max_threads = max_threads
+        self.name = name
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
+        self._closed = False
+
+    def call(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``fn`` in a thread; its answer (or exception) completes the future. On the
+        event loop only."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("probe threads shut down")
+            if self._idle > 0:
+                self._idle -= 1  # that idle thread takes this call
+                start = False
+            else:
+                start = self._threads < self.max_threads
+                self._threads += start
+        self._calls.put((fn, future))
+        if start:
+            threading.Thread(
+                target=self._work, name=f"{self.name}-{self._threads}", daemon=True
+            ).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            fn, future = item
+            try:
+                answer, failure = fn(), None
+            except BaseException as exc:  # the event loop's side says what it was
+                answer, failure = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
+                future.get_loop().call_soon_threadsafe(_settle, future, answer, failure)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """No more calls; idle threads end, busy ones when their call returns."""
+        with self._lock:
+            self._closed = True
+            threads = self._threads
+        for _ in range(threads):
+            self._calls.put(None)
+
+
+def _settle(future: asyncio.Future[Any], answer: Any, failure: BaseException | None) -> None:
+    if future.done():
+        return
+    if failure is not None:
+        future.set_exception(failure)
+    else:
+        future.set_result(answer)
+
+
 def _failed(detail: str, started: float, *, timed_out: bool = False) -> ProbeResult:
     return ProbeResult(
         ok=False,
@@ -51,7 +131,7 @@ def _failed(detail: str, started: float, *, timed_out: bool = False) -> ProbeRes
 
 async def run_probe(
     probe: Probe,
-    pool: Executor,
+    pool: ProbeThreads | Executor,
     on_result: Callable[[Probe, ProbeResult], None],
     stop: asyncio.Event,
     *,
@@ -84,7 +164,10 @@ async def run_probe(
             tick = loop.time()
             started = time.monotonic()
             if inflight is None:
-                inflight = loop.run_in_executor(pool, probe.run)
+                if isinstance(pool, ProbeThreads):
+                    inflight = pool.call(probe.run)
+                else:
+                    inflight = loop.run_in_executor(pool, probe.run)
                 call_started = started
                 wait = probe.timeout
             else:  # still hung: the next interval without an answer is the next failure
