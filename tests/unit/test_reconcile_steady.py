@@ -1,6 +1,7 @@
 """How often the monitor reconciles a service: every TICK_S while anything may be under
 way, every STEADY_TICK_S when nothing is (every probe passing, at home, nothing held),
-woken at once when what a probe sees changes. The decisions themselves are the same
+woken at once when what a probe sees changes; and how its heartbeat and health reach the
+journal (together with every other service's). The decisions themselves are the same
 (test_monitor_policy.py, test_monitor.py); the journal is a real SQLite one."""
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from failback.monitor.reconcile import (
     sees_differently,
 )
 from failback.monitor.run_worker import JournalPerThread
+from failback.monitor.saves import Saves
 from failback.observe.probes import ProbeHealth, ProbeResult, build_probes
+from failback.store import batched
 from tests.unit.test_planner import PG_TOPOLOGY
 
 ROLES = {"db@dc1": "primary", "db@dc2": "standby", "router@dc1": "active", "router@dc2": "standby"}
@@ -104,3 +107,36 @@ def test_what_a_probe_sees_changing_wakes_the_reconcile() -> None:
     timed_out = ProbeResult(ok=False, detail="timed out", at=time.time(), duration_s=1.0)
     assert sees_differently(standby, timed_out)
     assert not sees_differently(timed_out, timed_out)
+
+
+def test_saves_handed_over_are_written_together_and_the_newest_wins(
+    service: ServiceMonitor,
+) -> None:
+    saves = Saves()
+    service.saver = saves.put
+    journal = service.journals.get()
+    feed(service)
+    now = time.time()
+    service.reconcile(service.views(records=service.save_due(now)), now)
+    assert journal.health("app") == {} and saves.pending() == 1, "handed over, not written"
+    feed(service, db_dc2=True)
+    later = now + STEADY_TICK_S
+    service.reconcile(service.views(records=service.save_due(later)), later)
+    assert saves.pending() == 1, "the newer save replaced the older one"
+    assert saves.flush(journal) == 1 and saves.pending() == 0
+    assert journal.health("app")["db@dc2"]["consecutive_failures"] == 1
+    monitor_doc = (journal.service_state("app") or {})["monitor"]
+    assert monitor_doc["heartbeat"] == later
+
+
+def test_a_batch_commits_together_or_not_at_all(service: ServiceMonitor) -> None:
+    journal = service.journals.get()
+    with pytest.raises(RuntimeError), batched(journal):
+        journal.save_health("one", {"p": {"status": "passing"}})
+        journal.save_health("two", {"p": {"status": "passing"}})
+        raise RuntimeError("a write failed half-way")
+    assert journal.health("one") == {} and journal.health("two") == {}
+    with batched(journal):
+        journal.save_health("one", {"p": {"status": "passing"}})
+        journal.update_service_data("one", "dc1", note=1)
+    assert journal.health("one") and (journal.service_state("one") or {})["note"] == 1

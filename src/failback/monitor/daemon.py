@@ -3,8 +3,9 @@
 Tasks: one per probe (each on its own clock, blocking work in a thread pool sized
 so no probe waits for a thread), one reconcile loop per service (decisions run in
 that service's own thread: they read the journal and may fence or change
-replication, and must never stall the probes), and one pump that forwards every
-journal event to the log and the webhooks.
+replication, and must never stall the probes), one pump that forwards every
+journal event to the log and the webhooks, and on one machine one writer of every
+service's heartbeat and health (``monitor.saves``: one journal transaction for all).
 
 One monitor per state directory (an flock): two monitors would race each other's
 decisions. SIGTERM or SIGINT stops probing and deciding at once, lets a run in
@@ -37,7 +38,8 @@ from failback.monitor.leadership import Leadership
 from failback.monitor.notify import Notifier, event_document
 from failback.monitor.reconcile import TICK_S, ServiceMonitor, sees_differently
 from failback.monitor.run_worker import JournalPerThread
-from failback.monitor.scheduler import run_probe
+from failback.monitor.saves import FLUSH_S, Saves
+from failback.monitor.scheduler import ProbeThreads, run_probe
 from failback.monitor.site_guard import CHECK_S, SiteGuard
 from failback.observe.probes import ProbeHealth, build_probes
 
@@ -105,6 +107,9 @@ class Monitor:
         self.kept = Kept()
         """Connections the probes keep open between attempts (a database's: a fresh one
         per attempt costs the monitor and the server more than the observation itself)."""
+        self.saves = Saves() if leadership is None else None
+        """Every service's heartbeat and health, written together (one machine: a
+        control plane's journal is etcd's, written by each service as before)."""
         self.services: list[ServiceMonitor] = []
         for name, service in topology.services.items():
             probes = build_probes(name, service, self.hosts, self.kept)
@@ -118,13 +123,14 @@ class Monitor:
                     health={p.key: ProbeHealth(p) for p in probes},
                     hosts=self.run_hosts,
                     seat=leadership,
+                    saver=self.saves.put if self.saves is not None else None,
                 )
             )
 
     async def run(self, stop: asyncio.Event) -> None:
         self.run_hosts.warm_up(self.run_hosts.names)  # in the background
         probes = [(svc, h.probe) for svc in self.services for h in svc.health.values()]
-        pool = ThreadPoolExecutor(max_workers=len(probes) + 4, thread_name_prefix="probe")
+        pool = ProbeThreads(max_threads=len(probes) + 4)
         deciders = {
             svc.name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"svc-{svc.name}")
             for svc in self.services
@@ -176,10 +182,17 @@ class Monitor:
                     target=self._guard, args=(guard, guard_stop), name="site-guard", daemon=True
                 )
                 guarding.start()
+        if self.saves is not None:
+            saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saves")
+            tasks.append(asyncio.create_task(self._save(self.saves, saver, stop)))
         pump_task = asyncio.create_task(self._pump(pump, notifier, cursor, stop))
         await stop.wait()
         probe_stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.saves is not None:  # the last reconciles' saves, before "stopped" is
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(saver, lambda: self.saves.flush(self.journals.get()))
+            saver.shutdown(wait=True)
         await self._wait_runs()
         if self.acting():  # a follower never wrote the services' documents
             for svc in self.services:
@@ -198,7 +211,7 @@ class Monitor:
             seat.shutdown(wait=True)
             notifier.line(event_document(self._local_event("monitor.stopped", "monitor stopped")))
         await notifier.close()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown()
         for executor in (*deciders.values(), pump):
             executor.shutdown(wait=True)
 
@@ -358,6 +371,22 @@ class Monitor:
                 svc.steady = False  # a broken tick is tried again soon
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), svc.next_tick())
+
+    async def _save(self, saves: Saves, executor: ThreadPoolExecutor, stop: asyncio.Event) -> None:
+        """Write the services' pending heartbeats and health every FLUSH_S (``Saves``)."""
+        loop = asyncio.get_running_loop()
+        reported = 0.0
+        while not stop.is_set():
+            try:
+                await loop.run_in_executor(executor, lambda: saves.flush(self.journals.get()))
+            except Exception as exc:  # the journal is busy: the saves stay pending
+                if time.time() - reported > 30:
+                    reported = time.time()
+                    message = f"saving health failed: {type(exc).__name__}: {exc}"
+                    with contextlib.suppress(Exception):
+                        await loop.run_in_executor(executor, self._event, "monitor.error", message)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_S)
 
     async def _pump(
         self, executor: ThreadPoolExecutor, notifier: Notifier, cursor: int, stop: asyncio.Event

@@ -153,6 +153,9 @@ class ServiceMonitor:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     steady: bool = False
     """The last reconcile found the service steady (``STEADY_TICK_S``)."""
+    saver: Callable[[str, str, dict[str, Any], dict[str, dict[str, Any]]], None] | None = None
+    """Where the heartbeat and health go (``monitor.saves.Saves.put``: the monitor writes
+    every service's together); None: written to the journal here."""
 
     def __post_init__(self) -> None:
         db = self._db()
@@ -231,8 +234,11 @@ class ServiceMonitor:
             if primary:
                 data["last_primary"] = primary
             data["monitor"] = self._document(now, run=run_doc)
-            journal.update_service_data(self.name, self.service.primary_site, **data)
-            journal.save_health(self.name, records)
+            if self.saver is not None:
+                self.saver(self.name, self.service.primary_site, data, records)
+            else:
+                journal.update_service_data(self.name, self.service.primary_site, **data)
+                journal.save_health(self.name, records)
         self.steady = self._is_steady(views, active, now)
 
     def _is_steady(self, views: dict[str, HealthView], active: str, now: float) -> bool:

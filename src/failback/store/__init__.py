@@ -10,6 +10,8 @@ monitor or interfaces.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 from failback.store.base import (
     EventStore,
     HealthStore,
@@ -22,6 +24,13 @@ from failback.store.base import (
 from failback.store.binding import EtcdBinding, bind, open_journal, read_binding
 from failback.store.etcd import EtcdStore
 from failback.store.sqlite import SqliteStore
+
+
+def batched(journal: Store) -> AbstractContextManager[None]:
+    """A block whose writes commit together where the backend can (SQLite: one
+    transaction, ``SqliteDatabase.batch``); elsewhere each write is its own, as without it."""
+    return journal.batch() if isinstance(journal, SqliteStore) else nullcontext()
+
 
 Journal = Store
 """The journal of a state directory, as callers name its type (the name the code and the
@@ -40,6 +49,7 @@ __all__ = [
     "SqliteStore",
     "StepRecord",
     "Store",
+    "batched",
     "bind",
     "open_journal",
     "read_binding",
