@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from failback.drivers.kept import Kept, keeping
+from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.node import PgNode
 from failback.drivers.postgres.node_facts import observe, server_key
 from failback.drivers.postgres.process import start, stop
@@ -34,12 +35,13 @@ def single() -> Iterator[tuple[LocalHost, PgNode]]:
 
 def _backend_pid(kept: Kept, node: PgNode) -> int:
     """The server process behind the connection ``kept`` holds for ``node`` (put back)."""
-    conn = kept.take(server_key(node))
-    assert conn is not None, "no connection kept"
+    taken = kept.take(server_key(node))
+    assert taken is not None, "no connection kept"
+    conn, _ = taken
     try:
         return int(conn.info.backend_pid)
     finally:
-        kept.give(server_key(node), conn, conn.close)
+        kept.give(server_key(node), taken, conn.close)
 
 
 def test_a_kept_connection_is_reused_and_replaced_after_the_server_restarts(
@@ -56,7 +58,9 @@ def test_a_kept_connection_is_reused_and_replaced_after_the_server_restarts(
             again = observe(host, node)
             assert (again.reachable, again.role) == (True, "primary")
             assert _backend_pid(kept, node) == pid, "the kept connection was not reused"
-            assert again.system_identifier == first.system_identifier
+            fixed = ("system_identifier", "data_directory", "server_version", "rewind_possible")
+            assert [getattr(again, f) for f in fixed] == [getattr(first, f) for f in fixed]
+            assert again.data_directory is not None
 
             stop(host, node, mode="fast", timeout=30)
             start(host, node, timeout=60)
@@ -65,7 +69,7 @@ def test_a_kept_connection_is_reused_and_replaced_after_the_server_restarts(
             restarted = observe(host, node)
             assert (restarted.reachable, restarted.role) == (True, "primary"), restarted.error
             assert _backend_pid(kept, node) != pid
-            assert kept.idle(server_key(node)) == 1
+            assert kept.idle(server_key(node)) == 1 and kept.open(server_key(node)) == 1
 
             stop(host, node, mode="immediate", timeout=30)
             started = time.monotonic()
@@ -73,6 +77,7 @@ def test_a_kept_connection_is_reused_and_replaced_after_the_server_restarts(
             assert (down.reachable, down.role) == (False, "down")
             assert time.monotonic() - started < 10
             assert kept.idle(server_key(node)) == 0, "a broken connection must not be kept"
+            assert kept.open(server_key(node)) == 0
     finally:
         kept.close()
 
@@ -101,7 +106,7 @@ def test_a_kept_connection_to_a_server_that_stops_answering_fails_the_observatio
             assert 0.9 <= took < 1.0 + 5.0, took
             assert (hung.reachable, hung.role) == (False, "down")
             assert "no answer within 1s" in (hung.error or ""), hung.error
-            assert kept.idle(server_key(node)) == 0
+            assert kept.idle(server_key(node)) == 0 and kept.open(server_key(node)) == 0
             fresh = observe(host, node)
             assert (fresh.reachable, fresh.role) == (True, "primary")
             assert _backend_pid(kept, node) != pid
@@ -119,3 +124,32 @@ def test_without_keeping_every_observation_connects_afresh(
         assert observe(host, node).reachable
     assert kept.idle(server_key(node)) == 0
     kept.close()
+
+
+def test_what_the_server_can_change_is_read_afresh_on_a_kept_connection(
+    single: tuple[LocalHost, PgNode],
+) -> None:
+    """A reloadable setting changed while the connection stays open (a self-fence makes
+    the primary read-only this way) is seen at the next observation on it."""
+    host, node = single
+    kept = Kept()
+    try:
+        with keeping(kept):
+            assert observe(host, node).read_only is False
+            pid = _backend_pid(kept, node)
+            with connect(node) as conn:
+                conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+                conn.execute("SELECT pg_reload_conf()")
+            deadline = time.monotonic() + 10
+            seen = observe(host, node)
+            while not seen.read_only and time.monotonic() < deadline:
+                time.sleep(0.05)
+                seen = observe(host, node)
+            assert seen.read_only and seen.role == "primary"
+            assert _backend_pid(kept, node) == pid, "seen on the kept connection"
+    finally:
+        kept.close()
+        with connect(node) as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            conn.execute("SELECT pg_reload_conf()")

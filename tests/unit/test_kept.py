@@ -13,19 +13,37 @@ import pytest
 from failback.drivers.kept import Kept, keeping, kept
 
 
-def test_connections_are_kept_per_server_up_to_a_bound_and_closed_with_the_pool() -> None:
+def test_connections_are_kept_per_server_and_closed_with_the_pool() -> None:
     closed: list[str] = []
-    pool = Kept(idle_per_server=2)
-    assert pool.take("a") is None
-    for name in ("a1", "a2", "a3"):
-        pool.give("a", name, lambda n=name: closed.append(n))  # type: ignore[misc]
-    assert closed == ["a3"], "beyond the bound, a connection given back is closed"
+    pool = Kept(open_per_server=2)
+    assert pool.take("a") is None and pool.open("a") == 1, "the caller may open one"
+    pool.give("a", "a1", lambda: closed.append("a1"))
     assert pool.take("b") is None
-    assert pool.take("a") in ("a1", "a2") and pool.idle("a") == 1
+    pool.dropped("b")  # opening it failed
+    assert pool.open("b") == 0
+    assert pool.take("a") == "a1" and pool.idle("a") == 0 and pool.open("a") == 1
+    pool.give("a", "a1", lambda: closed.append("a1"))
     pool.close()
-    assert sorted(closed) in (["a1", "a3"], ["a2", "a3"])
+    assert closed == ["a1"] and pool.open("a") == 0
     pool.give("a", "late", lambda: closed.append("late"))
     assert closed[-1] == "late", "a connection given back after close is closed at once"
+
+
+def test_at_the_bound_an_observation_waits_for_a_connection_instead_of_opening_one() -> None:
+    pool = Kept(open_per_server=2)
+    assert pool.take("a") is None and pool.take("a") is None  # both opened, both in use
+    started = time.monotonic()
+    assert pool.take("a", wait=0.2) is None, "after the wait: open one anyway"
+    assert time.monotonic() - started >= 0.19
+    assert pool.open("a") == 3
+    pool.dropped("a")
+    # one comes back while a third observation waits: it gets that one
+    threading.Timer(0.1, lambda: pool.give("a", "back", lambda: None)).start()
+    started = time.monotonic()
+    assert pool.take("a", wait=5.0) == "back"
+    assert time.monotonic() - started < 4
+    assert pool.open("a") == 2
+    pool.close()
 
 
 def test_keeping_puts_the_pool_in_scope_and_none_changes_nothing() -> None:

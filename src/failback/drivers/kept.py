@@ -45,16 +45,27 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-IDLE_PER_SERVER = 16
-"""Idle connections kept per server. Probes of one server are spread over their interval
-(``monitor.scheduler.phase``), so few observe it at the same instant; a connection given
-back when this many are idle is closed, which bounds what the monitor holds on a shared
-server whatever the number of services."""
+OPEN_PER_SERVER = 16
+"""Connections the pool lets its observations open to one server (idle or in use). Probes
+of one server are spread over their interval (``monitor.scheduler.phase``), so few
+observe it at the same instant; when all are in use, the next observation waits for one
+to come back (an observation on a kept connection takes about a millisecond) instead of
+opening more. Without the bound, a burst (a monitor starting with hundreds of services on
+one database, a loaded machine) opens a connection per probe: each costs the server a
+backend and both sides an authentication, which makes the burst longer, until the server
+refuses clients ("too many clients already") and healthy databases are recorded failed."""
+
+
+class _Server:
+    """One server's connections: the idle ones, and how many are open in all."""
+
+    def __init__(self) -> None:
+        self.idle: list[tuple[Any, Callable[[], None]]] = []
+        self.open = 0
 
 
 class Kept:
-    """Idle connections per server key, and recent answers, shared by every thread of the
-    owner.
+    """Connections per server key, and recent answers, shared by every thread of the owner.
 
     Thread-safe: a connection is handed to one observation at a time (taken out of the
     pool while in use). Closed (``close``): nothing is kept any more, and connections
@@ -62,10 +73,10 @@ class Kept:
     leaves nothing open.
     """
 
-    def __init__(self, idle_per_server: int = IDLE_PER_SERVER) -> None:
-        self.idle_per_server = idle_per_server
-        self._idle: dict[Hashable, list[tuple[Any, Callable[[], None]]]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, open_per_server: int = OPEN_PER_SERVER) -> None:
+        self.open_per_server = open_per_server
+        self._servers: dict[Hashable, _Server] = {}
+        self._lock = threading.Condition()
         self._closed = False
         self._watch = threading.Condition()
         self._deadlines: list[_Deadline] = []
@@ -73,25 +84,48 @@ class Kept:
         self._watchdog: threading.Thread | None = None
         self._answers: dict[Hashable, _Answer] = {}
 
-    def take(self, key: Hashable) -> Any | None:
-        """An idle connection to ``key``'s server (now the caller's), or None."""
+    def take(self, key: Hashable, *, wait: float = 0.0) -> Any | None:
+        """An idle connection to ``key``'s server (now the caller's), or None: the caller
+        may open one, and then either gives it back (``give``) or says it is gone
+        (``dropped``), whether or not opening it worked.
+
+        When ``open_per_server`` connections are open and none is idle, waits up to
+        ``wait`` seconds for one to be given back (or dropped); after that the caller may
+        open one anyway, as if there were no pool.
+        """
+        deadline = time.monotonic() + wait
         with self._lock:
-            idle = self._idle.get(key)
-            if not idle:
-                return None
-            conn, _ = idle.pop()
-            return conn
+            server = self._servers.setdefault(key, _Server())
+            while True:
+                if server.idle:
+                    return server.idle.pop()[0]
+                left = deadline - time.monotonic()
+                if server.open < self.open_per_server or self._closed or left <= 0:
+                    server.open += 1
+                    return None
+                self._lock.wait(left)
 
     def give(self, key: Hashable, conn: Any, close: Callable[[], None]) -> None:
         """Keep ``conn`` for the next observation of ``key``'s server; ``close`` closes it
         (called here when the pool is full or closed, else when the pool closes)."""
         with self._lock:
-            if not self._closed:
-                idle = self._idle.setdefault(key, [])
-                if len(idle) < self.idle_per_server:
-                    idle.append((conn, close))
-                    return
-        _quietly(close)
+            server = self._servers.setdefault(key, _Server())
+            keep = not self._closed and len(server.idle) < self.open_per_server
+            if keep:
+                server.idle.append((conn, close))
+            else:
+                server.open = max(0, server.open - 1)
+            self._lock.notify()
+        if not keep:
+            _quietly(close)
+
+    def dropped(self, key: Hashable) -> None:
+        """A connection taken (or that ``take`` let the caller open) is gone: closed
+        because it broke, or never opened."""
+        with self._lock:
+            server = self._servers.setdefault(key, _Server())
+            server.open = max(0, server.open - 1)
+            self._lock.notify()
 
     @contextmanager
     def within(self, fd: int, seconds: float) -> Iterator[None]:
@@ -178,18 +212,28 @@ class Kept:
     def idle(self, key: Hashable) -> int:
         """How many idle connections are kept for ``key`` (for tests and figures)."""
         with self._lock:
-            return len(self._idle.get(key, ()))
+            server = self._servers.get(key)
+            return len(server.idle) if server else 0
+
+    def open(self, key: Hashable) -> int:
+        """How many connections to ``key``'s server are open, idle or in use."""
+        with self._lock:
+            server = self._servers.get(key)
+            return server.open if server else 0
 
     def close(self) -> None:
         """Close every idle connection; connections given back later are closed too."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, {}
+            idle = [conn for server in self._servers.values() for conn in server.idle]
+            for server in self._servers.values():
+                server.open -= len(server.idle)
+                server.idle = []
+            self._lock.notify_all()
         with self._watch:
             self._watch.notify()
-        for conns in idle.values():
-            for _, close in conns:
-                _quietly(close)
+        for _, close in idle:
+            _quietly(close)
 
 
 T = TypeVar("T")

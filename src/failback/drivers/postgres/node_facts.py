@@ -159,22 +159,21 @@ def observe(
     try:
         conn = connect(node, timeout=timeout)
         try:
-            _observe_sql(conn, obs)
+            fixed = _observe_sql(conn, obs)
         except BaseException:
             conn.close()
             raise
         obs.reachable = True
         if pool is not None:
-            pool.give(server_key(node), conn, conn.close)
+            pool.give(server_key(node), (conn, fixed), conn.close)
         else:
             conn.close()
-    except PgError as exc:
-        obs.error = exc.message
-        obs.role = "unknown" if isinstance(exc, PgAuthFailed | PgWrongDatabase) else "down"
-    except Exception as exc:  # a query failed mid-way (server went away): report, not raise
-        obs.error = f"{node.site}: observation failed: {str(exc).strip().splitlines()[0]}"
-        obs.role = "down"
-        obs.reachable = False
+    except BaseException as exc:
+        if pool is not None:  # the connection the pool let this observation open is gone
+            pool.dropped(server_key(node))
+        if not isinstance(exc, Exception):
+            raise
+        _failed(node, obs, exc)
     answered = machine.result()
     if not answered and obs.reachable:
         # the server answers, so its machine is up: a connection still being opened
@@ -199,37 +198,56 @@ def _with_machine(host: Host, node: PgNode, obs: PgObservation, answered: bool) 
     return obs
 
 
+def _failed(node: PgNode, obs: PgObservation, exc: Exception) -> None:
+    """What an observation that could not query the node says."""
+    if isinstance(exc, PgError):
+        obs.error = exc.message
+        obs.role = "unknown" if isinstance(exc, PgAuthFailed | PgWrongDatabase) else "down"
+        return
+    # a query failed mid-way (the server went away): reported, not raised
+    obs.error = f"{node.site}: observation failed: {str(exc).strip().splitlines()[0]}"
+    obs.role = "down"
+    obs.reachable = False
+
+
 def server_key(node: PgNode) -> tuple[Any, ...]:
     """What a kept connection is kept for: one server, as one user, in one database."""
     return (node.host, node.port, node.user, node.password, node.dbname)
 
 
 def _observe_kept(pool: Kept, node: PgNode, timeout: float | None) -> PgObservation | None:
-    """The node observed on a kept connection, or None: there was none, or it broke at
-    once (the server restarted, or closed it): the caller observes on a fresh connection,
-    exactly as without a pool, so a restarted server is seen as a new client sees it.
+    """The node observed on a kept connection, or None: there was none (after waiting
+    for one while the pool's bound is reached, ``Kept.take``), or it broke at once (the
+    server restarted, or closed it): the caller observes on a fresh connection, exactly as
+    without a pool, so a restarted server is seen as a new client sees it.
 
-    The kept connection gets the time a fresh one would have had to connect (the
+    What the server cannot change while the connection is open (``_Fixed``) was read
+    when it was opened; what it can change is queried each time. The kept connection
+    gets the time a fresh one would have had to connect (the
     connect timeout): a server that does not answer in that time (stopped, its link
     cut) is observed down, as a fresh connection timing out would have seen it, and
     the connection is dropped (``Kept.within`` ends the wait; TCP alone
     would wait minutes on a partitioned link).
     """
     key = server_key(node)
-    conn = pool.take(key)
-    if conn is None:
-        return None
     wait = timeout if timeout is not None else node.connect_timeout
+    taken = pool.take(key, wait=observe_time_left(wait))
+    if taken is None:
+        return None  # the caller opens one (the pool counts it)
+    conn, fixed = taken
     obs = PgObservation(site=node.site, address=node.address, observed_at=time.time())
     started = time.monotonic()
     try:
         with pool.within(conn.pgconn.socket, wait):
-            _observe_sql(conn, obs)
+            _observe_sql(conn, obs, fixed)
     except Exception as exc:
         with contextlib.suppress(Exception):
             conn.close()
         if time.monotonic() - started < wait:
-            return None  # broke at once: a fresh connection says what the server is now
+            # broke at once: a fresh connection (in this one's place in the pool) says
+            # what the server is now
+            return None
+        pool.dropped(key)
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         obs = PgObservation(site=node.site, address=node.address, observed_at=obs.observed_at)
         obs.error = (
@@ -238,7 +256,7 @@ def _observe_kept(pool: Kept, node: PgNode, timeout: float | None) -> PgObservat
         )
         return obs
     obs.reachable = True
-    pool.give(key, conn, conn.close)
+    pool.give(key, (conn, fixed), conn.close)
     return obs
 
 
@@ -269,21 +287,50 @@ def _data_directory(conn: Any) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _observe_sql(conn: Any, obs: PgObservation) -> None:
-    row = conn.execute(
-        "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system()),"
-        " current_setting('data_checksums'), current_setting('wal_log_hints'),"
-        " current_setting('server_version'), current_setting('synchronous_standby_names'),"
-        " current_setting('default_transaction_read_only')"
-    ).fetchone()
-    in_recovery, sysid, checksums, hints, version, sync_names, read_only = row
+@dataclass(frozen=True)
+class _Fixed:
+    """What a server cannot change while a connection to it stays open: each of these
+    takes a new postmaster (initdb, a restart), which ends every connection. Read once
+    per kept connection (``_observe_kept``), not once per observation."""
+
+    system_identifier: int
+    data_checksums: bool
+    rewind_possible: bool
+    server_version: str
+    data_directory: str | None
+
+
+def _observe_sql(conn: Any, obs: PgObservation, fixed: _Fixed | None = None) -> _Fixed:
+    """Query the node; ``fixed``: what this connection already read of the server's fixed
+    facts (then only what can change is asked). Returns the fixed facts."""
+    if fixed is None:
+        row = conn.execute(
+            "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names'),"
+            " current_setting('default_transaction_read_only'),"
+            " (SELECT system_identifier FROM pg_control_system()),"
+            " current_setting('data_checksums'), current_setting('wal_log_hints'),"
+            " current_setting('server_version')"
+        ).fetchone()
+        in_recovery, sync_names, read_only, sysid, checksums, hints, version = row
+        fixed = _Fixed(
+            system_identifier=int(sysid),
+            data_checksums=checksums == "on",
+            rewind_possible=checksums == "on" or hints == "on",
+            server_version=version,
+            data_directory=_data_directory(conn),
+        )
+    else:
+        in_recovery, sync_names, read_only = conn.execute(
+            "SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names'),"
+            " current_setting('default_transaction_read_only')"
+        ).fetchone()
     obs.synchronous_standby_names = str(sync_names)
     obs.read_only = read_only == "on"
-    obs.data_directory = _data_directory(conn)
-    obs.system_identifier = int(sysid)
-    obs.data_checksums = checksums == "on"
-    obs.rewind_possible = checksums == "on" or hints == "on"
-    obs.server_version = version
+    obs.data_directory = fixed.data_directory
+    obs.system_identifier = fixed.system_identifier
+    obs.data_checksums = fixed.data_checksums
+    obs.rewind_possible = fixed.rewind_possible
+    obs.server_version = fixed.server_version
     if not in_recovery:
         obs.role = "primary"
         lsn, walfile = conn.execute(current_timeline_sql()).fetchone()
@@ -308,7 +355,7 @@ def _observe_sql(conn: Any, obs: PgObservation) -> None:
                 " write_lsn, flush_lsn, replay_lsn FROM pg_stat_replication ORDER BY 1"
             ).fetchall()
         ]
-        return
+        return fixed
     obs.role = "standby"
     receive, replay, lag_s, ckpt_tli = conn.execute(
         "SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(),"
@@ -337,6 +384,7 @@ def _observe_sql(conn: Any, obs: PgObservation) -> None:
     if obs.replay_lsn is not None:
         ahead = max(x for x in (obs.current_lsn, upstream_end, obs.replay_lsn) if x is not None)
         obs.lag_bytes = ahead - obs.replay_lsn
+    return fixed
 
 
 def _observe_stopped(host: Host, node: PgNode, obs: PgObservation) -> None:
