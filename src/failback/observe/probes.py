@@ -86,12 +86,25 @@ class ProbeHealth:
     failing_since: float | None = None
     last: ProbeResult | None = None
     history: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    _history_records: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=HISTORY), repr=False
+    )
+    """``history`` as ``to_dict`` shows it, each result's made once when recorded (not
+    again for each of the ten saves it is part of)."""
 
     def record(self, result: ProbeResult) -> bool:
         """Take one result; True when the probe's judged status changed."""
         before = self.status
         self.last = result
         self.history.append(result)
+        self._history_records.append(
+            {
+                "at": result.at,
+                "ok": result.ok,
+                "s": round(result.duration_s, 4),
+                "detail": result.detail[:160],
+            }
+        )
         if result.ok:
             self.consecutive_failures = 0
             self.failing_since = None
@@ -134,10 +147,7 @@ class ProbeHealth:
             "failing_since": self.failing_since,
             "last_detail": self.last.detail if self.last else None,
             "last_at": self.last.at if self.last else None,
-            "history": [
-                {"at": r.at, "ok": r.ok, "s": round(r.duration_s, 4), "detail": r.detail[:160]}
-                for r in self.history
-            ],
+            "history": list(self._history_records),
         }
 
 

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import psycopg
@@ -50,7 +50,7 @@ class ReplicaInfo:
     replay_lsn: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _REPLICA_FIELDS}
         for key in ("sent_lsn", "write_lsn", "flush_lsn", "replay_lsn"):
             data[key] = _fmt(data[key])
         return data
@@ -103,13 +103,18 @@ class PgObservation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: LSNs as PostgreSQL prints them, the 64-bit system id as a string."""
-        data = asdict(self)
+        # every field is a scalar but ``replicas``, made below: no deep copy (asdict)
+        data = {name: getattr(self, name) for name in _OBSERVATION_FIELDS}
         for key in ("current_lsn", "replay_lsn"):
             data[key] = _fmt(data[key])
         if self.system_identifier is not None:
             data["system_identifier"] = str(self.system_identifier)
         data["replicas"] = [replica.to_dict() for replica in self.replicas]
         return data
+
+
+_REPLICA_FIELDS = tuple(f.name for f in fields(ReplicaInfo))
+_OBSERVATION_FIELDS = tuple(f.name for f in fields(PgObservation))
 
 
 def _fmt(value: int | None) -> str | None:
