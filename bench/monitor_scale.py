@@ -33,8 +33,9 @@ real ``failback monitor`` runs as its own process with its own state directory; 
   the thread holding the GIL), the functions most often on its stack.
 
 Before the sweep, each chosen component is observed in this process, one observation
-at a time, the way a probe does: the CPU one observation costs the monitor and the lab's
-servers, without scheduling, threads or journal (``observation_cpu_ms``).
+at a time, the way a probe does (on a kept connection, ``failback.drivers.kept``, but
+without answers shared between probes): the CPU one observation costs the monitor and
+the lab's servers, without scheduling, threads or journal (``observation_cpu_ms``).
 
 N is *sustained* when at least 95% of the expected checks completed, none failed and
 the monitor used at most one core. The sweep stops at the first size that is not
@@ -66,6 +67,7 @@ from typing import Any
 import yaml
 
 from failback.config import load_topology
+from failback.drivers.kept import Kept, keeping
 from failback.hosts.local import LocalHost
 from failback.lab import LabInfo, lab_down, lab_up, load_info
 from failback.observe.service import observe_component
@@ -347,7 +349,8 @@ def observation_cpu_ms(lab: LabInfo, per_service: list[str]) -> dict[str, dict[s
     (service_name, service), *_ = topology.services.items()
     servers = _server_pids(lab)
     out: dict[str, dict[str, float]] = {}
-    with topology.open_hosts() as hosts:
+    kept = Kept()  # connections kept as the monitor's probes keep them (answers not shared)
+    with topology.open_hosts() as hosts, keeping(kept):
         for name in per_service:
             component = service.components[name]
             for site in component.sites:
@@ -364,6 +367,7 @@ def observation_cpu_ms(lab: LabInfo, per_service: list[str]) -> dict[str, dict[s
                     ),
                     "wall": round(wall / OBSERVATIONS * 1000, 3),
                 }
+    kept.close()
     return out
 
 
