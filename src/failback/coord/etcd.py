@@ -117,11 +117,14 @@ def normalize_endpoint(endpoint: str) -> str:
     return text
 
 
-UNREACHABLE_FOR_S = 5.0
+UNREACHABLE_FOR_S = 60.0
 """After an endpoint refused or timed out a connection, every client of this process
-tries it last for this long: a monitor opens journals and clients often (one per run
-thread), and each would otherwise spend the connect timeout on a dead site's member
-before reaching a live one (seconds of RTO when a whole site dies)."""
+tries it last for this long (or until it answers): a monitor opens journals and clients
+often (one per run thread), and each would otherwise spend the connect timeout on a dead
+site's member before reaching a live one. Long, because the failover that follows a
+site's death may start seconds later (etcd extends every lease when its raft leader died
+with the site): with 5 s, the failover's first journal write waited a second on the dead
+member. Trying it last costs nothing while another member answers."""
 
 
 class _EndpointMemory:
