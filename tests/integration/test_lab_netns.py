@@ -25,6 +25,7 @@ import pytest
 from failback.lab import netns, sshd
 from failback.lab.errors import LabError
 from failback.lab.netns_plan import NetPlan
+from tests.integration.labfixtures import alive
 
 AVAILABLE, WHY = netns.netns_available()
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not AVAILABLE, reason=WHY)]
@@ -101,14 +102,6 @@ def start_sleeper(lab: Lab, machine: str) -> int:
     """A process started on ``machine`` over SSH, detached from the session."""
     out = remote(lab, machine, "sh", "-c", "nohup sleep 600 >/dev/null 2>&1 </dev/null & echo $!")
     return int(out.strip())
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def ip_identify(pid: int) -> str:

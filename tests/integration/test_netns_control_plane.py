@@ -78,7 +78,14 @@ from failback.lab.probe import WriteProbe
 from failback.status.cluster import cluster_document
 from failback.store import Store
 from tests.conftest import CliResult, failback_argv, run_cli
-from tests.integration.labfixtures import SERVICE, Lab, ServiceStatus, assert_home, lab_base
+from tests.integration.labfixtures import (
+    SERVICE,
+    Lab,
+    ServiceStatus,
+    alive,
+    assert_home,
+    lab_base,
+)
 from tests.integration.pgholds import child_pid, postmaster_pid
 
 AVAILABLE, WHY_NOT = netns_available()
@@ -283,14 +290,6 @@ def hold_for(seconds: float, what: str, check: Callable[[], bool]) -> int:
         if time.monotonic() >= deadline:
             return looks
         time.sleep(0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def zero_loss(cp: CpLab, status: ServiceStatus | None = None) -> bool:

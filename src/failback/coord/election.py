@@ -37,6 +37,20 @@ site's node uses that time to renew once more, ask the other nodes (half a secon
 most, more than a loaded machine needs to answer) and fence its primary."""
 
 
+def renew_lease(client: EtcdClient, lease_id: int, key: str, timeout: float | None) -> int:
+    """Renew ``lease_id`` once: its TTL from now, 0 when etcd no longer holds it. A renewal
+    that succeeded is confirmed first (``confirm_renewal``, through ``key``)."""
+    try:
+        ttl = client.lease_keepalive(lease_id, timeout=timeout)
+    except EtcdRequestFailed as exc:
+        if exc.grpc_code != GRPC_NOT_FOUND:
+            raise
+        return 0
+    if ttl > 0:
+        confirm_renewal(client, key, timeout)
+    return ttl
+
+
 def confirm_renewal(client: EtcdClient, key: str, timeout: float | None) -> None:
     """Count a lease renewal only once a quorum confirms who renewed it.
 
@@ -179,16 +193,10 @@ class LeaderElection:
         if self._lease_id is None:
             return False
         sent_at = self._clock()
-        try:
-            ttl = self.client.lease_keepalive(self._lease_id, timeout=self.renew_timeout)
-        except EtcdRequestFailed as exc:
-            if exc.grpc_code != GRPC_NOT_FOUND:
-                raise
-            ttl = 0
+        ttl = renew_lease(self.client, self._lease_id, self.key, self.renew_timeout)
         if ttl <= 0:
             self._forget_lease(revoke=False)
             return False
-        confirm_renewal(self.client, self.key, self.renew_timeout)
         self._renewed_at = sent_at
         self._granted_ttl = ttl
         return True

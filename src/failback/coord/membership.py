@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from failback.coord.election import confirm_renewal
-from failback.coord.etcd import GRPC_NOT_FOUND, EtcdClient, EtcdRequestFailed
+from failback.coord.election import renew_lease
+from failback.coord.etcd import EtcdClient
 
 MEMBERS = "/members/"
 
@@ -63,14 +63,8 @@ class Membership:
         """Renew (or create) the member key; an ``EtcdError`` leaves ``renewed_at`` as it was."""
         sent_at = self._clock()
         if self._lease_id is not None:
-            try:
-                ttl = self.client.lease_keepalive(self._lease_id, timeout=self.renew_timeout)
-            except EtcdRequestFailed as exc:
-                if exc.grpc_code != GRPC_NOT_FOUND:
-                    raise
-                ttl = 0
+            ttl = renew_lease(self.client, self._lease_id, self.key, self.renew_timeout)
             if ttl > 0:
-                confirm_renewal(self.client, self.key, self.renew_timeout)
                 self._granted_ttl = ttl
                 self.renewed_at = sent_at
                 if self._dirty:
@@ -98,15 +92,9 @@ class Membership:
         if lease_id is None:
             return False
         sent_at = self._clock()
-        try:
-            ttl = self.client.lease_keepalive(lease_id, timeout=self.renew_timeout)
-        except EtcdRequestFailed as exc:
-            if exc.grpc_code != GRPC_NOT_FOUND:
-                raise
-            return False
+        ttl = renew_lease(self.client, lease_id, self.key, self.renew_timeout)
         if ttl <= 0 or lease_id != self._lease_id:
             return False
-        confirm_renewal(self.client, self.key, self.renew_timeout)
         self._granted_ttl = ttl
         self.renewed_at = max(self.renewed_at or sent_at, sent_at)
         return True
