@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from failback.hosts.agent import kill_tree
 from failback.hosts.base import CommandResult, inherited_environment
@@ -47,9 +47,16 @@ class RunningCommands:
         self._owners: dict[subprocess.Popen[bytes], int] = {}
         self._cancelled: set[subprocess.Popen[bytes]] = set()
 
-    def add(self, proc: subprocess.Popen[bytes], owner: int) -> None:
+    def start(
+        self, spawn: Callable[[], subprocess.Popen[bytes]], owner: int
+    ) -> subprocess.Popen[bytes]:
+        """Start a command and record it in one step: a cancel from another thread waits
+        for both, so it never misses a command that already runs (between the two, a
+        child could start, be seen, and be left running by an abort)."""
         with self._lock:
+            proc = spawn()
             self._owners[proc] = owner
+        return proc
 
     def remove(self, proc: subprocess.Popen[bytes]) -> None:
         """Once its output is read (after this, it is never signalled by a cancel)."""
@@ -119,23 +126,28 @@ class LocalHost:
     ) -> CommandResult:
         started = time.monotonic()
         args = tuple(str(a) for a in argv)
-        try:
-            proc = subprocess.Popen(
+        environment = self._env(as_user, env)
+        user_kwargs = self._user_kwargs(as_user)
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
                 _dying_with_parent(args),
                 stdin=subprocess.DEVNULL if input_text is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=self._env(as_user, env),
+                env=environment,
                 cwd=cwd or "/",
                 start_new_session=True,  # its own process group, killed as a whole
-                **self._user_kwargs(as_user),  # type: ignore[arg-type]
+                **user_kwargs,  # type: ignore[arg-type]
             )
+
+        try:
+            proc = RUNNING.start(spawn, threading.get_ident())
         except FileNotFoundError as exc:
             return CommandResult(args, 127, "", str(exc), time.monotonic() - started)
         stdin = None if input_text is None else input_text.encode()
         try:
             REAPER.register(proc.pid)
-            RUNNING.add(proc, threading.get_ident())
             out, err = proc.communicate(stdin, timeout=timeout)
             if RUNNING.was_cancelled(proc):
                 wait_group_gone(proc.pid, GONE_WAIT_S)
