@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from failback.monitor.scheduler import ProbeThreads, phase, run_probe
+from failback.monitor.scheduler import MAX_START_SPREAD_S, ProbeThreads, phase, run_probe
 from failback.observe.probes import Probe, ProbeResult
 
 
@@ -151,6 +151,13 @@ def test_probes_started_together_make_their_first_attempts_across_the_interval()
     eight consecutive phases span more than 0.85 of it), not one instant."""
     firsts = _first_calls(8, 2.0)
     assert firsts[-1] - firsts[0] >= 1.2, firsts
+
+
+def test_a_probe_of_a_long_interval_is_first_attempted_within_the_start_spread() -> None:
+    """A check run every 10 minutes is seen within seconds of the start, not somewhere in
+    its first 10 minutes (a failback waits for the checks its gates use)."""
+    firsts = _first_calls(4, 600.0)
+    assert max(firsts) < MAX_START_SPREAD_S + 0.5, firsts
 
 
 def test_an_explicit_offset_delays_the_first_attempt_and_stop_ends_the_wait() -> None:

@@ -36,6 +36,12 @@ gaps take at most three sizes): the k-th probe started is put at ``k * GOLDEN`` 
 its interval, so the attempts of the first N probes are about ``interval / N`` apart."""
 _started = itertools.count()
 
+MAX_START_SPREAD_S = 3.0
+"""The first attempts are spread over the interval, but never over more than this: a
+check run every 10 minutes must still be seen within seconds of the monitor's start (a
+failback waits for every check its gates use; spread over its whole interval, its first
+result came up to 10 minutes late and held the failback back that long)."""
+
 
 def phase(k: int) -> float:
     """The share of its interval the ``k``-th probe started waits before its first
@@ -138,7 +144,8 @@ async def run_probe(
     offset: float | None = None,
 ) -> None:
     """Attempt ``probe`` every ``probe.interval`` seconds until ``stop`` is set, the first
-    time after ``offset`` seconds (default: the next ``phase`` of its interval).
+    time after ``offset`` seconds (default: the next ``phase`` of its interval, or of
+    ``MAX_START_SPREAD_S`` when the interval is longer).
 
     An attempt that has not answered after ``probe.timeout`` is one failure; while it
     still hangs, every further ``probe.interval`` is another. A dead address (a machine
@@ -157,7 +164,7 @@ async def run_probe(
     call_started = 0.0
     try:
         if offset is None:
-            offset = phase(next(_started)) * probe.interval
+            offset = phase(next(_started)) * min(probe.interval, MAX_START_SPREAD_S)
         if offset > 0:
             await _until(stopping, offset)
         while not stop.is_set():
