@@ -77,6 +77,7 @@ from failback.hosts import LocalHost
 from failback.lab import lab_break, lab_down, lab_repair, lab_up, load_info
 from failback.lab import monitors as lab_monitors
 from failback.lab.control_plane import MEMBERS
+from failback.lab.detached import alive
 from failback.lab.probe import WriteProbe
 from failback.status.cluster import cluster_document
 
@@ -299,7 +300,7 @@ def _place_leader(lab_dir: Path, config: str, *, on: str | None, off: str | None
     for pid in stop:
         os.kill(pid, signal.SIGTERM)
     for pid in stop:
-        _wait(f"monitor {pid} stopped", lambda pid=pid: not _alive(pid), 40)
+        _wait(f"monitor {pid} stopped", lambda pid=pid: not alive(pid), 40)
     placed = _wait(
         "the leader placed",
         lambda: (lead := _leader(config)) and (lead[0] == on if on else lead[0] != off) and lead,
@@ -309,14 +310,6 @@ def _place_leader(lab_dir: Path, config: str, *, on: str | None, off: str | None
     if not up["ok"]:
         raise RuntimeError(f"lab monitors up: {up}")
     return str(placed[0])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _cp_round(
@@ -387,6 +380,19 @@ def _step_seconds(config: str, run_id: int) -> dict[str, float | None]:
     return {
         s["id"]: None if s.get("duration_s") is None else round(float(s["duration_s"]), 3)
         for s in steps
+    }
+
+
+def _setting_and_machine(args: argparse.Namespace, started: float) -> dict[str, Any]:
+    """What every result document ends with: the detection used, the machine, the time."""
+    return {
+        "detection": {
+            "interval_s": args.interval,
+            "timeout_s": args.timeout,
+            "failure_threshold": args.threshold,
+        },
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "duration_s": round(time.time() - started, 1),
     }
 
 
@@ -471,7 +477,7 @@ def main() -> int:
                 done.append(_second_failure_round(lab_dir, info.config, events, probe, moment))
         _wait_ready(info.config, synchronous)
     finally:
-        stats = probe.stop() if probe._thread.is_alive() else probe.stats
+        stats = probe.stop() if probe._thread.isalive() else probe.stats
         if stats.acknowledged:
             lost = probe.missing(stats.acked_ids())
         monitor.send_signal(signal.SIGTERM)
@@ -508,13 +514,7 @@ def main() -> int:
             }
             for moment, done in second.items()
         },
-        "detection": {
-            "interval_s": args.interval,
-            "timeout_s": args.timeout,
-            "failure_threshold": args.threshold,
-        },
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "duration_s": round(time.time() - started, 1),
+        **_setting_and_machine(args, started),
     }
     print(json.dumps(result, indent=2))
     return 0 if ok and (not synchronous or not lost) else 1
@@ -550,7 +550,7 @@ def _control_plane_main(
                 print(json.dumps(done[-1]), file=sys.stderr, flush=True)
         _wait_ready(config, synchronous)
     finally:
-        stats = probe.stop() if probe._thread.is_alive() else probe.stats
+        stats = probe.stop() if probe._thread.isalive() else probe.stats
         if stats.acknowledged:
             lost = probe.missing(stats.acked_ids())
         if events is not None:
@@ -593,13 +593,7 @@ def _control_plane_main(
         "acknowledged_writes": len(stats.acknowledged),
         "lost_acknowledged_writes": len(lost),
         "all_runs_succeeded": ok,
-        "detection": {
-            "interval_s": args.interval,
-            "timeout_s": args.timeout,
-            "failure_threshold": args.threshold,
-        },
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "duration_s": round(time.time() - started, 1),
+        **_setting_and_machine(args, started),
     }
     print(json.dumps(result, indent=2))
     return 0 if ok and (not synchronous or not lost) else 1

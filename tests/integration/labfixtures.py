@@ -359,12 +359,3 @@ def lab_base(prefix: str = "fb-pg-") -> Iterator[Path]:
 
 def new_lab(root: Path, name: str = "lab", *, hosts: str = "local") -> Lab:
     return Lab(info=lab_up(root / name, hosts=hosts), base=root)
-
-
-def alive(pid: int) -> bool:
-    """The process runs (a zombie or a dead one does not: /proc says which)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

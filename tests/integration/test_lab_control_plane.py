@@ -33,6 +33,7 @@ from failback.coord import EtcdClient
 from failback.lab import etcd as lab_etcd
 from failback.lab import load_info
 from failback.lab.control_plane import WITNESS, LabControlPlane
+from failback.lab.detached import alive
 from failback.lab.info import LabInfo
 from failback.lab.netns import identify, leftovers, netns_available, pids, plan_from_dict
 from tests.conftest import CliResult, run_cli
@@ -173,14 +174,6 @@ def member_ids(lab: CpLab) -> dict[str, int]:
 
 def key() -> str:
     return f"/failback-test/{uuid.uuid4().hex}"
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 # ----------------------------------------------------------------------------- tests

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from failback.lab import netns, sshd
+from failback.lab.detached import alive
 from failback.lab.errors import LabError
 from failback.lab.netns_plan import NetPlan
-from tests.integration.labfixtures import alive
 
 AVAILABLE, WHY = netns.netns_available()
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not AVAILABLE, reason=WHY)]

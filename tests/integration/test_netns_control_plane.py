@@ -73,6 +73,7 @@ from failback.lab import lab_status, load_info
 from failback.lab import monitors as lab_monitors
 from failback.lab.control_plane import MEMBERS, WITNESS
 from failback.lab.core import lab_partition
+from failback.lab.detached import alive
 from failback.lab.netns import netns_available
 from failback.lab.probe import WriteProbe
 from failback.status.cluster import cluster_document
@@ -82,7 +83,6 @@ from tests.integration.labfixtures import (
     SERVICE,
     Lab,
     ServiceStatus,
-    alive,
     assert_home,
     lab_base,
 )
@@ -424,6 +424,19 @@ def failover_done(cp: CpLab, after: int) -> Any:
     return run
 
 
+def failed_over_and_serving(cp: CpLab, mark: int, probe: WriteProbe) -> Any:
+    """Wait for the monitors' failover after ``mark`` to succeed, then for the client's
+    writes to be acknowledged by the new primary; the run."""
+    run = wait_for("the failover", lambda: failover_done(cp, mark), 60)
+    note(f"failover run {run.id} succeeded")
+    wait_for(
+        "writes acknowledged by the new primary",
+        lambda: probe.stats.acked_ids(since=float(run.finished_at)),
+        30,
+    )
+    return run
+
+
 def timeline(cp: CpLab, site: str) -> int:
     """The timeline the site's PostgreSQL writes (or replays) on, asked directly."""
     with cp.lab.connect(site) as conn:
@@ -455,13 +468,7 @@ def test_the_leaders_site_dies_and_a_monitor_elsewhere_fails_over_losing_nothing
         assert not alive(leader_pid)
         node, _ = new_leader(cp, not_node="dc1")
         note(f"{node} leads")
-        run = wait_for("the failover", lambda: failover_done(cp, mark), 60)
-        note(f"failover run {run.id} succeeded")
-        wait_for(
-            "writes acknowledged by the new primary",
-            lambda: probe.stats.acked_ids(since=float(run.finished_at)),
-            30,
-        )
+        run = failed_over_and_serving(cp, mark, probe)
     assert_nothing_lost(probe)
 
     code, cluster = cp.cluster_cli()
@@ -703,13 +710,7 @@ def test_one_etcd_member_lost_changes_nothing(cp: CpLab) -> None:
             assert self_fences(cp, since) == []
             # and it still fails over
             cp.lab_json("break", "dc1", "db")
-            run = wait_for("the failover", lambda: failover_done(cp, mark), 60)
-            note(f"failover run {run.id} succeeded")
-            wait_for(
-                "writes acknowledged by the new primary",
-                lambda: probe.stats.acked_ids(since=float(run.finished_at)),
-                30,
-            )
+            run = failed_over_and_serving(cp, mark, probe)
             assert cp.leader() == leading
         finally:
             cp.lab_json("repair", victim, "etcd")
