@@ -195,7 +195,14 @@ def test_one_leader_acts_and_both_nodes_see_the_same_journal(
     wait_for(lambda: leader(config) in NODES, 15, "a leader elected")
     wait_for(lambda: "API and dashboard on" in (tmp_path / "a.log").read_text(), 15, "API up")
     line = next(x for x in (tmp_path / "a.log").read_text().splitlines() if "API and" in x)
-    api = httpx.get(line.rsplit(" ", 1)[-1] + "/api/v1/cluster", timeout=10).json()
+    url = line.rsplit(" ", 1)[-1] + "/api/v1/cluster"
+    # a leader may be elected before the other node's first renewal wrote its member key
+    wait_for(
+        lambda: all(m["present"] for m in httpx.get(url, timeout=10).json()["members"]),
+        15,
+        "both nodes members",
+    )
+    api = httpx.get(url, timeout=10).json()
     assert api["configured"] is True and api["leader"]["node"] == leader(config)
     assert {m["node"] for m in api["members"] if m["present"]} == set(NODES)
     document = cluster(config)
