@@ -66,6 +66,13 @@ test_events_come_in_order_newest_last_by_run_and_since_an_id = (
 test_service_state_keeps_its_site_unless_told = (
     contract.test_service_state_keeps_its_site_unless_told
 )
+test_a_reader_polling_events_since_misses_none_and_sees_none_twice = (
+    contract.test_a_reader_polling_events_since_misses_none_and_sees_none_twice
+)
+test_reading_writes_nothing = contract.test_reading_writes_nothing
+test_a_reader_sees_each_step_and_run_whole_and_never_going_back = (
+    contract.test_a_reader_sees_each_step_and_run_whole_and_never_going_back
+)
 
 
 @pytest.fixture(scope="module")

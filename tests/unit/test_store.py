@@ -12,24 +12,33 @@ tests/integration/test_etcd_store.py collects the same test functions with an
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
+import itertools
+import json
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import failback
+from failback.coord import EtcdClient, Get
 from failback.errors import StateError
 from failback.store import (
     EtcdStore,
     EventStore,
     HealthStore,
+    RunRecord,
     RunStore,
     ServiceStateStore,
     SqliteStore,
+    StepRecord,
     Store,
     open_journal,
 )
@@ -329,6 +338,11 @@ def test_a_run_and_what_it_owns_read_back_as_written(store: Store) -> None:
     assert [r.id for r in store.list_runs(limit=2)] == [third, second]
     assert [r.id for r in store.list_runs(kinds=["failback"])] == [second, first]
     assert [r.id for r in store.list_runs(service="db", kinds=["failover"])] == []
+    for name, value in {"doc": {"x": [1, True]}, "flag": True, "none": None, "n": 2.5}.items():
+        store.set_value(second, name, value)
+        read = store.run_value(second, name)
+        assert read == value and type(read) is type(value), f"{name} reads back as itself"
+
     assert store.list_runs(limit=0) == []
     assert store.list_runs()[2] == store.get_run(first)
 
@@ -445,6 +459,506 @@ def test_service_state_keeps_its_site_unless_told(store: Store) -> None:
         "active_site": "b",
         "updated_at": state["updated_at"],
     }
+
+
+# -- readers racing writers ------------------------------------------------------------
+# The API, the dashboard and `failback run show` read the journal while a run writes it,
+# and the monitor forwards events by polling `events_since`: what a reader may see while
+# a writer writes, on its own connection.
+
+
+def race(bodies: Sequence[Callable[[], object]], *, timeout: float = 30.0) -> list[object]:
+    """Run each of ``bodies`` in a thread of its own, all released at the same instant;
+    return what each raised (None: it returned). A thread still running ``timeout``
+    seconds later fails the test: a reader that never catches up or a writer that is
+    stuck is a failure, not a hung suite (the threads are daemons)."""
+    barrier = threading.Barrier(len(bodies))
+    raised: list[object] = [None] * len(bodies)
+
+    def body(i: int) -> None:
+        try:
+            barrier.wait(timeout)
+            bodies[i]()
+        except BaseException as exc:  # an assertion in a thread fails the test
+            raised[i] = exc
+
+    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [i for i, thread in enumerate(threads) if thread.is_alive()]
+    if stuck:
+        pytest.fail(f"threads {stuck} still running after {timeout} s")
+    return raised
+
+
+EVENT_WRITERS, EVENTS_EACH, EVENT_PAGE = 3, 100, 16
+
+
+def test_a_reader_polling_events_since_misses_none_and_sees_none_twice(
+    open_store: Callable[[], Store], store: Store
+) -> None:
+    """``events_since``: "a reader that keeps the last id it saw misses none and sees
+    none twice" while events are being added, as the monitor forwards them. Three
+    writers, each on its own connection, add 100 events each; a reader on a fourth polls
+    ``events_since(last id seen)`` (a page of 16 at a time, so the limit cuts) until the
+    writers are done and it has caught up. It gets every event once, ids increasing,
+    each writer's in the order that writer added them (``add_event``: an id orders an
+    event after every event already stored), each as a read after the fact gives it."""
+    store.add_event("before", "older than the reader: not forwarded")
+    start = store.last_event_id()
+    remaining = [EVENT_WRITERS]
+    counting = threading.Lock()
+    writers_done = threading.Event()
+    seen: list[dict[str, Any]] = []
+    pages_while_writing = [0]
+
+    def write(i: int) -> None:
+        writer = open_store()
+        try:
+            for n in range(EVENTS_EACH):
+                writer.add_event("step", f"w{i}-{n}", service="app", data={"w": i, "n": n})
+        finally:
+            writer.close()
+            with counting:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    writers_done.set()
+
+    def read() -> None:
+        reader = open_store()
+        try:
+            last = start
+            deadline = time.monotonic() + 25
+            while time.monotonic() < deadline:
+                done = writers_done.is_set()  # then the poll below comes after every event
+                page = reader.events_since(last, limit=EVENT_PAGE)
+                if page and page[0]["id"] <= last:  # fail now: polling again would loop
+                    raise AssertionError(f"events_since({last}) began with {page[0]['id']}")
+                seen.extend(page)
+                if page:
+                    last = page[-1]["id"]  # as the monitor: the id of the last one forwarded
+                    pages_while_writing[0] += not done
+                elif done:
+                    return
+            raise AssertionError(f"the reader had not caught up after 25 s (at id {last})")
+        finally:
+            reader.close()
+
+    writers = [functools.partial(write, i) for i in range(EVENT_WRITERS)]
+    assert race([*writers, read]) == [None] * (EVENT_WRITERS + 1)
+    ids = [event["id"] for event in seen]
+    assert all(a < b for a, b in itertools.pairwise(ids)), "ids increase: none twice"
+    assert len(seen) == EVENT_WRITERS * EVENTS_EACH, "none missed"
+    assert seen == store.events_since(start, limit=10_000), "each whole, as stored"
+    assert ids[-1] == store.last_event_id()
+    for i in range(EVENT_WRITERS):
+        mine = [event["message"] for event in seen if event["data"]["w"] == i]
+        assert mine == [f"w{i}-{n}" for n in range(EVENTS_EACH)]
+    assert pages_while_writing[0] > 0, "the reader got nothing while the writers wrote"
+
+
+@contextmanager
+def write_counter(store: Store) -> Iterator[Callable[[], tuple[int, ...]]]:
+    """A reading that changes whenever something is written to ``store`` by any
+    connection (compare two readings).
+
+    SQLite: ``PRAGMA data_version`` on a connection of its own that never writes:
+    SQLite changes it whenever another connection commits a change to the file (a
+    connection's own commits do not show, hence a connection of its own). It misses a
+    write that leaves every byte as it was (SQLite does not even write the page), which
+    ``write_lock_held`` catches. Not the file's mtime: a commit in WAL mode writes the
+    -wal file, not the database, and two commits within its resolution look alike.
+    etcd: the store's revision (raised by every transaction that puts or deletes a key,
+    even a put of the value already there) and the raft index (raised by every entry the
+    cluster commits, leases too; reads, even linearizable ones, commit none), asked of
+    the member with a client of its own; and, as for SQLite, the local file where the
+    etcd store keeps the health (store/etcd/health.py).
+    """
+    observer = sqlite3.connect(store.state_dir / SqliteStore.FILE_NAME, isolation_level=None)
+    client = EtcdClient(store.client.endpoints) if isinstance(store, EtcdStore) else None
+
+    def reading() -> tuple[int, ...]:
+        counts = [int(observer.execute("PRAGMA data_version").fetchone()[0])]
+        if isinstance(store, EtcdStore) and client is not None:
+            counts.append(client.txn([], [Get(store.keys.run_seq)], idempotent=True).revision)
+            counts.append(client.status().raft_index)
+        return tuple(counts)
+
+    try:
+        yield reading
+    finally:
+        observer.close()
+        if client is not None:
+            client.close()
+
+
+@contextmanager
+def write_lock_held(path: Path, *, at_most: float = 5.0) -> Iterator[Callable[[], bool]]:
+    """Hold the write lock of the SQLite file at ``path`` (an IMMEDIATE transaction of
+    a connection of its own, in a thread of its own) until the block ends, ``at_most``
+    seconds at most; yields whether it is still held. Readers do not need that lock (WAL
+    mode); anything that writes, or merely begins a write transaction, waits for it: a
+    read that did would return only once the lock is let go, so after a burst of reads
+    the lock must still be held."""
+    held, release = threading.Event(), threading.Event()
+    holding = [False]
+
+    def hold() -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            holding[0] = True
+            held.set()
+            release.wait(at_most)
+            holding[0] = False
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+            held.set()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        assert held.wait(at_most) and holding[0], f"could not take the write lock of {path}"
+        yield lambda: holding[0]
+    finally:
+        release.set()
+        thread.join(at_most)
+
+
+def read_everything(reader: Store, live: int, done: int) -> list[object]:
+    """Every read of store/base.py, of what exists and of what does not: their answers."""
+    answers: list[object] = [
+        reader.get_run(live),
+        reader.get_run(done),
+        reader.list_runs(),
+        reader.list_runs(service="db", limit=1),
+        reader.list_runs(kinds=["fence"]),
+        reader.run_value(live, "final_lsn"),
+        reader.run_value(live, "missing"),
+        reader.run_value(live + 99, "final_lsn"),
+        reader.lock_holder("app"),
+        reader.lock_holder("db"),
+        reader.steps(live),
+        reader.steps(done),
+        reader.measurements(live),
+        reader.measurements(live + 99),
+        reader.is_approved(live, "gate"),
+        reader.is_approved(live, "other"),
+        reader.events(),
+        reader.events(run_id=live, limit=2),
+        reader.events(run_id=live + 99),
+        reader.events_since(0),
+        reader.events_since(reader.last_event_id()),
+        reader.last_event_id(),
+        reader.service_state("app"),
+        reader.service_state("nowhere"),
+        reader.health("app"),
+        reader.health("nowhere"),
+    ]
+    for missing in (live + 99, 0, 2**63):
+        with pytest.raises(StateError) as info:
+            reader.get_run(missing)
+        answers.append(str(info.value))
+    return answers
+
+
+def test_reading_writes_nothing(open_store: Callable[[], Store], store: Store) -> None:
+    """The interfaces "only read state" (DESIGN.md): a read of the journal, through any
+    connection, writes nothing, so a dashboard polling it cannot hold up a run (no write
+    lock taken, no raft round, no fsync) nor change what it reads. A burst of every
+    read the interface offers, through two connections, answers while another connection
+    holds the SQLite file's write lock (``write_lock_held``: no read began a write), leaves
+    the store's write counter (``write_counter``) where it was, and gives the same
+    answers each time. One write through the reading connection then moves the counter:
+    the counter would have seen a read that wrote."""
+    done = new_run(store, "db", kind="fence")
+    store.set_run_status(done, "running", pid=4242)
+    store.update_step(done, 0, status="applying", started=True, attempt=True)
+    store.update_step(done, 0, status="done", finished=True, output={"lsn": "0/3"})
+    store.set_run_status(done, "succeeded", finished=True)
+    store.save_report(done, {"rto_s": 1.5})
+    store.release_lock("db", done)
+    live = new_run(store)
+    store.set_run_status(live, "running", pid=4343)
+    store.update_step(live, 0, status="applying", started=True, attempt=True)
+    store.set_value(live, "final_lsn", "0/3000000")
+    store.add_measurement(live, "rto", 1.5, "s", step_id="promote")
+    store.approve(live, "gate", "ana")
+    store.add_event("step", "started", run_id=live, service="app", data={"n": 1})
+    store.add_event("step", "other", service="db")
+    store.set_service_state("app", "b", needs_resync=["a"])
+    store.save_health("app", {"pg-a": {"ok": True}})
+    reader = open_store()
+    journal_file = store.state_dir / SqliteStore.FILE_NAME
+    try:
+        with write_counter(store) as written:
+            before = written()
+            with write_lock_held(journal_file) as still_held:
+                with (
+                    closing(sqlite3.connect(journal_file, timeout=0)) as other,
+                    pytest.raises(sqlite3.OperationalError, match="locked"),
+                ):
+                    other.execute("BEGIN IMMEDIATE")  # the lock is really held
+                first = read_everything(reader, live, done)
+                for _ in range(5):
+                    assert read_everything(reader, live, done) == first
+                    assert read_everything(store, live, done) == first
+                assert still_held(), "a read waited for the write lock: it began a write"
+            assert written() == before, "a read wrote to the store"
+            reader.set_value(live, "seen", True)
+            after_value = written()
+            assert after_value != before, "the counter missed a write: it proves nothing"
+            reader.save_health("app", {"pg-a": {"ok": False}})
+            assert written() != after_value, "the counter missed a write of the health"
+    finally:
+        reader.close()
+
+
+# What a step's journal entry can read as: the writer decides these fields, the store
+# the times (so only whether each is set is compared here).
+StepShape = tuple[str, int, bool, bool, str, str | None, str | None]
+RunShape = tuple[str, bool, str | None, int | None, str | None]
+
+
+def step_shape(step: StepRecord) -> StepShape:
+    return (
+        step.status,
+        step.attempts,
+        step.started_at is not None,
+        step.finished_at is not None,
+        json.dumps(step.output, sort_keys=True),
+        step.error,
+        step.undo_status,
+    )
+
+
+def run_shape(run: RunRecord) -> RunShape:
+    rollback = run.values.get("rollback") or {}
+    return (run.status, run.finished_at is not None, run.error, run.pid, rollback.get("reason"))
+
+
+def stepped(
+    status: str,
+    attempts: int,
+    started: bool,
+    finished: bool,
+    output: dict[str, Any] | None = None,
+    error: str | None = None,
+    undo: str | None = None,
+) -> StepShape:
+    return (status, attempts, started, finished, json.dumps(output or {}), error, undo)
+
+
+RecordName = str | int
+"""A record a reader reads: ``"run"``, ``"lock"`` (held by the run?) or a step's index."""
+Shape = StepShape | RunShape | bool
+Write = Callable[[Store, int, str], object]
+"""One write of a run's journal: ``write(store, run_id, service)``."""
+Seen = list[tuple[RecordName, Shape, tuple[float | None, ...]]]
+"""What one read returned: each record, as it read, and its times."""
+
+
+def undo_write(idx: int, undo: str) -> Write:
+    return lambda s, r, _: s.update_step(r, idx, undo_status=undo)
+
+
+WHY = "verify failed"
+JOURNEY_PLAN = {"steps": [{"id": "fence"}, {"id": "replay"}, {"id": "sync"}, {"id": "promote"}]}
+JOURNEY: list[tuple[Write, dict[RecordName, Shape]]] = [
+    # A run's life as the executor journals it (engine/executor.py): each write, and the
+    # records it changes, as they read after it. Created with the lock, 4 pending steps.
+    (
+        lambda s, r, _: s.set_run_status(r, "running", pid=4242),
+        {"run": ("running", False, None, 4242, None)},
+    ),
+    (
+        lambda s, r, _: s.update_step(r, 0, status="applying", started=True, attempt=True),
+        {0: stepped("applying", 1, True, False)},
+    ),
+    (
+        lambda s, r, _: s.update_step(r, 0, status="done", finished=True, output={"lsn": "0/3"}),
+        {0: stepped("done", 1, True, True, {"lsn": "0/3"})},
+    ),
+    (
+        lambda s, r, _: s.update_step(r, 1, status="applying", started=True, attempt=True),
+        {1: stepped("applying", 1, True, False)},
+    ),
+    (  # applied again (a resume after a crash): one more attempt, the first start kept
+        lambda s, r, _: s.update_step(r, 1, status="applying", started=True, attempt=True),
+        {1: stepped("applying", 2, True, False)},
+    ),
+    (
+        lambda s, r, _: s.update_step(r, 1, status="done", finished=True, output={"n": 1}),
+        {1: stepped("done", 2, True, True, {"n": 1})},
+    ),
+    (
+        lambda s, r, _: s.update_step(r, 2, status="verifying", started=True),
+        {2: stepped("verifying", 0, True, False)},
+    ),
+    (
+        lambda s, r, _: s.update_step(
+            r, 2, status="skipped", finished=True, output={"note": "already in place"}
+        ),
+        {2: stepped("skipped", 0, True, True, {"note": "already in place"})},
+    ),
+    (
+        lambda s, r, _: s.update_step(r, 3, status="applying", started=True, attempt=True),
+        {3: stepped("applying", 1, True, False)},
+    ),
+    (  # one transaction: the failed step, the status and the rollback value
+        lambda s, r, _: s.begin_rollback(r, reason=WHY, upto=3, ending="rolled-back", failed_idx=3),
+        {
+            3: stepped("failed", 1, True, True, error=WHY),
+            "run": ("rolling-back", False, WHY, 4242, WHY),
+        },
+    ),
+    *(
+        (undo_write(idx, undo), {idx: (*after[:-1], undo)})
+        for idx, after in (
+            (3, stepped("failed", 1, True, True, error=WHY)),
+            (1, stepped("done", 2, True, True, {"n": 1})),
+            (0, stepped("done", 1, True, True, {"lsn": "0/3"})),
+        )
+        for undo in ("undoing", "undone")
+    ),
+    (
+        lambda s, r, _: s.set_run_status(r, "rolled-back", finished=True, error=WHY),
+        {"run": ("rolled-back", True, WHY, 4242, WHY)},
+    ),
+    (lambda s, r, service: s.release_lock(service, r), {"lock": False}),
+]
+
+
+def journey_states() -> list[dict[RecordName, Shape]]:
+    """Every record after each write of ``JOURNEY`` (0: as created)."""
+    states: list[dict[RecordName, Shape]] = [
+        {
+            "run": ("pending", False, None, None, None),
+            "lock": True,
+            **{idx: stepped("pending", 0, False, False) for idx in range(4)},
+        }
+    ]
+    for _, changes in JOURNEY:
+        states.append({**states[-1], **changes})
+    for name in states[0]:  # no record comes back to an earlier shape: spans are ranges
+        shapes = [state[name] for state in states]
+        assert all(
+            shapes.index(shape) == i or shape == shapes[i - 1] for i, shape in enumerate(shapes)
+        ), name
+    return states
+
+
+def test_a_reader_sees_each_step_and_run_whole_and_never_going_back(
+    open_store: Callable[[], Store], store: Store
+) -> None:
+    """Every write "is durable as a whole when it returns, or not at all" (store/base.py),
+    ``update_step`` changes a step in one transaction, ``begin_rollback`` the failed
+    step, the status and the rollback value in one; and a write that returned stays
+    written. So a reader, on its own connection while a writer journals runs, reads
+    each record (a step, a run, the lock) as one of the versions the writer wrote whole
+    (never ``done`` without ``finished_at``, never a fresh attempt without its status),
+    and never older than a version it has already read, whatever it read it through
+    (``get_run`` showing ``rolling-back``, then ``steps`` must show the step failed).
+    One call of ``steps`` is not promised to be one snapshot: the steps of one answer
+    are each checked on their own. A second writer sets a value on the run being
+    journaled meanwhile (what ``failback abort`` does), so writes overtake each other."""
+    states = journey_states()
+    runs = [
+        (
+            store.create_run(
+                service=f"svc{n}",
+                kind="failback",
+                plan=JOURNEY_PLAN,
+                topology_path="t.yaml",
+                topology_text="",
+                options={},
+            ),
+            f"svc{n}",
+        )
+        for n in range(4)
+    ]
+    journaling = [0]  # the index in ``runs`` of the run being journaled
+    requested = [0, 0]  # the values the second writer set, and the run it set the last on
+    writer_done = threading.Event()
+    observed: list[tuple[int, Seen]] = []  # each read: the run, the records it returned
+    rounds_while_writing = [0]
+
+    def journal() -> None:
+        writer = open_store()
+        try:
+            for n, (run_id, service) in enumerate(runs):
+                journaling[0] = n
+                for write, _ in JOURNEY:
+                    write(writer, run_id, service)
+        finally:
+            writer.close()
+            writer_done.set()
+
+    def request() -> None:
+        other = open_store()
+        try:
+            while not writer_done.is_set():
+                run_id = runs[journaling[0]][0]
+                other.set_value(run_id, "polled", requested[0] + 1)
+                requested[:] = [requested[0] + 1, run_id]
+        finally:
+            other.close()
+
+    def read() -> None:
+        reader = open_store()
+        try:
+            deadline = time.monotonic() + 25
+            while time.monotonic() < deadline:
+                done = writer_done.is_set()  # then this round reads the last writes
+                for n, (run_id, service) in enumerate(runs):
+                    run = reader.get_run(run_id)
+                    stamps = (run.created_at, run.finished_at)
+                    observed.append((n, [("run", run_shape(run), stamps)]))
+                    observed.append(
+                        (
+                            n,
+                            [
+                                (s.idx, step_shape(s), (s.started_at, s.finished_at))
+                                for s in reader.steps(run_id)
+                            ],
+                        )
+                    )
+                    observed.append((n, [("lock", reader.lock_holder(service) == run_id, ())]))
+                if done:
+                    return
+                rounds_while_writing[0] += 1
+            raise AssertionError("the reader was still reading after 25 s")
+        finally:
+            reader.close()
+
+    assert race([journal, request, read]) == [None, None, None]
+
+    newest = [0] * len(runs)  # per run: the newest write the reader has seen
+    times: dict[tuple[int, RecordName, int], float] = {}
+    last_seen: list[dict[RecordName, Shape]] = [{} for _ in runs]
+    for number, (n, records) in enumerate(observed):
+        seen_now = []
+        for name, shape, stamps in records:
+            written = [k for k, state in enumerate(states) if state[name] == shape]
+            assert written, f"read {number}: run {n}'s {name} as {shape}: never written whole"
+            first, last = written[0], written[-1]
+            assert last >= newest[n], (
+                f"read {number}: run {n}'s {name} as {shape}, which write {last + 1} of"
+                f" JOURNEY replaced, after the reader had seen write {newest[n]}"
+            )
+            seen_now.append(first)
+            last_seen[n][name] = shape
+            for place, stamp in enumerate(stamps):  # a time once set is never changed
+                if stamp is not None:
+                    assert times.setdefault((n, name, place), stamp) == stamp, (number, name)
+        newest[n] = max([newest[n], *seen_now])
+    assert last_seen == [states[-1]] * len(runs), "the reader's last round sees the end"
+    assert rounds_while_writing[0] >= 3, "the reader hardly read while the writer wrote"
+    assert requested[0] > 0 and store.run_value(requested[1], "polled") == requested[0]
 
 
 def imported_modules(package: Path) -> dict[str, set[str]]:

@@ -28,7 +28,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from failback.coord.etcd import EtcdClient, EtcdRequestFailed, EtcdUnavailable
@@ -52,6 +52,11 @@ JSON, comparisons) still fits."""
 
 MAX_TXN_OPS = 128
 """etcd's default ``--max-txn-ops``: the operations of one transaction, at most."""
+
+_UNKNOWN = object()
+
+KNOWN_KEYS = 1024
+"""Keys a writer remembers from its own commits, at most (then it starts afresh)."""
 
 RUN_DIGITS = 12
 EVENT_DIGITS = 16
@@ -216,6 +221,9 @@ class Writer:
     fence: tuple[Compare, ...] = ()
     """Comparisons every commit must also pass (a leader's key and lease): set by
     ``EtcdStore.fence_writes`` so that a deposed leader's writes fail in etcd itself."""
+    known: dict[str, KeyValue | None] = field(default_factory=dict, repr=False)
+    """Keys as this writer last read them or as its own commits left them:
+    ``optimistic``'s first round decides from them instead of reading."""
 
     def read(self, keys: Iterable[str]) -> Snapshot:
         """Every key of ``keys`` at one revision (one transaction, no comparison)."""
@@ -224,13 +232,19 @@ class Writer:
         kvs: dict[str, KeyValue | None] = {}
         for name, result in zip(names, answer.responses, strict=True):
             kvs[name] = result.kvs[0] if result.kvs else None
+        self._learn(kvs)
         return Snapshot(answer.revision, kvs)
 
-    def read_range(self, start: str, end: str, *, limit: int = 0) -> tuple[list[KeyValue], bool]:
+    def read_range(
+        self, start: str, end: str, *, limit: int = 0, remember: bool = False
+    ) -> tuple[list[KeyValue], bool]:
         """The keys from ``start`` up to ``end`` (excluded) in key order, at most
-        ``limit`` of them (0: all); and whether a limit left some out."""
+        ``limit`` of them (0: all); and whether a limit left some out. ``remember``: keep
+        them for the next write of one of them (a run's steps; never the event log)."""
         answer = self.client.txn([], [Get(start, range_end=end, limit=limit)], idempotent=True)
         result = answer.responses[0]
+        if remember:
+            self._learn({kv.key: kv for kv in result.kvs})
         return list(result.kvs), result.more
 
     def optimistic(
@@ -242,23 +256,46 @@ class Writer:
         ``decide`` may raise (a StateError for an illegal transition, a KeyError for a
         malformed plan): nothing is written then. After ``MAX_TRIES`` rounds overtaken
         by other writers, StateError.
+
+        When this writer knows every key of ``keys`` (it read them, or its own commit
+        left them), the first round decides from that instead of reading: a run's steps
+        are written one after another by one process, and each write then costs one
+        round trip instead of two. Only a commit is trusted to such a memory, since its
+        comparisons fail if any key changed since: a decision to write nothing, or a
+        refusal, is made again from a fresh read, and so is a commit that found the
+        memory stale.
         """
         unanswered: list[_Unanswered[T]] = []
         lost = 0
+        remembered = self._recall(keys)
         for attempt in range(MAX_TRIES):
-            snapshot = self.read(keys)
-            for earlier in unanswered:
-                if self._was_applied(earlier, what):
-                    return earlier.result
-            change = decide(snapshot)
+            from_memory = remembered is not None
+            if remembered is not None:
+                snapshot, remembered = remembered, None
+            else:
+                snapshot = self.read(keys)
+                for earlier in unanswered:
+                    if self._was_applied(earlier, what):
+                        return earlier.result
+            try:
+                change = decide(snapshot)
+            except Exception:
+                if from_memory:
+                    self._forget(keys)
+                    continue  # decided on what may be stale: decide again on a read
+                raise
             if not change.ops:
-                return change.result
+                if not from_memory:
+                    return change.result
+                self._forget(keys)
+                continue
             check_size(change.ops, what)
             compares = [Compare.mod_revision(k, snapshot.mod_revision(k)) for k in snapshot.kvs]
             compares += self.fence
             try:
                 answer = self.client.txn(compares, change.ops)
             except EtcdUnavailable:
+                self._forget(keys)
                 lost += 1
                 pending = None
                 if change.proof is not None:
@@ -272,7 +309,11 @@ class Writer:
                     raise
                 continue
             if answer.succeeded:
+                self._remember(snapshot, change.ops, answer.revision)
                 return change.result
+            self._forget(keys)
+            if from_memory:
+                continue  # another writer wrote one of the keys: read them
             if self.fence and not self.client.txn(self.fence, idempotent=True).succeeded:
                 raise LeadershipLost(
                     f"{what} not written: this node no longer holds the leader's lease",
@@ -283,6 +324,51 @@ class Writer:
             f"{what}: {MAX_TRIES} tries, each overtaken by another writer of the same keys",
             hint="something writes these keys in a loop; check the other failback processes",
         )
+
+    def _recall(self, keys: Sequence[str]) -> Snapshot | None:
+        """``keys`` as this writer's commits left them, if it knows every one."""
+        kvs: dict[str, KeyValue | None] = {}
+        for name in dict.fromkeys(keys):
+            kv = self.known.get(name, _UNKNOWN)
+            if kv is _UNKNOWN:
+                return None
+            kvs[name] = kv  # type: ignore[assignment]
+        revision = max((kv.mod_revision for kv in kvs.values() if kv is not None), default=0)
+        return Snapshot(revision, kvs)
+
+    def _learn(self, kvs: dict[str, KeyValue | None]) -> None:
+        if len(self.known) > KNOWN_KEYS:
+            self.known.clear()
+        self.known.update(kvs)
+
+    def _forget(self, keys: Sequence[str]) -> None:
+        for name in keys:
+            self.known.pop(name, None)
+
+    def _remember(self, snapshot: Snapshot, ops: Sequence[Put | Delete], revision: int) -> None:
+        """The compared keys as the commit at ``revision`` left them (a key it put has
+        that ``mod_revision``; one it deleted is absent)."""
+        after = dict(snapshot.kvs)
+        for op in ops:
+            if isinstance(op, Delete):
+                if op.prefix or op.range_end is not None:
+                    after = {}  # a range: which compared keys it took is not worth working out
+                    break
+                if op.key in after:
+                    after[op.key] = None
+            elif op.key in after:
+                before = after[op.key]
+                value = op.value.encode() if isinstance(op.value, str) else op.value
+                after[op.key] = KeyValue(
+                    key=op.key,
+                    value=value,
+                    create_revision=revision if before is None else before.create_revision,
+                    mod_revision=revision,
+                    version=1 if before is None else before.version + 1,
+                    lease=op.lease,
+                )
+        self._forget(list(snapshot.kvs))
+        self._learn(after)
 
     def _was_applied(self, write: _Unanswered[Any], what: str) -> bool:
         """Whether the write that got no answer happened (module docstring)."""

@@ -292,7 +292,7 @@ class EtcdRuns(EtcdBackend):
 
     def steps(self, run_id: int) -> list[StepRecord]:
         prefix = self.keys.steps(run_id)
-        kvs, _ = self._etcd.read_range(prefix, prefix_end(prefix))
+        kvs, _ = self._etcd.read_range(prefix, prefix_end(prefix), remember=True)
         documents = sorted((load(kv) for kv in kvs), key=lambda step: int(step["idx"]))
         return [_step_record(run_id, step) for step in documents]
 

@@ -153,11 +153,12 @@ class SqliteRuns(SqliteDatabase):
             )
 
     def run_value(self, run_id: int, key: str) -> Any:
-        row = self._db.execute(
-            "SELECT json_extract(values_json, ?) AS v FROM runs WHERE id = ?",
-            (f'$."{key}"', run_id),
-        ).fetchone()
-        return None if row is None else row["v"]
+        # the values decoded here: json_extract gives an object as text and true as 1,
+        # where the etcd store gives the values themselves
+        row = self._db.execute("SELECT values_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or not row["values_json"]:
+            return None
+        return json.loads(row["values_json"]).get(key)
 
     def save_report(self, run_id: int, report: dict[str, Any]) -> None:
         with self._transaction() as db:
