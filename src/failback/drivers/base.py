@@ -237,6 +237,12 @@ class Action:
         """Reverse the effect (only called when ``has_undo``)."""
         raise NotImplementedError
 
+    def undone(self) -> bool | None:
+        """Asked after the process died inside ``undo``: True when the undo is known to
+        have taken effect (the engine does not run it a second time), False when it is
+        known not to have, None when the step cannot tell (the undo runs again)."""
+        return None
+
 
 SettingsT = TypeVar("SettingsT", bound=ComponentSettings)
 """The settings model of one driver (``Driver[PostgresComponent]``...)."""

@@ -643,6 +643,18 @@ class Executor:
                 continue  # ``undo: false``: the plan says this step is never undone
             self.reporter.step_started(idx, len(plan.steps), spec.id, f"undo: {spec.title}")
             started = time.monotonic()
+            if record.undo_status == UndoStatus.UNDOING and _undo_took_effect(action):
+                # the process died inside this undo after its effect: not a second time
+                self.journal.update_step(ctx.run_id, idx, undo_status=UndoStatus.UNDONE)
+                self.journal.add_event(
+                    "step.undone",
+                    f"{spec.title} (undone before the interruption)",
+                    run_id=ctx.run_id,
+                    service=ctx.service_name,
+                    step_id=spec.id,
+                )
+                self.reporter.step_finished(spec.id, "undone", time.monotonic() - started)
+                continue
             self._prove(f"undo of step {spec.id} of run {ctx.run_id}")
             # before the undo acts: a crash here leaves a step that is undone again
             self.journal.update_step(ctx.run_id, idx, undo_status=UndoStatus.UNDOING)
@@ -879,6 +891,15 @@ def _passed_point_of_no_return(plan: Plan, records: list[StepRecord]) -> str | N
         ):
             return spec.id
     return None
+
+
+def _undo_took_effect(action: Action) -> bool:
+    """An interrupted undo's step says its effect is gone; a step that cannot tell (or
+    whose check fails to run) has its undo run again, as undos are idempotent."""
+    try:
+        return action.undone() is True
+    except Exception:
+        return False
 
 
 def _describe(exc: BaseException) -> str:

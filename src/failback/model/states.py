@@ -81,7 +81,9 @@ class UndoStatus(StrEnum):
     """The backward path of one step (``steps.undo_status``)."""
 
     UNDOING = "undoing"
-    """undo() started; after a crash it runs again (undos are idempotent)."""
+    """undo() started; after a crash the step's ``Action.undone()`` decides: its effect
+    gone, the undo is not run again; it cannot tell, the undo runs again (so undos must
+    be idempotent)."""
     UNDONE = "undone"
     UNDO_FAILED = "undo-failed"
 

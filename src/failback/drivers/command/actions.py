@@ -107,6 +107,14 @@ class CommandStep(Action):
             # database fence at this site may proceed without the machine answering
             self.ctx.remember(f"site_fenced.{self.spec.site}", True)
 
+    def undone(self) -> bool | None:
+        """After a death inside the undo: the check says whether the action's effect is
+        still in place; once it is not, the undo took effect and running it again could
+        apply it twice. No check: cannot tell (the undo runs again)."""
+        if not self.configured.check:
+            return None
+        return not self.check()
+
     def undo(self) -> dict[str, Any] | None:
         assert self.configured.undo
         result = run_command(
