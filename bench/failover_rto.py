@@ -2,20 +2,21 @@
 
     python bench/failover_rto.py [--rounds N] [--second-rounds M] [--async] [--dir DIR]
                                  [--hosts local|netns] [--control-plane]
-                                 [--interval S] [--timeout S] [--threshold N]
+                                 [--interval S] [--timeout S] [--recheck S]
+                                 [--threshold N]
 
 A lab is started with ``lab up --auto`` (synchronous unless ``--async``), and ``failback
 monitor`` runs as its own process with the default detection settings (500 ms interval,
-1 s timeout, 3 failures) unless ``--interval``, ``--timeout`` and ``--threshold`` set the
-policy's ``detection`` otherwise. A dead machine is declared failed no sooner than
-``timeout + (threshold - 1) * interval`` (2 s by default): that bound, not the failover,
-dominates the RTO after ``break dc1 host``. A client inserts an increasing id every 10
-ms through the router for the whole benchmark. Each round: wait until the service is
-home (and in zero-loss mode when synchronous), SIGKILL dc1's postmaster, let the monitor
-fail over, repair dc1, let the monitor fail back. The RTO of a round is the client's
-outage across the kill: from its last acknowledged write before the kill to its first
-one after the failover. At the end every acknowledged id is looked up: lost acknowledged
-writes (must be 0 in synchronous mode).
+1 s timeout, 200 ms recheck interval, 3 failures) unless ``--interval``, ``--timeout``,
+``--recheck`` and ``--threshold`` set the policy's ``detection`` otherwise. A dead
+machine is declared failed no sooner than ``timeout + (threshold - 1) * recheck`` (1.4 s
+by default): that bound, not the failover, dominates the RTO after ``break dc1 host``. A
+client inserts an increasing id every 10 ms through the router for the whole benchmark.
+Each round: wait until the service is home (and in zero-loss mode when synchronous),
+SIGKILL dc1's postmaster, let the monitor fail over, repair dc1, let the monitor fail
+back. The RTO of a round is the client's outage across the kill: from its last
+acknowledged write before the kill to its first one after the failover. At the end every
+acknowledged id is looked up: lost acknowledged writes (must be 0 in synchronous mode).
 
 Then the "second failure right after a failback" cases (issue 10), M rounds each: the
 monitor fails back, and dc1's postmaster is SIGKILLed again either during the failback's
@@ -389,6 +390,7 @@ def _setting_and_machine(args: argparse.Namespace, started: float) -> dict[str, 
         "detection": {
             "interval_s": args.interval,
             "timeout_s": args.timeout,
+            "recheck_interval_s": args.recheck,
             "failure_threshold": args.threshold,
         },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -420,6 +422,7 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--interval", type=float, default=0.5, help="detection interval (s)")
     parser.add_argument("--timeout", type=float, default=1.0, help="detection timeout (s)")
+    parser.add_argument("--recheck", type=float, default=0.2, help="detection recheck_interval (s)")
     parser.add_argument("--threshold", type=int, default=3, help="failures before failover")
     args = parser.parse_args()
     if args.control_plane and args.hosts != "netns":
@@ -443,6 +446,7 @@ def main() -> int:
             "detection": {
                 "interval": f"{args.interval * 1000:g}ms",
                 "timeout": f"{args.timeout * 1000:g}ms",
+                "recheck_interval": f"{args.recheck * 1000:g}ms",
                 "failure_threshold": args.threshold,
             },
         }
@@ -477,7 +481,7 @@ def main() -> int:
                 done.append(_second_failure_round(lab_dir, info.config, events, probe, moment))
         _wait_ready(info.config, synchronous)
     finally:
-        stats = probe.stop() if probe._thread.isalive() else probe.stats
+        stats = probe.stop() if probe.running else probe.stats
         if stats.acknowledged:
             lost = probe.missing(stats.acked_ids())
         monitor.send_signal(signal.SIGTERM)
@@ -550,7 +554,7 @@ def _control_plane_main(
                 print(json.dumps(done[-1]), file=sys.stderr, flush=True)
         _wait_ready(config, synchronous)
     finally:
-        stats = probe.stop() if probe._thread.isalive() else probe.stats
+        stats = probe.stop() if probe.running else probe.stats
         if stats.acknowledged:
             lost = probe.missing(stats.acked_ids())
         if events is not None:

@@ -92,9 +92,9 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
 
 def write_topology(tmp: Path, etcd: Etcd) -> Path:
     """Service ``app`` at home in dc1, serving there; dc2 a fenced standby. Fails over
-    and back automatically (one-second stability window, no approval), once a day: a
-    rolled-back failback does not count for ``hold_down`` (only a succeeded one does),
-    so without the cap the monitor would start a second one at once."""
+    and back automatically (one-second stability window, no approval), once a day (with
+    the default 30-minute hold-down, counted from a failback that ended home or turned
+    back): one failback per case."""
     act = tmp / "act.sh"
     act.write_text(ACT)
     (tmp / "effects.log").touch()

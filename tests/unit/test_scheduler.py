@@ -15,10 +15,11 @@ from failback.monitor.scheduler import MAX_START_SPREAD_S, ProbeThreads, phase, 
 from failback.observe.probes import Probe, ProbeResult
 
 
-def _probe(run: object, *, interval: float, timeout: float) -> Probe:
+def _probe(run: object, *, interval: float, timeout: float, recheck: float | None = None) -> Probe:
     return Probe(
         key="db@dc1", kind="component", site="dc1", component="db", driver="postgres",
         interval=interval, timeout=timeout, threshold=3, run=run,  # type: ignore[arg-type]
+        recheck_interval=recheck,
     )  # fmt: skip
 
 
@@ -93,6 +94,34 @@ def test_a_call_that_answers_late_is_recorded_and_the_next_starts_afresh(threads
     oks = [r.ok for r in results]
     assert oks[0] is False, oks  # timed out; then the late answer counts, then a new call
     assert oks[-2:] == [True, True] and len(calls) == 2, (oks, len(calls))
+
+
+def test_a_failure_is_confirmed_at_the_recheck_interval_then_observed_at_the_interval() -> None:
+    """HAProxy's fastinter: after a failure the next attempts come ``recheck_interval``
+    apart until ``threshold`` failures in a row; a component that stays failed, or
+    passes again, is observed at ``interval``; a new failure is confirmed fast again."""
+    outcomes = iter([False, False, False, False, True, False, False])
+    calls: list[float] = []
+
+    def scripted() -> ProbeResult:
+        calls.append(time.monotonic())
+        ok = next(outcomes, True)
+        return ProbeResult(ok=ok, detail="ok" if ok else "refused", at=time.time(), duration_s=0.0)
+
+    probe = _probe(scripted, interval=0.6, timeout=0.5, recheck=0.05)
+    results = _collect(probe, 7)
+    assert [r.ok for r in results] == [False, False, False, False, True, False, False]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
+    fast = [gaps[0], gaps[1], gaps[5]]  # after the 1st and 2nd failure, after a new one
+    slow = [gaps[2], gaps[3], gaps[4]]  # declared failed (3 in a row), and after a pass
+    assert all(gap < 0.35 for gap in fast), gaps
+    assert all(gap > 0.5 for gap in slow), gaps
+
+
+def test_the_recheck_interval_is_never_longer_than_the_interval() -> None:
+    slow_recheck = _probe(lambda: None, interval=0.1, timeout=0.5, recheck=2.0)
+    assert [slow_recheck.next_interval(n) for n in (0, 1, 2, 3)] == [0.1, 0.1, 0.1, 0.1]
+    assert _probe(lambda: None, interval=0.1, timeout=0.5).next_interval(1) == 0.1
 
 
 @pytest.mark.parametrize("count", [2, 3, 8, 100, 1000, 4000])

@@ -73,6 +73,11 @@ class WriteProbe:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopped yet (``stop`` gives the figures either way)."""
+        return self._thread.is_alive()
+
     def stop(self) -> ProbeStats:
         self._stop.set()
         self._thread.join(timeout=10)

@@ -157,7 +157,7 @@ AUTO_POLICY: dict[str, Any] = {
     "max_failbacks_per_day": 20,
 }
 """``lab up --auto``: the monitor acts by itself, on windows short enough for tests
-(detection: the defaults, <= 1.5 s for a dead primary; stability 3 s; hold-down 30 s)."""
+(detection: the defaults, <= 0.9 s for a dead primary; stability 3 s; hold-down 30 s)."""
 
 
 def _policy(info: LabInfo) -> dict[str, Any]:

@@ -57,6 +57,10 @@ class FailbackFacts:
     failing: str
     last_failback_at: float | None
     automatic_failbacks_24h: int
+    last_failback_rolled_back: bool = False
+    """The last failback turned back (a gate or the observation window refused the
+    primary site): the hold-down counts from its end as well, or the monitor would try
+    again at once, pausing writes each time, for a site that was just refused."""
 
 
 def decide_failback(f: FailbackFacts) -> Decision:
@@ -81,9 +85,10 @@ def decide_failback(f: FailbackFacts) -> Decision:
     if f.last_failback_at is not None and f.last_failback_at > enabled_at:
         next_at = f.last_failback_at + float(policy.hold_down)
         if f.now < next_at:
+            last = "rolled back" if f.last_failback_rolled_back else "at"
             return Decision(
                 False,
-                f"hold-down: last failback at {clock(f.last_failback_at)}, "
+                f"hold-down: last failback {last} {clock(f.last_failback_at)}, "
                 f"next allowed at {clock(next_at)}",
                 "hold_down",
             )

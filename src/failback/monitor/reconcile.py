@@ -817,6 +817,7 @@ class ServiceMonitor:
             failing=failing,
             last_failback_at=last[1] if last else None,
             automatic_failbacks_24h=automatic_24h,
+            last_failback_rolled_back=last is not None and last[2] == "rolled-back",
         )
         decision = decide.decide_failback(facts)
         if decision.act and now >= self.retry_at.get("failback", 0.0):
@@ -860,14 +861,19 @@ class ServiceMonitor:
             )
 
 
+ENDED_FAILBACKS = ("succeeded", "rolled-back")
+"""Failbacks the hold-down counts from: one that came home, and one that turned back."""
+
+
 def _decision(reason: str, code: str, now: float) -> dict[str, Any]:
     return decide.Decision(False, reason, code).to_dict(now)
 
 
-def _last_failback_from(runs: list[Any]) -> tuple[int, float] | None:
+def _last_failback_from(runs: list[Any]) -> tuple[int, float, str] | None:
+    """The newest failback that ended home or turned back: its id, end and status."""
     for run in runs:
-        if run.kind == "failback" and run.status == "succeeded" and run.finished_at:
-            return run.id, float(run.finished_at)
+        if run.kind == "failback" and run.status in ENDED_FAILBACKS and run.finished_at:
+            return run.id, float(run.finished_at), str(run.status)
     return None
 
 

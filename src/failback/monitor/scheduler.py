@@ -148,10 +148,12 @@ async def run_probe(
     ``MAX_START_SPREAD_S`` when the interval is longer).
 
     An attempt that has not answered after ``probe.timeout`` is one failure; while it
-    still hangs, every further ``probe.interval`` is another. A dead address (a machine
-    gone, a partition) thus fails ``threshold`` times in ``timeout + (threshold - 1) *
-    interval`` seconds, as a refused one does in ``(threshold - 1) * interval``, instead
-    of once per ``timeout`` (or per connect timeout of the call that hangs).
+    still hangs, every further interval is another. After a failure the interval is the
+    probe's ``recheck_interval`` until ``threshold`` failures in a row
+    (``Probe.next_interval``). A dead address (a machine gone, a partition) thus fails
+    ``threshold`` times in ``timeout + (threshold - 1) * recheck_interval`` seconds, as a
+    refused one does in ``(threshold - 1) * recheck_interval``, instead of once per
+    ``timeout`` (or per connect timeout of the call that hangs).
 
     The waits are plain futures with a timer (``_until``), not ``asyncio.wait_for`` of
     ``stop.wait()`` or of a shielded future: those make a task, a timer and a
@@ -162,6 +164,7 @@ async def run_probe(
     stopping = asyncio.ensure_future(stop.wait())
     inflight: asyncio.Future[Any] | None = None
     call_started = 0.0
+    failures = 0  # in a row, as the monitor judges them (ProbeHealth.record)
     try:
         if offset is None:
             offset = phase(next(_started)) * min(probe.interval, MAX_START_SPREAD_S)
@@ -178,7 +181,7 @@ async def run_probe(
                 call_started = started
                 wait = probe.timeout
             else:  # still hung: the next interval without an answer is the next failure
-                wait = probe.interval
+                wait = probe.next_interval(failures)
             if await _until(inflight, wait):
                 call, inflight = inflight, None
                 try:
@@ -192,7 +195,8 @@ async def run_probe(
                     detail += f" (no answer for {hung:.1f}s)"
                 result = _failed(detail, started, timed_out=True)
             on_result(probe, result)
-            remaining = probe.interval - (loop.time() - tick)
+            failures = 0 if result.ok else failures + 1
+            remaining = probe.next_interval(failures) - (loop.time() - tick)
             if remaining > 0 and inflight is None:
                 await _until(stopping, remaining)
     finally:

@@ -69,6 +69,16 @@ class Probe:
     """Counts for the stability window of the primary site (as the run's own gate)."""
     role: str | None = None
     """The component's role (``Role``); None for a declared check."""
+    recheck_interval: float | None = None
+    """The interval after a failed attempt, until ``threshold`` failures in a row (a
+    failure is confirmed quickly); None: ``interval`` always."""
+
+    def next_interval(self, failures: int) -> float:
+        """How long after an attempt the next one starts, given the failures in a row so
+        far: ``recheck_interval`` while a failure is being confirmed, else ``interval``."""
+        if 0 < failures < self.threshold and self.recheck_interval is not None:
+            return min(self.recheck_interval, self.interval)
+        return self.interval
 
     @property
     def is_traffic_layer(self) -> bool:
@@ -174,6 +184,7 @@ def build_probes(
                     interval=float(detection.interval),
                     timeout=float(detection.timeout),
                     threshold=int(detection.failure_threshold),
+                    recheck_interval=float(detection.recheck_interval),
                     run=_observer(
                         hosts,
                         service_name,
