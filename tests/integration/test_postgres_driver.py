@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -319,3 +321,27 @@ def test_connection_errors_are_psycopg_free(shared_pair: PgPair) -> None:
     with pytest.raises(PgUnreachable) as err:
         connect(node)
     assert isinstance(err.value.__cause__, psycopg.OperationalError)
+
+
+def test_facts_of_a_running_server_that_answers_late_are_asked_again(
+    shared_pair: PgPair,
+) -> None:
+    """A postmaster that runs but does not answer within the connect timeout (a loaded
+    machine, a server starting up) is asked again while it runs, instead of failing the
+    run that needed its facts: here it is SIGSTOPped past one whole connect timeout."""
+    host, primary = shared_pair.host, shared_pair.primary
+    standby = dataclasses.replace(shared_pair.standby, connect_timeout=2.0)
+    pid = running_postmaster(host, standby)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
+    resume.start()
+    try:
+        started = time.monotonic()
+        div = check_divergence(host, standby, primary)
+        waited = time.monotonic() - started
+    finally:
+        resume.cancel()
+        os.kill(pid, signal.SIGCONT)
+    assert waited >= 2.0, f"the first connection should have timed out ({waited:.1f}s)"
+    assert not div.needs_rewind and not div.split_brain, div.reason

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from failback.drivers.postgres.conn import connect
-from failback.drivers.postgres.errors import PgError, PgStateError
+from failback.drivers.postgres.errors import PgError, PgNotReady, PgStateError, PgUnreachable
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn, to_lsn
 from failback.drivers.postgres.node import PgNode
 from failback.drivers.postgres.node_facts import ensure_same_cluster
@@ -155,9 +156,15 @@ class _NodeFacts:
     end_lsn: int
 
 
+CONNECT_TRIES = 3
+"""Connections tried while the node's postmaster runs before its facts are given up on:
+a server busy starting up, or a loaded machine dropping one SYN, is not a reason to roll
+a failback back (seen once when a new leader resumed a resync its predecessor died in)."""
+
+
 def _node_facts(host: Host, node: PgNode) -> _NodeFacts:
     if running_postmaster(host, node) is not None:
-        with connect(node) as conn:
+        with _connect_while_running(host, node) as conn:
             row = conn.execute(
                 "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system())"
             ).fetchone()
@@ -198,6 +205,19 @@ def _node_facts(host: Host, node: PgNode) -> _NodeFacts:
     if end is None and tli != ckpt_tli:
         end = wal_end(host, node, ckpt, ckpt_tli)
     return _NodeFacts("crashed", sysid, tli, max(end or ckpt, ckpt))
+
+
+def _connect_while_running(host: Host, node: PgNode) -> Any:
+    """``connect`` tried again, a moment later, while the postmaster still runs and the
+    failure says only that it did not answer in time or is not ready yet."""
+    for attempt in range(1, CONNECT_TRIES):
+        try:
+            return connect(node)
+        except (PgUnreachable, PgNotReady):
+            if running_postmaster(host, node) is None:
+                raise
+            time.sleep(0.5 * attempt)
+    return connect(node)
 
 
 def check_divergence(host: Host, node: PgNode, source: PgNode) -> Divergence:
