@@ -9,7 +9,7 @@ A lab is started with ``lab up --auto`` (synchronous unless ``--async``), and ``
 monitor`` runs as its own process with the default detection settings (500 ms interval,
 1 s timeout, 200 ms recheck interval, 3 failures) unless ``--interval``, ``--timeout``,
 ``--recheck`` and ``--threshold`` set the policy's ``detection`` otherwise. A dead
-machine is declared failed no sooner than ``timeout + (threshold - 1) * recheck`` (1.4 s
+machine is declared failed no sooner than ``timeout + (threshold - 1) * interval`` (2 s
 by default): that bound, not the failover, dominates the RTO after ``break dc1 host``. A
 client inserts an increasing id every 10 ms through the router for the whole benchmark.
 Each round: wait until the service is home (and in zero-loss mode when synchronous),

@@ -90,7 +90,7 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
         yield server
 
 
-def write_topology(tmp: Path, etcd: Etcd) -> Path:
+def write_topology(tmp: Path, etcd: Etcd, *, undo_checks: bool = True) -> Path:
     """Service ``app`` at home in dc1, serving there; dc2 a fenced standby. Fails over
     and back automatically (one-second stability window, no approval), once a day (with
     the default 30-minute hold-down, counted from a failback that ended home or turned
@@ -110,7 +110,8 @@ def write_topology(tmp: Path, etcd: Etcd) -> Path:
             run = f"sh {act} {action}@{site} {state} {value} $PPID"
             undo = f"sh {act} undo-{action}@{site} {state} {previous} $PPID"
             check = f"grep -qx {value} {tmp}/{state}"
-            lines.append(f'{action}: {{run: "{run}", check: "{check}", undo: "{undo}"}}')
+            proof = f', undo_check: "grep -qx {previous} {tmp}/{state}"' if undo_checks else ""
+            lines.append(f'{action}: {{run: "{run}", check: "{check}", undo: "{undo}"{proof}}}')
         return textwrap.indent("\n".join(lines), " " * 12)
 
     text = f"""\
@@ -277,8 +278,7 @@ def test_leader_killed_in_an_undo_step_the_other_node_finishes_the_undo_once(
     by_id = steps(document)
     assert by_id[step_id(killed_in)]["undo"] == "undone", by_id[step_id(killed_in)]
     assert {by_id[step_id(m)]["undo"] for m in UNDO} == {"undone"}
-    # b asked the step's check: the fence (or resync) no longer in place, its undo had
-    # taken effect, and b did not run it again
+    # b asked the step's undo_check: the undo's effect in place, b did not run it again
     undone = [e for e in logged(group, "b", "step.undone") if e.get("step") == step_id(killed_in)]
     assert [e["message"] for e in undone] == [
         f"{by_id[step_id(killed_in)]['title']} (undone before the interruption)"
@@ -286,3 +286,21 @@ def test_leader_killed_in_an_undo_step_the_other_node_finishes_the_undo_once(
     assert by_id["promote-vip-dc1"]["attempts"] == 0  # never reached: nothing to undo
     assert state(tmp) == {"dc1": ("standby", "fenced"), "dc2": ("primary", "open")}
     assert primaries(tmp) == ["dc2"]
+
+
+def test_without_an_undo_check_an_interrupted_undo_runs_again(tmp_path: Path, etcd: Etcd) -> None:
+    """No ``undo_check``: nothing proves the undo took effect (a failing forward check
+    could mean a machine that does not answer), so the next leader runs it again; undos
+    are idempotent, and the end state is the same."""
+    group = Monitors(tmp_path, write_topology(tmp_path, etcd, undo_checks=False))
+    try:
+        killed_in = "undo-fence@dc2"
+        at_death = fail_over_then_fail_back(group, killed_in, "fail-fence@dc2")
+        assert at_death == [*FAILOVER, "sync@dc1", "fence@dc2", killed_in]
+        document = takes_over(group, "rolled-back")
+        assert effects(tmp_path) == [*FAILOVER, "sync@dc1", "fence@dc2", *UNDO[:1], *UNDO]
+        assert {steps(document)[step_id(m)]["undo"] for m in UNDO} == {"undone"}
+        assert state(tmp_path) == {"dc1": ("standby", "fenced"), "dc2": ("primary", "open")}
+        assert primaries(tmp_path) == ["dc2"]
+    finally:
+        group.stop()

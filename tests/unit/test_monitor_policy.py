@@ -126,10 +126,13 @@ def test_failback_decisions_say_why_not() -> None:
     )
     held = decide.decide_failback(facts(stable_since=0.0, last_failback_at=10_000.0 - 60))
     assert held.code == "hold_down" and not held.act
-    turned_back = decide.decide_failback(
-        facts(stable_since=0.0, last_failback_at=10_000.0 - 60, last_failback_rolled_back=True)
-    )
-    assert turned_back.code == "hold_down" and "last failback rolled back" in turned_back.reason
+    for ending, said in (("rolled-back", "rolled back"), ("aborted", "aborted")):
+        turned_back = decide.decide_failback(
+            facts(stable_since=0.0, last_failback_at=10_000.0 - 60, last_failback_ending=ending)
+        )
+        assert turned_back.code == "hold_down", turned_back
+        assert f"last failback {said}" in turned_back.reason, turned_back.reason
+        assert "`failback auto enable` to try again now" in turned_back.reason
     capped = decide.decide_failback(facts(stable_since=0.0, automatic_failbacks_24h=3))
     assert capped.code == "capped"
     go = decide.decide_failback(facts(stable_since=0.0))

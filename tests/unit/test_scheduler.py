@@ -248,3 +248,21 @@ def test_probe_threads_start_a_thread_only_when_none_is_idle_and_pass_exceptions
     assert len(set(running)) == 5, "each hung call had its own thread"
     assert reused <= set(running), "idle threads were reused, none started"
     assert after == "still serving"
+
+
+def test_a_call_that_still_hangs_counts_one_failure_per_interval_not_per_recheck() -> None:
+    """One stalled observation is not counted again every ``recheck_interval``: a short
+    stall (a fsync, two lost packets) must not be declared a death faster than before."""
+    release = threading.Event()
+
+    def hangs() -> ProbeResult:
+        release.wait(20)
+        return ProbeResult(ok=True, detail="late", at=time.time(), duration_s=0.0)
+
+    try:
+        results = _collect(_probe(hangs, interval=0.5, timeout=0.2, recheck=0.05), 3)
+    finally:
+        release.set()
+    first, second, third = (r.at for r in results)
+    assert all(r.timed_out for r in results)
+    assert second - first >= 0.45 and third - second >= 0.45, (second - first, third - second)

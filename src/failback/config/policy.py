@@ -36,15 +36,16 @@ class Detection(ConfigModel):
     """How the monitor judges the drivers' own observations of each component.
 
     A failed observation is news: until the component is declared failed (or passes
-    again), it is observed every ``recheck_interval`` instead of every ``interval``
-    (HAProxy's ``fastinter``), so a failure is confirmed in a fraction of a second while
-    a healthy component is still looked at only twice a second. With the defaults a dead
-    primary is declared failed within 0.9 s of its death when it refuses connections
-    (the next observation, at most 500 ms away, then two more 200 ms apart) and within
-    1.9 s when it hangs (a dead machine, a partition): the observation under way is cut
-    off by the 1 s timeout, and each further ``recheck_interval`` it still hangs is
-    another failure — at most ``interval + timeout + (failure_threshold - 1) *
-    recheck_interval``. A component that stays failed is observed at ``interval`` again.
+    again), the next one starts ``recheck_interval`` after it instead of ``interval``
+    (HAProxy's ``fastinter``), so a refusal is confirmed in a fraction of a second while a
+    healthy component is still looked at only twice a second. With the defaults a dead
+    primary is declared failed within 0.9 s of its death when it refuses connections (the
+    next observation, at most 500 ms away, then two more 200 ms apart), and within 2.5 s
+    when it hangs (a dead machine, a partition): the observation under way is cut off by
+    the 1 s timeout, and each further ``interval`` it still hangs is another failure — at
+    most ``interval + timeout + (failure_threshold - 1) * interval``. One stalled
+    observation is not counted faster than that: a short stall must not look like a
+    death. A component that stays failed is observed at ``interval`` again.
     """
 
     interval: PositiveDuration = Field(

@@ -238,9 +238,10 @@ class Action:
         raise NotImplementedError
 
     def undone(self) -> bool | None:
-        """Asked after the process died inside ``undo``: True when the undo is known to
-        have taken effect (the engine does not run it a second time), False when it is
-        known not to have, None when the step cannot tell (the undo runs again)."""
+        """Asked after the process died inside ``undo``: True only when the undo is
+        *proved* to have taken effect (the engine does not run it a second time); None
+        (or False) when the step cannot tell: the undo runs again. A failing forward check
+        is no proof (a machine that does not answer fails it too)."""
         return None
 
 

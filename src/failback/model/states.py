@@ -81,9 +81,8 @@ class UndoStatus(StrEnum):
     """The backward path of one step (``steps.undo_status``)."""
 
     UNDOING = "undoing"
-    """undo() started; after a crash the step's ``Action.undone()`` decides: its effect
-    gone, the undo is not run again; it cannot tell, the undo runs again (so undos must
-    be idempotent)."""
+    """undo() started; after a crash the undo runs again (undos are idempotent), unless
+    the step's ``Action.undone()`` proves it took effect (a command's ``undo_check``)."""
     UNDONE = "undone"
     UNDO_FAILED = "undo-failed"
 

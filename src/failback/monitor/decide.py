@@ -57,10 +57,11 @@ class FailbackFacts:
     failing: str
     last_failback_at: float | None
     automatic_failbacks_24h: int
-    last_failback_rolled_back: bool = False
-    """The last failback turned back (a gate or the observation window refused the
-    primary site): the hold-down counts from its end as well, or the monitor would try
-    again at once, pausing writes each time, for a site that was just refused."""
+    last_failback_ending: str | None = None
+    """How the last failback ended: ``succeeded``, or ``rolled-back`` / ``aborted`` (a
+    gate, the observation window or a person turned it back): the hold-down counts from
+    its end either way, or the monitor would try again at once, pausing writes each
+    time, for a site that was just refused."""
 
 
 def decide_failback(f: FailbackFacts) -> Decision:
@@ -85,13 +86,15 @@ def decide_failback(f: FailbackFacts) -> Decision:
     if f.last_failback_at is not None and f.last_failback_at > enabled_at:
         next_at = f.last_failback_at + float(policy.hold_down)
         if f.now < next_at:
-            last = "rolled back" if f.last_failback_rolled_back else "at"
-            return Decision(
-                False,
-                f"hold-down: last failback {last} {clock(f.last_failback_at)}, "
-                f"next allowed at {clock(next_at)}",
-                "hold_down",
+            ended = {"rolled-back": "rolled back", "aborted": "aborted"}
+            how = ended.get(f.last_failback_ending or "", "at")
+            reason = (
+                f"hold-down: last failback {how} {clock(f.last_failback_at)}, "
+                f"next allowed at {clock(next_at)}"
             )
+            if how != "at":
+                reason += " (`failback auto enable` to try again now)"
+            return Decision(False, reason, "hold_down")
     cap = int(policy.max_failbacks_per_day)
     if f.automatic_failbacks_24h >= cap:
         return Decision(

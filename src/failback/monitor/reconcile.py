@@ -817,7 +817,7 @@ class ServiceMonitor:
             failing=failing,
             last_failback_at=last[1] if last else None,
             automatic_failbacks_24h=automatic_24h,
-            last_failback_rolled_back=last is not None and last[2] == "rolled-back",
+            last_failback_ending=None if last is None else last[2],
         )
         decision = decide.decide_failback(facts)
         if decision.act and now >= self.retry_at.get("failback", 0.0):
@@ -861,8 +861,9 @@ class ServiceMonitor:
             )
 
 
-ENDED_FAILBACKS = ("succeeded", "rolled-back")
-"""Failbacks the hold-down counts from: one that came home, and one that turned back."""
+ENDED_FAILBACKS = ("succeeded", "rolled-back", "aborted")
+"""Failbacks the hold-down counts from: one that came home, one that turned back, and
+one a person aborted (the clearest "not now")."""
 
 
 def _decision(reason: str, code: str, now: float) -> dict[str, Any]:

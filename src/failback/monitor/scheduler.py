@@ -148,12 +148,13 @@ async def run_probe(
     ``MAX_START_SPREAD_S`` when the interval is longer).
 
     An attempt that has not answered after ``probe.timeout`` is one failure; while it
-    still hangs, every further interval is another. After a failure the interval is the
-    probe's ``recheck_interval`` until ``threshold`` failures in a row
-    (``Probe.next_interval``). A dead address (a machine gone, a partition) thus fails
-    ``threshold`` times in ``timeout + (threshold - 1) * recheck_interval`` seconds, as a
-    refused one does in ``(threshold - 1) * recheck_interval``, instead of once per
-    ``timeout`` (or per connect timeout of the call that hangs).
+    still hangs, every further ``probe.interval`` is another. A dead address (a machine
+    gone, a partition) thus fails ``threshold`` times in ``timeout + (threshold - 1) *
+    interval`` seconds, instead of once per ``timeout`` (or per connect timeout of the
+    call that hangs). After a failure that ended (a refusal, an error), the next attempt
+    starts after the probe's ``recheck_interval`` instead, until ``threshold`` failures in
+    a row (``Probe.next_interval``): a refused one fails ``threshold`` times in ``(threshold
+    - 1) * recheck_interval``.
 
     The waits are plain futures with a timer (``_until``), not ``asyncio.wait_for`` of
     ``stop.wait()`` or of a shielded future: those make a task, a timer and a
@@ -180,8 +181,11 @@ async def run_probe(
                     inflight = loop.run_in_executor(pool, probe.run)
                 call_started = started
                 wait = probe.timeout
-            else:  # still hung: the next interval without an answer is the next failure
-                wait = probe.next_interval(failures)
+            else:
+                # still hung: the next interval without an answer is the next failure, at
+                # the steady interval (one stalled call is one observation: counting it
+                # again every recheck_interval would declare a short stall a failure)
+                wait = probe.interval
             if await _until(inflight, wait):
                 call, inflight = inflight, None
                 try:

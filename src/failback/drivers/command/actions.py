@@ -108,12 +108,21 @@ class CommandStep(Action):
             self.ctx.remember(f"site_fenced.{self.spec.site}", True)
 
     def undone(self) -> bool | None:
-        """After a death inside the undo: the check says whether the action's effect is
-        still in place; once it is not, the undo took effect and running it again could
-        apply it twice. No check: cannot tell (the undo runs again)."""
-        if not self.configured.check:
+        """After a death inside the undo: only a declared ``undo_check`` that passes proves
+        the undo took effect (then it is not run twice). A failing forward ``check`` is no
+        proof: it also fails when the machine does not answer, or when the forward effect
+        was never complete, and skipping the undo then could leave a second primary. No
+        ``undo_check``, or one that fails: cannot tell (the undo runs again)."""
+        if not self.configured.undo_check:
             return None
-        return not self.check()
+        result = run_command(
+            self.host(),
+            self.component,
+            self.configured.undo_check,
+            self._invocation(f"{self.action_name}.undo_check"),
+            timeout=self.configured.timeout,
+        )
+        return True if result.ok else None
 
     def undo(self) -> dict[str, Any] | None:
         assert self.configured.undo

@@ -11,6 +11,7 @@ from pydantic import (
     PlainValidator,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from failback.model.component import ComponentSettings, SettingsProblem
@@ -38,9 +39,22 @@ class CommandAction(ConfigModel):
         None, description="Command that exits 0 when the action is already done (skip run)."
     )
     undo: NonEmptyStr | None = Field(None, description="Command that reverses the action.")
+    undo_check: NonEmptyStr | None = Field(
+        None,
+        description="Command that exits 0 only when the undo's effect is in place (the "
+        "action's effect is gone): asked after a crash inside the undo, so that it is not "
+        "run twice. Any other outcome (a failure, a timeout) means 'cannot tell': the undo "
+        "runs again.",
+    )
     timeout: PositiveDuration | None = Field(
         None, description="Overrides the component's timeout for this action."
     )
+
+    @model_validator(mode="after")
+    def _undo_check_needs_undo(self) -> CommandAction:
+        if self.undo_check and not self.undo:
+            raise ValueError("undo_check proves an undo took effect: declare the undo as well")
+        return self
 
 
 def _action_from_text(value: Any) -> Any:

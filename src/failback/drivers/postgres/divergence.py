@@ -163,8 +163,9 @@ a failback back (seen once when a new leader resumed a resync its predecessor di
 
 
 def _node_facts(host: Host, node: PgNode) -> _NodeFacts:
-    if running_postmaster(host, node) is not None:
-        with _connect_while_running(host, node) as conn:
+    conn = _connect_while_running(host, node) if running_postmaster(host, node) else None
+    if conn is not None:
+        with conn:
             row = conn.execute(
                 "SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system())"
             ).fetchone()
@@ -209,15 +210,19 @@ def _node_facts(host: Host, node: PgNode) -> _NodeFacts:
 
 def _connect_while_running(host: Host, node: PgNode) -> Any:
     """``connect`` tried again, a moment later, while the postmaster still runs and the
-    failure says only that it did not answer in time or is not ready yet."""
-    for attempt in range(1, CONNECT_TRIES):
+    failure says only that it did not answer in time or is not ready yet. None: the
+    postmaster stopped meanwhile (its control file then tells the facts)."""
+    attempt = 1
+    while True:
         try:
             return connect(node)
         except (PgUnreachable, PgNotReady):
             if running_postmaster(host, node) is None:
+                return None
+            if attempt >= CONNECT_TRIES:
                 raise
             time.sleep(0.5 * attempt)
-    return connect(node)
+            attempt += 1
 
 
 def check_divergence(host: Host, node: PgNode, source: PgNode) -> Divergence:

@@ -30,7 +30,7 @@ class EtcdBackend:
         """
         self.keys = Keys(prefix)
         self.client = client
-        self._etcd = Writer(client)
+        self._etcd = Writer(client, remember=self.keys.run_owned)
         self.state_dir = Path(state_dir)
         self._local = SqliteStore(self.state_dir)
 

@@ -114,6 +114,17 @@ class Keys:
     def lock(self, service: str) -> str:
         return f"{self.root}/locks/{service}"
 
+    @property
+    def run_owned(self) -> tuple[str, ...]:
+        """The prefixes of the keys one run owns: written by the process executing it
+        (and a person's abort, approval), worth remembering between its writes
+        (``Writer.remember``). Shared keys (sequences, locks, service state) are not: other
+        processes write them all the time."""
+        return tuple(
+            f"{self.root}/{kind}/"
+            for kind in ("runs", "steps", "values", "plans", "topologies", "reports")
+        )
+
     # events
     @property
     def event_seq(self) -> str:
@@ -221,6 +232,11 @@ class Writer:
     fence: tuple[Compare, ...] = ()
     """Comparisons every commit must also pass (a leader's key and lease): set by
     ``EtcdStore.fence_writes`` so that a deposed leader's writes fail in etcd itself."""
+    remember: tuple[str, ...] = ()
+    """Prefixes of the keys worth remembering (``Keys.run_owned``); none: no memory. A key
+    other processes write often would be stale when used: its commit fails (a raft round
+    for nothing), and after a commit without an answer the history walk back to a stale
+    revision could outrun etcd's compaction."""
     known: dict[str, KeyValue | None] = field(default_factory=dict, repr=False)
     """Keys as this writer last read them or as its own commits left them:
     ``optimistic``'s first round decides from them instead of reading."""
@@ -337,9 +353,11 @@ class Writer:
         return Snapshot(revision, kvs)
 
     def _learn(self, kvs: dict[str, KeyValue | None]) -> None:
+        if not self.remember:
+            return
         if len(self.known) > KNOWN_KEYS:
             self.known.clear()
-        self.known.update(kvs)
+        self.known.update((k, kv) for k, kv in kvs.items() if k.startswith(self.remember))
 
     def _forget(self, keys: Sequence[str]) -> None:
         for name in keys:
