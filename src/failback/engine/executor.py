@@ -645,15 +645,9 @@ class Executor:
             started = time.monotonic()
             if record.undo_status == UndoStatus.UNDOING and _undo_took_effect(action):
                 # the process died inside this undo after its effect: not a second time
-                self.journal.update_step(ctx.run_id, idx, undo_status=UndoStatus.UNDONE)
-                self.journal.add_event(
-                    "step.undone",
-                    f"{spec.title} (undone before the interruption)",
-                    run_id=ctx.run_id,
-                    service=ctx.service_name,
-                    step_id=spec.id,
+                self._record_undone(
+                    ctx, idx, spec, started, f"{spec.title} (undone before the interruption)"
                 )
-                self.reporter.step_finished(spec.id, "undone", time.monotonic() - started)
                 continue
             self._prove(f"undo of step {spec.id} of run {ctx.run_id}")
             # before the undo acts: a crash here leaves a step that is undone again
@@ -680,16 +674,18 @@ class Executor:
                 )
                 ok = False
                 break
-            self.journal.update_step(ctx.run_id, idx, undo_status=UndoStatus.UNDONE)
-            self.journal.add_event(
-                "step.undone",
-                spec.title,
-                run_id=ctx.run_id,
-                service=ctx.service_name,
-                step_id=spec.id,
-            )
-            self.reporter.step_finished(spec.id, "undone", time.monotonic() - started)
+            self._record_undone(ctx, idx, spec, started, spec.title)
         return ok
+
+    def _record_undone(
+        self, ctx: RunContext, idx: int, spec: StepSpec, started: float, message: str
+    ) -> None:
+        """The step's undo took effect: journal, event, progress."""
+        self.journal.update_step(ctx.run_id, idx, undo_status=UndoStatus.UNDONE)
+        self.journal.add_event(
+            "step.undone", message, run_id=ctx.run_id, service=ctx.service_name, step_id=spec.id
+        )
+        self.reporter.step_finished(spec.id, "undone", time.monotonic() - started)
 
     # approving and aborting -------------------------------------------------------
 
