@@ -55,6 +55,8 @@ def write_topology(tmp: Path, *, hold: str | None = None, stability: str = "100m
                 f"  run: '{run}'",
                 f"  check: 'grep -qx {marker} {effects}'",
                 f"  undo: 'echo undo-{marker} >> {effects}'",
+                # a process killed inside the undo (after its marker) is not undone twice
+                f"  undo_check: 'grep -qx undo-{marker} {effects}'",
                 "  timeout: 120s",
             ]
         )
