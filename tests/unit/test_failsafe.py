@@ -15,7 +15,14 @@ from failback.config.control_plane import ControlPlane
 from failback.coord import EtcdClient
 from failback.errors import LeadershipLost
 from failback.lab.ports import pick_ports
-from failback.monitor.failsafe import Answer, FailsafeServer, ask_peers
+from failback.monitor.failsafe import (
+    ASK_AGAIN_S,
+    ASK_TIMEOUT_S,
+    Answer,
+    FailsafeServer,
+    ask_peers,
+    failsafe_decision,
+)
 from failback.monitor.leadership import Leadership
 
 TOKEN = "a-peer-token-of-24-chars!"
@@ -120,3 +127,38 @@ def test_a_peer_port_cannot_be_taken_twice() -> None:
             FailsafeServer(address, TOKEN, lambda asker: Answer("x", False, ""))
     finally:
         server.close()
+
+
+def test_a_node_that_reaches_etcd_says_so_in_its_answer(node: tuple[Leadership, Clock]) -> None:
+    """The asker tells "I reach etcd" (worth asking again) from every other refusal."""
+    leadership, clock = node
+    leadership.begin()
+    leadership.membership.renewed_at = clock.now
+    server, address = serve(leadership.confirm_failsafe)
+    try:
+        [reaching] = ask_peers("dc1", {"dc2": address}, TOKEN)
+        assert not reaching.confirmed and reaching.reaches_etcd
+        clock.now += leadership.period * 1.5  # its next renewal failed: it confirms now
+        [confirming] = ask_peers("dc1", {"dc2": address}, TOKEN)
+        assert confirming.confirmed and not confirming.reaches_etcd
+    finally:
+        server.close()
+    [gone] = ask_peers("dc1", {"dc2": address}, TOKEN)
+    assert not gone.confirmed and not gone.reaches_etcd
+
+
+def test_only_nodes_that_reach_etcd_are_asked_again_and_only_briefly() -> None:
+    """When etcd's quorum goes, nodes lose it a renewal apart: a cut-off node asks the ones
+    that still reach etcd again, no longer than a silent node could have held it up; any
+    other refusal (no answer, wrong token, no address) fences at once."""
+    confirm = Answer("dc2", True, "cannot reach etcd either")
+    reaches = Answer("witness", False, "witness reaches etcd", reaches_etcd=True)
+    silent = Answer("witness", False, "no answer (ConnectTimeout)")
+    assert failsafe_decision([confirm, confirm], None) == "hold"
+    assert failsafe_decision([confirm, reaches], None) == "ask-again"
+    assert failsafe_decision([confirm, reaches], ASK_AGAIN_S / 2) == "ask-again"
+    assert failsafe_decision([confirm, reaches], ASK_AGAIN_S) == "fence"
+    assert failsafe_decision([confirm, silent], None) == "fence"
+    assert failsafe_decision([reaches, silent], None) == "fence"
+    assert failsafe_decision([], None) == "fence", "no other node: nobody to confirm"
+    assert ASK_AGAIN_S <= ASK_TIMEOUT_S, "never later than a silent node holds it up"

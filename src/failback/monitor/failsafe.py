@@ -11,7 +11,10 @@ nodes on their ``peer`` address: *can you reach etcd?*
   asker's primary is never promoted over while it keeps serving on that answer.
 - The asker keeps its primary serving only when *every* other node confirmed within a
   short timeout. One that does not answer, refuses the token, or reaches etcd means the
-  asker is the one cut off: it fences its site.
+  asker is the one cut off: it fences its site. Only "I reach etcd" is worth asking
+  again, for as long as a silent node could have kept the asker waiting
+  (``ASK_AGAIN_S``): when etcd loses its quorum, the nodes lose it a renewal or two
+  apart (a raft leader answers renewals until it notices that it lost its followers).
 
 The exact rule (also in docs/control-plane.md): a primary's site keeps serving without
 etcd only while every other control-plane node, asked directly, says it cannot reach
@@ -46,6 +49,11 @@ inside its lease (the safety margin, a third of the TTL by default, leaves room)
 quarter of a second proved too short on a loaded machine: a healthy peer that answered
 late made its asker fence a primary while etcd had lost its quorum everywhere."""
 MAX_BODY = 4096
+ASK_AGAIN_S = ASK_TIMEOUT_S
+"""How long a cut-off node keeps asking again nodes that answered "I reach etcd", before
+it fences. The same as the longest a node that does not answer holds it up: the fence
+starts no later than it always could. Enough for the others to miss their next renewal
+when etcd's quorum went for everyone at once, which they then confirm."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,23 @@ class Answer:
     node: str
     confirmed: bool
     reason: str
+    reaches_etcd: bool = False
+    """The node answered, and etcd answers it: the asker is the one cut off, unless the
+    node loses etcd within ``ASK_AGAIN_S`` too."""
+
+
+def failsafe_decision(answers: list[Answer], denied_for: float | None) -> str:
+    """What a cut-off node does with its peers' answers: ``hold`` (every node confirmed:
+    nobody can act anywhere, the primary keeps serving), ``ask-again`` (the only ones
+    that did not confirm reach etcd, and they have said so for less than
+    ``ASK_AGAIN_S``: ``denied_for``, None the first time), or ``fence``."""
+    if answers and all(a.confirmed for a in answers):
+        return "hold"
+    refusing = [a for a in answers if not a.confirmed]
+    only_reaching = bool(refusing) and all(a.reaches_etcd for a in refusing)
+    if only_reaching and (denied_for is None or denied_for < ASK_AGAIN_S):
+        return "ask-again"
+    return "fence"
 
 
 class FailsafeServer:
@@ -83,6 +108,7 @@ class FailsafeServer:
                         "node": given_answer.node,
                         "confirm": given_answer.confirmed,
                         "reason": given_answer.reason,
+                        "reaches_etcd": given_answer.reaches_etcd,
                     },
                 )
 
@@ -138,7 +164,13 @@ def ask_peers(
             return Answer(node, False, f"no answer ({type(exc).__name__})")
         if response.status_code != 200 or not isinstance(body, dict):
             return Answer(node, False, f"refused (HTTP {response.status_code})")
-        return Answer(node, bool(body.get("confirm")), str(body.get("reason") or ""))
+        confirmed = bool(body.get("confirm"))
+        return Answer(
+            node,
+            confirmed,
+            str(body.get("reason") or ""),
+            reaches_etcd=not confirmed and body.get("reaches_etcd") is True,
+        )
 
     with ThreadPoolExecutor(max_workers=len(peers), thread_name_prefix="failsafe-ask") as pool:
         return list(pool.map(ask, peers.items()))

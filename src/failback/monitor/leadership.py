@@ -264,7 +264,7 @@ class Leadership:
         then hold back from campaigning and acting for one TTL, leader or not (the asker
         keeps its primary serving on this answer)."""
         if not (self.cut_off() or self.renewal_missed()):
-            return Answer(self.node, False, f"{self.node} reaches etcd")
+            return Answer(self.node, False, f"{self.node} reaches etcd", reaches_etcd=True)
         # etcd does not answer this node either: a leader stops acting now (its lease is
         # lost anyway), and none of them acts for one TTL from this answer
         now = self._clock()

@@ -10,7 +10,10 @@ may end within the safety margin, the node renews once more (etcd may answer aga
 pause ended, quorum came back; a lease etcd still held proves the node never left it)
 and meanwhile asks every other node directly (failsafe.py). If all of them confirm that
 they cannot reach etcd either, nobody can act anywhere: the primary keeps serving
-(failsafe) and the question is asked again at each check. Otherwise the node fences
+(failsafe) and the question is asked again at each check. Nodes that answer "I reach
+etcd" are asked again at each check for up to ``ASK_AGAIN_S`` (as long as a node that
+does not answer at all holds the question up), since nodes lose etcd a renewal or so
+apart when its quorum goes. Otherwise the node fences
 every component of its site whose driver can fence itself (``Capability.SELF_FENCE``;
 PostgreSQL turns read-only and ends its sessions), before etcd could hand its lease, and
 with it the right to promote, to another node. It fences again at each check while cut
@@ -35,7 +38,7 @@ from failback.drivers.base import Capability
 from failback.drivers.catalog import driver_of, has_capability
 from failback.errors import FailbackError
 from failback.hosts import HostSet
-from failback.monitor.failsafe import Answer, ask_peers
+from failback.monitor.failsafe import Answer, ask_peers, failsafe_decision
 from failback.monitor.leadership import Leadership
 
 RENEW_WAIT_S = 0.1
@@ -67,6 +70,8 @@ class SiteGuard:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="renew")
     )
     _renewal: Future[bool] | None = None
+    _denied_since: float | None = None
+    """When the other nodes' "I reach etcd" answers began (``failsafe_decision``)."""
 
     @property
     def site(self) -> str:
@@ -75,6 +80,7 @@ class SiteGuard:
 
     def check(self) -> None:
         if not self.leadership.cut_off():
+            self._denied_since = None
             if self.fenced or self.failsafe or self._reported:
                 self._rejoined()
             return
@@ -88,8 +94,13 @@ class SiteGuard:
             else [Answer(name, False, "no peer_token configured") for name in peers]
         )
         if self._renewed(renewal) or not self.leadership.cut_off():
+            self._denied_since = None
             return  # the member lease never ended: nobody can have failed over from here
-        if answers and all(a.confirmed for a in answers):
+        decision = failsafe_decision(answers, self._denied_for())
+        if decision == "ask-again" and not self.fenced:
+            return  # asked again at the next check; no later than a silent node allows
+        if decision == "hold":
+            self._denied_since = None
             if not self.failsafe:
                 self.failsafe = True
                 self.emit(
@@ -101,6 +112,15 @@ class SiteGuard:
             return
         self.failsafe = False
         self._fence(answers)
+
+    def _denied_for(self) -> float | None:
+        """How long the other nodes have answered "I reach etcd" in a row (None: this is
+        the first such answer; the clock starts now)."""
+        now = time.monotonic()
+        if self._denied_since is None:
+            self._denied_since = now
+            return None
+        return now - self._denied_since
 
     def _renew_now(self) -> Future[bool] | None:
         """Start one renewal in the background, or keep waiting for the previous one while
