@@ -32,10 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from failback.coord.etcd_types import (
     Compare,
@@ -214,6 +215,8 @@ class EtcdClient:
             cert = (str(cert_file), key.reference)
         self._credentials = (username, password) if username and password else None
         self._token: str | None = None
+        import httpx  # here: a command that opens no etcd client does not load it
+
         try:
             self._http = httpx.Client(
                 timeout=httpx.Timeout(
@@ -468,6 +471,8 @@ class EtcdClient:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """One request to one endpoint: its answer, ``_NoAnswer``, or ``EtcdRequestFailed``."""
+        import httpx  # loaded by __init__: a lookup in sys.modules
+
         url = f"{endpoint}{API_PREFIX}{path}"
         headers = {"Authorization": token} if token else None
         limits = (
@@ -524,6 +529,8 @@ class EtcdClient:
         return data
 
     def _describe(self, exc: httpx.HTTPError, timeout: float | None = None) -> str:
+        import httpx
+
         if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
             return f"no connection within {min(timeout or 1e9, self.connect_timeout):g} s"
         if isinstance(exc, httpx.TimeoutException):

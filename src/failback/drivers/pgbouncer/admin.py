@@ -9,13 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from failback.drivers.pgbouncer.names import console_name
 from failback.errors import FailbackError, StepFailed
 from failback.hosts import Host
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class PgbouncerError(FailbackError):
@@ -49,6 +50,8 @@ class Pgbouncer:
         return f"{self.host}:{self.port}"
 
     def connect(self, timeout: float = 2.0) -> psycopg.Connection[Any]:
+        import psycopg  # here: commands that never reach PgBouncer skip loading it
+
         try:
             return psycopg.connect(
                 host=self.host, port=self.port, user=self.admin_user,
@@ -65,6 +68,8 @@ class Pgbouncer:
             ) from exc
 
     def command(self, sql: str) -> list[tuple[Any, ...]]:
+        import psycopg
+
         with self.connect() as conn:
             try:
                 cur = conn.execute(sql)

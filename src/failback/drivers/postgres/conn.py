@@ -8,9 +8,7 @@ PgWrongDatabase / PgNotReady with a one-line message naming the site and address
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from failback.drivers.postgres.errors import (
     PgAuthFailed,
@@ -20,6 +18,9 @@ from failback.drivers.postgres.errors import (
     PgWrongDatabase,
 )
 from failback.drivers.postgres.node import PgNode
+
+if TYPE_CHECKING:
+    import psycopg
 
 _AUTH_MARKERS = (
     "password authentication failed",
@@ -104,6 +105,8 @@ def connect(
     logged. ``timeout`` overrides the node's connect_timeout (libpq raises anything
     below 2 s to 2 s, note 11).
     """
+    import psycopg  # here, not at the top: commands that never connect skip its import
+
     wait = timeout if timeout is not None else node.connect_timeout
     try:
         return psycopg.connect(

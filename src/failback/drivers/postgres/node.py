@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg.conninfo import make_conninfo
-
 from failback.drivers.postgres.errors import PgError
 from failback.hosts.base import Host
 from failback.hosts.local import LocalHost
@@ -78,7 +76,7 @@ class PgNode:
         }
         if with_password and self.password:
             params["password"] = self.password
-        return make_conninfo(**params)
+        return _conninfo(params)
 
     def replication_conninfo(
         self, *, application_name: str | None = None, with_password: bool = False
@@ -95,7 +93,7 @@ class PgNode:
             params["password"] = password
         if application_name:
             params["application_name"] = application_name
-        return make_conninfo(**params)
+        return _conninfo(params)
 
     @property
     def replication_secret(self) -> str | None:
@@ -170,3 +168,11 @@ def node_from_component(comp: Any, site: str, host: Host | None = None) -> PgNod
         conf_dir=getattr(where, "conf_dir", None),
         log_file=getattr(where, "log_file", None),
     )
+
+
+def _conninfo(params: dict[str, Any]) -> str:
+    """libpq's conninfo string, quoted by psycopg (imported here, on first use, so that
+    commands which never reach PostgreSQL do not pay for loading it)."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(**params)

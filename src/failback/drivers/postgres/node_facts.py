@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import psycopg
-
 from failback.drivers.base import observe_time_left
 from failback.drivers.kept import Kept, kept
 from failback.drivers.postgres.conn import connect, current_timeline_sql
@@ -284,6 +282,8 @@ def _data_directory(conn: Any) -> str | None:
 
     Needs superuser or pg_read_all_settings; without them we cannot tell (None).
     """
+    import psycopg  # loaded by the connection already: a lookup in sys.modules
+
     try:
         with conn.transaction():
             row = conn.execute("SELECT current_setting('data_directory')").fetchone()
