@@ -165,6 +165,17 @@ def test_other_numbers_the_engine_uses_are_bounded(policy: str, key: str) -> Non
     assert len(found) == 1 and f"{key}: " in found[0], found
 
 
+@pytest.mark.parametrize("key", ["interval", "recheck_interval"])
+def test_observing_more_often_than_twenty_times_a_second_is_refused(key: str) -> None:
+    """``1ms`` written for ``1s`` would hammer the servers the monitor protects."""
+    found = problems(policy=f"detection: {{{key}: 1ms}}")
+    assert len(found) == 1 and f"detection.{key}: must be at least 50ms" in found[0], found
+    loaded = load_topology_text(
+        BASE.format(options="", policy=f"detection: {{{key}: 50ms}}"), "t.yaml"
+    )
+    assert getattr(loaded.services["app"].policy.detection, key) == 0.05
+
+
 # --- the bounds fit what the engine hands them to -----------------------------------------
 
 

@@ -30,6 +30,8 @@ _DAY_ALIASES = {
     for alias in (day, full)
 }
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+MIN_PROBE_INTERVAL_S = 0.05
+"""The shortest ``interval`` / ``recheck_interval``: 20 observations a second."""
 
 
 class Detection(ConfigModel):
@@ -62,6 +64,20 @@ class Detection(ConfigModel):
     failure_threshold: Annotated[StrictInt, Field(ge=1, le=MAX_THRESHOLD)] = Field(
         3, description="Consecutive failed observations before a component is declared failed."
     )
+
+    @field_validator("interval", "recheck_interval")
+    @classmethod
+    def _not_too_often(cls, seconds: float) -> float:
+        """Every observation is a query (or a socket) at a real server, for each service
+        on it: below 50 ms a typo (``1ms`` for ``1s``) would load the servers being
+        protected, and detection would be no faster (a failure needs several)."""
+        if seconds < MIN_PROBE_INTERVAL_S:
+            raise ValueError(
+                f"must be at least {MIN_PROBE_INTERVAL_S * 1000:g}ms (got {seconds * 1000:g}ms):"
+                " faster observations only load the servers; lower timeout or"
+                " failure_threshold to detect sooner"
+            )
+        return seconds
 
 
 class FailbackWindow(ConfigModel):
