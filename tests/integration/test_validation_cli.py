@@ -74,17 +74,26 @@ def test_validate_warns_about_a_mutating_command_without_check(tmp_path: Path) -
     assert f"{config}: valid" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if ": warning: " in line]
     key = "services.edge.components.vip.sites"
-    assert [w.split(" has no check")[0] for w in warnings] == [
+    unchecked = [w for w in warnings if " has no check" in w]
+    assert [w.split(" has no check")[0] for w in unchecked] == [
         f"{config}:{FENCE_DC1_LINE}: {key}.dc1.fence: warning: fence",
         f"{config}:{FENCE_DC2_LINE}: {key}.dc2.fence: warning: fence",
     ]
-    assert "(hint: add check:" in warnings[0]
+    assert "(hint: add check:" in unchecked[0]
+    # dc2's fence has an undo but no undo_check: after a crash inside it, it runs again
+    [undo] = [w for w in warnings if w not in unchecked]
+    assert undo.startswith(
+        f"{config}:{FENCE_DC2_LINE}: {key}.dc2.fence.undo: warning: fence's undo has no "
+        "undo_check: if failback dies while the undo runs, the undo is run again"
+    ), undo
+    assert "(hint: make the undo safe to run twice, or add undo_check:" in undo
     doc = run_cli("validate", str(config), "--json").json()
     assert doc["valid"] is True
     listed = doc["files"][0]["warnings"]
-    assert [(w["line"], w["key"]) for w in listed] == [
+    assert sorted((w["line"], w["key"]) for w in listed) == [
         (FENCE_DC1_LINE, f"{key}.dc1.fence"),
         (FENCE_DC2_LINE, f"{key}.dc2.fence"),
+        (FENCE_DC2_LINE, f"{key}.dc2.fence.undo"),
     ]
     assert all(w["severity"] == "warning" and "check" in w["message"] for w in listed)
 
@@ -112,7 +121,10 @@ def test_a_file_with_every_check_has_no_warning(tmp_path: Path) -> None:
     config.write_text(
         TOPOLOGY.format(timeout="30s")
         .replace('fence: "true"', 'fence: {run: "true", check: "true"}')
-        .replace('fence: {run: "true", undo: "true"}', 'fence: {run: "true", check: "true"}')
+        .replace(
+            'fence: {run: "true", undo: "true"}',
+            'fence: {run: "true", check: "true", undo: "true", undo_check: "true"}',
+        )
     )
     result = run_cli("validate", str(config))
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr

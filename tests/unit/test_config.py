@@ -104,6 +104,7 @@ def test_full_example_model() -> None:
         run="/opt/failback/vip-up dc1",
         check="/opt/failback/vip-is-here dc1",
         undo="/opt/failback/vip-down dc1",
+        undo_check="! /opt/failback/vip-is-here dc1",
         timeout=10.0,
     )
     assert vip.sites["dc1"].demote == CommandAction(run="/opt/failback/vip-down dc1")

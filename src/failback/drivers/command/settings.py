@@ -178,7 +178,7 @@ class CommandComponent(ComponentSettings):
         nothing can tell on resume whether it took effect; running it again could apply
         the effect twice, skipping it could leave it undone, so the run waits for a
         person."""
-        return [
+        found = [
             SettingsProblem(
                 ("sites", site, action),
                 f"{action} has no check: if failback dies while it runs, resume cannot "
@@ -190,3 +190,17 @@ class CommandComponent(ComponentSettings):
             for action, configured in settings.actions.items()
             if action in MUTATING_COMMAND_ACTIONS and not configured.check
         ]
+        found += [
+            SettingsProblem(
+                ("sites", site, action, "undo"),
+                f"{action}'s undo has no undo_check: if failback dies while the undo runs, "
+                "the undo is run again",
+                "make the undo safe to run twice, or add undo_check: a command that exits 0 "
+                f"once the {action}'s effect is gone",
+                about={"site": site, "action": action},
+            )
+            for site, settings in self.sites.items()
+            for action, configured in settings.actions.items()
+            if configured.undo and not configured.undo_check
+        ]
+        return found
