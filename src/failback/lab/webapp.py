@@ -16,11 +16,13 @@ import os
 import signal
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from failback.http_server import LocalHTTPServer
 
 TABLE = "web_hits"
 
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = App(args.site, args.dsn_file.read_text().strip(), args.broken_flag)
     create_table(app.dsn)
-    server = ThreadingHTTPServer((args.bind, args.port), make_handler(app))
+    server = LocalHTTPServer((args.bind, args.port), make_handler(app))
     server.daemon_threads = True
     args.pidfile.write_text(f"{os.getpid()}\n")
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

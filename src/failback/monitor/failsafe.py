@@ -34,12 +34,13 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 
 from failback.config.api import parse_listen
+from failback.http_server import LocalHTTPServer
 
 PATH = "/failsafe"
 ASK_TIMEOUT_S = 0.5
@@ -123,7 +124,7 @@ class FailsafeServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # the monitor logs what matters (its own failsafe decisions)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = LocalHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="failsafe", daemon=True
