@@ -34,6 +34,7 @@ from failback.drivers.postgres.process import (
     kill_postmaster,
     postmaster_pid_file,
     promote,
+    promoted_or_requested,
     running_postmaster,
     start,
     stop,
@@ -46,6 +47,7 @@ from failback.drivers.postgres.replication import (
 )
 from failback.drivers.postgres.resync import resync
 from tests.integration.pgcluster import APP_PASSWORD, APP_USER, PgPair, pg_pair, pg_single
+from tests.integration.pgholds import child_pid
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +191,29 @@ def test_clean_switchover_and_back_without_rewind(pair: PgPair) -> None:
     assert ckpt2 > ckpt
     assert resync(host, new, old).method == "none"
     wait_streaming(new, timeout=20, upstream=old)
+
+
+def test_a_promotion_already_asked_for_is_waited_for_not_asked_again(pair: PgPair) -> None:
+    """The runner died inside ``promote``: its request is pending (the standby's startup
+    process is frozen here, so it cannot act on it yet). The resumed step's check waits
+    for that request to take effect instead of promoting a second time."""
+    host, standby = pair.host, pair.standby
+    assert not promoted_or_requested(standby, timeout=5), "a standby, nothing pending"
+    startup = child_pid(running_postmaster(host, standby), "startup")
+    assert startup is not None, "the standby has no startup process"
+    os.kill(startup, signal.SIGSTOP)
+    try:
+        with connect(standby) as conn:
+            conn.execute("SELECT pg_promote(wait => false)")  # the interrupted apply
+        threading.Timer(1.0, os.kill, (startup, signal.SIGCONT)).start()
+        assert promoted_or_requested(standby, timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone once it promoted
+            os.kill(startup, signal.SIGCONT)
+    with connect(standby) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    assert promote(standby, timeout=30) == 2, "promoted once: timeline 2, not 3"
+    assert promoted_or_requested(standby, timeout=5), "a primary"
 
 
 # --------------------------------------------------------------------------- divergence

@@ -24,6 +24,7 @@ from failback.drivers.postgres.process import (
     checkpoint,
     kill_postmaster,
     promote,
+    promoted_or_requested,
     running_postmaster,
     start,
     stop,
@@ -436,7 +437,10 @@ class PgPromote(PgAction):
     name = "postgres.promote"
 
     def check(self) -> bool:
-        return _is_primary(self.node)
+        """Promoted; or a promotion asked for by an interrupted apply (its runner died
+        inside ``promote``) completes within the switchover timeout: that one request is
+        the step's effect, and asking again would apply the point of no return twice."""
+        return promoted_or_requested(self.node, timeout=float(self.options.switchover_timeout))
 
     def apply(self) -> dict[str, Any] | None:
         if self.spec.params.get("measure_loss"):

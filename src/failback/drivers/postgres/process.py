@@ -536,6 +536,36 @@ def promote(node: PgNode, *, timeout: float = 60.0, poll: float = 0.002) -> int:
         return current_timeline(conn)
 
 
+def promoted_or_requested(node: PgNode, *, timeout: float, poll: float = 0.01) -> bool:
+    """Whether the node is a primary, waiting up to ``timeout`` for a promotion that was
+    already asked for and not yet acted on (the signal file ``pg_promote`` leaves in the
+    data directory, read with ``pg_stat_file``, is still there: the startup process
+    removes it when it begins). A step resumed after its runner died inside ``promote``
+    waits for that request instead of sending a second one. One query when nothing is
+    pending: this runs inside the write-unavailability window. A server that cannot be
+    asked (or goes away meanwhile) is not known to be promoted: False."""
+    import psycopg  # loaded by connect already
+
+    try:
+        with connect(node, timeout=2) as conn:
+            row = conn.execute(
+                "SELECT pg_is_in_recovery(),"
+                " (pg_stat_file('promote', true)).modification IS NOT NULL"
+            ).fetchone()
+            if row is None or not row[0]:
+                return row is not None
+            if not row[1]:
+                return False
+            started = time.monotonic()
+            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
+                if time.monotonic() - started > timeout:
+                    return False
+                time.sleep(poll)
+    except (PgError, psycopg.Error):
+        return False
+    return True
+
+
 def checkpoint(node: PgNode) -> None:
     """CHECKPOINT: before pg_rewind from a fresh primary (note 3), or to shorten recovery."""
     with connect(node) as conn:
