@@ -28,7 +28,7 @@ from failback.drivers.haproxy import (
     UnknownBackend,
     UnknownServer,
 )
-from failback.drivers.haproxy.facts import observe_haproxy_component
+from failback.drivers.haproxy.facts import observe_haproxy_at_hand, observe_haproxy_component
 from failback.drivers.haproxy.server_state import (
     admin_state_from_mask,
     parse_servers_state,
@@ -379,6 +379,43 @@ def test_a_failed_answer_is_not_shared(haproxy: Haproxy, tmp_path: Path) -> None
         second = observe_haproxy_component(LocalHost(), "app", "router", gone, "dc1")
     assert (first.healthy, first.role) == (False, "down")
     assert (second.healthy, second.role) == (True, "active")
+    kept.close()
+
+
+def test_an_observation_at_hand_is_made_from_a_recent_answer_only(
+    haproxy: Haproxy, tmp_path: Path
+) -> None:
+    """``observe_haproxy_at_hand`` (the monitor's event loop, no I/O) gives what an
+    observation sharing the answer would give, for either site of the backend; nothing
+    when no answer was received, when it is older than ``share_within``, or when the last
+    question failed (a router that stopped answering is asked by every probe)."""
+    component = {
+        "driver": "haproxy",
+        "options": {"socket": haproxy.router.socket_path, "backend": "pg_write"},
+        "sites": {"dc1": {"server": "dc1"}, "dc2": {"server": "dc2"}},
+    }
+    host = LocalHost()
+    kept = Kept()
+    with keeping(kept, share_within=30.0):
+        assert observe_haproxy_at_hand("router", component, "dc1") is None, "nothing asked"
+        asked = observe_haproxy_component(host, "app", "router", component, "dc1")
+        dc1 = observe_haproxy_at_hand("router", component, "dc1")
+        dc2 = observe_haproxy_at_hand("router", component, "dc2")
+    assert dc1 is not None and dc2 is not None
+    assert (dc1.healthy, dc1.role, dc1.detail, dc1.data) == (
+        asked.healthy, asked.role, asked.detail, asked.data,
+    )  # fmt: skip
+    assert (dc2.healthy, dc2.role, dc2.data["write_target"]) == (True, "standby", "dc1")
+    with keeping(kept, share_within=0.001):
+        time.sleep(0.01)
+        assert observe_haproxy_at_hand("router", component, "dc1") is None, "too old"
+    with keeping(None):
+        assert observe_haproxy_at_hand("router", component, "dc1") is None, "nothing kept"
+    gone = {**component, "options": {"socket": str(tmp_path / "gone.sock"), "backend": "pg_write"}}
+    with keeping(kept, share_within=30.0):
+        down = observe_haproxy_component(host, "app", "router", gone, "dc1")
+        assert (down.healthy, down.role) == (False, "down")
+        assert observe_haproxy_at_hand("router", gone, "dc1") is None, "a failure is shared"
     kept.close()
 
 

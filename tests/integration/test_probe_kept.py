@@ -13,11 +13,13 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
 from failback.drivers.kept import Kept, keeping
 from failback.drivers.postgres.conn import connect
+from failback.drivers.postgres.facts import observe_postgres_at_hand, observe_postgres_component
 from failback.drivers.postgres.node import PgNode
 from failback.drivers.postgres.node_facts import observe, server_key
 from failback.drivers.postgres.process import start, stop
@@ -153,3 +155,79 @@ def test_what_the_server_can_change_is_read_afresh_on_a_kept_connection(
             conn.execute("SET default_transaction_read_only = off")
             conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
             conn.execute("SELECT pg_reload_conf()")
+
+
+def _settings_of(node: PgNode) -> SimpleNamespace:
+    """A postgres component's settings as the topology gives them (what the driver's
+    ``node_from_component`` reads), naming ``node``: one per service in a monitor whose
+    services share a database."""
+    return SimpleNamespace(
+        options=SimpleNamespace(
+            user=node.user,
+            password=node.password,
+            dbname=node.dbname,
+            replication_user=node.replication_user,
+            replication_password=node.replication_password,
+            bin_dir=node.bin_dir,
+            connect_timeout=node.connect_timeout,
+        ),
+        sites={
+            node.site: SimpleNamespace(
+                host=node.host,
+                port=node.port,
+                pgdata=node.pgdata,
+                os_user=node.os_user,
+                conf_dir=node.conf_dir,
+                log_file=node.log_file,
+            )
+        },
+    )
+
+
+def test_probes_of_one_database_share_an_observation_but_never_a_failure(
+    single: tuple[LocalHost, PgNode],
+) -> None:
+    """Two services naming the same database: under the monitor's ``keeping`` with a
+    ``share_within``, the second probe uses the first one's observation (and so can the
+    event loop, ``observe_postgres_at_hand``); once that is older than ``share_within``
+    the database is observed again, and one seen down is observed again by every probe
+    (never shared), so its return is seen by the next one."""
+    host, node = single
+    site = node.site
+    app, billing = _settings_of(node), _settings_of(node)
+    share_within = 3.0
+    kept = Kept()
+    try:
+        with keeping(kept, share_within=share_within):
+            assert observe_postgres_at_hand("db", app, site) is None, "nothing observed yet"
+            first = observe_postgres_component(host, "app", "db", app, site)
+            answered = time.monotonic()
+            assert (first.healthy, first.role) == (True, "primary"), first.detail
+            second = observe_postgres_component(host, "billing", "db", billing, site)
+            at_hand = observe_postgres_at_hand("db", app, site)
+            if time.monotonic() - answered < share_within:  # (a slower machine: not shared)
+                assert second.observed_at == first.observed_at, "observed again"
+                assert (second.data, second.detail) == (first.data, first.detail)
+                assert second.data is not first.data, "each component's data is its own"
+                assert at_hand is not None and at_hand.observed_at == first.observed_at
+                assert (at_hand.healthy, at_hand.role) == (True, "primary")
+                assert at_hand.data == first.data
+            assert observe_postgres_at_hand("db", app, "elsewhere") is None, "no such node"
+
+            time.sleep(max(0.0, share_within - (time.monotonic() - answered)) + 0.05)
+            assert observe_postgres_at_hand("db", billing, site) is None, "older than asked"
+            stop(host, node, mode="immediate", timeout=30)
+            down = observe_postgres_component(host, "app", "db", app, site)
+            assert (down.healthy, down.role) == (False, "down")
+            assert observe_postgres_at_hand("db", billing, site) is None, "a failure shared"
+            again = observe_postgres_component(host, "billing", "db", billing, site)
+            assert not again.healthy and again.observed_at > down.observed_at, "shared"
+            start(host, node, timeout=60)
+            back = observe_postgres_component(host, "app", "db", app, site)
+            assert (back.healthy, back.role) == (True, "primary"), back.detail
+        with keeping(kept, share_within=0.0):
+            assert observe_postgres_at_hand("db", app, site) is None, "nothing shared"
+            alone = observe_postgres_component(host, "app", "db", app, site)
+            assert alone.observed_at > back.observed_at
+    finally:
+        kept.close()

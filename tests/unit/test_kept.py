@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from failback.drivers.kept import Kept, keeping, kept
+from failback.drivers.kept import Kept, answer_at_hand, keeping, kept
 
 
 def test_connections_are_kept_per_server_and_closed_with_the_pool() -> None:
@@ -115,6 +115,87 @@ def test_a_failure_is_not_shared() -> None:
         with pytest.raises(OSError, match="refused"):
             pool.recent("k", ask)
         assert pool.recent("k", ask) == "up"
+
+
+def test_an_answer_its_asker_judges_a_failure_is_not_shared() -> None:
+    """``share`` says which answers are worth sharing: a database seen down is reported
+    (not raised), and must be asked again by the next probe, never reused."""
+    pool = Kept()
+    answers = iter(["down", "down", "up"])
+    asked: list[str] = []
+
+    def ask() -> str:
+        asked.append(next(answers))
+        return asked[-1]
+
+    def worth(answer: str) -> bool:
+        return answer == "up"
+
+    with keeping(pool, share_within=10.0):
+        assert pool.recent("k", ask, share=worth) == "down"
+        assert pool.at_hand("k", 10.0) is None
+        assert pool.recent("k", ask, share=worth) == "down", "asked again"
+        assert pool.recent("k", ask, share=worth) == "up"
+        assert pool.recent("k", ask, share=worth) == "up"
+    assert asked == ["down", "down", "up"]
+
+
+def test_an_answer_at_hand_is_a_recent_success_and_never_an_answer_under_way() -> None:
+    pool = Kept()
+    assert pool.at_hand("k", 10.0) is None, "nothing asked yet"
+    assert answer_at_hand("k") is None, "outside keeping"
+    release, asked = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        asked.set()
+        release.wait(5)
+        return "answer"
+
+    def caller() -> None:
+        with keeping(pool, share_within=10.0):
+            pool.recent("k", slow)
+
+    asking = threading.Thread(target=caller)
+    asking.start()
+    try:
+        assert asked.wait(5)
+        assert pool.at_hand("k", 10.0) is None, "an answer under way is not waited for"
+    finally:
+        release.set()
+        asking.join(5)
+    assert pool.at_hand("k", 10.0) == "answer"
+    with keeping(pool, share_within=10.0):
+        assert answer_at_hand("k") == "answer"
+    with keeping(pool, share_within=0.0):
+        assert answer_at_hand("k") is None, "share_within 0: nothing is shared"
+    time.sleep(0.05)
+    assert pool.at_hand("k", 0.01) is None, "older than asked for"
+    with keeping(pool, share_within=10.0), pytest.raises(OSError):
+        pool.recent("e", lambda: (_ for _ in ()).throw(OSError("refused")))
+    assert pool.at_hand("e", 10.0) is None, "a failure is never at hand"
+
+
+def test_a_value_is_reused_for_its_anchor_for_a_while_only() -> None:
+    """What an observation derives from the topology (a database's node) is reused for
+    a few seconds, for the same settings object only, and not when ``keep`` refuses it."""
+    pool = Kept()
+    made: list[int] = []
+
+    def make() -> int:
+        made.append(len(made) + 1)
+        return made[-1]
+
+    settings, other = object(), object()
+    assert pool.reused("node", 10.0, anchor=settings) is None
+    assert pool.reuse("node", make, 10.0, anchor=settings) == 1
+    assert pool.reuse("node", make, 10.0, anchor=settings) == 1
+    assert pool.reused("node", 10.0, anchor=settings) == 1
+    assert pool.reused("node", 10.0, anchor=other) is None, "another object, same key"
+    assert pool.reuse("node", make, 10.0, anchor=other) == 2
+    time.sleep(0.05)
+    assert pool.reuse("node", make, 0.01, anchor=other) == 3, "too old: made again"
+    assert pool.reuse("bad", make, 10.0, anchor=settings, keep=lambda v: False) == 4
+    assert pool.reused("bad", 10.0, anchor=settings) is None, "not worth keeping"
 
 
 def test_a_wait_that_outlives_its_deadline_sees_its_socket_shut_down() -> None:

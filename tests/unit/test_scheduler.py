@@ -266,3 +266,77 @@ def test_a_call_that_still_hangs_counts_one_failure_per_interval_not_per_recheck
     first, second, third = (r.at for r in results)
     assert all(r.timed_out for r in results)
     assert second - first >= 0.45 and third - second >= 0.45, (second - first, third - second)
+
+
+def _at_hand_probe(run: object, at_hand: object, *, interval: float = 0.05) -> Probe:
+    return Probe(
+        key="db@dc1", kind="component", site="dc1", component="db", driver="postgres",
+        interval=interval, timeout=1.0, threshold=3, run=run,  # type: ignore[arg-type]
+        at_hand=at_hand,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_an_answer_at_hand_settles_the_attempt_without_a_thread() -> None:
+    """When another probe's answer is at hand the attempt is settled on the event loop:
+    the probe's function is not called, no thread is started."""
+    calls: list[str] = []
+    loop_thread = threading.current_thread().name
+
+    def run() -> ProbeResult:
+        calls.append(threading.current_thread().name)
+        return ProbeResult(ok=True, detail="asked", at=time.time(), duration_s=0.0)
+
+    def at_hand() -> ProbeResult:
+        calls.append(f"at hand on {threading.current_thread().name}")
+        return ProbeResult(ok=True, detail="shared", at=time.time(), duration_s=0.0)
+
+    results = _collect(_at_hand_probe(run, at_hand), 3)
+    assert [r.detail for r in results] == ["shared"] * 3
+    assert calls == [f"at hand on {loop_thread}"] * 3, "run in a thread"
+
+
+def test_without_an_answer_at_hand_the_probe_asks_itself() -> None:
+    """None (nothing at hand) or a shortcut that raises: the probe's own function runs."""
+    shortcuts = iter([None, ValueError("broken"), None])
+
+    def at_hand() -> ProbeResult | None:
+        answer = next(shortcuts)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def run() -> ProbeResult:
+        return ProbeResult(ok=True, detail="asked", at=time.time(), duration_s=0.0)
+
+    results = _collect(_at_hand_probe(run, at_hand), 3)
+    assert [r.detail for r in results] == ["asked"] * 3
+
+
+def test_a_hung_call_is_not_settled_by_an_answer_at_hand() -> None:
+    """While the probe's own call hangs, another probe's answer does not stand in for it:
+    the hung call fails once per interval after its timeout, as without sharing."""
+    release = threading.Event()
+    first = threading.Event()
+    asked: list[str] = []
+
+    def hangs() -> ProbeResult:
+        release.wait(20)
+        return ProbeResult(ok=True, detail="late", at=time.time(), duration_s=0.0)
+
+    def at_hand() -> ProbeResult | None:
+        asked.append("at hand")
+        if not first.is_set():
+            first.set()
+            return None  # the first attempt: nothing at hand, the call hangs
+        return ProbeResult(ok=True, detail="shared", at=time.time(), duration_s=0.0)
+
+    probe = Probe(
+        key="db@dc1", kind="component", site="dc1", component="db", driver="postgres",
+        interval=0.2, timeout=0.2, threshold=3, run=hangs, at_hand=at_hand,
+    )  # fmt: skip
+    try:
+        results = _collect(probe, 3)
+    finally:
+        release.set()
+    assert all(r.timed_out and not r.ok for r in results)
+    assert asked == ["at hand"], "consulted again while its own call hung"

@@ -273,6 +273,18 @@ class Driver(Generic[SettingsT]):
         that is down or refuses us: the observation says so (``healthy=False``)."""
         raise NotImplementedError
 
+    def observe_at_hand(
+        self, service: str, name: str, settings: SettingsT, site: str
+    ) -> ComponentObservation | None:
+        """What ``observe`` would say now, made only from an answer another probe
+        received a moment ago (``failback.drivers.kept``: a server many services share),
+        or None (the default: there is none, or this driver shares nothing).
+
+        Called on the monitor's event loop before a probe is handed to a thread: it must
+        not block (no I/O, no waiting for an answer under way) and must never share a
+        failure. A probe's result from it is as fresh as ``observe`` would share."""
+        return None
+
     def steps(self, request: PlanRequest) -> list[StepSpec]:
         """The steps this component contributes to one phase of a plan (none by default)."""
         return []

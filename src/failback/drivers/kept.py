@@ -27,7 +27,14 @@ an observation that asks while another's question is under way waits for that an
 instead of asking again. An answer is never older than ``share_within`` when it is
 used, so what a probe reports is at most that much older than without sharing; failures
 are never shared (each observation asks again, so a server that stopped answering is
-seen by every probe as soon as without sharing).
+seen by every probe as soon as without sharing); an answer its asker judges not worth
+sharing (``share``: a database seen down, or its machine silent) is that asker's only.
+``at_hand`` gives a recent answer without asking or waiting: the monitor's event loop
+uses it to settle a probe without handing it to a thread (``monitor.scheduler``).
+
+Values: what an observation derives from the topology before it asks anything (a
+database's node, with its password secrets read from their files) is the same every
+interval; ``reuse`` keeps it for a few seconds (so a changed secret is still seen soon).
 """
 
 from __future__ import annotations
@@ -83,6 +90,7 @@ class Kept:
         self._seq = itertools.count()
         self._watchdog: threading.Thread | None = None
         self._answers: dict[Hashable, _Answer] = {}
+        self._values: dict[Hashable, tuple[object, Any, float]] = {}
 
     def take(self, key: Hashable, *, wait: float = 0.0) -> Any | None:
         """An idle connection to ``key``'s server (now the caller's), or None: the caller
@@ -172,12 +180,15 @@ class Kept:
                 entry.done = True
                 _shut_down(entry.fd)  # under the lock: the owner has not closed fd yet
 
-    def recent(self, key: Hashable, ask: Callable[[], T]) -> T:
+    def recent(
+        self, key: Hashable, ask: Callable[[], T], *, share: Callable[[T], bool] | None = None
+    ) -> T:
         """The answer to ``key``'s question if one was received within the scope's
         ``share_within`` seconds (or is being received now: waited for), else ``ask()``'s.
 
         ``ask`` raising is not remembered: the exception is this caller's, and the next
-        caller asks again (a waiting caller asks itself).
+        caller asks again (a waiting caller asks itself). Nor is an answer for which
+        ``share`` says False (a failure that ``ask`` reports instead of raising).
         """
         within = SHARE_WITHIN.get()
         if within <= 0:
@@ -205,8 +216,59 @@ class Kept:
             answer.failed = True
             answer.ready.set()
             raise
-        answer.value, answer.at = value, time.monotonic()
+        if share is not None and not share(value):
+            answer.failed = True  # this caller's only: the next one asks again
+        else:
+            answer.value, answer.at = value, time.monotonic()
         answer.ready.set()
+        return value
+
+    def at_hand(self, key: Hashable, within: float) -> Any | None:
+        """The answer to ``key``'s question if one was received within ``within``
+        seconds (as ``recent`` would share it), else None: never asks, never waits (an
+        answer still being received is not at hand). Cheap enough for an event loop."""
+        with self._lock:
+            answer = self._answers.get(key)
+        if (
+            answer is None
+            or not answer.ready.is_set()
+            or answer.failed
+            or time.monotonic() - answer.at > within
+        ):
+            return None
+        return answer.value
+
+    def reuse(
+        self,
+        key: Hashable,
+        make: Callable[[], T],
+        seconds: float,
+        *,
+        anchor: object,
+        keep: Callable[[T], bool] | None = None,
+    ) -> T:
+        """``make()``'s value, made at most ``seconds`` ago for the same ``key`` and
+        ``anchor`` (the object it is made from, compared by identity: a key may hold an
+        ``id()``), else made now and kept unless ``keep`` says not to. ``make`` raising
+        is not remembered."""
+        value = self.reused(key, seconds, anchor=anchor)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+        value = make()
+        if keep is None or keep(value):
+            with self._lock:
+                self._values[key] = (anchor, value, time.monotonic())
+        return value
+
+    def reused(self, key: Hashable, seconds: float, *, anchor: object) -> Any | None:
+        """What ``reuse`` would give without making anything, or None."""
+        with self._lock:
+            kept_value = self._values.get(key)
+        if kept_value is None:
+            return None
+        made_from, value, at = kept_value
+        if made_from is not anchor or time.monotonic() - at > seconds:
+            return None
         return value
 
     def idle(self, key: Hashable) -> int:
@@ -293,3 +355,14 @@ def keeping(kept: Kept | None, *, share_within: float = 0.0) -> Iterator[None]:
 def kept() -> Kept | None:
     """What the observation under way may use, if its caller gave it anything."""
     return KEPT.get()
+
+
+def answer_at_hand(key: Hashable) -> Any | None:
+    """The answer to ``key``'s question that an observation in this scope would share
+    (``Kept.at_hand`` within the scope's ``share_within``), or None: outside ``keeping``,
+    with nothing to share, or none recent enough. Never asks, never waits."""
+    pool = KEPT.get()
+    within = SHARE_WITHIN.get()
+    if pool is None or within <= 0:
+        return None
+    return pool.at_hand(key, within)

@@ -14,6 +14,13 @@ that point. Otherwise a monitor watching many services that share one router or 
 would wake all their probes in the same instant, every interval: a burst that a shared
 server may refuse (HAProxy's runtime socket answers EAGAIN when its queue is full), and
 healthy components recorded as failed (bench/monitor_scale.py).
+
+An attempt whose answer is already at hand (``Probe.at_hand``: another probe of the same
+server received it a moment ago, as the drivers share answers) is settled on the event
+loop, without a thread: at a thousand components sharing a few servers, the threads
+and their handoffs were most of the monitor's CPU, and hundreds of threads taking turns
+on the GIL timed healthy probes out. Only a success is settled this way; every other
+attempt, and every failure, is the probe's own call.
 """
 
 from __future__ import annotations
@@ -174,30 +181,33 @@ async def run_probe(
         while not stop.is_set():
             tick = loop.time()
             started = time.monotonic()
-            if inflight is None:
-                if isinstance(pool, ProbeThreads):
-                    inflight = pool.call(probe.run)
+            result = _at_hand(probe) if inflight is None else None
+            if result is None:
+                if inflight is None:
+                    if isinstance(pool, ProbeThreads):
+                        inflight = pool.call(probe.run)
+                    else:
+                        inflight = loop.run_in_executor(pool, probe.run)
+                    call_started = started
+                    wait = probe.timeout
                 else:
-                    inflight = loop.run_in_executor(pool, probe.run)
-                call_started = started
-                wait = probe.timeout
-            else:
-                # still hung: the next interval without an answer is the next failure, at
-                # the steady interval (one stalled call is one observation: counting it
-                # again every recheck_interval would declare a short stall a failure)
-                wait = probe.interval
-            if await _until(inflight, wait):
-                call, inflight = inflight, None
-                try:
-                    result = call.result()
-                except Exception as exc:  # a probe function must not kill its task
-                    result = _failed(f"{type(exc).__name__}: {exc}", started)
-            else:
-                hung = time.monotonic() - call_started
-                detail = f"timed out after {probe.timeout:g}s"
-                if hung > probe.timeout + 0.05:
-                    detail += f" (no answer for {hung:.1f}s)"
-                result = _failed(detail, started, timed_out=True)
+                    # still hung: the next interval without an answer is the next
+                    # failure, at the steady interval (one stalled call is one
+                    # observation: counting it again every recheck_interval would
+                    # declare a short stall a failure)
+                    wait = probe.interval
+                if await _until(inflight, wait):
+                    call, inflight = inflight, None
+                    try:
+                        result = call.result()
+                    except Exception as exc:  # a probe function must not kill its task
+                        result = _failed(f"{type(exc).__name__}: {exc}", started)
+                else:
+                    hung = time.monotonic() - call_started
+                    detail = f"timed out after {probe.timeout:g}s"
+                    if hung > probe.timeout + 0.05:
+                        detail += f" (no answer for {hung:.1f}s)"
+                    result = _failed(detail, started, timed_out=True)
             on_result(probe, result)
             failures = 0 if result.ok else failures + 1
             remaining = probe.next_interval(failures) - (loop.time() - tick)
@@ -205,6 +215,18 @@ async def run_probe(
                 await _until(stopping, remaining)
     finally:
         stopping.cancel()
+
+
+def _at_hand(probe: Probe) -> ProbeResult | None:
+    """The attempt settled on the event loop from an answer at hand (``Probe.at_hand``),
+    or None: the probe's function runs in a thread. A shortcut that fails is None too
+    (the function then says what is wrong)."""
+    if probe.at_hand is None:
+        return None
+    try:
+        return probe.at_hand()
+    except Exception:
+        return None
 
 
 async def _until(future: asyncio.Future[Any], seconds: float) -> bool:

@@ -22,7 +22,7 @@ from failback.drivers.kept import Kept, keeping
 from failback.hosts import Host, HostSet
 from failback.model.observed import ComponentObservation
 from failback.observe.checks import run_check
-from failback.observe.service import observe_component
+from failback.observe.service import observe_component, observe_component_at_hand
 
 PROBE_BUDGET = 0.8
 """The share of a probe's timeout its observation may spend on optional parts."""
@@ -72,6 +72,12 @@ class Probe:
     recheck_interval: float | None = None
     """The interval after a failed attempt, until ``threshold`` failures in a row (a
     failure is confirmed quickly); None: ``interval`` always."""
+    at_hand: Callable[[], ProbeResult | None] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """The attempt's result from an answer another probe received a moment ago, or None
+    (then ``run``): never blocks, never a failure. The scheduler tries it on its event
+    loop first, so that probes of a server many services share cost no thread."""
 
     def next_interval(self, failures: int) -> float:
         """How long after an attempt the next one starts, given the failures in a row so
@@ -196,6 +202,14 @@ def build_probes(
                         share_within=SHARE_OF_INTERVAL * float(detection.interval),
                     ),
                     role=role_of(component).value,
+                    at_hand=_at_hand(
+                        service_name,
+                        name,
+                        component,
+                        site,
+                        keep=kept,
+                        share_within=SHARE_OF_INTERVAL * float(detection.interval),
+                    ),
                 )
             )
     for check in service.checks:
@@ -245,6 +259,37 @@ def _observer(
         )
 
     return run
+
+
+def _at_hand(
+    service_name: str,
+    name: str,
+    component: Any,
+    site: str,
+    *,
+    keep: Kept | None,
+    share_within: float,
+) -> Callable[[], ProbeResult | None] | None:
+    """The probe's ``at_hand``: None without a ``Kept`` (nothing is shared)."""
+    if keep is None or share_within <= 0:
+        return None
+
+    def at_hand() -> ProbeResult | None:
+        started = time.monotonic()
+        with keeping(keep, share_within=share_within):
+            obs = observe_component_at_hand(service_name, name, component, site)
+        if obs is None or not obs.healthy:
+            # never a failure from someone else's answer: the probe asks itself
+            return None
+        return ProbeResult(
+            ok=True,
+            detail=f"{obs.role}: {obs.detail}" if obs.detail else obs.role,
+            at=time.time(),
+            duration_s=time.monotonic() - started,
+            observation=obs,
+        )
+
+    return at_hand
 
 
 def _checker(check: Any, service: Service, host: Host) -> Callable[[], ProbeResult]:

@@ -41,6 +41,23 @@ def observe_component(
     return observation
 
 
+def observe_component_at_hand(
+    service: str, name: str, component: Any, site: str
+) -> ComponentObservation | None:
+    """What ``observe_component`` would say now, made from an answer another probe
+    received a moment ago (``Driver.observe_at_hand``), or None: there is none, and the
+    component must be observed. Never blocks (the monitor's event loop calls it); an
+    error in the driver's shortcut is None too (the observation then says what it is)."""
+    driver = driver_of(component)
+    try:
+        observation = driver.observe_at_hand(service, name, component, site)
+    except Exception:
+        return None
+    if observation is not None:
+        observation.kind = driver.role(component).value
+    return observation
+
+
 def observe_service(hosts: HostSet, topology: Topology, service_name: str, journal: Journal) -> Any:
     """Observe every component at every site, plus the recorded active site.
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.haproxy.actions import RouterFence, RouterRoute, TrafficGateStep, TrafficShift
-from failback.drivers.haproxy.facts import observe_haproxy_component
+from failback.drivers.haproxy.facts import observe_haproxy_at_hand, observe_haproxy_component
 from failback.drivers.haproxy.settings import HaproxyComponent
 from failback.drivers.haproxy.steps import router_steps, tier_steps
 from failback.drivers.haproxy.traffic_health import HaproxyTrafficHealth
@@ -38,6 +38,11 @@ class HaproxyDriver(HaproxyTrafficHealth, Driver[HaproxyComponent]):
         self, host: Host, service: str, name: str, settings: HaproxyComponent, site: str
     ) -> ComponentObservation:
         return observe_haproxy_component(host, service, name, settings, site)
+
+    def observe_at_hand(
+        self, service: str, name: str, settings: HaproxyComponent, site: str
+    ) -> ComponentObservation | None:
+        return observe_haproxy_at_hand(name, settings, site)
 
     def steps(self, request: PlanRequest) -> list[StepSpec]:
         if self.role(request.settings) is Role.TIER:

@@ -9,6 +9,7 @@ asked. Observation never raises: an unreachable router is an unhealthy one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from failback.drivers.haproxy.errors import HaproxyError, MultipleWriteTargets
 from failback.drivers.haproxy.router import HaproxyRouter, write_target_of
 from failback.drivers.haproxy.runtime import server_of
 from failback.drivers.haproxy.server_state import ServerState
-from failback.drivers.kept import kept
+from failback.drivers.kept import answer_at_hand, kept
 from failback.hosts import Host
 from failback.model.observed import ComponentObservation
 
@@ -56,6 +57,25 @@ def router_target(component: Any, site: str) -> RouterTarget:
     )
 
 
+StatesOf = Callable[[RouterTarget], dict[str, ServerState]]
+"""How an observation gets the server states of its target's backend."""
+
+
+class _NotAtHand(Exception):
+    """No answer another probe received recently enough (``observe_haproxy_at_hand``)."""
+
+
+def _states_key(target: RouterTarget) -> tuple[str, str, str]:
+    return ("haproxy", target.socket, target.backend)
+
+
+def _states_at_hand(target: RouterTarget) -> dict[str, ServerState]:
+    states = answer_at_hand(_states_key(target))
+    if states is None:
+        raise _NotAtHand
+    return states  # type: ignore[no-any-return]
+
+
 def _server_states(target: RouterTarget) -> dict[str, ServerState]:
     """Every server of the target's backend, as HAProxy answers now; under the monitor's
     ``keeping`` an answer another probe of the same backend got a moment ago (a small
@@ -65,10 +85,7 @@ def _server_states(target: RouterTarget) -> dict[str, ServerState]:
     pool = kept()
     if pool is None:
         return target.router().server_states(target.backend)
-    return pool.recent(
-        ("haproxy", target.socket, target.backend),
-        lambda: target.router().server_states(target.backend),
-    )
+    return pool.recent(_states_key(target), lambda: target.router().server_states(target.backend))
 
 
 def observe_haproxy_component(
@@ -81,13 +98,27 @@ def observe_haproxy_component(
     through an SSH command (a switch must not wait for a remote shell).
     """
     del host, service
+    return _observe(name, component, site, _server_states)
+
+
+def observe_haproxy_at_hand(name: str, component: Any, site: str) -> ComponentObservation | None:
+    """The observation from the backend's server states another probe received within
+    the scope's ``share_within`` (``failback.drivers.kept``), or None. No I/O: the
+    monitor's event loop calls it."""
+    try:
+        return _observe(name, component, site, _states_at_hand)
+    except _NotAtHand:
+        return None
+
+
+def _observe(name: str, component: Any, site: str, states_of: StatesOf) -> ComponentObservation:
     if _get(_get(component, "options"), "tier", "database") == "stateless":
-        return observe_traffic_share(name, component, site)
+        return observe_traffic_share(name, component, site, states_of)
     target = router_target(component, site)
     data: dict[str, Any] = {"backend": target.backend, "server": target.server}
     try:
         # one answer for the server and the write target: both as of the same instant
-        states = _server_states(target)
+        states = states_of(target)
         state = server_of(target.backend, target.server, states)
         data.update(state.to_dict())
         try:
@@ -112,7 +143,9 @@ def observe_haproxy_component(
     )  # fmt: skip
 
 
-def observe_traffic_share(name: str, component: Any, site: str) -> ComponentObservation:
+def observe_traffic_share(
+    name: str, component: Any, site: str, states_of: StatesOf = _server_states
+) -> ComponentObservation:
     """A stateless tier: this site's share of the traffic (by weight) and its health check.
 
     Both sites may take traffic at once here (that is the point of the traffic steps),
@@ -121,7 +154,7 @@ def observe_traffic_share(name: str, component: Any, site: str) -> ComponentObse
     target = router_target(component, site)
     data: dict[str, Any] = {"backend": target.backend, "server": target.server, "tier": "stateless"}
     try:
-        states = _server_states(target)
+        states = states_of(target)
     except HaproxyError as exc:
         return ComponentObservation(
             component=name, site=site, driver="haproxy", healthy=False, role="down",

@@ -21,7 +21,7 @@ from failback.drivers.postgres.actions import (
     PgVerifyWrite,
     PgWaitReplay,
 )
-from failback.drivers.postgres.facts import observe_postgres_component
+from failback.drivers.postgres.facts import observe_postgres_at_hand, observe_postgres_component
 from failback.drivers.postgres.node import node_from_component
 from failback.drivers.postgres.refusals import check_database_plan
 from failback.drivers.postgres.settings import PostgresComponent
@@ -63,6 +63,11 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
         self, host: Host, service: str, name: str, settings: PostgresComponent, site: str
     ) -> ComponentObservation:
         return observe_postgres_component(host, service, name, settings, site)
+
+    def observe_at_hand(
+        self, service: str, name: str, settings: PostgresComponent, site: str
+    ) -> ComponentObservation | None:
+        return observe_postgres_at_hand(name, settings, site)
 
     def steps(self, request: PlanRequest) -> list[StepSpec]:
         return database_steps(request)

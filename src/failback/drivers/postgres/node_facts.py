@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from failback.drivers.base import observe_time_left
-from failback.drivers.kept import Kept, kept
+from failback.drivers.kept import Kept, answer_at_hand, kept
 from failback.drivers.postgres.conn import connect, current_timeline_sql
 from failback.drivers.postgres.errors import PgAuthFailed, PgError, PgWrongCluster, PgWrongDatabase
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn, to_lsn
@@ -143,8 +143,44 @@ def observe(
 
     Under ``keeping`` (the monitor's probes) the connection is kept for the
     next observation of the same server (``failback.drivers.kept``), which is then
-    made on it: see ``_observe_kept``.
+    made on it: see ``_observe_kept``. And an observation of the same node (through the
+    same machine) made by another probe within the scope's ``share_within`` seconds is
+    shared, as HAProxy's answers are: many services may name one database (every one
+    of them would otherwise send the same queries and read the same files each
+    interval). Only a complete observation is shared: a node seen down or refusing us,
+    or whose machine did not answer, is observed again by each probe that asks, so a
+    failure is seen by every probe as soon as without sharing.
     """
+    pool = kept()
+    if pool is None:
+        return _observe(host, node, timeout, host_within)
+    return pool.recent(
+        observation_key(host.name, node),
+        lambda: _observe(host, node, timeout, host_within),
+        share=_complete,
+    )
+
+
+def observation_key(host_name: str, node: PgNode) -> tuple[Any, ...]:
+    """What a shared observation is an observation of: the node (every field: its
+    address, user, password, data directory...) through the machine called ``host_name``."""
+    return ("postgres-observation", host_name, node)
+
+
+def observation_at_hand(host_name: str, node: PgNode) -> PgObservation | None:
+    """The node's observation another probe made within the scope's ``share_within``
+    seconds (``observe`` would share it), or None; never asks, never waits."""
+    seen = answer_at_hand(observation_key(host_name, node))
+    return seen if isinstance(seen, PgObservation) else None
+
+
+def _complete(obs: PgObservation) -> bool:
+    """Worth sharing: the server answered and so did its machine."""
+    return obs.reachable and obs.host_reachable
+
+
+def _observe(host: Host, node: PgNode, timeout: float | None, host_within: float) -> PgObservation:
+    """``observe`` without sharing."""
     pool = kept()
     if pool is not None:
         obs = _observe_kept(pool, node, timeout)
