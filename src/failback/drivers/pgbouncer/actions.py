@@ -15,6 +15,19 @@ from failback.drivers.pgbouncer.target import database_lines, pgbouncer_of
 from failback.errors import FailbackError, StepFailed
 from failback.model.plan import StepSpec
 
+LOGIN_RETRY = "server_login_retry"
+"""PgBouncer's pause between connection attempts after a failed one (per pool)."""
+LIFT_WAIT_S = 1.0
+"""How long a RESUME with the backoff lifted waits for a first server connection."""
+
+
+def _seconds(value: str) -> float | None:
+    """A PgBouncer time setting as SHOW CONFIG prints it (``15``, ``0.5``); None if odd."""
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
 
 class PoolAction(Action):
     def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
@@ -92,6 +105,19 @@ class PoolRoute(PoolAction):
 
     Clients' held queries run on the new primary; the time from the PAUSE to the
     RESUME is the write-unavailability (measured when ``measure_unavailability``).
+
+    ``lift_login_backoff`` (unplanned failovers): a server that died on a live machine
+    refuses PgBouncer's connection attempts until the PAUSE, and after a refused one
+    PgBouncer opens no connection for that pool for ``server_login_retry`` (15 s by
+    default) — also after a RELOAD has pointed it elsewhere: the pool outlives the
+    RELOAD. Held clients would wait up to that long after the RESUME (measured: the
+    first write up to 1 s after it with the lab's 1 s). So the RESUME runs with
+    ``server_login_retry`` at 0 (SET after the RELOAD, which puts the file's value back)
+    until the pools have a server connection, or ``LIFT_WAIT_S`` at most when no client
+    asks for one; then the original is SET back. The setting is PgBouncer-wide: for
+    that moment a pool of another database whose server is down is retried without
+    pause. A runner that dies in between leaves the original in the journal, and the
+    step's ``check`` puts it back (so does PgBouncer's next RELOAD).
     """
 
     name = "pgbouncer.route"
@@ -100,6 +126,7 @@ class PoolRoute(PoolAction):
         return self._pointing_at(self.spec.site or "")
 
     def check(self) -> bool:
+        self._restore_login_retry_after_crash()
         done = self._pointing_here() and not any(
             t.paused for n, t in self.bouncer.targets().items() if n in self.databases
         )
@@ -111,9 +138,50 @@ class PoolRoute(PoolAction):
         where = self.component.sites[self.spec.site]
         self.bouncer.retarget(self.host(), database_lines(self.component, self.spec.site))
         self.bouncer.wait_target(self.databases, where.host, int(where.port))
-        self.bouncer.resume(self.databases)
-        self.ctx.writes_resumed(self.spec, time.time())
+        lifted = self._lift_login_backoff() if self.spec.params.get("lift_login_backoff") else None
+        try:
+            self.bouncer.resume(self.databases)
+            self.ctx.writes_resumed(self.spec, time.time())
+            if lifted is not None:
+                self._wait_first_server()
+        finally:
+            if lifted is not None:
+                self.bouncer.set_setting(LOGIN_RETRY, lifted)
         return {"target": f"{where.host}:{where.port}", "resumed": self.databases}
+
+    def _lifted_key(self) -> str:
+        return f"pool_login_retry.{self.spec.component}"
+
+    def _lift_login_backoff(self) -> str | None:
+        """Set ``server_login_retry`` to 0 (the original kept in the journal first);
+        the original, or None when there is no backoff to lift."""
+        original = self.bouncer.setting(LOGIN_RETRY)
+        if original is None or _seconds(original) == 0.0:
+            return None
+        self.ctx.remember(self._lifted_key(), original)
+        self.bouncer.set_setting(LOGIN_RETRY, "0")
+        return original
+
+    def _wait_first_server(self) -> None:
+        """Until the pools have a server connection, opened or being opened (PgBouncer
+        launches it for a held client in its next loop; a launch clears the backoff once
+        it succeeds), or ``LIFT_WAIT_S`` passed with none (no client asked for one)."""
+        deadline = time.monotonic() + LIFT_WAIT_S
+        while time.monotonic() < deadline:
+            if self.bouncer.server_connections(self.databases):
+                return
+            time.sleep(0.005)
+
+    def _restore_login_retry_after_crash(self) -> None:
+        """A runner that died between lifting the backoff and putting it back left
+        ``server_login_retry`` at 0 (a refused server then gets a connection attempt
+        every loop): put the journal's original back."""
+        original = self.ctx.values.get(self._lifted_key())
+        if not original or _seconds(str(original)) == 0.0:
+            return
+        if self.bouncer.setting(LOGIN_RETRY) == "0":
+            self.bouncer.set_setting(LOGIN_RETRY, str(original))
+            self.ctx.log(f"{self.spec.component}: server_login_retry put back to {original}")
 
     def verify(self) -> None:
         if not self._pointing_here():
