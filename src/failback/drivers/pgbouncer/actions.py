@@ -21,14 +21,6 @@ LIFT_WAIT_S = 1.0
 """How long a RESUME with the backoff lifted waits for a first server connection."""
 
 
-def _seconds(value: str) -> float | None:
-    """A PgBouncer time setting as SHOW CONFIG prints it (``15``, ``0.5``); None if odd."""
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
 class PoolAction(Action):
     def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
@@ -112,12 +104,12 @@ class PoolRoute(PoolAction):
     default) — also after a RELOAD has pointed it elsewhere: the pool outlives the
     RELOAD. Held clients would wait up to that long after the RESUME (measured: the
     first write up to 1 s after it with the lab's 1 s). So the RESUME runs with
-    ``server_login_retry`` at 0 (SET after the RELOAD, which puts the file's value back)
-    until the pools have a server connection, or ``LIFT_WAIT_S`` at most when no client
-    asks for one; then the original is SET back. The setting is PgBouncer-wide: for
-    that moment a pool of another database whose server is down is retried without
-    pause. A runner that dies in between leaves the original in the journal, and the
-    step's ``check`` puts it back (so does PgBouncer's next RELOAD).
+    ``server_login_retry`` SET to 0 (after the retarget's RELOAD) until the pools have a
+    server connection, or ``LIFT_WAIT_S`` at most when no client asks for one; then a
+    RELOAD puts back what PgBouncer's file says (or its default): nothing to remember,
+    and a runner that died in between has it done by ``verify`` on resume. The setting
+    is PgBouncer-wide: for that moment a pool of another database whose server is down
+    is retried without pause.
     """
 
     name = "pgbouncer.route"
@@ -125,8 +117,10 @@ class PoolRoute(PoolAction):
     def _pointing_here(self) -> bool:
         return self._pointing_at(self.spec.site or "")
 
+    def _lifts(self) -> bool:
+        return bool(self.spec.params.get("lift_login_backoff"))
+
     def check(self) -> bool:
-        self._restore_login_retry_after_crash()
         done = self._pointing_here() and not any(
             t.paused for n, t in self.bouncer.targets().items() if n in self.databases
         )
@@ -138,29 +132,17 @@ class PoolRoute(PoolAction):
         where = self.component.sites[self.spec.site]
         self.bouncer.retarget(self.host(), database_lines(self.component, self.spec.site))
         self.bouncer.wait_target(self.databases, where.host, int(where.port))
-        lifted = self._lift_login_backoff() if self.spec.params.get("lift_login_backoff") else None
+        if self._lifts():
+            self.bouncer.set_setting(LOGIN_RETRY, "0")
         try:
             self.bouncer.resume(self.databases)
             self.ctx.writes_resumed(self.spec, time.time())
-            if lifted is not None:
+            if self._lifts():
                 self._wait_first_server()
         finally:
-            if lifted is not None:
-                self.bouncer.set_setting(LOGIN_RETRY, lifted)
+            if self._lifts():
+                self.bouncer.command("RELOAD")  # server_login_retry: the file's again
         return {"target": f"{where.host}:{where.port}", "resumed": self.databases}
-
-    def _lifted_key(self) -> str:
-        return f"pool_login_retry.{self.spec.component}"
-
-    def _lift_login_backoff(self) -> str | None:
-        """Set ``server_login_retry`` to 0 (the original kept in the journal first);
-        the original, or None when there is no backoff to lift."""
-        original = self.bouncer.setting(LOGIN_RETRY)
-        if original is None or _seconds(original) == 0.0:
-            return None
-        self.ctx.remember(self._lifted_key(), original)
-        self.bouncer.set_setting(LOGIN_RETRY, "0")
-        return original
 
     def _wait_first_server(self) -> None:
         """Until the pools have a server connection, opened or being opened (PgBouncer
@@ -172,17 +154,9 @@ class PoolRoute(PoolAction):
                 return
             time.sleep(0.005)
 
-    def _restore_login_retry_after_crash(self) -> None:
-        """A runner that died between lifting the backoff and putting it back left
-        ``server_login_retry`` at 0 (a refused server then gets a connection attempt
-        every loop): put the journal's original back."""
-        original = self.ctx.values.get(self._lifted_key())
-        if not original or _seconds(str(original)) == 0.0:
-            return
-        if self.bouncer.setting(LOGIN_RETRY) == "0":
-            self.bouncer.set_setting(LOGIN_RETRY, str(original))
-            self.ctx.log(f"{self.spec.component}: server_login_retry put back to {original}")
-
     def verify(self) -> None:
+        if self._lifts() and self.bouncer.setting(LOGIN_RETRY) == "0":
+            # a runner died between the lift and its RELOAD: PgBouncer's file again
+            self.bouncer.command("RELOAD")
         if not self._pointing_here():
             raise FailbackError(f"PgBouncer does not point at {self.spec.site} after the switch")
