@@ -2,6 +2,7 @@
 
     python bench/failover_rto.py [--rounds N] [--second-rounds M] [--async] [--dir DIR]
                                  [--hosts local|netns] [--control-plane]
+                                 [--scenario leader_survives|leader_site_dies]
                                  [--interval S] [--timeout S] [--recheck S]
                                  [--threshold N]
 
@@ -48,6 +49,12 @@ the same RTO (its outage across the kill):
   the lease running out (``lease_ttl``, 3 s in the lab) and a new election to the
   detection. Goal: median <= 5 s.
 
+``--scenario`` runs only the one named (repeatable). Each round's ``timeline`` says,
+in seconds after the kill, where the client's outage went: its last and first
+acknowledged writes (and when that first attempt began), its failures and
+reconnections, each failover step's start and end, the journal's events, and the
+pool's (PgBouncer's) log lines.
+
 Each round ends with the monitors failing back (after ``lab repair`` and, when the
 machine died, ``lab monitors up``). The "second failure" rounds are not run with
 ``--control-plane``.
@@ -56,6 +63,7 @@ machine died, ``lab monitors up``). The "second failure" rounds are not run with
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -66,6 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +88,7 @@ from failback.lab import lab_break, lab_down, lab_repair, lab_up, load_info
 from failback.lab import monitors as lab_monitors
 from failback.lab.control_plane import MEMBERS
 from failback.lab.detached import alive
-from failback.lab.probe import WriteProbe
+from failback.lab.probe import ProbeStats, WriteProbe
 from failback.status.cluster import cluster_document
 
 TARGET_MEDIAN_S = {"local": 5.0, "netns": 2.0}
@@ -239,7 +248,7 @@ def _round(lab_dir: Path, config: str, events: Events, probe: WriteProbe) -> dic
     started = events.wait("failover.started", mark)
     finished = events.wait("failover.finished", mark)
     outage = _outage(probe, killed_at, float(finished["ts"]))
-    steps = _step_seconds(config, int(finished["run_id"]))
+    steps = _run_steps(config, int(finished["run_id"]))
     lab_repair(lab_dir, "dc1", WHAT)
     failback = events.wait("failback.finished", mark, timeout=180)
     return {
@@ -248,7 +257,7 @@ def _round(lab_dir: Path, config: str, events: Events, probe: WriteProbe) -> dic
         "run_started_after_s": round(float(started["ts"]) - killed_at, 4),
         "planned_from": started["data"].get("planned_from"),
         "failover_done_after_s": round(float(finished["ts"]) - killed_at, 4),
-        "failover_steps_s": steps,
+        "failover_steps_s": _step_seconds(steps),
         "failover_status": finished["data"]["status"],
         "failback_status": failback["data"]["status"],
     }
@@ -347,7 +356,13 @@ def _cp_round(
 
     started = next(e for e in seen if e["kind"] == "failover.started")
     leader_after = _leader(config)
-    steps = _step_seconds(config, int(finished["run_id"]))
+    steps = _run_steps(config, int(finished["run_id"]))
+    client = _client_timeline(probe.stats, killed_at, float(finished["ts"]))
+    until = killed_at + (client["outage_to"] or 5.0) + 0.05
+    events_seen = [
+        f"{float(e['ts']) - killed_at:+.3f} {e['kind']}" for e in seen if float(e["ts"]) <= until
+    ]
+    pool_log = _pool_log(lab_dir, killed_at, until)
     lab_repair(lab_dir, "dc1", kill)
     if kill == "host":  # its monitor died with the machine
         lab_monitors.monitors_up(lab_dir)
@@ -364,24 +379,110 @@ def _cp_round(
         "run_started_after_s": round(float(started["ts"]) - killed_at, 4),
         "planned_from": started["data"].get("planned_from"),
         "failover_done_after_s": round(float(finished["ts"]) - killed_at, 4),
-        "failover_steps_s": steps,
+        "failover_steps_s": _step_seconds(steps),
         "failover_status": finished["data"]["status"],
         "failback_status": failback["data"]["status"],
+        # where the client's outage went, in seconds after the kill
+        "timeline": {
+            "client": client,
+            "steps": _step_times(steps, killed_at),
+            "events": events_seen[:20],
+            "pool_log": pool_log,
+        },
     }
 
 
-def _step_seconds(config: str, run_id: int) -> dict[str, float | None]:
-    """How long each step of the monitor's failover took (its journal's timings)."""
+def _run_steps(config: str, run_id: int) -> list[dict[str, Any]]:
+    """The monitor's failover's steps as its journal recorded them."""
     shown = subprocess.run(
         [sys.executable, "-m", "failback.cli.main", "run", "show", str(run_id), "--json",
          "-c", config],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    steps = json.loads(shown.stdout)["run"]["steps"]
+    return list(json.loads(shown.stdout)["run"]["steps"])
+
+
+def _step_seconds(steps: list[dict[str, Any]]) -> dict[str, float | None]:
+    """How long each step of the monitor's failover took (its journal's timings)."""
     return {
         s["id"]: None if s.get("duration_s") is None else round(float(s["duration_s"]), 3)
         for s in steps
     }
+
+
+def _rel(t: float | None, zero: float) -> float | None:
+    return None if t is None else round(t - zero, 3)
+
+
+def _step_times(steps: list[dict[str, Any]], killed_at: float) -> dict[str, list[float | None]]:
+    """Each step's [start, end] in seconds after the kill: where the client's first write
+    falls among them (before the traffic switch ended, or after the run)."""
+    return {
+        s["id"]: [_rel(s.get("started_at"), killed_at), _rel(s.get("finished_at"), killed_at)]
+        for s in steps
+    }
+
+
+def _outage_gap(stats: ProbeStats, killed_at: float, handled_at: float) -> tuple[Any, Any]:
+    """The acknowledgements (id, time) that bound the client's outage (``outage_across``)."""
+    after = [t for _, t in stats.acknowledged if t > handled_at]
+    window = [a for a in stats.acknowledged if killed_at - 1.0 <= a[1] <= min(after, default=0)]
+    pairs = list(itertools.pairwise(window))
+    return max(pairs, key=lambda p: p[1][1] - p[0][1], default=(None, None))
+
+
+def _client_timeline(stats: ProbeStats, killed_at: float, handled_at: float) -> dict[str, Any]:
+    """What the client lived through around the kill, in seconds after it: the two
+    acknowledged writes that bound its outage (and when the second's attempt began: an
+    attempt held in the pool began long before it was acknowledged), its failures
+    (grouped by message) and its reconnections. Compact: enough to tell where the client
+    waited, not every write."""
+    last, first = _outage_gap(stats, killed_at, handled_at)
+    until = first[1] if first else handled_at + 5.0
+    failures: list[dict[str, Any]] = []
+    for t, message in stats.failures:
+        if not killed_at - 0.5 <= t <= until:
+            continue
+        if failures and failures[-1]["error"] == message[:120]:
+            failures[-1]["last"] = _rel(t, killed_at)
+            failures[-1]["n"] += 1
+        else:
+            failures.append({"error": message[:120], "n": 1, "first": _rel(t, killed_at),
+                             "last": _rel(t, killed_at)})  # fmt: skip
+    connects = [
+        [_rel(a, killed_at), _rel(b, killed_at), outcome[:80]]
+        for a, b, outcome in stats.connects
+        if killed_at - 0.5 <= b and a <= until
+    ]
+    return {
+        "outage_from": None if last is None else _rel(last[1], killed_at),
+        "outage_to": None if first is None else _rel(first[1], killed_at),
+        "outage_to_attempt_began": None
+        if first is None
+        else _rel(stats.started.get(first[0]), killed_at),
+        "failures": failures[:8],
+        "connects": connects[:8],
+    }
+
+
+def _pool_log(lab_dir: Path, killed_at: float, until: float) -> list[str]:
+    """PgBouncer's own log lines between the kill and ``until``, time made relative to the
+    kill (the pool's view: when it tried dc1 or dc2, and what it was told), without the
+    monitors' admin-console sessions (several a second)."""
+    info = load_info(LocalHost(), lab_dir)
+    if info.pool is None or not Path(info.pool.logfile).exists():
+        return []
+    out = []
+    for line in Path(info.pool.logfile).read_text(errors="replace").splitlines():
+        try:
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+        except ValueError:
+            continue
+        t = stamp.replace(tzinfo=UTC).timestamp()
+        message = line[24:].split("] ", 1)[-1]
+        if killed_at - 0.1 <= t <= until and " pgbouncer/" not in message:  # not the consoles
+            out.append(f"{t - killed_at:+.3f} {message[:110]}")
+    return out[:25]
 
 
 def _setting_and_machine(args: argparse.Namespace, started: float) -> dict[str, Any]:
@@ -419,6 +520,10 @@ def main() -> int:
         "--control-plane", action="store_true",
         help="three etcd members and one monitor per machine (needs --hosts netns); "
         "scenarios: the leader survives dc1's database, the leader's own site dies",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scenario", action="append", choices=tuple(CP_SCENARIOS), default=None,
+        help="with --control-plane: run only this scenario (repeatable; default: all)",
     )  # fmt: skip
     parser.add_argument("--interval", type=float, default=0.5, help="detection interval (s)")
     parser.add_argument("--timeout", type=float, default=1.0, help="detection timeout (s)")
@@ -534,7 +639,9 @@ def _control_plane_main(
     started: float,
 ) -> int:
     """``--control-plane``: ``lab monitors up``, then ``--rounds`` of each scenario."""
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in CP_SCENARIOS}
+    rounds: dict[str, list[dict[str, Any]]] = {
+        name: [] for name in CP_SCENARIOS if name in (args.scenario or CP_SCENARIOS)
+    }
     probe = WriteProbe(dsn, interval=0.01)
     lost: list[int] = []
     events: JournalEvents | None = None

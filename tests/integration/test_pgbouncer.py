@@ -7,12 +7,18 @@ PgBouncer that records every acknowledged commit.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from failback.drivers.pgbouncer.admin import Pgbouncer
+from failback.lab import lab_break
+from failback.lab.pg import ADMIN_USER
 from failback.lab.probe import WriteProbe
 from tests.integration.labfixtures import Lab, assert_home, lab_base, measurement, new_lab
 
@@ -112,6 +118,75 @@ def test_an_unplanned_failover_kills_what_the_failed_site_still_holds(lab: Lab) 
         assert conn.execute("SELECT inet_server_port()").fetchone() == (lab.port("dc2"),)
     lab.repair("dc1")  # the fence stopped it: it comes back as a stale primary
     lab.failback()
+
+
+def pool_console(lab: Lab) -> Pgbouncer:
+    """The lab's PgBouncer's admin console, as the driver reaches it."""
+    assert lab.info.pool is not None
+    pool = lab.info.pool
+    return Pgbouncer(
+        host=pool.address, port=int(pool.port), admin_user=ADMIN_USER,
+        admin_password=lab.secret("failback"), databases_file=pool.databases_file,
+    )  # fmt: skip
+
+
+def wait_in_log(path: Path, text: str, *, after: int, timeout: float = 30) -> None:
+    """Until ``text`` appears in the file past byte ``after`` (a state, not a time)."""
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace")[after:]:
+        assert time.monotonic() < deadline, f"{text!r} never in {path}"
+        time.sleep(0.02)
+
+
+def test_an_unplanned_failover_lifts_the_pools_login_backoff(lab: Lab) -> None:
+    """After a refused connection attempt PgBouncer opens none for that pool during
+    ``server_login_retry`` (15 s by default), even after a RELOAD pointed it elsewhere:
+    the pool outlives the RELOAD. dc1's server dies on a live machine, a client's query
+    through the pool makes PgBouncer try dc1 (refused), then the unplanned failover
+    points the pool at dc2. With the backoff at 600 s, the held query is answered by dc2
+    only if the route lifted the backoff (otherwise PgBouncer answers it with
+    query_wait_timeout after 30 s, and every retry the same); the setting is put back."""
+    console = pool_console(lab)
+    assert lab.info.pool is not None
+    log = Path(lab.info.pool.logfile)
+    # in the file, not SET: the route's RELOAD puts back what the file says
+    ini = Path(lab.info.pool.config)
+    ini.write_text(
+        ini.read_text().replace("server_login_retry = 1\n", "server_login_retry = 600\n")
+    )
+    console.command("RELOAD")
+    assert console.setting("server_login_retry") == "600"
+    client = psycopg.connect(lab.info.dsn, autocommit=True, prepare_threshold=None)
+    client.execute("SELECT 1")  # the pool exists and knows dc1's welcome message
+    lab.record_primary_position()
+    answers: list[int] = []
+
+    def held_query(conn: psycopg.Connection[Any]) -> None:
+        """Like an application: retry on error until answered (or the test gives up)."""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not answers:
+            try:
+                if conn.closed:
+                    conn = psycopg.connect(lab.info.dsn, autocommit=True, prepare_threshold=None)
+                row = conn.execute("SELECT inet_server_port()").fetchone()
+                answers.append(int(row[0]) if row else 0)
+            except psycopg.Error:
+                conn.close()
+                time.sleep(0.05)
+        conn.close()
+
+    before = log.stat().st_size
+    lab_break(lab.dir, "dc1", "db")
+    worker = threading.Thread(target=held_query, args=(client,), daemon=True)
+    worker.start()
+    wait_in_log(log, "closing because: connect failed", after=before)  # backoff on
+    doc = lab.failover()
+    worker.join(timeout=120)
+    assert answers == [lab.port("dc2")], "the held client was not served after the RESUME"
+    plan = lab.run_show(int(doc["run_id"]))["plan"]
+    route = next(s for s in plan["steps"] if s["id"] == "route-pool-dc2")
+    assert route["params"].get("lift_login_backoff") is True, route
+    assert console.setting("server_login_retry") == "600"
 
 
 def test_wrong_admin_password_is_a_clear_error_and_changes_nothing(lab: Lab) -> None:

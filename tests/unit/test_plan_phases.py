@@ -190,6 +190,18 @@ def test_write_unavailability_starts_at_the_first_and_ends_at_the_last() -> None
     assert stops == ["pause-pool-dc1"] and measured == ["route-pool-dc2"]
 
 
+def test_only_an_unplanned_route_lifts_the_pools_login_backoff() -> None:
+    """Only in an unplanned failover has the dead server refused the pool's connection
+    attempts (a planned one PAUSEs before it stops the server): there the pool's route
+    lifts PgBouncer's login backoff for its RESUME (PoolRoute)."""
+    svc = service(*FULL)
+    planned = plan_failover("app", svc, observed(svc, "dc1", HEALTHY_AT_DC1), planned=True)
+    unplanned = plan_failover("app", svc, observed(svc, "dc1", FAILED_AT_DC1))
+    assert not any(s.params.get("lift_login_backoff") for s in planned.steps)
+    lifted = [s.id for s in unplanned.steps if s.params.get("lift_login_backoff")]
+    assert lifted == ["route-pool-dc2"]
+
+
 def test_switch_back_orders() -> None:
     svc = service(*FULL)
     params = {"home": "dc1", "away": "dc2", "db": "db"}

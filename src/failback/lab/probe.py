@@ -25,6 +25,12 @@ TABLE = "failback_probe"
 class ProbeStats:
     acknowledged: list[tuple[int, float]] = field(default_factory=list)
     failures: list[tuple[float, str]] = field(default_factory=list)
+    started: dict[int, float] = field(default_factory=dict)
+    """When each attempt (id) began, its reconnection included: an acknowledgement long
+    after its start was held somewhere (a pool's PAUSE, a server connection not made yet)."""
+    connects: list[tuple[float, float, str]] = field(default_factory=list)
+    """Every reconnection: start, end, ``ok`` or the error's first line (a client stuck in
+    a connection attempt shows here, not among the INSERTs)."""
 
     def acked_ids(self, since: float = 0.0, until: float = float("inf")) -> list[int]:
         return [i for i, t in self.acknowledged if since <= t <= until]
@@ -88,28 +94,36 @@ class WriteProbe:
         # works through a transaction-pooling PgBouncer (notes: PgBouncer 1.18)
         return psycopg.connect(self.dsn, autocommit=True, connect_timeout=2, prepare_threshold=None)
 
+    def _reconnect(self) -> psycopg.Connection[Any]:
+        """``_connect``, its start, end and outcome kept in ``stats.connects``."""
+        began = time.time()
+        try:
+            conn = self._connect()
+        except psycopg.Error as exc:
+            with self._lock:
+                self.stats.connects.append((began, time.time(), _first_line(exc)))
+            raise
+        with self._lock:
+            self.stats.connects.append((began, time.time(), "ok"))
+        return conn
+
     def _loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         while not self._stop.is_set():
             started = time.monotonic()
+            ident = self._next_id
+            with self._lock:
+                self.stats.started[ident] = time.time()
             try:
                 if conn is None or conn.closed:
-                    conn = self._connect()
-                ident = self._next_id
+                    conn = self._reconnect()
                 conn.execute(f"INSERT INTO {TABLE} (id) VALUES (%s)", (ident,))
                 with self._lock:
                     self.stats.acknowledged.append((ident, time.time()))
                 self._next_id += 1
             except psycopg.Error as exc:
                 with self._lock:
-                    self.stats.failures.append(
-                        (
-                            time.time(),
-                            str(exc).strip().splitlines()[0]
-                            if str(exc).strip()
-                            else type(exc).__name__,
-                        )
-                    )
+                    self.stats.failures.append((time.time(), _first_line(exc)))
                 # the outcome of that insert is unknown: never reuse its id
                 self._next_id += 1
                 if conn is not None:
@@ -142,3 +156,8 @@ class WriteProbe:
                 time.sleep(0.2)
         present = {int(r[0]) for r in rows}
         return [i for i in ids if i not in present]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

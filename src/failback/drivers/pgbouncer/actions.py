@@ -15,6 +15,11 @@ from failback.drivers.pgbouncer.target import database_lines, pgbouncer_of
 from failback.errors import FailbackError, StepFailed
 from failback.model.plan import StepSpec
 
+LOGIN_RETRY = "server_login_retry"
+"""PgBouncer's pause between connection attempts after a failed one (per pool)."""
+LIFT_WAIT_S = 1.0
+"""How long a RESUME with the backoff lifted waits for a first server connection."""
+
 
 class PoolAction(Action):
     def __init__(self, spec: StepSpec, ctx: StepContext) -> None:
@@ -92,12 +97,28 @@ class PoolRoute(PoolAction):
 
     Clients' held queries run on the new primary; the time from the PAUSE to the
     RESUME is the write-unavailability (measured when ``measure_unavailability``).
+
+    ``lift_login_backoff`` (unplanned failovers): a server that died on a live machine
+    refuses PgBouncer's connection attempts until the PAUSE, and after a refused one
+    PgBouncer opens no connection for that pool for ``server_login_retry`` (15 s by
+    default) — also after a RELOAD has pointed it elsewhere: the pool outlives the
+    RELOAD. Held clients would wait up to that long after the RESUME (measured: the
+    first write up to 1 s after it with the lab's 1 s). So the RESUME runs with
+    ``server_login_retry`` SET to 0 (after the retarget's RELOAD) until the pools have a
+    server connection, or ``LIFT_WAIT_S`` at most when no client asks for one; then a
+    RELOAD puts back what PgBouncer's file says (or its default): nothing to remember,
+    and a runner that died in between has it done by ``verify`` on resume. The setting
+    is PgBouncer-wide: for that moment a pool of another database whose server is down
+    is retried without pause.
     """
 
     name = "pgbouncer.route"
 
     def _pointing_here(self) -> bool:
         return self._pointing_at(self.spec.site or "")
+
+    def _lifts(self) -> bool:
+        return bool(self.spec.params.get("lift_login_backoff"))
 
     def check(self) -> bool:
         done = self._pointing_here() and not any(
@@ -111,10 +132,31 @@ class PoolRoute(PoolAction):
         where = self.component.sites[self.spec.site]
         self.bouncer.retarget(self.host(), database_lines(self.component, self.spec.site))
         self.bouncer.wait_target(self.databases, where.host, int(where.port))
-        self.bouncer.resume(self.databases)
-        self.ctx.writes_resumed(self.spec, time.time())
+        if self._lifts():
+            self.bouncer.set_setting(LOGIN_RETRY, "0")
+        try:
+            self.bouncer.resume(self.databases)
+            self.ctx.writes_resumed(self.spec, time.time())
+            if self._lifts():
+                self._wait_first_server()
+        finally:
+            if self._lifts():
+                self.bouncer.command("RELOAD")  # server_login_retry: the file's again
         return {"target": f"{where.host}:{where.port}", "resumed": self.databases}
 
+    def _wait_first_server(self) -> None:
+        """Until the pools have a server connection, opened or being opened (PgBouncer
+        launches it for a held client in its next loop; a launch clears the backoff once
+        it succeeds), or ``LIFT_WAIT_S`` passed with none (no client asked for one)."""
+        deadline = time.monotonic() + LIFT_WAIT_S
+        while time.monotonic() < deadline:
+            if self.bouncer.server_connections(self.databases):
+                return
+            time.sleep(0.005)
+
     def verify(self) -> None:
+        if self._lifts() and self.bouncer.setting(LOGIN_RETRY) == "0":
+            # a runner died between the lift and its RELOAD: PgBouncer's file again
+            self.bouncer.command("RELOAD")
         if not self._pointing_here():
             raise FailbackError(f"PgBouncer does not point at {self.spec.site} after the switch")

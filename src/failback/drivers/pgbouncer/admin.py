@@ -155,6 +155,32 @@ class Pgbouncer:
                 if "not paused" not in exc.message:
                     raise
 
+    def setting(self, key: str) -> str | None:
+        """One setting as SHOW CONFIG prints it (None: this PgBouncer has no such key)."""
+        for row in self.command("SHOW CONFIG"):
+            if row[0] == key:
+                return str(row[1])
+        return None
+
+    def set_setting(self, key: str, value: str) -> None:
+        """``SET key = 'value'`` on the running PgBouncer (not written to its file)."""
+        quoted = value.replace("'", "''")
+        self.command(f"SET {key} = '{quoted}'")
+
+    def server_connections(self, databases: list[str]) -> int:
+        """Server connections open or being opened (``sv_login``) by these databases'
+        pools, from SHOW POOLS."""
+        with self.connect() as conn:
+            cur = conn.execute("SHOW POOLS")
+            names = [c.name for c in cur.description or []]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return sum(
+            int(r.get(k) or 0)
+            for r in rows
+            if r.get("database") in databases
+            for k in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
+        )
+
     def retarget(self, host: Host, lines: dict[str, str]) -> None:
         """Rewrite the databases file and RELOAD; SHOW DATABASES must then agree."""
         text = "".join(f"{name} = {conninfo}\n" for name, conninfo in lines.items())

@@ -50,6 +50,9 @@ def pool_steps(request: PlanRequest) -> list[StepSpec]:
             id=f"route-{name}-{site}", title=f"point {name} at {site} and RESUME",
             action="pgbouncer.route", component=name, site=site,
             params={"measure_unavailability": request.measure and request.last,
-                    "from": request.from_site},
+                    "from": request.from_site,
+                    # the dead server refused the pool's connection attempts: lift
+                    # PgBouncer's login backoff for the RESUME (PoolRoute)
+                    **({} if request.planned else {"lift_login_backoff": True})},
         )]  # fmt: skip
     return []
