@@ -293,6 +293,15 @@ def test_missing_and_stale_sockets_are_unreachable(tmp_path: Path) -> None:
             HaproxyRouter(str(stale)).command("show info")
 
 
+def write_router(haproxy: Haproxy) -> dict[str, object]:
+    """A haproxy component of the test router's write backend, servers dc1 and dc2."""
+    return {
+        "driver": "haproxy",
+        "options": {"socket": haproxy.router.socket_path, "backend": "pg_write"},
+        "sites": {"dc1": {"server": "dc1"}, "dc2": {"server": "dc2"}},
+    }
+
+
 def test_observe_component_roles(haproxy: Haproxy, tmp_path: Path) -> None:
     component = {
         "driver": "haproxy",
@@ -324,11 +333,7 @@ def test_observation_reads_the_server_and_the_write_target_from_one_answer(
         sent.append(cmd)
         return router_command(self, cmd)
 
-    component = {
-        "driver": "haproxy",
-        "options": {"socket": haproxy.router.socket_path, "backend": "pg_write"},
-        "sites": {"dc1": {"server": "dc1"}, "dc2": {"server": "dc2"}},
-    }
+    component = write_router(haproxy)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(HaproxyRouter, "command", counting)  # counts; HAProxy still answers
         seen = observe_haproxy_component(LocalHost(), "app", "router", component, "dc1")
@@ -340,11 +345,7 @@ def test_a_shared_answer_is_never_older_than_share_within(haproxy: Haproxy) -> N
     """Under the monitor's ``keeping``, probes of one backend share an answer received
     within ``share_within`` seconds: a change made since shows once that has passed, and
     at once to an observation that does not share (a run, ``failback status``)."""
-    component = {
-        "driver": "haproxy",
-        "options": {"socket": haproxy.router.socket_path, "backend": "pg_write"},
-        "sites": {"dc1": {"server": "dc1"}, "dc2": {"server": "dc2"}},
-    }
+    component = write_router(haproxy)
     host = LocalHost()
     kept = Kept()
     share_within = 1.0
@@ -389,11 +390,7 @@ def test_an_observation_at_hand_is_made_from_a_recent_answer_only(
     observation sharing the answer would give, for either site of the backend; nothing
     when no answer was received, when it is older than ``share_within``, or when the last
     question failed (a router that stopped answering is asked by every probe)."""
-    component = {
-        "driver": "haproxy",
-        "options": {"socket": haproxy.router.socket_path, "backend": "pg_write"},
-        "sites": {"dc1": {"server": "dc1"}, "dc2": {"server": "dc2"}},
-    }
+    component = write_router(haproxy)
     host = LocalHost()
     kept = Kept()
     with keeping(kept, share_within=30.0):

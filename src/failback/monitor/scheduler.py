@@ -188,26 +188,14 @@ async def run_probe(
                         inflight = pool.call(probe.run)
                     else:
                         inflight = loop.run_in_executor(pool, probe.run)
-                    call_started = started
-                    wait = probe.timeout
+                    call_started, wait = started, probe.timeout
                 else:
                     # still hung: the next interval without an answer is the next
                     # failure, at the steady interval (one stalled call is one
                     # observation: counting it again every recheck_interval would
                     # declare a short stall a failure)
                     wait = probe.interval
-                if await _until(inflight, wait):
-                    call, inflight = inflight, None
-                    try:
-                        result = call.result()
-                    except Exception as exc:  # a probe function must not kill its task
-                        result = _failed(f"{type(exc).__name__}: {exc}", started)
-                else:
-                    hung = time.monotonic() - call_started
-                    detail = f"timed out after {probe.timeout:g}s"
-                    if hung > probe.timeout + 0.05:
-                        detail += f" (no answer for {hung:.1f}s)"
-                    result = _failed(detail, started, timed_out=True)
+                result, inflight = await _outcome(inflight, wait, probe, started, call_started)
             on_result(probe, result)
             failures = 0 if result.ok else failures + 1
             remaining = probe.next_interval(failures) - (loop.time() - tick)
@@ -215,6 +203,24 @@ async def run_probe(
                 await _until(stopping, remaining)
     finally:
         stopping.cancel()
+
+
+async def _outcome(
+    call: asyncio.Future[Any], wait: float, probe: Probe, started: float, call_started: float
+) -> tuple[ProbeResult, asyncio.Future[Any] | None]:
+    """The attempt's result after waiting up to ``wait`` for ``call``: the call's own once
+    it is done (then no call is in flight), or a timeout while it still hangs (returned,
+    to be waited for again)."""
+    if not await _until(call, wait):
+        hung = time.monotonic() - call_started
+        detail = f"timed out after {probe.timeout:g}s"
+        if hung > probe.timeout + 0.05:
+            detail += f" (no answer for {hung:.1f}s)"
+        return _failed(detail, started, timed_out=True), call
+    try:
+        return call.result(), None
+    except Exception as exc:  # a probe function must not kill its task
+        return _failed(f"{type(exc).__name__}: {exc}", started), None
 
 
 def _at_hand(probe: Probe) -> ProbeResult | None:

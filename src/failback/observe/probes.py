@@ -178,6 +178,7 @@ def build_probes(
     """
     probes: list[Probe] = []
     detection = service.policy.detection
+    share_within = SHARE_OF_INTERVAL * float(detection.interval)
     for name, component in service.components.items():
         for site in component.sites:
             probes.append(
@@ -199,7 +200,7 @@ def build_probes(
                         site,
                         float(detection.timeout),
                         keep=kept,
-                        share_within=SHARE_OF_INTERVAL * float(detection.interval),
+                        share_within=share_within,
                     ),
                     role=role_of(component).value,
                     at_hand=_at_hand(
@@ -208,7 +209,7 @@ def build_probes(
                         component,
                         site,
                         keep=kept,
-                        share_within=SHARE_OF_INTERVAL * float(detection.interval),
+                        share_within=share_within,
                     ),
                 )
             )

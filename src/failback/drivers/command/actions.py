@@ -14,6 +14,7 @@ from failback.drivers.command.runner import (
 )
 from failback.drivers.command.settings import MUTATING_COMMAND_ACTIONS
 from failback.errors import FailbackError
+from failback.hosts import CommandResult
 from failback.model.plan import StepSpec
 
 
@@ -60,27 +61,27 @@ class CommandStep(Action):
     def _label(self, action: str) -> str:
         return f"{self.spec.component}@{self.spec.site} {action}"
 
+    def _run(self, command: str, part: str = "") -> CommandResult:
+        """Run one of this action's commands (``part``: "", "check", "undo",
+        "undo_check") at its site, with its time limit."""
+        name = f"{self.action_name}.{part}" if part else self.action_name
+        return run_command(
+            self.host(),
+            self.component,
+            command,
+            self._invocation(name),
+            timeout=self.configured.timeout,
+        )
+
     def check(self) -> bool:
         if not self.configured.check:
             return False
-        result = run_command(
-            self.host(),
-            self.component,
-            self.configured.check,
-            self._invocation(f"{self.action_name}.check"),
-            timeout=self.configured.timeout,
-        )
+        result = self._run(self.configured.check, "check")
         return result.ok
 
     def apply(self) -> dict[str, Any] | None:
         self.ctx.progress(f"running {self._label(self.action_name)}")
-        result = run_command(
-            self.host(),
-            self.component,
-            self.configured.run,
-            self._invocation(self.action_name),
-            timeout=self.configured.timeout,
-        )
+        result = self._run(self.configured.run)
         output = result_output(result)
         self.ctx.event(
             "command.output",
@@ -93,13 +94,7 @@ class CommandStep(Action):
 
     def verify(self) -> None:
         if self.configured.check:
-            result = run_command(
-                self.host(),
-                self.component,
-                self.configured.check,
-                self._invocation(f"{self.action_name}.check"),
-                timeout=self.configured.timeout,
-            )
+            result = self._run(self.configured.check, "check")
             require_success(result, f"{self._label(self.action_name)} check after apply")
         site = self.component.sites.get(self.spec.site or "")
         if self.action_name == "fence" and site is not None and site.fences_site:
@@ -115,23 +110,11 @@ class CommandStep(Action):
         ``undo_check``, or one that fails: cannot tell (the undo runs again)."""
         if not self.configured.undo_check:
             return None
-        result = run_command(
-            self.host(),
-            self.component,
-            self.configured.undo_check,
-            self._invocation(f"{self.action_name}.undo_check"),
-            timeout=self.configured.timeout,
-        )
+        result = self._run(self.configured.undo_check, "undo_check")
         return True if result.ok else None
 
     def undo(self) -> dict[str, Any] | None:
         assert self.configured.undo
-        result = run_command(
-            self.host(),
-            self.component,
-            self.configured.undo,
-            self._invocation(f"{self.action_name}.undo"),
-            timeout=self.configured.timeout,
-        )
+        result = self._run(self.configured.undo, "undo")
         require_success(result, self._label(f"{self.action_name} undo"))
         return result_output(result)

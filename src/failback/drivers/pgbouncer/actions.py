@@ -132,27 +132,21 @@ class PoolRoute(PoolAction):
         where = self.component.sites[self.spec.site]
         self.bouncer.retarget(self.host(), database_lines(self.component, self.spec.site))
         self.bouncer.wait_target(self.databases, where.host, int(where.port))
-        if self._lifts():
+        lift = self._lifts()
+        if lift:
             self.bouncer.set_setting(LOGIN_RETRY, "0")
         try:
             self.bouncer.resume(self.databases)
             self.ctx.writes_resumed(self.spec, time.time())
-            if self._lifts():
-                self._wait_first_server()
+            if lift:
+                # PgBouncer launches a server connection for a held client in its next
+                # loop (a launch clears the backoff once it succeeds); none within
+                # LIFT_WAIT_S: no client asked for one
+                self.bouncer.wait_server_connection(self.databases, LIFT_WAIT_S)
         finally:
-            if self._lifts():
+            if lift:
                 self.bouncer.command("RELOAD")  # server_login_retry: the file's again
         return {"target": f"{where.host}:{where.port}", "resumed": self.databases}
-
-    def _wait_first_server(self) -> None:
-        """Until the pools have a server connection, opened or being opened (PgBouncer
-        launches it for a held client in its next loop; a launch clears the backoff once
-        it succeeds), or ``LIFT_WAIT_S`` passed with none (no client asked for one)."""
-        deadline = time.monotonic() + LIFT_WAIT_S
-        while time.monotonic() < deadline:
-            if self.bouncer.server_connections(self.databases):
-                return
-            time.sleep(0.005)
 
     def verify(self) -> None:
         if self._lifts() and self.bouncer.setting(LOGIN_RETRY) == "0":

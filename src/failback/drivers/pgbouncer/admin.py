@@ -80,9 +80,7 @@ class Pgbouncer:
     def targets(self) -> dict[str, PoolTarget]:
         """SHOW DATABASES, by name."""
         with self.connect() as conn:
-            cur = conn.execute("SHOW DATABASES")
-            names = [c.name for c in cur.description or []]
-            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            rows = _named_rows(conn, "SHOW DATABASES")
         return {
             r["name"]: PoolTarget(
                 name=r["name"],
@@ -167,19 +165,20 @@ class Pgbouncer:
         quoted = value.replace("'", "''")
         self.command(f"SET {key} = '{quoted}'")
 
-    def server_connections(self, databases: list[str]) -> int:
-        """Server connections open or being opened (``sv_login``) by these databases'
-        pools, from SHOW POOLS."""
+    def wait_server_connection(self, databases: list[str], timeout: float) -> bool:
+        """Until these databases' pools have a server connection, open or being opened
+        (``sv_login``), as SHOW POOLS says (asked on one connection), or ``timeout``
+        passed: whether they have one."""
+        deadline = time.monotonic() + timeout
         with self.connect() as conn:
-            cur = conn.execute("SHOW POOLS")
-            names = [c.name for c in cur.description or []]
-            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        return sum(
-            int(r.get(k) or 0)
-            for r in rows
-            if r.get("database") in databases
-            for k in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
-        )
+            while True:
+                rows = _named_rows(conn, "SHOW POOLS")
+                if any(int(r.get(k) or 0) for r in rows if r.get("database") in databases
+                       for k in _SERVER_COUNTS):  # fmt: skip
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.005)
 
     def retarget(self, host: Host, lines: dict[str, str]) -> None:
         """Rewrite the databases file and RELOAD; SHOW DATABASES must then agree."""
@@ -214,3 +213,14 @@ def _ident(name: str) -> str:
         return console_name(name)
     except ValueError as exc:
         raise PgbouncerError(str(exc), hint="fix databases of the pgbouncer component") from None
+
+
+_SERVER_COUNTS = ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
+"""SHOW POOLS columns that count a pool's server connections, open or being opened."""
+
+
+def _named_rows(conn: Any, sql: str) -> list[dict[str, Any]]:
+    """An admin-console SHOW as rows by column name."""
+    cur = conn.execute(sql)
+    names = [c.name for c in cur.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
