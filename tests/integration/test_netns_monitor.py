@@ -95,7 +95,19 @@ def _round_trip(lab: Lab, mon: MonitorProcess, fail: str, restore: str) -> None:
         stats = probe.stop()
     assert stats.acked_ids(since=back_at)
     assert probe.missing(stats.acked_ids(since=failed_at)) == [], "lost across the round trip"
-    assert len(runs_of(lab, "failback")) == failbacks + 1
+    runs = runs_of(lab, "failback")
+    assert len(runs) == failbacks + 1, [_story(lab, r) for r in runs[: len(runs) - failbacks]]
+
+
+def _story(lab: Lab, run: dict) -> dict:
+    """A run as the failure message needs it: how each step and event went."""
+    shown = lab.run_show(int(run["id"]))
+    return {
+        "id": run["id"],
+        "status": run["status"],
+        "steps": [(s["id"], s["status"], s.get("error")) for s in shown["run"]["steps"]],
+        "events": [(e["kind"], e.get("message")) for e in shown["events"]],
+    }
 
 
 def test_monitor_survives_a_dead_machine_and_brings_the_service_home(lab: Lab) -> None:

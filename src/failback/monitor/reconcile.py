@@ -786,8 +786,6 @@ class ServiceMonitor:
         if active == home:
             self._episode(None)
             return _decision(f"home at {home}: nothing to fail back", "home", now)
-        if held or self.worker is not None:
-            return _decision("observing: a run is starting", "busy", now)
         mine = [
             v
             for v in views.values()
@@ -820,6 +818,9 @@ class ServiceMonitor:
             last_failback_ending=None if last is None else last[2],
         )
         decision = decide.decide_failback(facts)
+        if (held or self.worker is not None) and decision.code not in _OUTLIVES_A_RUN:
+            kind = self._held_by or _kind(self.worker, self.aborter)
+            return _decision(f"observing: a {kind} run is in progress", "busy", now)
         if decision.act and now >= self.retry_at.get("failback", 0.0):
             self.worker = RunWorker(
                 state_dir=self.state_dir,
@@ -864,6 +865,11 @@ class ServiceMonitor:
 ENDED_FAILBACKS = ("succeeded", "rolled-back", "aborted")
 """Failbacks the hold-down counts from: one that came home, one that turned back, and
 one a person aborted (the clearest "not now")."""
+
+
+_OUTLIVES_A_RUN = frozenset({"manual", "suspended", "disabled"})
+"""Failback decisions that still hold when the run in progress ends: shown instead of
+"busy", which would hide them for as long as any run (a fence, say) holds the service."""
 
 
 def _decision(reason: str, code: str, now: float) -> dict[str, Any]:
