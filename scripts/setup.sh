@@ -6,7 +6,9 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES="python3 python3-venv python3-pip postgresql haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo etcd-server"
+# postgresql-15-wal2json: the output plugin of the slots that capture diverged
+# transactions (Debian 12's PostgreSQL is 15)
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql postgresql-15-wal2json haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo etcd-server"
 
 missing=""
 for pkg in $DEB_PACKAGES; do

@@ -10,6 +10,7 @@ acknowledged by the stale primary, and none acknowledged after the failure is lo
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,8 +96,16 @@ def _round_trip(lab: Lab, mon: MonitorProcess, fail: str, restore: str) -> None:
         stats = probe.stop()
     assert stats.acked_ids(since=back_at)
     assert probe.missing(stats.acked_ids(since=failed_at)) == [], "lost across the round trip"
-    runs = runs_of(lab, "failback")
-    assert len(runs) == failbacks + 1, [_story(lab, r) for r in runs[: len(runs) - failbacks]]
+    # home once; an attempt before it may have been rolled back cleanly (a step failed
+    # while the healed site settled: the monitor tries again after the hold-down), and
+    # says why in the warnings summary
+    new = runs_of(lab, "failback")[: len(runs_of(lab, "failback")) - failbacks]
+    assert [r["status"] for r in new].count("succeeded") == 1, [_story(lab, r) for r in new]
+    assert new[0]["status"] == "succeeded", [_story(lab, r) for r in new]
+    retried = [_story(lab, r) for r in new if r["status"] != "succeeded"]
+    assert all(r["status"] == "rolled-back" for r in retried), retried
+    for story in retried:
+        warnings.warn(f"a failback was rolled back, then retried: {story}", stacklevel=1)
 
 
 def _story(lab: Lab, run: dict) -> dict:

@@ -220,6 +220,20 @@ def test_divergence_is_resolved_by_rewind(lab: Lab) -> None:
     assert note.startswith("rewind:"), note
     shown = lab.run_show(doc["run_id"])
     assert step_of(shown["run"], "resync-dc1")["output"]["method"] == "rewind"
+    # what the rewind erased was read first: exactly the rows dc1 took on its own
+    # (DDL is not decoded: only_on_dc1 is not a change of rows)
+    assert shown["diverged"]["captured"] is True, shown["diverged"]
+    assert (shown["diverged"]["transactions"], shown["diverged"]["rows"]) == (5, 5)
+    (ddl,) = shown["diverged"]["without_rows"]  # the CREATE TABLE, named, not decoded
+    assert ddl["database"] == "app", ddl
+    result = lab.cli("diverged", str(doc["run_id"]), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    captured = result.json()
+    assert {(c["database"], c["table"], c["op"]) for c in captured} == {
+        ("app", f"public.{TABLE}", "insert")
+    }
+    assert {c["new"]["v"] for c in captured} == diverged
+    assert {c["key"]["v"] for c in captured} == diverged
 
     lab.wait_home_end_state()
     on_dc1 = lab.values_on("dc1", TABLE)

@@ -167,6 +167,7 @@ def test_failback_order() -> None:
         "precheck",
         "preflight",
         "stability",
+        "capture-dc1",  # what dc1 committed after the fork, before the resync erases it
         "resync-dc1",
         "sync-vip-dc1",
         "catchup-dc1",

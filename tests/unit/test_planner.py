@@ -128,7 +128,8 @@ def test_failback_order_and_gates() -> None:
     )
     order = ids(plan)
     assert order[0] == "fence-router-dc1"
-    assert order.index("stability") < order.index("resync-dc1") < order.index("catchup-dc1")
+    assert order.index("stability") < order.index("capture-dc1") < order.index("resync-dc1")
+    assert order.index("resync-dc1") < order.index("catchup-dc1")
     assert order.index("approve") < order.index("fence-router-dc2")
     assert order.index("replay-dc1") < order.index("promote-dc1") < order.index("route-router-dc1")
     assert order.index("route-router-dc1") < order.index("reprotect-dc2")

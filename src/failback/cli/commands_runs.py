@@ -29,6 +29,7 @@ from failback.engine.starter import create_run, make_plan, plan_to_apply
 from failback.errors import UsageError
 from failback.model.states import TERMINAL
 from failback.plan.artefact import read_artefact
+from failback.report.diverged import diverged_line
 from failback.store import Journal
 
 RunIdArg = Annotated[int, typer.Argument(help="Run id (see `failback runs`)")]
@@ -114,6 +115,10 @@ def finish(journal: Journal, outcome: RunOutcome, *, as_json: bool) -> int:
         table = measurements_table(run.report)
         if table is not None:
             stdout.print(table)
+        if run.report.get("diverged"):
+            stdout.print(
+                diverged_line(run.id, run.report["diverged"]), markup=False, highlight=False
+            )
     if outcome.status == "succeeded":
         stdout.print(f"[green]run {run.id} succeeded[/]")
     else:
@@ -241,14 +246,25 @@ def failover(
 
 def failback(
     service: Annotated[str, typer.Argument(help="Service to bring home to its primary site")],
+    accept_data_loss: Annotated[
+        bool,
+        typer.Option(
+            "--accept-data-loss",
+            help="Resync the returning site even when what it committed after the failover"
+            " cannot be captured first (instead of asking)",
+        ),
+    ] = False,
     plan_file: PlanFileOpt = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
     yes: YesOpt = False,
 ) -> int:
-    """Bring SERVICE back to its primary site: resync, validate, switch, re-protect."""
-    return _start("failback", service, config, state_dir, as_json, yes, plan_file)
+    """Bring SERVICE back to its primary site: capture, resync, validate, switch, re-protect."""
+    return _start(
+        "failback", service, config, state_dir, as_json, yes, plan_file,
+        accept_data_loss=accept_data_loss,
+    )  # fmt: skip
 
 
 def runs(
@@ -313,12 +329,15 @@ def run_show(
     report["status"] = status
     events = journal.events(run_id=run_id)
     if as_json:
-        emit_json({"run": report, "events": events, "plan": run.plan})
+        emit_json({"run": report, "events": events, "plan": run.plan,
+                   "diverged": report.get("diverged")})  # fmt: skip
         return 0
     stdout.print(report_table(report))
     table = measurements_table(report)
     if table is not None:
         stdout.print(table)
+    if report.get("diverged"):
+        stdout.print(diverged_line(run_id, report["diverged"]), markup=False, highlight=False)
     if run.error:
         stdout.print(f"error: {run.error}", markup=False)
     if run.hint:

@@ -106,6 +106,9 @@ class Capability(StrEnum):
     SELF_FENCE = "self-fence"
     """Can make its primary at one site refuse writes from that site itself, without a
     run or the journal (a control plane node cut off from etcd), and lift that fence."""
+    DIVERGED_CAPTURE = "diverged-capture"
+    """Keeps, on the primary, what it needs to read the commits an unplanned failover
+    leaves behind (the monitor calls ``keep_capture`` every few seconds)."""
     TRAFFIC_HEALTH = "traffic-health"
     """Judges a stateless tier's health under real traffic at one site (errors, response
     time, health check): the failback's observation window watches it."""
@@ -140,6 +143,14 @@ class StepContext(Protocol):
 
     def remember(self, key: str, value: Any) -> None:
         """Keep a value for later steps, durably (it survives a crash and resume)."""
+
+    def keep_diverged(self, capture: dict[str, Any]) -> None:
+        """Keep what a returning site committed after the fork (every row), durably,
+        beside the run: ``failback diverged RUN_ID`` prints it."""
+
+    def ask_approval(self, step_id: str, question: str) -> None:
+        """Return once a person approved ``step_id`` (``failback approve``); until then
+        the run stops here, waiting, with ``question`` shown."""
 
     def measure(
         self, name: str, value: float | None, unit: str | None = None, note: str | None = None
@@ -359,6 +370,14 @@ class Driver(Generic[SettingsT]):
         """SELF_FENCE: undo ``self_fence`` at ``site`` (the site was never failed over
         from); False when it carried no fence of failback's."""
         return False
+
+    def keep_capture(
+        self, settings: SettingsT, primary_site: str, standby_site: str
+    ) -> dict[str, Any]:
+        """DIVERGED_CAPTURE: on the primary at ``primary_site``, create and move forward
+        what reads its commits after a failover to ``standby_site`` (a write, but never
+        of clients' data); what was done, with ``problem`` when a capture would fail."""
+        raise NotImplementedError(f"the {self.name} driver captures nothing")
 
     def traffic_watch(self, settings: SettingsT, site: str, thresholds: Any) -> TrafficWatch:
         """TRAFFIC_HEALTH: start watching a stateless tier at ``site`` against

@@ -23,6 +23,8 @@ class Phase(StrEnum):
     """A returning site stays unreachable for clients until it has been resynced."""
     PREFLIGHT = "preflight"
     """Gate: the site is what the plan assumes (role, same cluster, credentials)."""
+    CAPTURE = "capture"
+    """Read what the returning site committed after the fork, before a resync erases it."""
     RESYNC = "resync"
     """Bring the returning site's data back in line with the active one."""
     CATCHUP = "catchup"

@@ -138,6 +138,13 @@ class RunContext:
         if self.journal.mark_in_sync(self.service_name, site):
             self.log(f"{site} is in sync again: it no longer needs a resync")
 
+    def keep_diverged(self, capture: dict[str, Any]) -> None:
+        self.journal.save_diverged(self.run_id, capture)
+
+    def ask_approval(self, step_id: str, question: str) -> None:
+        if not self.journal.is_approved(self.run_id, step_id):
+            raise WaitingForApproval(step_id, question)
+
     def remember(self, key: str, value: Any) -> None:
         """Keep a value for later steps, durably (it survives a crash and resume)."""
         self.values[key] = value

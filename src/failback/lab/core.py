@@ -20,6 +20,7 @@ from typing import Any
 
 from failback.config import load_topology
 from failback.drivers.haproxy import HaproxyError, HaproxyRouter
+from failback.drivers.postgres.capture_slots import keep_capture_slots
 from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.errors import PgError
 from failback.drivers.postgres.node import detect_bin_dir
@@ -247,6 +248,13 @@ def _create(
         pg.clone_standby(dc2, primary, standby)
         standby = pg.start_on_free_port(dc2, standby, avoid)
         wait_streaming(standby, upstream=primary, timeout=30)
+        # the first failover's lost commits can be captured even before a monitor runs
+        kept = keep_capture_slots(primary, "dc2")
+        if kept.problem:
+            raise LabError(
+                f"dc1 cannot keep capture slots: {kept.problem}",
+                hint="`make setup` installs postgresql-15-wal2json",
+            )
         if sync and not auto:  # with --auto the monitor manages synchronous mode
             pg.enable_sync(dc1, [primary])
             pg.enable_sync(dc2, [standby])

@@ -72,6 +72,10 @@ def settings(run_dir: str, *, sync: bool, listen: str = "127.0.0.1") -> dict[str
         "shared_buffers": "32MB",
         "max_connections": 50,
         "wal_keep_size": "128MB",
+        # failback's capture of diverged transactions decodes logical slots; a slot
+        # nobody moves forward (no monitor) keeps at most this much WAL
+        "wal_level": "logical",
+        "max_slot_wal_keep_size": "256MB",
         "hot_standby": True,
         "log_line_prefix": "%m [%p] ",
     }

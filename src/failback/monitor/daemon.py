@@ -33,6 +33,7 @@ from failback.config.journal import journal_for
 from failback.drivers.kept import Kept
 from failback.errors import StateError, UsageError
 from failback.hosts import HostSet
+from failback.monitor.capture_keeper import KEEP_EVERY_S
 from failback.monitor.failsafe import FailsafeServer
 from failback.monitor.leadership import Leadership
 from failback.monitor.notify import Notifier, event_document
@@ -166,6 +167,10 @@ class Monitor:
             asyncio.create_task(self._reconcile_loop(svc, deciders[svc.name], wake[svc.name], stop))
             for svc in self.services
         ]
+        keepers = [svc for svc in self.services if svc.capture is not None]
+        if keepers:
+            capturer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
+            tasks.append(asyncio.create_task(self._keep_captures(keepers, capturer, stop)))
         if self.leadership is not None:
             # the journal's copy reaches the log only through the leader: say it here too
             notifier.emit(self._local_event("monitor.started", self._started_message()))
@@ -371,6 +376,23 @@ class Monitor:
                 svc.steady = False  # a broken tick is tried again soon
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), svc.next_tick())
+
+    async def _keep_captures(
+        self, services: list[ServiceMonitor], executor: ThreadPoolExecutor, stop: asyncio.Event
+    ) -> None:
+        """Every ``KEEP_EVERY_S``, on a thread of its own: a slow primary delays only this."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                if self.acting():
+                    for svc in services:
+                        assert svc.capture is not None
+                        with contextlib.suppress(Exception):  # reported by the keeper
+                            await loop.run_in_executor(executor, svc.capture.round)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), KEEP_EVERY_S)
+        finally:
+            executor.shutdown(wait=False)
 
     async def _save(self, saves: Saves, executor: ThreadPoolExecutor, stop: asyncio.Event) -> None:
         """Write the services' pending heartbeats and health every FLUSH_S (``Saves``)."""

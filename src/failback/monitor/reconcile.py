@@ -55,6 +55,7 @@ from failback.model.observed import ComponentObservation
 from failback.model.plan import Plan
 from failback.model.states import RunStatus
 from failback.monitor import decide
+from failback.monitor.capture_keeper import CaptureKeeper, capture_database
 from failback.monitor.leadership import Leadership
 from failback.monitor.liveness import REPORT_EVERY_S
 from failback.monitor.probe_state import state_from_probes
@@ -139,6 +140,8 @@ class ServiceMonitor:
     free_since: float = 0.0
     """When the service was last seen free of runs: failures count on results since."""
     replication: ReplicationManager | None = None
+    capture: CaptureKeeper | None = None
+    """Keeps the primary ready to have its lost commits read after a failover."""
     hosts: HostSet | None = None
     """Connections to the machines the monitor keeps open for its runs (not the
     probes'): a failover spends no SSH handshake in the clients' outage."""
@@ -168,6 +171,12 @@ class ServiceMonitor:
         db = self._db()
         if db is not None and self.service.policy.synchronous:
             self.replication = ReplicationManager(self.name, self.service, db)
+        capturing = capture_database(self.service)
+        if capturing is not None:
+            self.capture = CaptureKeeper(self.name, self.service, capturing, self._emit)
+
+    def _emit(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        self.journals.get().add_event(kind, message, service=self.name, data=data)
 
     # called on the event loop -------------------------------------------------
 
@@ -227,6 +236,8 @@ class ServiceMonitor:
         parked = facts is not None and facts.parked and not _alive(self.aborter)
         if self.replication is not None and (not held or _observing(run) or parked):
             self._synchronous_mode(journal, views, active, state, now)
+        if self.capture is not None:
+            self.capture.target = self._capture_target(views, active, held)
         run_doc = None
         if facts is not None:
             run_doc = {"id": facts.id, "kind": facts.kind, "by": facts.by,
@@ -250,6 +261,20 @@ class ServiceMonitor:
                 journal.update_service_data(self.name, self.service.primary_site, **data)
                 journal.save_health(self.name, records)
         self.steady = self._is_steady(views, active, now)
+
+    def _capture_target(
+        self, views: dict[str, HealthView], active: str, held: bool
+    ) -> tuple[str, str] | None:
+        """(primary, standby) while nothing holds the service and its database answers
+        at the active site: a run moves the primary, a dead one has nothing to keep."""
+        assert self.capture is not None
+        db = [
+            v for v in views.values()
+            if v.probe.component == self.capture.db and v.probe.site == active
+        ]  # fmt: skip
+        if held or not db or any(v.status != "passing" for v in db):
+            return None
+        return active, str(self.service.other_site(active))
 
     def _is_steady(self, views: dict[str, HealthView], active: str, now: float) -> bool:
         """Nothing of this service is under way or waits for time to pass (``STEADY_TICK_S``)."""
@@ -279,8 +304,11 @@ class ServiceMonitor:
     def _document(self, now: float, *, run: dict[str, Any] | None) -> dict[str, Any]:
         """What ``failback status`` reads (failback.monitor.liveness): who, alive when."""
         self.heartbeat = now
-        return {"pid": os.getpid(), "host": HOSTNAME, "heartbeat": now, "run": run,
-                **self.decisions}  # fmt: skip
+        doc = {"pid": os.getpid(), "host": HOSTNAME, "heartbeat": now, "run": run,
+               **self.decisions}  # fmt: skip
+        if self.capture is not None and self.capture.last:
+            doc["capture"] = self.capture.last
+        return doc
 
     # pieces ----------------------------------------------------------------------
 

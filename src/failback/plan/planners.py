@@ -204,6 +204,7 @@ def plan_failback(
         checks_gate("precheck", home),
         Stage(Phase.PREFLIGHT, DATABASE),
         stability_gate(home, window),
+        Stage(Phase.CAPTURE, DATABASE),
         Stage(Phase.RESYNC, (*DATABASE, *OPERATOR)),
         Stage(Phase.CATCHUP, DATABASE),
         *gates,

@@ -53,4 +53,6 @@ def build_report(journal: Journal, run_id: int) -> dict[str, Any]:
         "rollback": run.values.get("rollback"),
         "steps": steps,
         "measurements": journal.measurements(run_id),
+        # what the returning site committed after the fork (a failback's capture step)
+        "diverged": run.values.get("diverged"),
     }

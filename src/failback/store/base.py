@@ -137,6 +137,15 @@ class RunStore(Protocol):
         """Keep the run's final report beside it."""
         ...
 
+    def save_diverged(self, run_id: int, capture: dict[str, Any]) -> None:
+        """Keep what a failback captured of a returning site's diverged commits (every
+        row): apart from the run's values, which every step rewrites."""
+        ...
+
+    def diverged(self, run_id: int) -> dict[str, Any] | None:
+        """The capture ``save_diverged`` kept for ``run_id``, if any."""
+        ...
+
     def replace_topology(self, run_id: int, path: str, text: str) -> None:
         """Continue a run with an edited topology file (``resume --reload``)."""
         ...

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failback.drivers.base import Action, StepContext
+from failback.drivers.postgres.capture import Capture, capture_diverged, stop_isolated
+from failback.drivers.postgres.capture_slots import keep_capture_slots
 from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.errors import PgError
 from failback.drivers.postgres.lsn import format_lsn, parse_lsn
@@ -42,6 +44,9 @@ from failback.hosts import HostUnreachable
 from failback.model.plan import StepSpec
 
 PROBE_TABLE = "failback_write_probe"
+CAPTURE_CREATE_MS = 3000
+"""How long a run's verify step may wait for transactions in progress to create a capture
+slot (the monitor tries again every second)."""
 
 
 class PgAction(Action):
@@ -641,4 +646,73 @@ class PgVerifyWrite(PgAction):
                     "rto_from_last_seen_s", verified_at - float(last_seen), "s",
                     note="from the last successful observation of the old primary",
                 )  # fmt: skip
-        return {"token": token, "via": endpoint or self.node.address}
+        return {"token": token, "via": endpoint or self.node.address, **self._keep_capture()}
+
+    def _keep_capture(self) -> dict[str, Any]:
+        """Writes land on the new primary: give it capture slots now, so that a failover
+        away from it before a monitor runs can still be captured (best effort: a
+        problem is reported, the switch is done)."""
+        if not self.options.capture_diverged:
+            return {}
+        site = self.spec.site or ""
+        standby = next((s for s in self.component.sites if s != site), site)
+        try:
+            kept = keep_capture_slots(self.node, standby, create_timeout_ms=CAPTURE_CREATE_MS)
+        except PgError as exc:
+            self.ctx.log(f"capture slots on {site} not kept: {exc.message}")
+            return {"capture_slots": {"problem": exc.message}}
+        if kept.problem:
+            self.ctx.log(f"capture slots on {site} not kept: {kept.problem}")
+        return {"capture_slots": kept.to_dict()}
+
+
+class PgCaptureDiverged(PgAction):
+    """Read what the site committed after the fork, before the resync erases it.
+
+    Kept with the run (``failback diverged RUN_ID``). When it cannot be read exactly
+    (no slot, data directory lost, machine unreachable, capture turned off), the run
+    stops here and asks a person, unless it was started with ``--accept-data-loss``.
+    """
+
+    name = "postgres.capture_diverged"
+
+    def apply(self) -> dict[str, Any] | None:
+        source = self.node_at(self.spec.params["source"])
+        site = self.spec.site or ""
+        if not self.options.capture_diverged:
+            capture = Capture(site=site, captured=False, reason="capture_diverged is off")
+        else:
+            self.ctx.progress(f"reading what {site} committed after the fork")
+            try:
+                host = self.host()
+            except HostUnreachable as exc:
+                capture = Capture(site=site, captured=False, reason=exc.message)
+            else:
+                capture = capture_diverged(host, self.node, source, timeout=600.0)
+        summary = capture.summary()
+        if capture.captured:
+            self.ctx.keep_diverged(capture.to_dict())
+        elif not self.ctx.options.get("accept_data_loss"):
+            self.ctx.remember("diverged", summary)
+            self.ctx.ask_approval(
+                self.spec.id,
+                f"what {site} committed after the failover cannot be read "
+                f"({capture.reason}); the resync erases it: approve to resync anyway, "
+                f"or abort and look first",
+            )
+            summary["loss_accepted"] = True
+        else:
+            summary["loss_accepted"] = True
+        self.ctx.remember("diverged", summary)
+        if capture.changes:
+            self.ctx.log(
+                f"{site} committed {capture.transactions} transaction(s), "
+                f"{len(capture.changes)} row(s) after the fork: `failback diverged "
+                f"{self.ctx.run_id}`"
+            )
+        return summary
+
+    def undo(self) -> dict[str, Any] | None:
+        """An isolated start an interrupted capture left running goes away; the node is
+        left stopped (the safe state of a stale primary)."""
+        return {"stopped_isolated": stop_isolated(self.host(), self.node)}

@@ -11,6 +11,7 @@ from failback.drivers.base import Capability, Driver, Role
 from failback.drivers.planning import PlanCheck, PlanRequest
 from failback.drivers.postgres import self_fence
 from failback.drivers.postgres.actions import (
+    PgCaptureDiverged,
     PgCatchup,
     PgCheckpoint,
     PgFence,
@@ -21,6 +22,7 @@ from failback.drivers.postgres.actions import (
     PgVerifyWrite,
     PgWaitReplay,
 )
+from failback.drivers.postgres.capture_slots import keep_capture_slots
 from failback.drivers.postgres.facts import observe_postgres_at_hand, observe_postgres_component
 from failback.drivers.postgres.node import node_from_component
 from failback.drivers.postgres.refusals import check_database_plan
@@ -43,6 +45,7 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
         PgCheckpoint,
         PgWaitReplay,
         PgPromote,
+        PgCaptureDiverged,
         PgResync,
         PgCatchup,
         PgVerifyWrite,
@@ -53,6 +56,7 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
             Capability.WAL_POSITION,
             Capability.SYNCHRONOUS_REPLICATION,
             Capability.SELF_FENCE,
+            Capability.DIVERGED_CAPTURE,
         }
     )
 
@@ -74,6 +78,14 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
 
     def check_plan(self, check: PlanCheck) -> list[str]:
         return check_database_plan(check)
+
+    def keep_capture(
+        self, settings: PostgresComponent, primary_site: str, standby_site: str
+    ) -> dict[str, Any]:
+        if not settings.options.capture_diverged:
+            return {"site": primary_site, "problem": None, "off": True}
+        primary = node_from_component(settings, primary_site)  # SQL only: no machine
+        return keep_capture_slots(primary, standby_site).to_dict()
 
     def self_fence(self, settings: PostgresComponent, site: str, host: Host) -> dict[str, Any]:
         return self_fence.fence(host, node_from_component(settings, site, host))

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from failback.drivers.postgres.capture_slots import drop_slot_files
 from failback.drivers.postgres.conn import query_one
 from failback.drivers.postgres.divergence import (
     Divergence,
@@ -359,6 +360,10 @@ def resync(
     details: dict[str, Any] = {}
 
     def done(method: str, reason: str, div: Divergence | None) -> ResyncResult:
+        if running_postmaster(host, node) is None:  # a standby keeps no capture slot
+            dropped = drop_slot_files(host, node)
+            if dropped:
+                details["capture_slots_dropped"] = dropped
         if start_node:
             details["start_s"] = round(start(host, node, timeout=min(timeout, 300.0)), 3)
         return ResyncResult(method, reason, time.monotonic() - started, div, details)

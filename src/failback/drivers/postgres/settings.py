@@ -39,6 +39,12 @@ class PostgresOptions(ConfigModel):
     catchup_timeout: PositiveDuration = Field(
         parse_duration("5m"), description="How long a returning site may take to catch up."
     )
+    capture_diverged: bool = Field(
+        True,
+        description="Keep logical slots (wal2json) on the primary so that a failback can "
+        "read what an unplanned failover left behind before resyncing; needs "
+        "wal_level=logical. Off: the failback asks for approval to resync a diverged site.",
+    )
     switchover_timeout: PositiveDuration = Field(
         parse_duration("30s"),
         description="How long writes may be paused while roles switch before giving up.",

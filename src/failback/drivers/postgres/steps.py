@@ -31,6 +31,17 @@ def _preflight(r: PlanRequest) -> StepSpec:
     )  # fmt: skip
 
 
+def _capture(r: PlanRequest) -> StepSpec:
+    """The returning site's commits after the fork, read before the resync erases them."""
+    return StepSpec(
+        id=f"capture-{r.to_site}",
+        title=f"capture what {r.to_site} committed after the fork (before the resync)",
+        action="postgres.capture_diverged", component=r.component, site=r.to_site,
+        params={"source": r.from_site},
+        why="a rewind or re-clone erases the commits the other site never received",
+    )  # fmt: skip
+
+
 def _resync(r: PlanRequest) -> StepSpec:
     return StepSpec(
         id=f"resync-{r.to_site}",
@@ -121,6 +132,7 @@ def _verify(r: PlanRequest) -> StepSpec:
 
 _BUILDERS: dict[Phase, Callable[[PlanRequest], StepSpec]] = {
     Phase.PREFLIGHT: _preflight,
+    Phase.CAPTURE: _capture,
     Phase.RESYNC: _resync,
     Phase.CATCHUP: _catchup,
     Phase.CHECKPOINT: _checkpoint,

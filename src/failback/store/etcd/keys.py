@@ -96,6 +96,9 @@ class Keys:
     def values(self, run_id: int) -> str:
         return f"{self.root}/values/{run_id:0{RUN_DIGITS}d}"
 
+    def diverged(self, run_id: int) -> str:
+        return f"{self.root}/diverged/{run_id:0{RUN_DIGITS}d}"
+
     def report(self, run_id: int) -> str:
         return f"{self.root}/reports/{run_id:0{RUN_DIGITS}d}"
 

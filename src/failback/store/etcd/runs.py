@@ -12,7 +12,10 @@ fresh ``write`` token, its proof (keys.py) when an answer is lost.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
+import zlib
 from collections.abc import Collection
 from typing import Any
 
@@ -255,6 +258,26 @@ class EtcdRuns(EtcdBackend):
             return Change(None, [Put(self.keys.report(run_id), text)])
 
         self._etcd.optimistic([record_key], decide, what=f"saving the report of run {run_id}")
+
+    def save_diverged(self, run_id: int, capture: dict[str, Any]) -> None:
+        """Compressed: the rows of a busy primary's last second can be many, and etcd
+        takes at most ~1.5 MB in one request. Writing it twice is harmless."""
+        record_key = self.keys.run(run_id)
+        text = "z:" + base64.b64encode(zlib.compress(dump(capture).encode(), 9)).decode()
+
+        def decide(snapshot: Snapshot) -> Change[None]:
+            if snapshot.kvs[record_key] is None:
+                raise self._no_run(run_id)
+            return Change(None, [Put(self.keys.diverged(run_id), text)])
+
+        self._etcd.optimistic([record_key], decide, what=f"saving the capture of run {run_id}")
+
+    def diverged(self, run_id: int) -> dict[str, Any] | None:
+        key = self.keys.diverged(run_id)
+        text = self._etcd.read([key]).text(key)
+        if text is None:
+            return None
+        return dict(json.loads(zlib.decompress(base64.b64decode(text[2:]))))
 
     def replace_topology(self, run_id: int, path: str, text: str) -> None:
         record_key = self.keys.run(run_id)

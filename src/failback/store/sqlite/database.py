@@ -93,6 +93,10 @@ CREATE TABLE IF NOT EXISTS service_state (
     data_json TEXT NOT NULL DEFAULT '{}',
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS diverged (
+    run_id INTEGER PRIMARY KEY,
+    capture_json TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS health (
     service TEXT NOT NULL,
     probe TEXT NOT NULL,

@@ -164,6 +164,19 @@ class SqliteRuns(SqliteDatabase):
         with self._transaction() as db:
             db.execute("UPDATE runs SET report_json = ? WHERE id = ?", (json.dumps(report), run_id))
 
+    def save_diverged(self, run_id: int, capture: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO diverged (run_id, capture_json) VALUES (?, ?)",
+                (run_id, json.dumps(capture)),
+            )
+
+    def diverged(self, run_id: int) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT capture_json FROM diverged WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row["capture_json"]))
+
     def replace_topology(self, run_id: int, path: str, text: str) -> None:
         with self._transaction() as db:
             db.execute(
