@@ -92,6 +92,8 @@ def monitor_document(
         "failback": mon.get("failback"),
         "auto_failback": recorded.get("auto_failback") or {"enabled": True},
         "sync_mode": recorded.get("sync_mode"),
+        # what the monitor keeps on the primary to capture a failover's lost commits
+        "capture": mon.get("capture"),
         "synchronous_policy": bool(service.policy.synchronous),
         "zero_loss": zero_loss_now(state_doc),
         "health": journal.health(service.name),
@@ -152,6 +154,13 @@ def status_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(
             f"synchronous policy: {recorded['mode']} since "
             f"{time.strftime('%H:%M:%S', time.localtime(recorded['since']))}: {recorded['reason']}"
+        )
+    capture = mon.get("capture")
+    if capture and mon["running"]:
+        problem = capture.get("problem")
+        lines.append(
+            f"capture of diverged transactions at {capture.get('site')}: "
+            + (f"UNAVAILABLE ({problem})" if problem else "ready")
         )
     auto = mon["auto_failback"]
     if auto.get("enabled") is False:
