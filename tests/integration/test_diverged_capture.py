@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -27,6 +28,7 @@ from failback.lab import lab_break
 from failback.lab.pg import lab_node
 from tests.conftest import failback_argv
 from tests.integration.labfixtures import SERVICE, Lab, lab_base, new_lab
+from tests.integration.test_api import auth, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -225,6 +227,22 @@ def test_capture_is_exactly_what_only_dc1_committed(lab: Lab) -> None:
     with connect(lab, "dc1") as dc1:
         history = dc1.execute("SELECT pg_read_file('pg_wal/00000002.history')").fetchone()
     assert history is not None and shown["since_lsn"] in str(history[0]), (history, shown)
+
+    # the API: counts for anyone, the rows (clients' data) only with the token
+    server = start_server(lab)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get(f"/api/v1/runs/{run_id}").json()["report"]["diverged"] == shown
+            assert client.get(f"/api/v1/runs/{run_id}/diverged").status_code == 401
+            rows = client.get(f"/api/v1/runs/{run_id}/diverged", headers=auth())
+            assert rows.status_code == 200, rows.text
+            assert sorted(key_of(c) for c in rows.json()["changes"]) == want
+            text = client.get(
+                f"/api/v1/runs/{run_id}/diverged", params={"format": "sql"}, headers=auth()
+            )
+            assert text.status_code == 200 and text.text.count("ROLLBACK;") == 2, text.text
+    finally:
+        server.stop()
 
     table = lab.cli("diverged", str(run_id))
     assert table.returncode == 0, table.stderr

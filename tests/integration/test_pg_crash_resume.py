@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from failback.drivers.postgres.capture import socket_dir
 from failback.drivers.postgres.lsn import parse_lsn
 from failback.hosts import LocalHost
 from failback.lab import lab_down, lab_processes
+from failback.lab.pg import lab_node
 from tests.integration.labfixtures import SERVICE, Lab, assert_home, lab_base, new_lab
 from tests.integration.pgholds import (
     assert_nothing_lost,
@@ -59,6 +62,8 @@ pytestmark = pytest.mark.integration
 
 # step of the failback plan -> (the states it may be in when the kill lands, the next step)
 LANDING: dict[str, tuple[set[str], str]] = {
+    # dc1 started where nobody reaches it, its slots being read
+    "capture-dc1": ({"applying"}, "resync-dc1"),
     "resync-dc1": ({"applying"}, "catchup-dc1"),  # pg_rewind half-way
     "pause-pool-dc2": ({"applying"}, "fence-router-dc2"),  # PAUSE waiting for a transaction
     "fence-router-dc2": ({"pending", "applying"}, "stop-dc2"),  # HAProxy frozen
@@ -137,6 +142,11 @@ def hold_at(step: str, hold: Hold, holder: psycopg.Connection[Any] | None) -> No
     lab = hold.lab
     applying = lambda s: s[0] == "applying"  # noqa: E731
     done = lambda s: s[0] == "done"  # noqa: E731
+    if step == "capture-dc1":
+        hold.until(step, applying)
+        os.kill(hold.runner.pid, signal.SIGSTOP)
+        _advance_until(hold.runner, lambda: os.path.exists(_isolated_socket(lab)))
+        return
     if step == "resync-dc1":
         hold.until(step, lambda s: applying(s) and _running_program(lab, "pg_rewind"))
         return
@@ -177,6 +187,25 @@ def hold_at(step: str, hold: Hold, holder: psycopg.Connection[Any] | None) -> No
     hold.until("promote-dc1" if step == "route-router-dc1" else "route-router-dc1", done)
 
 
+def _isolated_socket(lab: Lab) -> str:
+    """The socket of dc1's isolated start during a capture (``capture.socket_dir``)."""
+    node = lab_node(LocalHost(), lab.info, "dc1")
+    return os.path.join(socket_dir(node), f".s.PGSQL.{node.port}")
+
+
+def _advance_until(runner: Any, reached: Callable[[], bool], *, timeout: float = 60) -> None:
+    """Let a SIGSTOPped runner go on a few milliseconds at a time until ``reached``:
+    the kill then lands inside a window too short to hit by polling alone."""
+    deadline = time.monotonic() + timeout
+    while not reached():
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline, "the runner never reached the state"
+        os.kill(runner.pid, signal.SIGCONT)
+        time.sleep(0.003)
+        os.kill(runner.pid, signal.SIGSTOP)
+        time.sleep(0.002)
+
+
 def _resume_if_standby(lab: Lab) -> None:
     with contextlib.suppress(psycopg.Error):  # promoted meanwhile: nothing to resume
         resume_replay(lab, "dc1")
@@ -199,7 +228,7 @@ def test_sigkill_failback_at_step_then_resume(home_lab: Lab, step: str) -> None:
     with client(lab) as probe:
         wait_until(lambda: len(probe.stats.acknowledged) > 20)
         holder = None
-        if step not in ("resync-dc1", "reprotect-dc2"):
+        if step not in ("capture-dc1", "resync-dc1", "reprotect-dc2"):
             holder = psycopg.connect(lab.info.dsn, autocommit=False, prepare_threshold=None)
             holder.execute("SELECT 1")  # a transaction: PgBouncer's PAUSE waits for it
         after = newest_run(lab, "failback")
@@ -234,6 +263,9 @@ def test_sigkill_failback_at_step_then_resume(home_lab: Lab, step: str) -> None:
         assert doc["status"] == "succeeded", doc
 
     assert_nothing_lost(probe)  # and the client wrote again after the resume
+    # the capture's isolated start is gone, whatever the kill interrupted
+    assert not os.path.exists(socket_dir(lab_node(LocalHost(), lab.info, "dc1")))
+    assert doc["report"]["diverged"]["captured"] is True, doc["report"]["diverged"]
     status = lab.wait_home_end_state()
     # one promotion of dc1, however many times the run was started
     assert status.db("dc1")["data"]["timeline"] == timeline_before + 1, status.summary()

@@ -1,4 +1,5 @@
-"""Read endpoints under /api/v1: status, topology, runs, events. No token needed.
+"""Read endpoints under /api/v1: status, topology, runs, events. No token needed, except
+for the rows of diverged transactions (clients' data).
 
 They observe (read-only) and read the journal; nothing here changes anything.
 Status comes from the shared cache (at most a second old, one observation at a time;
@@ -9,12 +10,14 @@ token; others get those records without them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
 
 from failback import __version__
-from failback.api.auth import authenticated
+from failback.api.auth import authenticated, require_token
+from failback.api.errors import ApiError
 from failback.api.state import app_state
 from failback.api.views import (
     event_for,
@@ -24,6 +27,7 @@ from failback.api.views import (
     runs_list,
     topology_document,
 )
+from failback.report.diverged import changes_json, sql_script
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
@@ -98,6 +102,35 @@ def run_report(run_id: int, request: Request) -> dict[str, Any]:
     with state.journal() as journal:
         record = state.require_run(journal, run_id)
         return report_for(run_document(journal, record)["report"], authenticated(request))
+
+
+@router.get(
+    "/runs/{run_id}/diverged",
+    summary="What the returning site committed after the fork, captured before the resync"
+    " (every row: needs the token)",
+    dependencies=[Depends(require_token)],
+    response_model=None,
+)
+def run_diverged(
+    run_id: int,
+    request: Request,
+    format: Literal["json", "sql"] = Query("json", description="json, or sql for review"),
+) -> dict[str, Any] | PlainTextResponse:
+    state = app_state(request)
+    with state.journal() as journal:
+        record = state.require_run(journal, run_id)
+        summary = record.values.get("diverged")
+        capture = journal.diverged(run_id)
+    if summary is None and capture is None:
+        raise ApiError(
+            404,
+            f"run {run_id} captured no diverged transactions",
+            hint="a failback captures them before it resyncs the returning site",
+        )
+    document = {**(summary or {}), **(capture or {})}
+    if format == "sql":
+        return PlainTextResponse(sql_script(run_id, document))
+    return {"run_id": run_id, **document, "changes": changes_json(document)}
 
 
 @router.get("/runs/{run_id}/events", summary="One run's events, oldest first")

@@ -114,6 +114,7 @@ function renderCurrent() {
         h("span", { class: `badge ${statusClass(run.status)}`, id: "run-status", "data-run-status": run.status }, run.status),
         h("span", { class: "muted" }, `  ${run.steps_done}/${run.steps_total} steps, ${fmtDuration(live ? now - run.created_at : run.duration_s)}`)),
       h("div", { class: "progress", title: `${pct}%` }, h("div", { style: `width:${pct}%` })),
+      doc.report.diverged ? renderDiverged(run, doc.report.diverged) : null,
       doc.waiting_gate ? renderGate(run, doc.waiting_gate) : null,
       run.error ? h("p", { class: "error" }, run.error, run.hint ? ` — ${run.hint}` : "") : null,
       h("ol", { class: "timeline" }, steps.map((s) => {
@@ -130,6 +131,37 @@ function renderCurrent() {
 
 function symbol(s) {
   return { done: "✓", skipped: "✓", failed: "✗", waiting: "‖", applying: "…", verifying: "…" }[s] || "·";
+}
+
+// what the returning site committed after the fork: counts for everyone, the rows (clients'
+// data) only with the API token
+function renderDiverged(run, d) {
+  const text = !d.captured
+    ? `not captured${d.loss_accepted ? " (resynced with approval)" : ""}: ${d.reason}`
+    : `${d.transactions} transaction(s), ${d.rows} row(s) committed on ${d.site} after the fork`
+      + ((d.unkeyed || []).length ? `, ${d.unkeyed.length} change(s) of tables without a key not readable` : "");
+  return h("p", { class: d.captured && !d.rows ? "muted" : "error", id: "diverged", "data-rows": d.rows ?? 0 },
+    h("strong", {}, "Diverged: "), text,
+    d.rows ? h("span", {}, " — ",
+      h("a", { href: "#", id: "diverged-sql", onclick: (e) => { e.preventDefault(); openDiverged(run.id); } },
+        "SQL for review"),
+      h("span", { class: "muted" }, ` (or: failback diverged ${run.id})`)) : null);
+}
+
+async function openDiverged(runId) {
+  let token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) {
+    token = (window.prompt("API token (the rows are clients' data)") || "").trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+  }
+  const r = await fetch(`/api/v1/runs/${runId}/diverged?format=sql`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  if (r.status === 401 || r.status === 403) { sessionStorage.removeItem(TOKEN_KEY); }
+  if (!r.ok) { window.alert((await r.json()).error || `HTTP ${r.status}`); return; }
+  const url = URL.createObjectURL(new Blob([await r.text()], { type: "text/plain" }));
+  window.open(url, "_blank");
 }
 
 function renderGate(run, gate) {

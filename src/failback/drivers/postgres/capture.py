@@ -87,6 +87,9 @@ def capture_diverged(host: Host, node: PgNode, source: PgNode, *, timeout: float
     try:
         if not pgdata_ok(host, node):
             return impossible(f"{node.site} has no data directory at {node.pgdata}")
+        # a capture killed half-way left the node running where nobody (not even the
+        # divergence check) can connect: stop it, the check reads a stopped node's files
+        stop_isolated(host, node, timeout=timeout)
         div = check_divergence(host, node, source)
     except FailbackError as exc:
         return impossible(f"{node.site} cannot be read: {exc.message}")
