@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from failback.drivers.postgres.capture import socket_dir
 from failback.drivers.postgres.process import running_postmaster
 from failback.hosts import LocalHost
 from failback.lab import haproxy as lab_router
@@ -271,3 +272,22 @@ def is_away(lab: Lab) -> bool:
     if problems:
         print(problems[0])
     return not problems
+
+
+def isolated_socket(lab: Lab) -> str:
+    """The socket of dc1's isolated start during a capture (``capture.socket_dir``)."""
+    node = lab_node(LocalHost(), lab.info, "dc1")
+    return os.path.join(socket_dir(node), f".s.PGSQL.{node.port}")
+
+
+def advance_until(runner: Any, reached: Callable[[], bool], *, timeout: float = 60) -> None:
+    """Let a SIGSTOPped runner go on a few milliseconds at a time until ``reached``:
+    the kill then lands inside a window too short to hit by polling alone."""
+    deadline = time.monotonic() + timeout
+    while not reached():
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline, "the runner never reached the state"
+        os.kill(runner.pid, signal.SIGCONT)
+        time.sleep(0.003)
+        os.kill(runner.pid, signal.SIGSTOP)
+        time.sleep(0.002)

@@ -13,6 +13,7 @@ case where capture is impossible: the failback stops and asks, and approval resy
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,12 +23,22 @@ import httpx
 import psycopg
 import pytest
 
+from failback.drivers.postgres.capture import socket_dir
 from failback.drivers.postgres.lsn import parse_lsn
+from failback.drivers.postgres.process import running_postmaster
 from failback.hosts import LocalHost
 from failback.lab import lab_break
 from failback.lab.pg import lab_node
 from tests.conftest import failback_argv
 from tests.integration.labfixtures import SERVICE, Lab, lab_base, new_lab
+from tests.integration.pgholds import (
+    advance_until,
+    isolated_socket,
+    newest_run,
+    start_cli,
+    steps_in_journal,
+    stopped_at_start,
+)
 from tests.integration.test_api import auth, start_server
 
 pytestmark = pytest.mark.integration
@@ -314,3 +325,39 @@ def test_without_a_slot_the_failback_asks_before_erasing(lab: Lab) -> None:
     assert said.returncode == 0 and "nothing captured" in said.stdout, said.stdout
     with connect(lab, "dc1") as dc1:  # approved: erased by the resync, as the person chose
         assert dc1.execute("SELECT count(*) FROM lost").fetchone() == (0,)
+
+
+def test_a_capture_killed_then_aborted_leaves_nothing_running_isolated(lab: Lab) -> None:
+    """SIGKILL while dc1 runs isolated for its capture, then abort: the undo stops that
+    start and removes its socket directory; the service stays at dc2, dc1 stopped."""
+    lab.unplanned_failover()
+    lab.repair("dc1")
+    after = newest_run(lab, "failback")
+    runner = start_cli(lab, "failback", SERVICE, "--yes", config=lab.config)
+    try:
+        run_id = stopped_at_start(lab, runner, kind="failback", after=after)
+        os.kill(runner.pid, signal.SIGCONT)
+        wait_until(
+            "the capture to start",
+            lambda: steps_in_journal(lab, run_id)["capture-dc1"][0] == "applying",
+        )
+        os.kill(runner.pid, signal.SIGSTOP)
+        advance_until(runner, lambda: os.path.exists(isolated_socket(lab)))
+    finally:
+        runner.kill()
+        runner.communicate(timeout=30)
+    node = lab_node(LocalHost(), lab.info, "dc1")
+    assert running_postmaster(LocalHost(), node) is not None  # the isolated start, left
+
+    aborted = lab.cli("abort", str(run_id), "--yes", "--json", timeout=300)
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert not os.path.exists(socket_dir(node))
+    assert running_postmaster(LocalHost(), node) is None
+    steps = steps_in_journal(lab, run_id)
+    assert steps["resync-dc1"][0] == "pending", steps
+    assert lab.status().active_site == "dc2"
+
+    lab.repair("dc1")  # the stale primary was left stopped: a person starts it again
+    doc = lab.failback()  # and a new failback captures and brings it home
+    assert doc["report"]["diverged"]["captured"] is True, doc["report"]["diverged"]
+    lab.wait_home_end_state()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +39,12 @@ from failback.lab import lab_down, lab_processes
 from failback.lab.pg import lab_node
 from tests.integration.labfixtures import SERVICE, Lab, assert_home, lab_base, new_lab
 from tests.integration.pgholds import (
+    advance_until,
     assert_nothing_lost,
     child_pid,
     client,
     frozen,
+    isolated_socket,
     newest_run,
     pause_replay,
     pool_pid,
@@ -145,7 +146,7 @@ def hold_at(step: str, hold: Hold, holder: psycopg.Connection[Any] | None) -> No
     if step == "capture-dc1":
         hold.until(step, applying)
         os.kill(hold.runner.pid, signal.SIGSTOP)
-        _advance_until(hold.runner, lambda: os.path.exists(_isolated_socket(lab)))
+        advance_until(hold.runner, lambda: os.path.exists(isolated_socket(lab)))
         return
     if step == "resync-dc1":
         hold.until(step, lambda s: applying(s) and _running_program(lab, "pg_rewind"))
@@ -185,25 +186,6 @@ def hold_at(step: str, hold: Hold, holder: psycopg.Connection[Any] | None) -> No
     hold.freeze(router_pid(lab) if step == "route-router-dc1" else pool_pid(lab))
     resume_replay(lab, "dc1")
     hold.until("promote-dc1" if step == "route-router-dc1" else "route-router-dc1", done)
-
-
-def _isolated_socket(lab: Lab) -> str:
-    """The socket of dc1's isolated start during a capture (``capture.socket_dir``)."""
-    node = lab_node(LocalHost(), lab.info, "dc1")
-    return os.path.join(socket_dir(node), f".s.PGSQL.{node.port}")
-
-
-def _advance_until(runner: Any, reached: Callable[[], bool], *, timeout: float = 60) -> None:
-    """Let a SIGSTOPped runner go on a few milliseconds at a time until ``reached``:
-    the kill then lands inside a window too short to hit by polling alone."""
-    deadline = time.monotonic() + timeout
-    while not reached():
-        assert runner.poll() is None, runner.communicate()
-        assert time.monotonic() < deadline, "the runner never reached the state"
-        os.kill(runner.pid, signal.SIGCONT)
-        time.sleep(0.003)
-        os.kill(runner.pid, signal.SIGSTOP)
-        time.sleep(0.002)
 
 
 def _resume_if_standby(lab: Lab) -> None:

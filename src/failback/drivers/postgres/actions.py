@@ -15,7 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failback.drivers.base import Action, StepContext
-from failback.drivers.postgres.capture import Capture, capture_diverged, stop_isolated
+from failback.drivers.postgres.capture import (
+    Capture,
+    capture_diverged,
+    socket_dir,
+    stop_isolated,
+)
 from failback.drivers.postgres.capture_slots import keep_capture_slots
 from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.errors import PgError
@@ -675,6 +680,7 @@ class PgCaptureDiverged(PgAction):
     """
 
     name = "postgres.capture_diverged"
+    has_undo = True
 
     def apply(self) -> dict[str, Any] | None:
         source = self.node_at(self.spec.params["source"])
@@ -716,3 +722,7 @@ class PgCaptureDiverged(PgAction):
         """An isolated start an interrupted capture left running goes away; the node is
         left stopped (the safe state of a stale primary)."""
         return {"stopped_isolated": stop_isolated(self.host(), self.node)}
+
+    def undone(self) -> bool | None:
+        """Proved undone when no isolated start's socket directory is left."""
+        return not self.host().exists(socket_dir(self.node))
