@@ -131,6 +131,7 @@ def test_everything_is_kept_under_the_prefix_as_documented(
     run_id = new_run(store)
     store.set_value(run_id, "final_lsn", "0/3")
     store.save_report(run_id, {"rto_s": 1.0})
+    store.save_diverged(run_id, {"captured": True, "changes": []})
     store.add_measurement(run_id, "rto", 1.0, "s")
     store.approve(run_id, "gate", "ana")
     store.add_event("step", "started", run_id=run_id)
@@ -149,6 +150,7 @@ def test_everything_is_kept_under_the_prefix_as_documented(
         f"topologies/{run}",
         f"values/{run}",
         f"reports/{run}",
+        f"diverged/{run}",
         f"steps/{run}/0000",
         f"steps/{run}/0001",
         f"steps/{run}/0002",
@@ -168,6 +170,22 @@ def test_everything_is_kept_under_the_prefix_as_documented(
         elsewhere.close()
     with pytest.raises(StateError, match="prefix is empty"):
         EtcdStore(store.state_dir, EtcdClient([etcd.url]), "/")
+
+
+def test_a_large_capture_of_diverged_rows_is_kept_whole(store: EtcdStore) -> None:
+    """A busy primary's last second can be many rows: kept compressed, read back whole
+    (about 3 MB of JSON; etcd takes at most 1.5 MB in one request)."""
+    run_id = new_run(store)
+    assert store.diverged(run_id) is None
+    changes = [
+        {"xid": 1000 + i // 10, "commit_time": "2026-12-06 17:00:00+00", "table": "public.t",
+         "op": "insert", "key": {"id": i}, "old": None, "new": {"id": i, "v": f"row {i}"}}
+        for i in range(20_000)
+    ]  # fmt: skip
+    capture = {"captured": True, "since_lsn": "0/3000060", "changes": changes}
+    assert len(json.dumps(capture)) > 2_000_000
+    store.save_diverged(run_id, capture)
+    assert store.diverged(run_id) == capture
 
 
 def test_old_events_are_trimmed_in_batches(store: EtcdStore) -> None:

@@ -315,6 +315,11 @@ def test_a_run_and_what_it_owns_read_back_as_written(store: Store) -> None:
     run = store.get_run(first)
     assert run.report == {"rto_s": 1.5}
     assert (run.topology_path, run.topology_text) == ("u.yaml", "sites: {}\n")
+    assert store.diverged(first) is None
+    store.save_diverged(first, {"captured": True, "changes": [{"op": "insert"}]})
+    store.save_diverged(first, {"captured": True, "changes": []})  # a resumed capture's
+    assert store.diverged(first) == {"captured": True, "changes": []}
+    assert store.diverged(first + 99) is None
 
     store.add_measurement(first, "rto", 1.5, "s", step_id="promote")
     store.add_measurement(first, "lost_writes", None, note="not measured")
