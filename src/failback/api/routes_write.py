@@ -59,6 +59,11 @@ class FailbackRequest(BaseModel):
         description="true: add an approval gate before the switchover whatever the policy;"
         " false or null: the policy decides (a gate it requires cannot be removed)",
     )
+    accept_data_loss: bool = Field(
+        False,
+        description="resync the returning site even when what it committed after the failover"
+        " cannot be captured first (instead of waiting for approval)",
+    )
 
 
 class ApproveRequest(BaseModel):
@@ -108,7 +113,10 @@ def failover(service: str, request: Request, body: FailoverRequest | None = None
 def failback(service: str, request: Request, body: FailbackRequest | None = None) -> dict[str, Any]:
     """Bring the service home: resync, validate, switch with no lost write, re-protect."""
     opts = body or FailbackRequest()
-    return _start(app_state(request), "failback", service, approval=opts.approval)
+    return _start(
+        app_state(request), "failback", service, approval=opts.approval,
+        accept_data_loss=opts.accept_data_loss,
+    )  # fmt: skip
 
 
 @router.post(
