@@ -48,6 +48,9 @@ MUTATING = [
     ("/api/v1/services/app/auto-failback/disable", {}),
 ]
 
+TOKEN_READS = {"/api/v1/runs/{run_id}/diverged"}
+"""Reads that need the token: they return clients' data (rows a failover left behind)."""
+
 METRICS = [
     "failback_component_up",
     "failback_component_role",
@@ -194,6 +197,7 @@ def test_openapi_document_is_served_and_valid(client: httpx.Client) -> None:
         "/api/v1/runs/{run_id}",
         "/api/v1/runs/{run_id}/events",
         "/api/v1/runs/{run_id}/report",
+        "/api/v1/runs/{run_id}/diverged",
         "/api/v1/stream",
         "/api/v1/services/{service}/failover",
         "/api/v1/services/{service}/failback",
@@ -215,8 +219,8 @@ def test_openapi_document_is_served_and_valid(client: httpx.Client) -> None:
             for name in ("service", "run_id"):
                 if "{" + name + "}" in path:
                     assert name in parameters, (path, method, parameters)
-            if method == "post":
-                assert op.get("security"), f"POST {path} is not marked as needing the token"
+            if method == "post" or path in TOKEN_READS:
+                assert op.get("security"), f"{method} {path} is not marked as needing the token"
             else:
                 assert not op.get("security"), f"GET {path} should need no token"
 
