@@ -19,10 +19,9 @@ from failback.cli.context import journal_from_options, load
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import emit_json, fmt_duration, fmt_time, stderr, stdout
 from failback.config.journal import journal_for
-from failback.engine.drill_starter import create_drill_run, make_drill_plan
+from failback.engine.drill_starter import create_drill_run, keep_for_seconds, make_drill_plan
 from failback.engine.executor import Executor
 from failback.errors import UsageError
-from failback.model.durations import MAX_TIMEOUT, parse_duration
 from failback.monitor.decide import human
 from failback.report.drills import drill_row, list_drills
 
@@ -34,17 +33,6 @@ proved what it proves. ``--keep-for 10m`` keeps it for a person to look at."""
 def register(app: typer.Typer) -> None:
     app.command("drill")(drill)
     app.command("drills")(drills)
-
-
-def keep_seconds(text: str) -> float:
-    """``--keep-for``: a duration (0s .. 7d); a one-line refusal otherwise."""
-    try:
-        return parse_duration(text, maximum=MAX_TIMEOUT)
-    except ValueError as exc:
-        raise UsageError(
-            f"--keep-for {text!r}: {exc}",
-            hint="a duration such as 0s, 90s, 10m or 1h (how long the copy stays up)",
-        ) from None
 
 
 def drill(
@@ -75,7 +63,7 @@ def drill(
 ) -> int:
     """Prove the standby could take over, without touching production: copy it, start
     the copy isolated, promote it, write to it, run the checks against it, remove it."""
-    keep = keep_seconds(keep_for)
+    keep = keep_for_seconds(keep_for)
     if directory is not None and not directory.startswith("/"):
         raise UsageError(
             f"--dir {directory!r} is not an absolute path",

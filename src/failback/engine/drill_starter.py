@@ -13,11 +13,24 @@ from typing import Any
 from failback.config import Topology
 from failback.drivers.catalog import driver_of
 from failback.engine.executor import Executor
+from failback.errors import UsageError
 from failback.hosts import HostSet
+from failback.model.durations import MAX_TIMEOUT, parse_duration
 from failback.model.plan import Plan
 from failback.observe.service import observe_service
 from failback.plan.drill import plan_drill
 from failback.store import Journal
+
+
+def keep_for_seconds(text: str) -> float:
+    """``--keep-for``: a duration (0s .. 7d); a one-line refusal otherwise."""
+    try:
+        return parse_duration(text, maximum=MAX_TIMEOUT)
+    except ValueError as exc:
+        raise UsageError(
+            f"--keep-for {text!r}: {exc}",
+            hint="a duration such as 0s, 90s, 10m or 1h (how long the copy stays up)",
+        ) from None
 
 
 def make_drill_plan(
