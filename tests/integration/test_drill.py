@@ -234,6 +234,8 @@ def test_a_drill_killed_in_the_middle_leaves_nothing_after_abort_or_resume(
     proc.wait(timeout=30)
     shown = lab.run_show(run_id)["run"]
     assert shown["status"] == "interrupted", shown["status"]
+    drill = lab.status().doc["drill"]["last"]
+    assert (drill["id"], drill["status"]) == (run_id, "interrupted"), drill
     if then == "abort":
         result = lab.cli("abort", str(run_id), "--yes", "--json")
         assert result.returncode == 0, result.stderr

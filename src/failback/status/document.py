@@ -118,4 +118,7 @@ def service_status(
     doc["monitor"] = monitor_document(journal, service, doc)
     within = service.policy.require_drill_within
     doc["drill"] = drill_summary(journal, service_name, None if within is None else float(within))
+    last = doc["drill"]["last"]
+    if last is not None and last["finished_at"] is None:  # running, or its runner died
+        last["status"] = executor.effective_status(journal.get_run(int(last["id"])))
     return doc
