@@ -352,3 +352,45 @@ def test_the_drill_copy_never_reaches_production_by_tcp(lab: Lab) -> None:
         lab.cli("abort", str(run_id), "--yes")
         proc.wait(timeout=60)
     assert_nothing_left(lab, run_id)
+
+
+def test_a_drill_killed_while_copying_leaves_no_partial_copy(lab: Lab) -> None:
+    """SIGKILL while pg_basebackup runs (the standby made big enough that the copy takes
+    a while): its process group dies with the runner, and ``abort`` removes the partial
+    copy; nothing writes into the directory after it is gone. Last in the module: the
+    data added here makes every later copy slower."""
+    with lab.connect_dsn() as conn:
+        conn.execute(
+            "CREATE TABLE drill_bulk AS SELECT g, repeat(md5(g::text), 16) AS pad"
+            " FROM generate_series(1, 600000) AS g"
+        )
+        (primary,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("",)
+    deadline = time.monotonic() + 120
+    while True:
+        with lab.connect("dc2") as conn:
+            (replayed,) = conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone() or (
+                "0/0",
+            )
+        if lsn(replayed) >= lsn(primary):
+            break
+        assert time.monotonic() < deadline, "the standby never replayed the bulk table"
+        time.sleep(0.2)
+    before = max_run_id(lab)
+    proc = start_drill(lab)
+    run_id = wait_step(lab, before, "drill-copy-dc2", "applying")
+    copy = copy_dir(lab, run_id)
+    deadline = time.monotonic() + 30
+    while not processes_in(copy):  # pg_basebackup writing into the copy
+        assert time.monotonic() < deadline, "pg_basebackup never started"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert journal_step_statuses(lab, run_id)["drill-copy-dc2"] == "applying"
+    deadline = time.monotonic() + 10
+    while processes_in(copy):  # the runner's reaper kills the command's group
+        assert time.monotonic() < deadline, f"left running: {processes_in(copy)}"
+        time.sleep(0.05)
+    result = lab.cli("abort", str(run_id), "--yes", "--json")
+    assert result.returncode == 0 and result.json()["status"] == "aborted", result.stdout
+    time.sleep(1.0)  # nothing writes there any more
+    assert_nothing_left(lab, run_id)
