@@ -206,6 +206,8 @@ def test_openapi_document_is_served_and_valid(client: httpx.Client) -> None:
         "/api/v1/runs/{run_id}/resume",
         "/api/v1/services/{service}/auto-failback/enable",
         "/api/v1/services/{service}/auto-failback/disable",
+        "/api/v1/services/{service}/drill",
+        "/api/v1/drills",
         "/metrics",
     ):
         assert path in paths, f"{path} missing from the OpenAPI document"
@@ -306,6 +308,29 @@ def test_auto_failback_switch_is_journaled(lab: Lab, client: httpx.Client) -> No
     assert "auto_failback.disabled" in kinds
     on = client.post("/api/v1/services/app/auto-failback/enable", headers=auth(), json={})
     assert on.status_code == 200 and on.json()["auto_failback"]["enabled"] is True
+
+
+def test_a_drill_through_the_api(lab: Lab, client: httpx.Client) -> None:
+    """POST starts a drill (its own lock: the service stays free); it is listed under
+    /drills and the service's status shows it; refusals are 409 / 422 and create no run."""
+    runs_before = len(client.get("/api/v1/runs", params={"limit": 1000}).json()["runs"])
+    active = client.post("/api/v1/services/app/drill", headers=auth(), json={"site": "dc1"})
+    assert active.status_code == 409 and active.json()["kind"] == "PlanRefused", active.text
+    bad = client.post("/api/v1/services/app/drill", headers=auth(), json={"keep_for": "soon"})
+    assert bad.status_code == 422 and "keep-for" in bad.json()["error"], bad.text
+    assert len(client.get("/api/v1/runs", params={"limit": 1000}).json()["runs"]) == runs_before
+    started = client.post("/api/v1/services/app/drill", headers=auth(), json={})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    done = wait_run(client, run_id)
+    assert done["run"]["status"] == "succeeded", done["run"]
+    listed = client.get("/api/v1/drills", params={"service": "app"}).json()["drills"]
+    assert listed[0]["id"] == run_id and listed[0]["site"] == "dc2"
+    assert listed[0]["rto_s"] and listed[0]["rto_s"] > 0
+    doc = fresh_status(client)["services"][0]
+    assert doc["drill"]["last"]["id"] == run_id and doc["drill"]["last"]["status"] == "succeeded"
+    assert doc["current_run"] is None
+    assert not Path(f"{lab.info.sites['dc2'].pgdata}.failback-drill-{run_id}").exists()
 
 
 def test_failover_and_failback_through_the_api(lab: Lab, client: httpx.Client) -> None:

@@ -228,6 +228,38 @@ def test_a_server_that_answers_is_never_taken_for_a_dead_machine(lab: Lab) -> No
     lab.wait_home_end_state()
 
 
+def test_a_drill_over_ssh_copies_the_standby_on_its_machine_and_leaves_nothing(
+    lab: Lab,
+) -> None:
+    """``failback drill`` through the standby's machine (SSH only): pg_basebackup, start,
+    promote and the verified write run there, under a steady writer that sees nothing;
+    afterwards no copy, socket directory or process is left on that machine."""
+    standby = next(s for s in lab.info.sites if s != lab.status().active_site)
+    probe = WriteProbe(lab.info.dsn).start()
+    try:
+        began = time.time()
+        result = run_cli("drill", SERVICE, "--yes", "--json", "-c", str(lab.config), timeout=300)
+        ended = time.time()
+    finally:
+        stats = probe.stop()
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    doc = result.json()
+    report = doc["report"]
+    assert doc["status"] == "succeeded" and report["to_site"] == standby, doc
+    assert stats.failures_between(began, ended) == 0, stats.failures[-3:]
+    assert stats.longest_gap(began, ended) < 0.5
+    assert measurement(report, "drill_rto_s")["value"] > 0
+    copy = Path(f"{lab.info.sites[standby].pgdata}.failback-drill-{report['run_id']}")
+    assert not copy.exists()
+    assert not list(Path("/tmp").glob(f"failback-drill-{report['run_id']}-*"))
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        assert str(copy).encode() not in cmdline, f"process {entry} of the copy is left"
+
+
 def test_lab_down_leaves_no_namespace_interface_or_process(lab: Lab) -> None:
     network = lab.info.network
     assert network is not None

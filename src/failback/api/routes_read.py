@@ -20,6 +20,7 @@ from failback.api.auth import authenticated, require_token
 from failback.api.errors import ApiError
 from failback.api.state import app_state
 from failback.api.views import (
+    drills_list,
     event_for,
     report_for,
     run_document,
@@ -86,6 +87,21 @@ def runs(
         state.require_service(service)
     with state.journal() as journal:
         return {"runs": runs_list(journal, service=service, limit=limit)}
+
+
+@router.get("/drills", summary="Drills, newest first: site, status, RTO, age")
+def drills(
+    request: Request,
+    service: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+) -> dict[str, Any]:
+    """The drill runs (also in /runs, kind ``drill``), with their RTO and age; the last
+    one and the policy's verdict are in each service's status (``drill``)."""
+    state = app_state(request)
+    if service is not None:
+        state.require_service(service)
+    with state.journal() as journal:
+        return {"drills": drills_list(journal, service=service, limit=limit)}
 
 
 @router.get("/runs/{run_id}", summary="One run: summary, steps with durations, plan, gate")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from failback.api.auth import require_token
 from failback.api.errors import ApiError
 from failback.api.state import AppState, app_state
+from failback.engine.drill_starter import create_drill_run, keep_for_seconds, make_drill_plan
 from failback.engine.executor import Executor, RunProcessLock, refuse_forward
 from failback.engine.starter import create_run, make_plan
 from failback.errors import StateError
@@ -63,6 +64,16 @@ class FailbackRequest(BaseModel):
         False,
         description="resync the returning site even when what it committed after the failover"
         " cannot be captured first (instead of waiting for approval)",
+    )
+
+
+class DrillBody(BaseModel):
+    """Options of `failback drill`."""
+
+    site: str | None = Field(None, description="site whose standby is copied (default: standby)")
+    keep_for: str = Field("0s", description="how long the promoted copy stays up, e.g. 10m")
+    dir: str | None = Field(
+        None, description="absolute directory on the standby's machine for the copy"
     )
 
 
@@ -117,6 +128,29 @@ def failback(service: str, request: Request, body: FailbackRequest | None = None
         app_state(request), "failback", service, approval=opts.approval,
         accept_data_loss=opts.accept_data_loss,
     )  # fmt: skip
+
+
+@router.post(
+    "/services/{service}/drill", status_code=202, responses=_START, summary="Start a drill"
+)
+def drill(service: str, request: Request, body: DrillBody | None = None) -> dict[str, Any]:
+    """Rehearse a takeover on a copy of the standby (production untouched; 202: started).
+    Refused (409) for the active site, an unhealthy standby, too little free space."""
+    state = app_state(request)
+    state.require_service(service)
+    opts = body or DrillBody()
+    keep = keep_for_seconds(opts.keep_for)
+    if opts.dir is not None and not opts.dir.startswith("/"):
+        raise ApiError(422, f"dir {opts.dir!r} is not an absolute path", hint="e.g. /srv/scratch")
+    with state.journal() as journal:
+        plan, _ = make_drill_plan(
+            service, state.topology, journal, site=opts.site, keep_for_s=keep, parent=opts.dir,
+            hosts=state.hosts,
+        )  # fmt: skip
+        run_id = create_drill_run(
+            Executor(journal), state.topology, plan, keep_for_s=keep, parent=opts.dir, by="api"
+        )
+    return _started(state, run_id)
 
 
 @router.post(

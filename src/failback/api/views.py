@@ -7,10 +7,12 @@ keeps step parameters out of plans (a command line may carry anything).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from failback.engine.executor import Executor
 from failback.report.build import build_report
+from failback.report.drills import drill_row, list_drills
 from failback.report.summary import run_summary
 from failback.store import Journal, RunRecord
 
@@ -99,6 +101,18 @@ def runs_list(journal: Journal, *, service: str | None, limit: int) -> list[dict
         run_summary(journal, r, executor.effective_status(r))
         for r in journal.list_runs(service=service, limit=limit)
     ]
+
+
+def drills_list(journal: Journal, *, service: str | None, limit: int) -> list[dict[str, Any]]:
+    """``failback drills --json``: each drill's site, status, RTO and age."""
+    executor = Executor(journal)
+    now = time.time()
+    rows = []
+    for run in list_drills(journal, service=service, limit=limit):
+        row = drill_row(run, now)
+        row["status"] = executor.effective_status(run)
+        rows.append(row)
+    return rows
 
 
 def topology_document(topology: Any) -> dict[str, Any]:

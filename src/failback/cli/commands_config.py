@@ -203,7 +203,31 @@ def status(
         stdout.print(table)
         for line in status_lines(doc):
             stdout.print(line, markup=False, highlight=False)
+        stdout.print(drill_line(doc["drill"]), markup=False, highlight=False)
     return 0
+
+
+def drill_line(drill: dict[str, Any]) -> str:
+    """``drill: last 2h05m ago at dc2, succeeded (RTO 1.42s); ...`` for ``status``."""
+    from failback.cli.output import fmt_duration
+    from failback.monitor.decide import human
+
+    last = drill["last"]
+    if last is None:
+        text = "drill: never drilled (`failback drill SERVICE`)"
+    else:
+        rto = f", RTO {fmt_duration(last['rto_s'])}" if last["rto_s"] is not None else ""
+        text = (
+            f"drill: last run {last['id']} {human(last['age_s'])} ago at {last['site']},"
+            f" {last['status']}{rto}"
+        )
+        success = drill["last_success"]
+        if last["status"] != "succeeded" and success is not None:
+            text += f"; last success {human(success['age_s'])} ago (run {success['id']})"
+    if drill["require_within_s"] is not None:
+        verdict = "met" if drill["requirement_met"] else "NOT met: automatic failback waits"
+        text += f"; policy: {drill['reason']}: {verdict}"
+    return text
 
 
 def print_plan(

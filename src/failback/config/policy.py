@@ -203,6 +203,18 @@ class Policy(ConfigModel):
         False,
         description="With synchronous: never relax to asynchronous; writes wait for the standby.",
     )
+    require_drill_within: Duration | None = Field(
+        None,
+        description="An automatic failback waits until a drill of the service (`failback "
+        "drill`) succeeded within this time, e.g. 7d; omit: no drill required.",
+    )
+
+    @field_validator("require_drill_within")
+    @classmethod
+    def _drill_window_positive(cls, seconds: float | None) -> float | None:
+        if seconds is not None and seconds <= 0:
+            raise ValueError("must be longer than zero (omit it to require no drill)")
+        return seconds
 
     @model_validator(mode="after")
     def _strict_needs_synchronous(self) -> Policy:

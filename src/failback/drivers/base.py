@@ -30,6 +30,7 @@ from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from failback.drivers.drilling import DrillRequest
 from failback.drivers.planning import PlanCheck, PlanRequest
 from failback.hosts import Host
 from failback.model.component import ComponentSettings
@@ -112,6 +113,10 @@ class Capability(StrEnum):
     TRAFFIC_HEALTH = "traffic-health"
     """Judges a stateless tier's health under real traffic at one site (errors, response
     time, health check): the failback's observation window watches it."""
+    DRILL = "drill"
+    """Can rehearse a takeover without touching production (``failback drill``): an
+    isolated, writable copy of a standby, promoted and checked, then removed
+    (``drill_precheck``, ``drill_steps``; ``drivers/drilling.py``)."""
 
 
 TrafficWatch = Callable[[], list[str]]
@@ -378,6 +383,22 @@ class Driver(Generic[SettingsT]):
         what reads its commits after a failover to ``standby_site`` (a write, but never
         of clients' data); what was done, with ``problem`` when a capture would fail."""
         raise NotImplementedError(f"the {self.name} driver captures nothing")
+
+    def drill_precheck(
+        self, settings: SettingsT, site: str, host: Host, parent: str | None = None
+    ) -> dict[str, Any]:
+        """DRILL: refuse (``failback.errors.PlanRefused``) a drill of the standby at ``site``
+        that would disturb production or cannot work (not a healthy streaming standby, not
+        enough free space for the copy on its machine, in ``parent`` when given); else
+        what was found (sizes...).
+        Read-only: asked before the drill's run is created, so a refusal changes nothing."""
+        raise NotImplementedError(f"the {self.name} driver cannot be drilled")
+
+    def drill_steps(self, request: DrillRequest) -> list[StepSpec]:
+        """DRILL: the steps of a drill of ``request.site``: copy, start isolated, promote,
+        a verified write, the checks aimed at the copy, keep, remove. Each step that
+        leaves something behind undoes it (abort, a failure): a drill leaves nothing."""
+        raise NotImplementedError(f"the {self.name} driver cannot be drilled")
 
     def traffic_watch(self, settings: SettingsT, site: str, thresholds: Any) -> TrafficWatch:
         """TRAFFIC_HEALTH: start watching a stateless tier at ``site`` against

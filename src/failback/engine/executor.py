@@ -37,6 +37,7 @@ from failback.engine.run_context import (
 from failback.engine.step_code import build_action
 from failback.errors import FailbackError, LeadershipLost, SafetyRefusal, StateError
 from failback.hosts import CommandCancelled, HostSet
+from failback.model.locks import run_lock
 from failback.model.plan import Plan, StepSpec
 from failback.model.states import (
     APPLIED_STEPS,
@@ -185,6 +186,7 @@ class Executor:
             topology_path=str(topology.path),
             topology_text=topology.text,
             options=options or {},
+            lock=run_lock(plan.service, plan.kind),
         )
         self.journal.add_event(
             f"{plan.kind}.created",
@@ -833,7 +835,7 @@ class Executor:
 
     def _finish(self, run: RunRecord, status: str) -> None:
         if status in TERMINAL:
-            self.journal.release_lock(run.service, run.id)
+            self.journal.release_lock(run_lock(run.service, run.kind), run.id)
         self.journal.add_event(
             f"{run.kind}.{status}",
             f"{run.kind} of {run.service} {status}",

@@ -13,6 +13,7 @@ from typing import Any
 
 from failback.model.states import EXECUTING
 from failback.monitor import window as allowed
+from failback.report.drills import drill_requirement
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class FailbackFacts:
     failing: str
     last_failback_at: float | None
     automatic_failbacks_24h: int
+    last_drill_at: float | None = None
+    """When the last successful drill of the service ended (``failback drill``), for the
+    policy's ``require_drill_within``."""
     last_failback_ending: str | None = None
     """How the last failback ended: ``succeeded``, or ``rolled-back`` / ``aborted`` (a
     gate, the observation window or a person turned it back): the hold-down counts from
@@ -77,6 +81,11 @@ def decide_failback(f: FailbackFacts) -> Decision:
     window = float(policy.stability_window)
     if f.stable_since is None:
         return Decision(False, f"{f.home} not healthy: {f.failing}", "unhealthy")
+    within = getattr(policy, "require_drill_within", None)
+    if within is not None:
+        met, why = drill_requirement(float(within), f.last_drill_at, f.now)
+        if not met:
+            return Decision(False, f"drill required: {why}; run `failback drill`", "drill")
     stable_for = f.now - f.stable_since
     if stable_for < window:
         return Decision(False, f"stable for {human(stable_for)} of {human(window)}", "stabilizing")

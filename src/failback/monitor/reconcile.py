@@ -74,6 +74,7 @@ from failback.observe.probes import (
 )
 from failback.observe.service import mark_stale_primaries, primary_position
 from failback.plan.fence import FENCE, plan_fence, routed_to
+from failback.report.drills import last_drills
 from failback.store import Journal
 
 SAVE_EVERY_S = REPORT_EVERY_S
@@ -156,6 +157,8 @@ class ServiceMonitor:
     """Fence runs in a row that did not succeed (the retry delay doubles with each)."""
     _runs: list[Any] | None = None
     _runs_key: tuple[Any, ...] = ()
+    _drill_at: float | None = None
+    _drill_key: int | None = None
     _edges: list[Edge] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     steady: bool = False
@@ -844,6 +847,7 @@ class ServiceMonitor:
             last_failback_at=last[1] if last else None,
             automatic_failbacks_24h=automatic_24h,
             last_failback_ending=None if last is None else last[2],
+            last_drill_at=self._last_drill_at(journal, now),
         )
         decision = decide.decide_failback(facts)
         if (held or self.worker is not None) and decision.code not in _OUTLIVES_A_RUN:
@@ -865,6 +869,20 @@ class ServiceMonitor:
             return _decision(f"refused: {reason}", "refused", now)
         self._episode_event(journal, decision)
         return decision.to_dict(now)
+
+    def _last_drill_at(self, journal: Journal, now: float) -> float | None:
+        """When the last successful drill ended, read only under ``require_drill_within``
+        (and at most every ``RUNS_REFRESH_S``, like the past runs)."""
+        if self.service.policy.require_drill_within is None:
+            return None
+        key = int(now // RUNS_REFRESH_S)
+        if self._drill_key != key:
+            success = last_drills(journal, self.name, now).last_success
+            self._drill_at = (
+                None if success is None else (success["finished_at"] or success["started_at"])
+            )
+            self._drill_key = key
+        return self._drill_at
 
     def _episode(self, code: str | None) -> bool:
         """True the first time ``code`` is the failback decision since it was another."""

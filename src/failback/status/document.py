@@ -21,6 +21,7 @@ from failback.engine.executor import Executor
 from failback.hosts import HostSet
 from failback.monitor.liveness import monitor_document
 from failback.observe.service import observe_service
+from failback.report.drills import drill_summary
 from failback.store import Journal
 
 AUTO_FAILBACK_KEY = "auto_failback"
@@ -115,4 +116,9 @@ def service_status(
     # the primary's position as the monitor last saw it (what a failover measures loss from)
     doc["last_primary"] = recorded.get("last_primary")
     doc["monitor"] = monitor_document(journal, service, doc)
+    within = service.policy.require_drill_within
+    doc["drill"] = drill_summary(journal, service_name, None if within is None else float(within))
+    last = doc["drill"]["last"]
+    if last is not None and last["finished_at"] is None:  # running, or its runner died
+        last["status"] = executor.effective_status(journal.get_run(int(last["id"])))
     return doc

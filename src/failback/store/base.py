@@ -81,12 +81,15 @@ class RunStore(Protocol):
         topology_path: str,
         topology_text: str,
         options: dict[str, Any],
+        lock: str | None = None,
     ) -> int:
         """Create a run (status ``pending``), take the service's lock and write its
         pending steps, atomically; returns the run id.
 
         Raises StateError naming the run holding the lock: two runs can never act on
         the same service at once, even when two processes ask at the same instant.
+        ``lock`` names another lock than the service's (``model/locks.py``: a drill
+        holds its own, so that it never keeps a failover from starting).
         """
         ...
 

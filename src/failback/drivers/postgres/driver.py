@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
+from failback.drivers.drilling import DrillRequest
 from failback.drivers.planning import PlanCheck, PlanRequest
 from failback.drivers.postgres import self_fence
 from failback.drivers.postgres.actions import (
@@ -23,6 +24,9 @@ from failback.drivers.postgres.actions import (
     PgWaitReplay,
 )
 from failback.drivers.postgres.capture_slots import keep_capture_slots
+from failback.drivers.postgres.drill_actions import DRILL_ACTIONS
+from failback.drivers.postgres.drill_actions import precheck as drill_precheck
+from failback.drivers.postgres.drill_steps import drill_steps
 from failback.drivers.postgres.facts import observe_postgres_at_hand, observe_postgres_component
 from failback.drivers.postgres.node import node_from_component
 from failback.drivers.postgres.refusals import check_database_plan
@@ -49,6 +53,7 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
         PgResync,
         PgCatchup,
         PgVerifyWrite,
+        *DRILL_ACTIONS,
     )
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
@@ -57,6 +62,7 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
             Capability.SYNCHRONOUS_REPLICATION,
             Capability.SELF_FENCE,
             Capability.DIVERGED_CAPTURE,
+            Capability.DRILL,
         }
     )
 
@@ -86,6 +92,14 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
             return {"site": primary_site, "problem": None, "off": True}
         primary = node_from_component(settings, primary_site)  # SQL only: no machine
         return keep_capture_slots(primary, standby_site).to_dict()
+
+    def drill_precheck(
+        self, settings: PostgresComponent, site: str, host: Host, parent: str | None = None
+    ) -> dict[str, Any]:
+        return drill_precheck(settings, site, host, parent)
+
+    def drill_steps(self, request: DrillRequest) -> list[StepSpec]:
+        return drill_steps(request)
 
     def self_fence(self, settings: PostgresComponent, site: str, host: Host) -> dict[str, Any]:
         return self_fence.fence(host, node_from_component(settings, site, host))

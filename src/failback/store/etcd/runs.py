@@ -50,8 +50,10 @@ class EtcdRuns(EtcdBackend):
         topology_path: str,
         topology_text: str,
         options: dict[str, Any],
+        lock: str | None = None,
     ) -> int:
-        """Create a run, its pending steps and the service's lock in one transaction,
+        """Create a run, its pending steps and the service's lock (or ``lock``) in one
+        transaction,
         that holds only if the lock key does not exist and the run counter is the one
         read: of two processes asking at once, one commits, the other reads again and
         finds the lock taken. The lock carries the run's creation token, so a commit
@@ -64,14 +66,14 @@ class EtcdRuns(EtcdBackend):
         # events of this run come after it exists: reading them stops at this id
         events_after = self._last_event_id()
         keys = self.keys
-        lock_key = keys.lock(service)
+        lock_key = keys.lock(lock or service)
 
         def decide(snapshot: Snapshot) -> Change[int]:
-            lock = snapshot.doc(lock_key)
-            if lock is not None:
-                if lock.get("token") == creation:
-                    return Change(int(lock["run_id"]))
-                raise self._locked(service, int(lock["run_id"]))
+            held = snapshot.doc(lock_key)
+            if held is not None:
+                if held.get("token") == creation:
+                    return Change(int(held["run_id"]))
+                raise self._locked(lock or service, int(held["run_id"]))
             run_id = number(snapshot.text(keys.run_seq)) + 1
             record = {
                 "id": run_id,

@@ -33,19 +33,21 @@ class SqliteRuns(SqliteDatabase):
         topology_path: str,
         topology_text: str,
         options: dict[str, Any],
+        lock: str | None = None,
     ) -> int:
-        """Create a run and take the service's lock in one transaction.
+        """Create a run and take the service's lock (or ``lock``) in one transaction.
 
         Raises StateError naming the run that holds the lock, so two runs can never
         act on the same service at once.
         """
         now = time.time()
+        lock_name = lock or service
         with self._transaction() as db:
-            held = db.execute("SELECT run_id FROM locks WHERE service = ?", (service,)).fetchone()
+            held = db.execute("SELECT run_id FROM locks WHERE service = ?", (lock_name,)).fetchone()
             if held is not None:
                 holder = self.get_run(int(held["run_id"]))
                 raise StateError(
-                    f"service {service!r} is locked by run {held['run_id']}"
+                    f"{_what(service, lock_name)} is locked by run {held['run_id']}"
                     f" ({holder.kind}, {holder.status})",
                     hint=f"see `failback run show {held['run_id']}`; finish it with "
                     f"`failback resume {held['run_id']}` or `failback abort {held['run_id']}`",
@@ -68,7 +70,7 @@ class SqliteRuns(SqliteDatabase):
             run_id = int(cursor.lastrowid or 0)
             db.execute(
                 "INSERT INTO locks (service, run_id, acquired_at) VALUES (?,?,?)",
-                (service, run_id, now),
+                (lock_name, run_id, now),
             )
             for idx, step in enumerate(plan.get("steps", [])):
                 db.execute(
@@ -390,3 +392,8 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         pid=row["pid"],
         report=json.loads(row["report_json"]) if row["report_json"] else None,
     )
+
+
+def _what(service: str, lock: str) -> str:
+    """How a refusal names the lock: the service's, or another one of it (a drill's)."""
+    return f"service {service!r}" if lock == service else f"{lock!r} of service {service!r}"
