@@ -321,9 +321,10 @@ class Driver(Generic[SettingsT]):
     # when the driver declares the capability (``catalog.has_capability``); the defaults
     # say "cannot" instead of guessing.
 
-    def run_sql(self, settings: SettingsT, site: str, query: str) -> str:
-        """SQL: run a declared ``sql`` check's query at ``site``; what it answered. Raises
-        when the query fails (the check then fails with that message)."""
+    def run_sql(self, settings: SettingsT, site: str, query: str, timeout: float) -> str:
+        """SQL: run a declared ``sql`` check's query at ``site`` within ``timeout`` seconds
+        (connecting and running); what it answered. Raises when the query fails (the check
+        then fails with that message)."""
         raise NotImplementedError(f"the {self.name} driver cannot run SQL")
 
     def zero_loss_setting(self, settings: SettingsT) -> str:

@@ -44,7 +44,7 @@ class ChecksGate(Action):
         use = self.spec.params["use"]
         checks = checks_for(self.ctx.service, use, self.spec.site)
         local = self.ctx.host_for(None, None)
-        results = [run_check(c, self.ctx.service, local) for c in checks]
+        results = [run_check(c, self.ctx.service, local, self.spec.site) for c in checks]
         for result in results:
             self.ctx.measure(
                 f"check.{result.name}.ok", 1.0 if result.ok else 0.0, note=result.detail
@@ -94,7 +94,7 @@ class StabilityGate(Action):
                 if not seen.healthy:
                     problems.append(f"{name}: {seen.detail}")
             for check in checks:
-                result = run_check(check, self.ctx.service, self.ctx.host_for(None, None))
+                result = run_check(check, self.ctx.service, self.ctx.host_for(None, None), site)
                 if not result.ok:
                     problems.append(f"{check.name}: {result.detail}")
             now = time.monotonic()

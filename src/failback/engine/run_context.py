@@ -101,7 +101,7 @@ class RunContext:
 
     def run_checks(self, check_type: str, site: str) -> list[CheckResult]:
         return [
-            run_check(check, self.service, self.hosts.local())
+            run_check(check, self.service, self.hosts.local(), site)
             for check in self.service.checks
             if check.type == check_type and check.site in (None, site)
         ]

@@ -32,11 +32,12 @@ class CheckResult:
         return asdict(self)
 
 
-def run_check(check: Any, service: Service, host: Host) -> CheckResult:
-    """Run one declared check with its timeout; never raises."""
+def run_check(check: Any, service: Service, host: Host, site: str | None = None) -> CheckResult:
+    """Run one declared check with its timeout; never raises. ``site``: the site a gate
+    judges, where an ``sql`` check that names none runs."""
     started = time.monotonic()
     try:
-        ok, detail = _dispatch(check, service, host)
+        ok, detail = _dispatch(check, service, host, site)
     except FailbackError as exc:
         ok, detail = False, exc.message
     except Exception as exc:
@@ -44,7 +45,7 @@ def run_check(check: Any, service: Service, host: Host) -> CheckResult:
     return CheckResult(check.name, check.type, ok, detail, time.monotonic() - started)
 
 
-def _dispatch(check: Any, service: Service, host: Host) -> tuple[bool, str]:
+def _dispatch(check: Any, service: Service, host: Host, site: str | None) -> tuple[bool, str]:
     kind = check.type
     if kind == "tcp":
         return _tcp(check.host, check.port, check.timeout)
@@ -56,7 +57,7 @@ def _dispatch(check: Any, service: Service, host: Host) -> tuple[bool, str]:
             return False, f"timed out after {check.timeout:g}s"
         return result.ok, "exit 0" if result.ok else f"exit {result.returncode}: {result.tail()}"
     if kind == "sql":
-        return _sql(check, service)
+        return _sql(check, service, check.site or site)
     return False, f"unknown check type {kind}"
 
 
@@ -82,12 +83,17 @@ def _http(url: str, method: str, expect_status: int, timeout: float) -> tuple[bo
     return ok, f"{url}: HTTP {status}" + ("" if ok else f" (expected {expect_status})")
 
 
-def _sql(check: Any, service: Service) -> tuple[bool, str]:
+def _sql(check: Any, service: Service, site: str | None) -> tuple[bool, str]:
     """Asked of the component's driver (``Capability.SQL``): the observer speaks no SQL."""
     component = service.components[check.component]
     if not has_capability(component, Capability.SQL):
         return False, f"{check.component} ({component.driver}) cannot run an sql check"
-    answer = driver_of(component).run_sql(component, check.site, check.query)
+    if site is None:  # the monitor watches it alone: no gate says which site
+        return False, (
+            f"{check.name} names no site, and only a gate says which one to query: "
+            "give it `site:` to have the monitor watch it"
+        )
+    answer = driver_of(component).run_sql(component, site, check.query, float(check.timeout))
     return True, f"{check.query!r} -> {answer}"
 
 

@@ -12,11 +12,13 @@ from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.node import node_from_component
 
 
-def run_sql(settings: Any, site: str, query: str) -> str:
+def run_sql(settings: Any, site: str, query: str, timeout: float = 2.0) -> str:
     """Run ``query`` on ``site``'s server; what it answered (first column of the first
-    row). Raises (a PgError, or psycopg's) when the server refuses or the query fails."""
+    row). Raises (a PgError, or psycopg's) when the server refuses or the query fails,
+    or takes longer than ``timeout`` (the server cancels it: a gate never hangs on it)."""
     node = node_from_component(settings, site)
-    with connect(node) as conn:
+    with connect(node, timeout=timeout) as conn:
+        conn.execute(f"SET statement_timeout = {max(1, int(timeout * 1000))}")
         row = conn.execute(query).fetchone()
     return str(row[0]) if row else "no row"
 
@@ -24,5 +26,5 @@ def run_sql(settings: Any, site: str, query: str) -> str:
 class PostgresSql:
     """The driver's ``Capability.SQL`` method (mixed into ``PostgresDriver``)."""
 
-    def run_sql(self, settings: Any, site: str, query: str) -> str:
-        return run_sql(settings, site, query)
+    def run_sql(self, settings: Any, site: str, query: str, timeout: float) -> str:
+        return run_sql(settings, site, query, timeout)
