@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 import yaml
 
+from failback.hosts import LocalHost
+from failback.lab.pg import lab_node
 from failback.lab.probe import WriteProbe
 from tests.conftest import failback_argv, run_cli
 from tests.integration.labfixtures import (
@@ -253,12 +255,15 @@ def test_a_drill_killed_in_the_middle_leaves_nothing_after_abort_or_resume(
 
 def test_bad_drill_requests_change_nothing(lab: Lab) -> None:
     before = max_run_id(lab)
+    dc2_pgdata = lab_node(LocalHost(), lab.info, "dc2").pgdata
     cases = [
         (["drill", "nope"], "no service 'nope'"),
         (["drill", SERVICE, "--site", "dc9"], "has no site 'dc9'"),
         (["drill", SERVICE, "--site", "dc1"], "dc1 is the active site of app"),
         (["drill", SERVICE, "--keep-for", "5 minutes"], "--keep-for '5 minutes'"),
         (["drill", SERVICE, "--dir", "/nonexistent-drill-dir"], "is not a directory"),
+        # inside the standby's own data directory: the copy would grow in production
+        (["drill", SERVICE, "--dir", f"{dc2_pgdata}/base"], "is inside the standby's"),
     ]
     for args, message in cases:
         result = lab.cli(*args, "--yes")

@@ -8,7 +8,9 @@ update and delete are not decoded, the server warns), and one transaction of two
 
 from __future__ import annotations
 
-from failback.drivers.postgres.diverged import decode
+import pytest
+
+from failback.drivers.postgres.diverged import UnknownChange, decode
 
 FORK = "0/E35750"
 TS = "2026-12-06 16:12:27.98591+00"
@@ -83,3 +85,25 @@ def test_rows_the_wal_cannot_key_are_reported_not_dropped() -> None:
     ]
     (nothing_shown,) = found.without_rows  # its transaction is named, with its commit
     assert nothing_shown["xid"] == 736 and nothing_shown["commit_time"], nothing_shown
+
+
+def test_numbers_keep_every_digit_and_truncate_is_a_change() -> None:
+    lines = [
+        '{"action":"B","xid":900}',
+        '{"action":"T","schema":"public","table":"ledger"}',
+        '{"action":"I","schema":"public","table":"ledger","columns":[{"name":"id","type":"integer",'
+        '"value":1},{"name":"amount","type":"numeric","value":12345678901234567.89},'
+        '{"name":"rate","type":"numeric","value":1.10}],"pk":[{"name":"id","type":"integer"}]}',
+        '{"action":"M","transactional":false,"prefix":"heartbeat","content":"x"}',
+        '{"action":"C","xid":900,"lsn":"0/F00000","timestamp":"2026-12-06 10:00:00+00"}',
+    ]
+    found = decode(lines, "0/E00000")
+    truncate, insert = found.changes
+    assert (truncate.op, truncate.table, truncate.key) == ("truncate", "public.ledger", None)
+    assert insert.new == {"id": 1, "amount": "12345678901234567.89", "rate": "1.10"}
+
+
+def test_an_action_it_does_not_know_makes_the_capture_fail_not_shrink() -> None:
+    lines = ['{"action":"B","xid":901}', '{"action":"X","schema":"public","table":"t"}']
+    with pytest.raises(UnknownChange, match="does not know"):
+        decode(lines, "0/E00000")

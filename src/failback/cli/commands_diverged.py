@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from failback.cli.context import journal_from_options
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
@@ -96,7 +97,7 @@ def _table(changes: list[dict[str, object]]) -> Table:
         table.add_column(column)
     for change in changes:
         values = change.get("new") if change.get("op") != "delete" else change.get("old")
-        table.add_row(
+        cells = (
             str(change.get("xid")),
             str(change.get("commit_time")),
             f"{change.get('database')}.{change.get('table')}",
@@ -104,6 +105,7 @@ def _table(changes: list[dict[str, object]]) -> Table:
             _pairs(change.get("key")),
             _pairs(values),
         )
+        table.add_row(*(Text(cell) for cell in cells))  # data, never markup: "[/]" is a value
     return table
 
 

@@ -507,11 +507,21 @@ class Agent:
             os.unlink(path)
 
     def op_make_dirs(self, rid: int, path: str, owner: str | None, mode: int) -> None:
+        """Create ``path`` (and parents), then set its mode and owner on the directory
+        itself, never through a symbolic link: a link planted at a predictable path (in
+        /tmp, say) must not make root hand its target to ``owner``."""
         os.makedirs(path, mode=mode, exist_ok=True)
-        os.chmod(path, mode)
-        if owner is not None and os.geteuid() == 0:
-            entry = pwd.getpwnam(owner)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        uid = pwd.getpwnam(owner).pw_uid if owner is not None and os.geteuid() == 0 else None
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            found = os.fstat(fd).st_uid
+            if found not in (0, os.geteuid(), uid):
+                raise PermissionError(f"{path} exists and belongs to uid {found}: refused")
+            os.fchmod(fd, mode)
+            if uid is not None:
+                os.fchown(fd, uid, pwd.getpwuid(uid).pw_gid)
+        finally:
+            os.close(fd)
 
     def op_pid_alive(self, rid: int, pid: int) -> bool:
         try:

@@ -167,10 +167,10 @@ class Monitor:
             asyncio.create_task(self._reconcile_loop(svc, deciders[svc.name], wake[svc.name], stop))
             for svc in self.services
         ]
-        keepers = [svc for svc in self.services if svc.capture is not None]
-        if keepers:
-            capturer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
-            tasks.append(asyncio.create_task(self._keep_captures(keepers, capturer, stop)))
+        for svc in self.services:
+            if svc.capture is not None:  # a thread each: one slow primary holds no other
+                capturer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
+                tasks.append(asyncio.create_task(self._keep_captures(svc, capturer, stop)))
         if self.leadership is not None:
             # the journal's copy reaches the log only through the leader: say it here too
             notifier.emit(self._local_event("monitor.started", self._started_message()))
@@ -378,17 +378,16 @@ class Monitor:
                 await asyncio.wait_for(wake.wait(), svc.next_tick())
 
     async def _keep_captures(
-        self, services: list[ServiceMonitor], executor: ThreadPoolExecutor, stop: asyncio.Event
+        self, svc: ServiceMonitor, executor: ThreadPoolExecutor, stop: asyncio.Event
     ) -> None:
         """Every ``KEEP_EVERY_S``, on a thread of its own: a slow primary delays only this."""
         loop = asyncio.get_running_loop()
+        assert svc.capture is not None
         try:
             while not stop.is_set():
                 if self.acting():
-                    for svc in services:
-                        assert svc.capture is not None
-                        with contextlib.suppress(Exception):  # reported by the keeper
-                            await loop.run_in_executor(executor, svc.capture.round)
+                    with contextlib.suppress(Exception):  # reported by the keeper
+                        await loop.run_in_executor(executor, svc.capture.round)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), KEEP_EVERY_S)
         finally:

@@ -79,6 +79,8 @@ def statement(change: dict[str, Any]) -> str:
         new = change.get("new") or {}
         sets = ", ".join(f"{quote_ident(c)} = {literal(v)}" for c, v in new.items())
         return f"UPDATE {table} SET {sets} WHERE {_where(change.get('key'))};"
+    if op == "truncate":
+        return f"TRUNCATE {table};  -- every row the table had then: check before committing"
     return f"DELETE FROM {table} WHERE {_where(change.get('key'))};"
 
 

@@ -685,29 +685,35 @@ class PgCaptureDiverged(PgAction):
     def apply(self) -> dict[str, Any] | None:
         source = self.node_at(self.spec.params["source"])
         site = self.spec.site or ""
-        if not self.options.capture_diverged:
-            capture = Capture(site=site, captured=False, reason="capture_diverged is off")
+        self.ctx.progress(f"reading what {site} committed after the fork")
+        try:
+            host = self.host()
+        except HostUnreachable as exc:
+            capture = Capture(site=site, captured=False, reason=exc.message)
         else:
-            self.ctx.progress(f"reading what {site} committed after the fork")
-            try:
-                host = self.host()
-            except HostUnreachable as exc:
-                capture = Capture(site=site, captured=False, reason=exc.message)
-            else:
-                capture = capture_diverged(host, self.node, source, timeout=600.0)
-        summary = capture.summary()
+            capture = capture_diverged(
+                host, self.node, source, timeout=600.0,
+                enabled=bool(self.options.capture_diverged),
+            )  # fmt: skip
         if capture.captured:
-            self.ctx.keep_diverged(capture.to_dict())
-        elif not self.ctx.options.get("accept_data_loss"):
-            self.ctx.remember("diverged", summary)
-            self.ctx.ask_approval(
-                self.spec.id,
-                f"what {site} committed after the failover cannot be read "
-                f"({capture.reason}); the resync erases it: approve to resync anyway, "
-                f"or abort and look first",
-            )
-            summary["loss_accepted"] = True
-        else:
+            try:
+                self.ctx.keep_diverged(capture.to_dict())
+            except Exception as exc:  # too large for the store, say: never resync unasked
+                capture = Capture(
+                    site=site, captured=False, since_lsn=capture.since_lsn,
+                    reason=f"the capture ({len(capture.changes)} rows) could not be kept: "
+                    f"{getattr(exc, 'message', None) or exc}",
+                )  # fmt: skip
+        summary = capture.summary()
+        if not capture.captured:
+            if not self.ctx.options.get("accept_data_loss"):
+                self.ctx.remember("diverged", summary)
+                self.ctx.ask_approval(
+                    self.spec.id,
+                    f"what {site} committed after the failover cannot be read "
+                    f"({capture.reason}); the resync erases it: approve to resync anyway, "
+                    f"or abort and look first",
+                )
             summary["loss_accepted"] = True
         self.ctx.remember("diverged", summary)
         if capture.changes:

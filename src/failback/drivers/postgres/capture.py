@@ -17,12 +17,13 @@ last checkpointed position, so it may replay commits the new primary has too.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from failback.drivers.postgres.capture_slots import SLOT_PREFIX, slot_dirs
+from failback.drivers.postgres.capture_slots import SLOT_PREFIX, slot_dirs, slot_name
 from failback.drivers.postgres.diverged import WAL2JSON_OPTIONS, decode
 from failback.drivers.postgres.divergence import check_divergence
 from failback.drivers.postgres.errors import PgError
@@ -77,9 +78,12 @@ class Capture:
         return {**self.summary(), "databases": self.databases, "changes": self.changes}
 
 
-def capture_diverged(host: Host, node: PgNode, source: PgNode, *, timeout: float) -> Capture:
+def capture_diverged(
+    host: Host, node: PgNode, source: PgNode, *, timeout: float, enabled: bool = True
+) -> Capture:
     """Capture ``node``'s commits after ``source``'s fork (``captured`` False with the
-    reason when that cannot be done exactly). Leaves ``node`` stopped when it decoded."""
+    reason when that cannot be done exactly). Leaves ``node`` stopped when it decoded.
+    ``enabled`` False (``capture_diverged: false``): only says whether anything diverged."""
 
     def impossible(reason: str) -> Capture:
         return Capture(site=node.site, captured=False, reason=reason)
@@ -102,8 +106,18 @@ def capture_diverged(host: Host, node: PgNode, source: PgNode, *, timeout: float
             site=node.site, captured=True, since_lsn=since,
             reason=f"nothing diverged: {div.reason}",
         )  # fmt: skip
+    if not enabled:
+        return impossible(f"capture_diverged is off, and {div.reason}")
     if div.split_brain or fork is None:
         return impossible(f"no fork point to read from: {div.reason}")
+    for signal_file in ("standby.signal", "recovery.signal"):
+        if host.exists(os.path.join(node.pgdata, signal_file)):
+            # it would start in recovery: streaming from production, or restoring from
+            # its archive, instead of staying where nobody reaches it
+            return impossible(
+                f"{node.site} has {signal_file} in its data directory: it would start in "
+                "recovery, not as the old primary whose commits are to be read"
+            )
     if not slot_dirs(host, node):
         return impossible(
             f"{node.site} has no capture slot (failback's monitor keeps them on the "
@@ -130,6 +144,13 @@ def isolated_options(node: PgNode) -> list[str]:
         f"-c unix_socket_directories={shlex.quote(where)}",
         f"-c hba_file={shlex.quote(os.path.join(where, 'pg_hba.conf'))}",
         "-c archive_mode=off",
+        # nothing it starts may connect out: a subscription's apply worker would take
+        # changes from its publisher's slot that production's subscriber then never gets
+        "-c max_logical_replication_workers=0",
+        "-c primary_conninfo=''",
+        "-c primary_slot_name=''",
+        "-c restore_command=''",
+        "-c synchronous_standby_names=''",
     ]
 
 
@@ -164,53 +185,91 @@ def _decode_isolated(host: Host, node: PgNode, fork: int, *, timeout: float) -> 
         host.remove(where)
 
 
+def conninfo_dbname(name: str) -> str:
+    """``dbname='...'`` for psql's ``-d``: given bare, a name holding ``=`` would be read as
+    connection settings (``host=elsewhere``) and override ``-h``/``-p``."""
+    return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _psql(
-    host: Host, node: PgNode, dbname: str, sql: str, *, timeout: float
+    host: Host, node: PgNode, dbname: str, commands: list[str], *, timeout: float
 ) -> tuple[list[str], list[str]]:
-    """One query over the private socket: (output lines, server notices)."""
+    """SQL over the private socket, one session (``commands`` in order): (output lines,
+    server notices)."""
     env = {"PGPASSWORD": node.password} if node.password else None
+    argv = [node.bin("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+            "-h", socket_dir(node), "-p", str(node.port), "-U", node.user,
+            "-d", conninfo_dbname(dbname)]  # fmt: skip
+    for command in commands:
+        argv += ["-c", command]
     result = run_pg(
-        host, node,
-        [node.bin("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
-         "-h", socket_dir(node), "-p", str(node.port), "-U", node.user, "-d", dbname,
-         "-c", sql],
-        timeout=timeout, env=env, what=f"psql on the isolated {node.site}",
-    )  # fmt: skip
+        host, node, argv, timeout=timeout, env=env, what=f"psql on the isolated {node.site}"
+    )
     return result.stdout.splitlines(), result.stderr.splitlines()
+
+
+_DATABASES = (
+    "SELECT coalesce(json_agg(json_build_object("
+    "'oid', d.oid::bigint, 'name', d.datname, 'connectable', d.datallowconn,"
+    " 'slot', s.slot_name, 'confirmed', s.confirmed_flush_lsn::text, 'status', s.wal_status)"
+    " ORDER BY d.datname), '[]')"
+    " FROM pg_database d LEFT JOIN pg_replication_slots s"
+    f" ON s.database = d.datname AND s.slot_name = '{SLOT_PREFIX}' || d.oid"
+    " WHERE NOT d.datistemplate"
+)
+"""Every database and its capture slot, as one JSON document: names are data, never split
+on a separator a name may contain."""
+
+READING_SLOT = "failback_diverged_reading"
+"""A temporary copy of a database's slot, moved to the fork before it is read: decoding
+then starts at the fork, so the server's warnings about rows without a key are about
+diverged transactions only (a temporary slot goes with its session)."""
+
+
+def _slots_to_read(host: Host, node: PgNode, fork: int, *, timeout: float) -> list[tuple[str, int]]:
+    """(database, oid) of every database, each with a slot that can be read exactly from the
+    fork; PgError (the capture is then not exact) otherwise."""
+    since = format_lsn(fork)
+    lines, _ = _psql(host, node, node.dbname, [_DATABASES], timeout=timeout)
+    databases = json.loads("".join(lines) or "[]")
+    found: list[tuple[str, int]] = []
+    for db in databases:
+        name, oid = str(db["name"]), int(db["oid"])
+        if not db["connectable"]:
+            raise PgError(
+                f"database {name!r} allows no connections (datallowconn is off): what it "
+                "committed cannot be read"
+            )
+        if db["slot"] != slot_name(oid):
+            raise PgError(f"database {name!r} has no capture slot: its commits cannot be read")
+        if db["status"] == "lost":
+            raise PgError(
+                f"the capture slot of database {name!r} lost its WAL (max_slot_wal_keep_size)"
+            )
+        confirmed = db["confirmed"]
+        if confirmed and parse_lsn(str(confirmed)) > fork:
+            raise PgError(
+                f"the capture slot of database {name!r} stands at {confirmed}, past the "
+                f"fork {since}: commits between them cannot be read"
+            )
+        found.append((name, oid))
+    return found
 
 
 def _read(host: Host, node: PgNode, fork: int, *, timeout: float) -> Capture:
     since = format_lsn(fork)
     capture = Capture(site=node.site, captured=True, reason="", since_lsn=since)
-    lines, _ = _psql(
-        host, node, node.dbname,
-        "SELECT d.datname || '|' || coalesce(s.slot_name, '') || '|' ||"
-        " coalesce(s.confirmed_flush_lsn::text, '') || '|' || coalesce(s.wal_status, '')"
-        " FROM pg_database d LEFT JOIN pg_replication_slots s"
-        f" ON s.database = d.datname AND s.slot_name = '{SLOT_PREFIX}' || d.oid"
-        " WHERE d.datallowconn AND NOT d.datistemplate ORDER BY d.datname",
-        timeout=timeout,
-    )  # fmt: skip
-    slots: list[tuple[str, str]] = []
-    for line in lines:
-        datname, slot, confirmed, status = line.rsplit("|", 3)
-        if not slot:
-            raise PgError(f"database {datname} has no capture slot: its commits cannot be read")
-        if status == "lost":
-            raise PgError(
-                f"the capture slot of database {datname} lost its WAL (max_slot_wal_keep_size)"
-            )
-        if confirmed and parse_lsn(confirmed) > fork:
-            raise PgError(
-                f"the capture slot of database {datname} stands at {confirmed}, past the "
-                f"fork {since}: commits between them cannot be read"
-            )
-        slots.append((datname, slot))
+    slots = _slots_to_read(host, node, fork, timeout=timeout)
     options = ", ".join(f"'{k}', '{v}'" for k, v in WAL2JSON_OPTIONS)
-    for datname, slot in slots:
+    for datname, oid in slots:
+        # names built here from an integer: nothing from the server is pasted into SQL
         out, notices = _psql(
             host, node, datname,
-            f"SELECT data FROM pg_logical_slot_peek_changes('{slot}', NULL, NULL, {options})",
+            [f"SELECT FROM pg_copy_logical_replication_slot('{slot_name(oid)}',"
+             f" '{READING_SLOT}', true)",
+             f"SELECT FROM pg_replication_slot_advance('{READING_SLOT}', '{since}')",
+             f"SELECT data FROM pg_logical_slot_peek_changes('{READING_SLOT}', NULL, NULL,"
+             f" {options})"],
             timeout=timeout,
         )  # fmt: skip
         found = decode(out, since, notices)

@@ -33,6 +33,15 @@ from failback.hosts.base import Host
 SLOT_PREFIX = "failback_diverged_"
 """Slot names are cluster-wide: one slot per database, named by the database's OID."""
 PLUGIN = "wal2json"
+KEEPER_LIMITS: dict[str, object] = {
+    "options": "-c statement_timeout=5000",
+    "tcp_user_timeout": 5000,
+    "keepalives_idle": 2,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+}
+"""A primary cut off mid-round fails the round within seconds instead of holding the
+keeper (and the monitor's shutdown) for the kernel's TCP timeout (~15 min)."""
 CREATE_TIMEOUT_MS = 10_000
 """Creating a logical slot waits for the transactions in progress to end: a long one
 must not hold the keeper for longer than this (it tries again on its next round)."""
@@ -64,7 +73,7 @@ def keep_capture_slots(
     """Create the missing slots on ``primary`` and move them to ``standby_site``'s replay
     position. Never moves a slot backwards, never past what the standby replayed."""
     kept = SlotsKept(site=primary.site)
-    with connect(primary) as conn:
+    with connect(primary, **KEEPER_LIMITS) as conn:
         wal_level, keep_size, in_recovery = conn.execute(
             "SELECT current_setting('wal_level'), current_setting('max_slot_wal_keep_size'),"
             " pg_is_in_recovery()"
@@ -108,7 +117,7 @@ def keep_capture_slots(
         kept.databases.append(str(name))
         slot = slot_name(int(oid))
         confirmed, status = slots.get(slot, (None, ""))
-        with connect(primary, dbname=str(name)) as conn:
+        with connect(primary, dbname=str(name), **KEEPER_LIMITS) as conn:
             if status == "lost":  # invalidated by max_slot_wal_keep_size: start again
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
                 confirmed = None

@@ -25,16 +25,25 @@ never silently dropped.
 
 from __future__ import annotations
 
+import decimal
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from failback.drivers.postgres.errors import PgError
 from failback.drivers.postgres.lsn import parse_lsn
 
-OPS = {"I": "insert", "U": "update", "D": "delete"}
-"""wal2json's row actions, as the capture names them."""
+OPS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
+"""wal2json's change actions, as the capture names them."""
+NOT_CHANGES = frozenset({"M"})
+"""Actions that change no table: logical messages (``pg_logical_emit_message``)."""
+
+
+class UnknownChange(PgError):
+    """An action this decoder does not know: the capture cannot claim to be complete."""
+
 
 WAL2JSON_OPTIONS = (
     ("format-version", "2"),
@@ -99,7 +108,12 @@ class Diverged:
 def _values(entries: Iterable[dict[str, Any]] | None) -> dict[str, Any] | None:
     if entries is None:
         return None
-    return {str(e["name"]): e.get("value") for e in entries}
+    return {str(e["name"]): _plain(e.get("value")) for e in entries}
+
+
+def _plain(value: Any) -> Any:
+    """A decimal as its exact text (JSON has no decimal type; SQL casts the text back)."""
+    return str(value) if isinstance(value, decimal.Decimal) else value
 
 
 def _key(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -123,12 +137,15 @@ def decode(lines: Iterable[str], since_lsn: str, notices: Iterable[str] = ()) ->
     for line in lines:
         if not line.strip():
             continue
-        record = json.loads(line)
+        # numbers as decimals: a numeric(20,2) must not come back as a rounded float
+        record = json.loads(line, parse_float=decimal.Decimal)
         action = record.get("action")
         if action == "B":
             pending = []
         elif action in OPS:
             pending.append(record)
+        elif action in NOT_CHANGES:
+            continue
         elif action == "C":
             commit_lsn = str(record["lsn"])
             if parse_lsn(commit_lsn) >= fork:
@@ -142,6 +159,8 @@ def decode(lines: Iterable[str], since_lsn: str, notices: Iterable[str] = ()) ->
                          "commit_lsn": commit_lsn}
                     )  # fmt: skip
             pending = []
+        else:
+            raise UnknownChange(f"wal2json sent an action failback does not know: {line[:200]}")
     for notice in notices:
         found = _UNKEYED.search(notice)
         if found:

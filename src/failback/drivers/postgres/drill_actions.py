@@ -65,6 +65,14 @@ def drill_problem(host: Host, node: PgNode, copy: dc.DrillCopy) -> tuple[str, st
             " a drill cannot copy them beside production's yet",
             "drills support clusters without extra tablespaces",
         )
+    parent_real = host.realpath(copy.copy_dir.rsplit("/", 1)[0] or "/")
+    for production in (node.pgdata, node.conf_dir):
+        if production and _inside(parent_real, host.realpath(production)):
+            return (
+                f"{parent_real} is inside the standby's {production} on {host.name}: the copy "
+                "would grow inside production's own files",
+                "give --dir a directory outside the data and configuration directories",
+            )
     if not dc.parent_usable(host, copy):
         parent = copy.copy_dir.rsplit("/", 1)[0]
         return (
@@ -83,6 +91,11 @@ def drill_problem(host: Host, node: PgNode, copy: dc.DrillCopy) -> tuple[str, st
             "--dir DIR",
         )
     return None
+
+
+def _inside(path: str, directory: str) -> bool:
+    """``path`` is ``directory`` or below it (both real paths)."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def precheck(settings: Any, site: str, host: Host, parent: str | None) -> dict[str, Any]:

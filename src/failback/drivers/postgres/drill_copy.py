@@ -145,6 +145,9 @@ class DrillCopy:
             "primary_conninfo": "",
             "primary_slot_name": "",
             "synchronous_standby_names": "",
+            # a subscription copied from the standby must not start: its apply worker
+            # would take changes from the publisher's slot that production never gets
+            "max_logical_replication_workers": "0",
             "hot_standby": "on",
             "shared_buffers": SHARED_BUFFERS,
             "huge_pages": "try",
