@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from failback.drivers.postgres.capture import socket_dir
 from failback.drivers.postgres.lsn import parse_lsn
@@ -43,6 +44,8 @@ from tests.integration.test_api import auth, start_server
 
 pytestmark = pytest.mark.integration
 
+ODD_DB = 'we|ird\'db host=127.0.0.9 "x"'
+"""A database name that would break a capture pasting names into SQL or psql's -d."""
 SLOTS = (
     "SELECT slot_name, database, confirmed_flush_lsn::text FROM pg_replication_slots"
     " WHERE slot_name LIKE 'failback\\_diverged\\_%' ORDER BY database"
@@ -130,6 +133,9 @@ def test_the_monitor_keeps_the_slots_at_what_dc2_replayed(lab: Lab) -> None:
         before = {name: parse_lsn(at) for name, _, at in slots}
         dc1.execute("CREATE TABLE warmup (id int PRIMARY KEY)")
         dc1.execute("INSERT INTO warmup SELECT generate_series(1, 1000)")
+        # a database made later gets its slot from the monitor; its name is data, never
+        # SQL or connection settings (a separator, a newline, a quote, "host=")
+        dc1.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(ODD_DB)))
     replicated(lab)
     with connect(lab, "dc2") as dc2:
         replayed = lsn(dc2, "SELECT pg_last_wal_replay_lsn()")
@@ -143,16 +149,19 @@ def test_the_monitor_keeps_the_slots_at_what_dc2_replayed(lab: Lab) -> None:
             def advanced() -> bool:
                 assert monitor.poll() is None, monitor.communicate()
                 rows = dc1.execute(SLOTS).fetchall()
-                return all(parse_lsn(at) >= replayed for _, _, at in rows)
+                return len(rows) == 3 and all(
+                    parse_lsn(at) >= replayed for name, _, at in rows if name in before
+                )
 
             wait_until("the monitor to move the slots", advanced)
             rows = dc1.execute(SLOTS).fetchall()
         with connect(lab, "dc2") as dc2:
             now_replayed = lsn(dc2, "SELECT pg_last_wal_replay_lsn()")
+        assert sorted(db for _, db, _ in rows) == sorted(["app", "postgres", ODD_DB])
         for name, _, at in rows:
             # forward, and never past what the standby has: a slot past the fork
             # would skip commits
-            assert before[name] < parse_lsn(at) <= now_replayed, (name, at)
+            assert before.get(name, 0) < parse_lsn(at) <= now_replayed, (name, at)
 
         def shown() -> dict[str, Any] | None:
             return (lab.status().doc.get("monitor") or {}).get("capture")
@@ -174,9 +183,15 @@ def test_capture_is_exactly_what_only_dc1_committed(lab: Lab) -> None:
         dc1.execute("INSERT INTO items SELECT g, 'item ' || g, g FROM generate_series(1, 10) g")
         dc1.execute("INSERT INTO orders VALUES (1, 1, 'first'), (2, 2, 'second'), (3, 3, 'x')")
         dc1.execute("INSERT INTO audit VALUES ('t0', 'created'), ('t1', 'kept')")
+        dc1.execute("CREATE TABLE ledger (id int PRIMARY KEY, amount numeric(20, 2))")
+        dc1.execute("CREATE TABLE scratch (id int PRIMARY KEY)")
+        dc1.execute("INSERT INTO scratch SELECT generate_series(1, 5)")
+        dc1.execute("UPDATE audit SET what = 'seen by dc2' WHERE at = 't1'")  # no key, before
     with connect(lab, "dc1", "postgres") as ops:
         ops.execute("CREATE TABLE ops_log (id int PRIMARY KEY, v text)")
         ops.execute("INSERT INTO ops_log VALUES (1, 'both sites')")
+    with connect(lab, "dc1", ODD_DB) as odd:
+        odd.execute("CREATE TABLE notes (id int PRIMARY KEY, v text)")
     replicated(lab)  # everything so far is on dc2 too: none of it may be reported
 
     hold_back_replication(lab)
@@ -192,8 +207,12 @@ def test_capture_is_exactly_what_only_dc1_committed(lab: Lab) -> None:
         dc1.execute("DELETE FROM audit WHERE at = 't1'")  # no key: unreadable
         wanted_items = dc1.execute("SELECT * FROM items ORDER BY id").fetchall()
         wanted_orders = dc1.execute("SELECT * FROM orders ORDER BY id").fetchall()
+        dc1.execute("INSERT INTO ledger VALUES (1, 12345678901234567.89)")  # every digit
+        dc1.execute("TRUNCATE scratch")
     with connect(lab, "dc1", "postgres") as ops:
         ops.execute("INSERT INTO ops_log VALUES (2, 'only on dc1')")
+    with connect(lab, "dc1", ODD_DB) as odd:
+        odd.execute("INSERT INTO notes VALUES (1, 'in the odd database')")
     with connect(lab, "dc2") as dc2:
         assert dc2.execute("SELECT count(*) FROM items WHERE id = 11").fetchone() == (0,)
 
@@ -214,6 +233,9 @@ def test_capture_is_exactly_what_only_dc1_committed(lab: Lab) -> None:
         ("app", "public.items", "delete", {"id": 10}, None),
         ("app", "public.audit", "insert", None, {"at": "t2", "what": "only on dc1"}),
         ("postgres", "public.ops_log", "insert", {"id": 2}, {"id": 2, "v": "only on dc1"}),
+        ("app", "public.ledger", "insert", {"id": 1}, {"id": 1, "amount": "12345678901234567.89"}),
+        ("app", "public.scratch", "truncate", None, None),
+        (ODD_DB, "public.notes", "insert", {"id": 1}, {"id": 1, "v": "in the odd database"}),
     ]  # fmt: skip
     want = sorted(
         key_of({"database": d, "table": t, "op": o, "key": k, "new": n})
@@ -228,7 +250,7 @@ def test_capture_is_exactly_what_only_dc1_committed(lab: Lab) -> None:
 
     shown = lab.run_show(run_id)["diverged"]
     assert shown["captured"] is True, shown
-    assert (shown["transactions"], shown["rows"]) == (5, 8), shown
+    assert (shown["transactions"], shown["rows"]) == (8, 11), shown
     assert sorted((u["database"], u["table"], u["op"]) for u in shown["unkeyed"]) == [
         ("app", "public.audit", "delete"),
         ("app", "public.audit", "update"),
@@ -251,20 +273,20 @@ def test_capture_is_exactly_what_only_dc1_committed(lab: Lab) -> None:
             text = client.get(
                 f"/api/v1/runs/{run_id}/diverged", params={"format": "sql"}, headers=auth()
             )
-            assert text.status_code == 200 and text.text.count("ROLLBACK;") == 2, text.text
+            assert text.status_code == 200 and text.text.count("ROLLBACK;") == 3, text.text
     finally:
         server.stop()
 
     table = lab.cli("diverged", str(run_id))
     assert table.returncode == 0, table.stderr
-    assert "5 transaction(s), 8 row(s) committed on dc1" in table.stdout, table.stdout
+    assert "8 transaction(s), 11 row(s) committed on dc1" in table.stdout, table.stdout
     assert "public.audit" in table.stderr and "no primary key" in table.stderr, table.stderr
 
     # the SQL is for review: run as it is, it changes nothing; made to COMMIT by a
     # person, it re-applies exactly the keyed changes
     sql = lab.cli("diverged", str(run_id), "--format", "sql")
     assert sql.returncode == 0, sql.stderr
-    assert sql.stdout.count("ROLLBACK;") == 2 and "COMMIT" not in sql.stdout.split("--")[0]
+    assert sql.stdout.count("ROLLBACK;") == 3 and "COMMIT" not in sql.stdout.split("--")[0]
     psql(lab, sql.stdout)
     with connect(lab, "dc1") as dc1:
         assert dc1.execute("SELECT count(*) FROM items WHERE id = 11").fetchone() == (0,)

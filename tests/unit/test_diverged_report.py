@@ -68,7 +68,8 @@ def test_the_script_changes_nothing_until_a_person_commits() -> None:
     script = sql_script(12, CAPTURE)
     assert script.count("BEGIN;") == 2 and script.count("ROLLBACK;") == 2
     assert "COMMIT;" not in script
-    assert '\\connect "app"' in script and '\\connect "postgres"' in script
+    assert "\\connect -reuse-previous=on \"dbname='app'\"" in script
+    assert "\\connect -reuse-previous=on \"dbname='postgres'\"" in script
     assert "-- transaction 7, committed 2026-12-06 10:00:00+00" in script
     assert "NOT CAPTURED: an UPDATE in app.public.audit" in script
     assert "NOT SHOWN: transaction 9" in script
@@ -92,3 +93,21 @@ def test_the_summary_line_says_what_was_and_was_not_captured() -> None:
     assert diverged_line(12, failed) == ("diverged: not captured (resynced with approval): no slot")
     nothing = {"captured": True, "rows": 0, "reason": "nothing diverged: same timeline"}
     assert diverged_line(3, nothing) == "diverged: nothing (nothing diverged: same timeline)"
+
+
+def test_names_and_values_never_end_a_comment_or_reach_the_server_elsewhere() -> None:
+    evil = "x\nDROP TABLE important; --"
+    capture = {
+        **CAPTURE,
+        "unkeyed": [{"database": "app", "table": f"public.{evil}", "op": "delete"}],
+        "changes": [{**CAPTURE["changes"][0], "database": "db host=evil.example 'q\"x"}],
+    }
+    script = sql_script(1, capture)
+    assert not any(line.startswith("DROP") for line in script.splitlines()), script
+    assert '\\connect -reuse-previous=on "dbname=\'db host=evil.example \\\'q""x\'"' in script, (
+        script
+    )
+    newline_db = {**CAPTURE, "unkeyed": [], "without_rows": [],
+                  "changes": [{**CAPTURE["changes"][0], "database": "a\nb"}]}  # fmt: skip
+    body = [line for line in sql_script(1, newline_db).splitlines() if line.strip()]
+    assert all(line.startswith("--") for line in body), body  # nothing runs

@@ -66,6 +66,13 @@ def _where(key: dict[str, Any] | None) -> str:
     )
 
 
+def psql_connect(database: str) -> str:
+    """psql's ``\\connect`` to ``database`` on the same server, whatever its name holds:
+    given bare, a name with ``=`` would be read as connection settings (another host)."""
+    conninfo = "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return '\\connect -reuse-previous=on "' + conninfo.replace('"', '""') + '"'
+
+
 def statement(change: dict[str, Any]) -> str:
     """The statement that would re-apply one change on the new primary."""
     table = qualified(str(change["table"]))
@@ -84,40 +91,62 @@ def statement(change: dict[str, Any]) -> str:
     return f"DELETE FROM {table} WHERE {_where(change.get('key'))};"
 
 
+def comment(text: str) -> str:
+    """``text`` as SQL comment lines: every line of it, so that a name or value holding a
+    line break never ends the comment and runs as SQL."""
+    return "\n".join(f"-- {line}" for line in text.split("\n"))
+
+
 def sql_script(run_id: int, capture: dict[str, Any]) -> str:
     """Commented statements, grouped by database and transaction, ending in ROLLBACK."""
     lines = [
-        f"-- failback: diverged transactions of run {run_id}",
-        f"-- {summary_line(run_id, capture)}",
+        comment(f"failback: diverged transactions of run {run_id}"),
+        comment(summary_line(run_id, capture)),
         "-- Review before running: the new primary may have changed these rows since.",
         "-- Each database's block ends in ROLLBACK: nothing is applied until you make it",
         "-- COMMIT yourself.",
     ]
     for unkeyed in capture.get("unkeyed") or []:
         lines.append(
-            f"-- NOT CAPTURED: an {unkeyed.get('op', '?').upper()} in "
-            f"{unkeyed.get('database', '?')}.{unkeyed.get('table')} (no primary key or "
-            "replica identity: the WAL does not say which row); compare by hand"
+            comment(
+                f"NOT CAPTURED: an {str(unkeyed.get('op', '?')).upper()} in "
+                f"{unkeyed.get('database', '?')}.{unkeyed.get('table')} (no primary key or "
+                "replica identity: the WAL does not say which row); compare by hand"
+            )
         )
     for txn in capture.get("without_rows") or []:
         lines.append(
-            f"-- NOT SHOWN: transaction {txn.get('xid')} in {txn.get('database', '?')}, "
-            f"committed {txn.get('commit_time')}, changed no row decoding shows (DDL such "
-            "as CREATE/ALTER/DROP, sequences, tables without a key); look in the old "
-            "data directory's server log or WAL"
+            comment(
+                f"NOT SHOWN: transaction {txn.get('xid')} in {txn.get('database', '?')}, "
+                f"committed {txn.get('commit_time')}, changed no row decoding shows (DDL such "
+                "as CREATE/ALTER/DROP, sequences, tables without a key); look in the old "
+                "data directory's server log or WAL"
+            )
         )
     by_database: dict[str, list[dict[str, Any]]] = {}
     for change in capture.get("changes") or []:
         by_database.setdefault(str(change.get("database") or ""), []).append(change)
     for database, changes in by_database.items():
-        lines += ["", f"\\connect {quote_ident(database)}" if database else "", "BEGIN;"]
+        if "\n" in database:  # psql's meta-commands end at a line break: not runnable
+            lines += [
+                "",
+                comment(
+                    f"database {database!r}: its name holds a line break, "
+                    "which \\connect cannot take: connect to it yourself"
+                ),
+            ]
+            lines += [comment(statement(change)) for change in changes]
+            continue
+        lines += ["", psql_connect(database) if database else "", "BEGIN;"]
         xid = None
         for change in changes:
             if change.get("xid") != xid:
                 xid = change.get("xid")
                 lines.append(
-                    f"-- transaction {xid}, committed {change.get('commit_time')} "
-                    f"(commit LSN {change.get('commit_lsn')})"
+                    comment(
+                        f"transaction {xid}, committed {change.get('commit_time')} "
+                        f"(commit LSN {change.get('commit_lsn')})"
+                    )
                 )
             lines.append(statement(change))
         lines.append("ROLLBACK;  -- make this COMMIT once you have reviewed the block")

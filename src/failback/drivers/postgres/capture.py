@@ -147,6 +147,9 @@ def isolated_options(node: PgNode) -> list[str]:
         # nothing it starts may connect out: a subscription's apply worker would take
         # changes from its publisher's slot that production's subscriber then never gets
         "-c max_logical_replication_workers=0",
+        # no background worker of an extension either (pg_cron's jobs, say): reading
+        # slots needs none, and a job may write or reach another server
+        "-c shared_preload_libraries=''",
         "-c primary_conninfo=''",
         "-c primary_slot_name=''",
         "-c restore_command=''",
