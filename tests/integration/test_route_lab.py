@@ -202,10 +202,14 @@ def test_a_flow_loses_packets_only_between_the_cut_and_the_failover(net: NetLab)
     during = [at for at in lost if started_at <= at <= failed_back_at]
     assert not during
     assert len(flow.sent) > 200
+    print(  # the figures, for a person reading the log (-s)
+        f"sent {len(flow.sent)}, lost {len(lost)} ({len(lost) * INTERVAL_S:.2f}s of flow), "
+        f"cut..failover {failed_over_at - cut_at:.2f}s, failback {failed_back_at - started_at:.2f}s"
+    )
 
     run_id = json.loads(out)["run_id"]
     shown = json.loads(net.cli("run", "show", str(run_id), "--json").stdout)
-    steps = {s["id"]: s for s in shown["steps"]}
+    steps = {s["id"]: s for s in shown["run"]["steps"]}
     assert steps["stability"]["output"]["window_restarts"] >= 1
     verify = steps["verify-path-dc1"]["output"]
     assert verify["dev"] == "dc1" and verify["dev_tx_packets"] >= 5
