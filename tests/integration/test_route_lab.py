@@ -134,15 +134,6 @@ def net() -> Iterator[NetLab]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def path_status(lab: NetLab) -> dict[str, Any]:
-    result = lab.cli("status", "net", "--json")
-    assert result.returncode == 0, result.stderr
-    doc = json.loads(result.stdout)
-    text = json.dumps(doc)
-    assert "path" in text
-    return dict(doc)
-
-
 def test_the_network_lab_describes_itself(net: NetLab) -> None:
     network = net.doc["network"]
     assert network["client_netns"] and network["server_address"] == "10.9.0.1"

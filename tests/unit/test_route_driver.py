@@ -46,10 +46,13 @@ def state(active: str, dc1: bool, dc2: bool) -> ServiceState:
         active_site=active,
         components=[
             ComponentObservation(
-                component="path", site=site, driver="route", healthy=healthy,
+                component="path",
+                site=site,
+                driver="route",
+                healthy=healthy,
                 role="active" if site == active else "standby",
                 detail="probe 10.1.1.2 answered 0/2 echoes" if not healthy else "ok",
-            )  # fmt: skip
+            )
             for site, healthy in (("dc1", dc1), ("dc2", dc2))
         ],
     )
@@ -126,9 +129,7 @@ def test_failback_waits_for_the_stability_window_before_the_route_moves() -> Non
     service = topology().service("net")
     plan = plan_failback("net", service, state("dc2", dc1=True, dc2=True))
     order = [s.id for s in plan.steps]
-    assert order.index("stability") < order.index("route-path-dc1") < order.index(
-        "verify-path-dc1"
-    )
+    assert order.index("stability") < order.index("route-path-dc1") < order.index("verify-path-dc1")
     gate = plan.steps[order.index("stability")]
     assert gate.site == "dc1" and gate.params["window_s"] == 3.0
     assert not plan.steps[order.index("route-path-dc1")].point_of_no_return
