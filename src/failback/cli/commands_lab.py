@@ -17,8 +17,9 @@ SiteArg = Annotated[
 WhatArg = Annotated[
     str,
     typer.Argument(
-        help="What: db, web, router, host (the whole machine: netns lab), or etcd (the "
-        "machine's etcd member: --control-plane lab)"
+        help="What: db, web, router, host (the whole machine: netns lab), etcd (the "
+        "machine's etcd member: --control-plane lab), or link (the path's link beyond its "
+        "router: --network lab)"
     ),
 ]
 HostsOpt = Annotated[
@@ -72,13 +73,24 @@ def lab_up_cmd(
             "(dc1, dc2, witness); the topology gets a control_plane section",
         ),
     ] = False,
+    network: Annotated[
+        bool,
+        typer.Option(
+            "--network",
+            help="A lab of its own, without databases: a client and a server namespace "
+            "joined by two routed paths (dc1 primary, dc2 backup), and a service 'net' "
+            "whose route moves between them (needs root)",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Create and start the lab in DIR (created, or empty)."""
     from failback.lab import lab_up
     from failback.lab.core import check_up_options, lab_document
 
-    check_up_options(hosts=hosts, control_plane=control_plane)
+    check_up_options(hosts=hosts, control_plane=control_plane, network=network, sync=sync)
+    if network:
+        return _network_lab_up(directory, auto=auto, as_json=as_json)
     if not as_json:
         stderr.print(f"starting a lab in {directory} ...", markup=False)
     info = lab_up(directory, sync=sync, auto=auto, hosts=hosts, control_plane=control_plane)
@@ -102,6 +114,37 @@ def lab_up_cmd(
         )
         stdout.print(f"monitors: failback lab monitors up --dir {doc['dir']}", markup=False)
     stdout.print(f"try: FAILBACK_CONFIG={doc['config']} failback status", markup=False)
+    return 0
+
+
+def _network_lab_up(directory: Path, *, auto: bool, as_json: bool) -> int:
+    from failback.lab import pathlab
+
+    if not as_json:
+        stderr.print(f"starting a network lab in {directory} ...", markup=False)
+    doc = pathlab.up(directory, auto=auto).document()
+    if as_json:
+        emit_json(doc)
+        return 0
+    net = doc["network"]
+    stdout.print(f"network lab up in {doc['dir']}", markup=False)
+    stdout.print(f"  config: {doc['config']}", markup=False)
+    stdout.print(
+        f"  client namespace {net['client_netns']} -> {net['prefix']} "
+        f"(server {net['server_address']}, UDP echo on port {net['echo_port']})",
+        markup=False,
+    )
+    for site, path in net["paths"].items():
+        stdout.print(
+            f"  {site}: via {path['gateway']} dev {path['dev']} (router namespace "
+            f"{path['router_netns']}), probe {path['probe']}",
+            markup=False,
+        )
+    stdout.print(
+        f"try: FAILBACK_CONFIG={doc['config']} failback status net; "
+        f"failback lab break dc1 link --dir {doc['dir']}",
+        markup=False,
+    )
     return 0
 
 

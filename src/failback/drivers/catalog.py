@@ -28,6 +28,7 @@ from failback.drivers.command.driver import CommandDriver
 from failback.drivers.haproxy.driver import HaproxyDriver
 from failback.drivers.pgbouncer.driver import PgbouncerDriver
 from failback.drivers.postgres.driver import PostgresDriver
+from failback.drivers.route.driver import RouteDriver
 from failback.errors import FailbackError
 from failback.model.component import ComponentSettings
 
@@ -36,6 +37,7 @@ BUILT_IN: tuple[Driver[Any], ...] = (
     HaproxyDriver(),
     PgbouncerDriver(),
     CommandDriver(),
+    RouteDriver(),
 )
 """The drivers shipped with failback: the catalog line of an in-tree driver."""
 

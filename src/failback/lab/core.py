@@ -38,7 +38,7 @@ from failback.hosts import Host, LocalHost
 from failback.lab import etcd as lab_etcd
 from failback.lab import haproxy as lab_router
 from failback.lab import monitors as lab_monitors
-from failback.lab import netns, pg
+from failback.lab import netns, pathlab, pg
 from failback.lab import pool as lab_pool
 from failback.lab import sshd as lab_sshd
 from failback.lab import web as lab_web
@@ -108,6 +108,11 @@ def lab_up(
     check_up_options(hosts=hosts, control_plane=control_plane)
     h = LocalHost()
     directory = Path(os.path.abspath(directory))
+    if pathlab.is_network_lab(directory):
+        raise LabError(
+            f"{directory} holds a network lab (lab up --network)",
+            hint=f"use it as it is, or take it down first: failback lab down --dir {directory}",
+        )
     if (directory / LAB_FILE).exists():
         return _restart_existing(h, directory)
     if directory.exists() and not directory.is_dir():
@@ -137,8 +142,16 @@ def lab_up(
         raise
 
 
-def check_up_options(*, hosts: str, control_plane: bool) -> None:
+def check_up_options(
+    *, hosts: str, control_plane: bool, network: bool = False, sync: bool = False
+) -> None:
     """``lab up``'s options fit together (checked before anything is created)."""
+    if network and (hosts != "local" or control_plane or sync):
+        raise LabError(
+            "--network is a lab of its own (two routed paths, no database): it takes no "
+            "--hosts, --control-plane or --sync",
+            hint="failback lab up --dir DIR --network [--auto]",
+        )
     if hosts not in HOSTS_MODES:
         raise LabError(f"unknown --hosts {hosts!r}", hint=f"use one of: {', '.join(HOSTS_MODES)}")
     if control_plane and hosts != "netns":
@@ -474,6 +487,8 @@ def lab_down(directory: Path, *, purge: bool = False) -> dict[str, Any]:
     directory = Path(os.path.abspath(directory))
     if not directory.exists():
         return {"dir": str(directory), "stopped": [], "purged": False}
+    if pathlab.is_network_lab(directory):
+        return pathlab.down(directory, purge=purge)
     load_info(h, directory)  # refuses a directory that is not a lab
     stopped = _stop_everything(h, directory)
     if purge:
@@ -578,6 +593,8 @@ def lab_status(directory: Path) -> dict[str, Any]:
     """
     h = LocalHost()
     directory = Path(os.path.abspath(directory))
+    if pathlab.is_network_lab(directory):
+        return pathlab.status(directory)
     info = load_info(h, directory)
     sites: dict[str, Any] = {}
     for site in info.sites:
@@ -672,6 +689,8 @@ def lab_break(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
     """
     h = LocalHost()
     directory = Path(os.path.abspath(directory))
+    if pathlab.is_network_lab(directory):
+        return pathlab.break_link(directory, site, what)
     info = load_info(h, directory)
     _check_target(info, site, what)
     if what == "host":
@@ -760,6 +779,8 @@ def lab_repair(directory: Path, site: str, what: str = "db") -> dict[str, Any]:
     """
     h = LocalHost()
     directory = Path(os.path.abspath(directory))
+    if pathlab.is_network_lab(directory):
+        return pathlab.repair_link(directory, site, what)
     info = load_info(h, directory)
     _check_target(info, site, what)
     if what == "web":

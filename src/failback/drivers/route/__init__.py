@@ -1,0 +1,1 @@
+"""The ``route`` driver: a prefix's Linux route moved between two network paths."""
