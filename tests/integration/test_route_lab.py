@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pyroute2 import netns as pyroute2_netns
 
 from tests.conftest import failback_argv, run_cli
@@ -204,3 +205,48 @@ def test_a_flow_loses_packets_only_between_the_cut_and_the_failover(net: NetLab)
     assert steps["stability"]["output"]["window_restarts"] >= 1
     verify = steps["verify-path-dc1"]["output"]
     assert verify["dev"] == "dc1" and verify["dev_tx_packets"] >= 5
+
+
+def test_a_failback_is_refused_until_the_monitor_saw_the_path_stable(net: NetLab) -> None:
+    """With a monitor's history, "not yet stable" is a refusal with the time left, not a
+    wait: the path came back a moment ago (a 6 s window, so that the refusal is sure)."""
+    doc = yaml.safe_load(Path(net.config).read_text())
+    doc["services"]["net"]["policy"]["stability_window"] = "6s"
+    config = net.dir / "stable.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    net.lab("break", "dc1", "link")
+    failover = run_cli("failover", "net", "--yes", "--json", "--config", str(config))
+    assert failover.returncode == 0, failover.stdout + failover.stderr
+    monitor = subprocess.Popen(
+        failback_argv("monitor", "--config", str(config)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        net.lab("repair", "dc1", "link")
+
+        def passing_since() -> float | None:
+            assert monitor.poll() is None, monitor.communicate()
+            status = json.loads(run_cli("status", "net", "--json", "--config", str(config)).stdout)
+            health = status["services"][0]["monitor"]["health"]
+            path = next(h for key, h in health.items() if key.endswith("@dc1"))
+            return path["passing_since"] if path["status"] == "passing" else None
+
+        deadline = time.monotonic() + 30
+        while (since := passing_since()) is None:
+            assert time.monotonic() < deadline, "the monitor never saw dc1's path pass"
+            time.sleep(0.2)
+        assert time.time() - since < 5, "the monitor took too long to see the path pass"
+        refused = run_cli("failback", "net", "--yes", "--config", str(config))
+        assert refused.returncode != 0, refused.stdout
+        assert "not stable yet: healthy for" in refused.stderr, refused.stderr
+        assert "of its 6s stability window" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert net.route() == [{"gateway": "10.0.2.1", "dev": "dc2"}]
+
+        time.sleep(max(0.0, since + 6.5 - time.time()))
+        done = run_cli("failback", "net", "--yes", "--json", "--config", str(config))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert net.route() == [{"gateway": "10.0.1.1", "dev": "dc1"}]
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=60)

@@ -37,6 +37,10 @@ class ServiceState(BaseModel):
     sync_mode: dict[str, Any] | None = None
     """Replication mode the monitor last saw on the primary (``{"mode": "sync"|"relaxed"|
     "async", "standby": site, "since": ts}``); None when never observed."""
+    passing_since: dict[str, float | None] = Field(default_factory=dict)
+    """``component@site`` -> since when a running monitor has seen it pass (None: it sees
+    it failing now). Only fresh records: a component missing here has no history, and a
+    single observation cannot say how long it has been healthy."""
 
     @property
     def degraded(self) -> bool:

@@ -78,7 +78,35 @@ def observe_service(hosts: HostSet, topology: Topology, service_name: str, journ
     # the machines' first connections are opened side by side
     with ThreadPoolExecutor(max_workers=min(16, len(pairs) or 1)) as pool:
         observations = list(pool.map(lambda p: observe_component(hosts, service_name, *p), pairs))
-    return service_state(service_name, service, recorded, observations)
+    state = service_state(service_name, service, recorded, observations)
+    state.passing_since = monitored_passing_since(journal.health(service_name), time.time())
+    return state
+
+
+HEALTH_FRESH_S = 5.0
+"""A monitor's health record older than this (or than three of its probe's intervals)
+is no history: that monitor may have stopped."""
+
+
+def monitored_passing_since(
+    records: dict[str, dict[str, Any]], now: float
+) -> dict[str, float | None]:
+    """``component@site`` -> since when the monitor has seen it pass, from its fresh
+    records (what a failback's stability needs and one observation cannot tell)."""
+    found: dict[str, float | None] = {}
+    for record in records.values():
+        if record.get("kind") != "component" or not record.get("site"):
+            continue
+        last_at = record.get("last_at")
+        fresh = max(HEALTH_FRESH_S, 3 * float(record.get("interval_s") or 0))
+        if last_at is None or now - float(last_at) > fresh:
+            continue
+        since = record.get("passing_since")
+        key = f"{record.get('component')}@{record['site']}"
+        found[key] = (
+            float(since) if since is not None and record.get("status") == "passing" else None
+        )
+    return found
 
 
 def service_state(

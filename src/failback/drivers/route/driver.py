@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from failback.drivers.base import Capability, Driver, Role
@@ -35,6 +36,30 @@ class RouteDriver(Driver[RouteComponent]):
     def steps(self, request: PlanRequest) -> list[StepSpec]:
         return route_steps(request)
 
+    @staticmethod
+    def _refuse_unstable(check: PlanCheck) -> None:
+        """A running monitor saw the primary path fail within the stability window: not
+        stable yet, refused with how long is left. Without a monitor's history the
+        failback's stability gate waits for it instead."""
+        key = f"{check.component}@{check.to_site}"
+        if key not in check.state.passing_since:
+            return
+        window = float(check.service.policy.stability_window)
+        since = check.state.passing_since[key]
+        if since is None:
+            raise PlanRefused(
+                f"{check.component}: the primary path {check.to_site} is not stable: the "
+                "monitor sees it failing",
+                hint=f"wait until it has been healthy for the stability window ({window:g}s)",
+            )
+        healthy_for = time.time() - since
+        if healthy_for < window:
+            raise PlanRefused(
+                f"{check.component}: the primary path {check.to_site} is not stable yet: "
+                f"healthy for {healthy_for:.1f}s of its {window:g}s stability window",
+                hint=f"try again in {window - healthy_for:.0f}s or more",
+            )
+
     def check_plan(self, check: PlanCheck) -> list[str]:
         """Refuse to move the prefix onto a path that does not answer.
 
@@ -44,6 +69,8 @@ class RouteDriver(Driver[RouteComponent]):
         """
         seen = check.state.get(check.component, check.to_site)
         if seen is not None and seen.healthy:
+            if check.kind is RunKind.FAILBACK:
+                self._refuse_unstable(check)
             return []
         why = seen.detail if seen is not None else "not observed"
         if check.kind is RunKind.FAILBACK:

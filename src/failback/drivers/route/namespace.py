@@ -45,9 +45,24 @@ def require_namespace(netns: str | None) -> None:
         )
 
 
+def _pyroute2() -> Any:
+    """pyroute2, set up so that the child it forks to enter a namespace cannot stop us.
+
+    The child inherits the monitor's asyncio signal wake-up descriptor: when pyroute2
+    ends the child with SIGTERM, the child's inherited handler wrote "SIGTERM" into that
+    descriptor and the monitor, reading it, stopped (found by a test). With
+    ``disable_mp_signal`` the child takes SIGTERM and SIGINT with their defaults first.
+    """
+    import pyroute2
+    from pyroute2 import config
+
+    config.disable_mp_signal = True
+    return pyroute2
+
+
 def open_netlink(netns: str | None) -> Any:
     """An rtnetlink socket (pyroute2 ``IPRoute``) in ``netns`` (None: ours)."""
-    from pyroute2 import IPRoute
+    IPRoute = _pyroute2().IPRoute
 
     require_namespace(netns)
     try:
@@ -63,7 +78,7 @@ def open_netlink(netns: str | None) -> Any:
 
 def open_icmp(netns: str | None) -> socket.socket:
     """A raw ICMP socket in ``netns`` (None: ours), for echo probes (needs CAP_NET_RAW)."""
-    from pyroute2 import netns as pyroute2_netns
+    pyroute2_netns = _pyroute2().netns
 
     require_namespace(netns)
     try:
