@@ -37,6 +37,12 @@ class ServiceState(BaseModel):
     sync_mode: dict[str, Any] | None = None
     """Replication mode the monitor last saw on the primary (``{"mode": "sync"|"relaxed"|
     "async", "standby": site, "since": ts}``); None when never observed."""
+    after_incident: dict[str, Any] | None = None
+    """The service's ``after_incident`` mark (``{"reason", "by", "at"}``): its failback
+    carries the clean_room gate. None when not marked."""
+    baseline_recorded_at: float | None = None
+    """When the primary site's baseline was recorded (read only for a marked service);
+    None when there is no usable one."""
 
     @property
     def degraded(self) -> bool:
