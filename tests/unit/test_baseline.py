@@ -261,3 +261,40 @@ def test_cli_records_shows_and_diffs_a_site(tmp_path: Path) -> None:
     assert again.returncode == 2 and "--yes" in again.stderr
     document = json.loads((tmp_path / "state" / "baselines" / "dc1.json").read_text())
     assert document["recorded_at"] == shown["recorded_at"]  # not replaced
+
+
+# --- the write API ------------------------------------------------------------------------
+
+
+def test_the_api_marks_and_clears_a_service_with_the_token_only(tmp_path: Path) -> None:
+    """The real application in-process (FastAPI's TestClient): no server, no lab needed."""
+    from fastapi.testclient import TestClient
+
+    from failback.api.app import create_app
+    from failback.api.settings import resolve_settings
+    from failback.store import open_journal
+
+    topology = topology_with(tmp_path, "")
+    token = "t" * 40
+    settings = resolve_settings(topology, environ={"FAILBACK_API_TOKEN": token})
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/api/v1/services/app/incident", json={"reason": "x"})
+        assert refused.status_code == 401
+        unknown = client.post("/api/v1/services/ap/incident", headers=auth, json={})
+        assert unknown.status_code == 404
+        marked = client.post(
+            "/api/v1/services/app/incident", headers=auth, json={"reason": "keys", "by": "bob"}
+        )
+        assert marked.status_code == 200, marked.text
+        assert marked.json()["after_incident"]["reason"] == "keys"
+        journal = open_journal(topology.state_dir)
+        try:
+            assert journal.service_state("app")["after_incident"]["by"] == "bob"
+            cleared = client.delete("/api/v1/services/app/incident", headers=auth)
+            assert cleared.json()["cleared"] is True
+            assert journal.service_state("app")["after_incident"] is None
+            again = client.delete("/api/v1/services/app/incident", headers=auth)
+            assert again.json()["cleared"] is False
+        finally:
+            journal.close()
