@@ -16,10 +16,13 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from failback.model.durations import PositiveDuration, parse_duration
+from failback.model.durations import PositiveDuration, Size, parse_duration
 from failback.model.fields import AbsPath, ConfigModel, NonEmptyStr, valid_name
 
 __all__ = ["Baseline", "BaselineItems"]
+
+MAX_OUTPUT = 4 * 1024 * 1024
+"""Most output kept per command: the baseline file stays small enough to read whole."""
 
 CommandName = Annotated[str, Field(min_length=1, max_length=63)]
 
@@ -65,7 +68,7 @@ class Baseline(BaselineItems):
         parse_duration("30s"),
         description="How long hashing the files of one machine, or one command, may take.",
     )
-    max_output: Annotated[int, Field(ge=0, le=4 * 1024 * 1024)] = Field(
+    max_output: Annotated[Size, Field(le=MAX_OUTPUT)] = Field(
         256 * 1024,
         description="Bytes of each command's output kept with the baseline (in the state "
         "directory, mode 0600) so that a difference shows the changed lines; 0 keeps only "
