@@ -97,7 +97,7 @@ def test_a_changed_file_stops_the_failback_and_abort_leaves_everything(lab: Lab)
     assert lab_status(lab.dir)["router"]["write_target"] == "dc2"
     assert after.doc["after_incident"] is not None  # the mark stays for the next failback
     steps = {s["id"]: s["status"] for s in lab.run_show(run_id)["run"]["steps"]}
-    assert steps["clean_room"] == "failed", steps
+    assert steps["clean_room"] in ("waiting", "failed"), steps  # never passed
     assert steps["capture-dc1"] == steps["resync-dc1"] == "pending", steps
 
 
