@@ -1,4 +1,5 @@
-"""Mutating endpoints: start failover/failback, approve, abort, resume, the auto switch.
+"""Mutating endpoints: start failover/failback, approve, abort, resume, the auto switch,
+the after_incident mark.
 
 Every one needs ``Authorization: Bearer TOKEN``. Runs start through
 failback.engine.starter (the one observe-plan-create path the CLI and the monitor
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field
 from failback.api.auth import require_token
 from failback.api.errors import ApiError
 from failback.api.state import AppState, app_state
+from failback.baseline.incident import clear_mark, set_mark
 from failback.engine.drill_starter import create_drill_run, keep_for_seconds, make_drill_plan
 from failback.engine.executor import Executor, RunProcessLock, refuse_forward
 from failback.engine.starter import create_run, make_plan
@@ -238,3 +240,44 @@ def disable_auto_failback(
     service: str, request: Request, body: SwitchRequest | None = None
 ) -> dict[str, Any]:
     return dict(_switch(service, request, body, False))
+
+
+class IncidentRequest(BaseModel):
+    """Who marks the service after an incident, and why."""
+
+    reason: str = Field("", max_length=500, description="why (shown in the status and events)")
+    by: str = Field("api", max_length=100, description="who (recorded in the journal)")
+
+
+@router.post(
+    "/services/{service}/incident",
+    responses={**_UNAUTHORIZED, 404: {"description": "unknown service"}},
+    summary="Mark the service after_incident: its next failback carries the clean_room gate",
+)
+def mark_incident(
+    service: str, request: Request, body: IncidentRequest | None = None
+) -> dict[str, Any]:
+    """Like `failback incident mark`: the next failback stops at the clean_room gate,
+    which compares the primary site with its baseline and waits for a person."""
+    state = app_state(request)
+    state.require_service(service)
+    opts = body or IncidentRequest()
+    with state.journal() as journal:
+        mark = set_mark(journal, state.topology, service, reason=opts.reason, by=opts.by)
+        holder = journal.lock_holder(service)
+    return {"service": service, "after_incident": mark, "run_in_progress": holder}
+
+
+@router.delete(
+    "/services/{service}/incident",
+    responses={**_UNAUTHORIZED, 404: {"description": "unknown service"}},
+    summary="Clear the after_incident mark",
+)
+def clear_incident(service: str, request: Request, by: str = "api") -> dict[str, Any]:
+    """Like `failback incident clear`; ``cleared`` is false when there was no mark."""
+    state = app_state(request)
+    state.require_service(service)
+    primary = state.topology.service(service).primary_site
+    with state.journal() as journal:
+        was = clear_mark(journal, service, primary, by=by[:100], why="cleared through the API")
+    return {"service": service, "cleared": was is not None, "was": was}

@@ -176,6 +176,8 @@ def status(
         )
         if doc["needs_resync"]:
             stdout.print(f"  needs resync: {', '.join(doc['needs_resync'])}")
+        if doc.get("after_incident"):
+            stdout.print(incident_line(doc), markup=False, highlight=False)
         if doc["current_run"]:
             r = doc["current_run"]
             stdout.print(f"  run {r['id']} ({r['kind']}) is {r['status']}")
@@ -205,6 +207,23 @@ def status(
             stdout.print(line, markup=False, highlight=False)
         stdout.print(drill_line(doc["drill"]), markup=False, highlight=False)
     return 0
+
+
+def incident_line(doc: dict[str, Any]) -> str:
+    """``after_incident (reason, by root at ...): the next failback stops at the clean room``."""
+    from failback.baseline.compare import when
+
+    mark = doc["after_incident"]
+    why = f"{mark.get('reason')}, " if mark.get("reason") else ""
+    baseline = (
+        f"baseline of {doc['primary_site']} recorded {when(doc['baseline_recorded_at'])}"
+        if doc.get("baseline_recorded_at")
+        else f"NO baseline of {doc['primary_site']}: a failback is refused"
+    )
+    return (
+        f"  after_incident ({why}marked by {mark.get('by')} at {when(mark.get('at'))}): the"
+        f" next failback stops at the clean_room gate; {baseline}"
+    )
 
 
 def drill_line(drill: dict[str, Any]) -> str:

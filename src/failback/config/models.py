@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from failback.config.api import ApiConfig
+from failback.config.baseline import Baseline
 from failback.config.check_settings import Check
 from failback.config.control_plane import ControlPlane
 from failback.config.drivers import Component, ComponentSettings
@@ -143,6 +144,11 @@ class Topology(ConfigModel):
         default_factory=Notifications,  # type: ignore[arg-type]
         description="Optional: webhooks the monitor POSTs every event to.",
     )
+    baseline: Baseline | None = Field(
+        None,
+        description="Optional: the files and command outputs hashed by `failback baseline "
+        "record SITE`, compared by the clean_room gate of a failback after an incident.",
+    )
     _path: Path = PrivateAttr(default_factory=lambda: Path("failback.yaml").absolute())
     _text: str = PrivateAttr(default="")
     _warnings: list[ConfigWarning] = PrivateAttr(default_factory=list)
@@ -220,6 +226,19 @@ class Topology(ConfigModel):
     def open_hosts(self) -> HostSet:
         """Every machine of this topology, connected on first use (close it after)."""
         return open_hosts(self.hosts, self.host_name)
+
+    def site_hosts(self, site: str) -> list[str]:
+        """The machines of ``site``: those its services' components run on there, and the
+        site's own ``runs_on``; in file order, each once."""
+        names: list[str] = []
+        for service in self.services.values():
+            for component in service.components.values():
+                if site in component.site_names:
+                    names.append(self.host_name(component, site))
+        declared = self.sites.get(site)
+        if declared is not None and declared.runs_on is not None:
+            names.append(declared.runs_on)
+        return list(dict.fromkeys(names))
 
     def site(self, name: str) -> Site:
         """The site called ``name``; ``FailbackError`` with did-you-mean if missing."""

@@ -90,6 +90,16 @@ def check_raw(data: dict[str, object], report: Reporter) -> None:
                         report.add(path, f"{comp!r} is not a valid component name", rule)
             if isinstance(sites, dict):
                 _check_site_references(("services", name), service, list(sites), report)
+    baseline = data.get("baseline")
+    per_site = baseline.get("sites") if isinstance(baseline, dict) else None
+    if isinstance(per_site, dict) and isinstance(sites, dict):
+        for site in per_site:
+            if isinstance(site, str) and site not in sites:
+                report.add(
+                    ("baseline", "sites", site),
+                    f"site {site!r} is not declared in sites",
+                    _known(site, list(sites), "sites"),
+                )
     control_plane = data.get("control_plane")
     nodes = control_plane.get("nodes") if isinstance(control_plane, dict) else None
     if isinstance(nodes, dict) and isinstance(sites, dict):

@@ -12,6 +12,7 @@ from typing import Any
 
 from failback.drivers.base import Capability, Role
 from failback.drivers.catalog import components_with_role, driver_of, has_capability, role_of
+from failback.engine.clean_room import CleanRoomGate, ClearIncidentMark
 from failback.engine.run_context import Action, RevertRequested, WaitingForApproval
 from failback.errors import StepFailed
 from failback.observe.checks import checks_for, run_check
@@ -374,6 +375,8 @@ def _tier_watchers(ctx: Any, home: str) -> list[Any]:
 
 
 GATES: dict[str, type[Action]] = {
+    CleanRoomGate.name: CleanRoomGate,
+    ClearIncidentMark.name: ClearIncidentMark,
     ApprovalGate.name: ApprovalGate,
     ChecksGate.name: ChecksGate,
     StabilityGate.name: StabilityGate,

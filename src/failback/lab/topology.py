@@ -83,6 +83,7 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
             }
         },
     }
+    doc["baseline"] = _baseline(info)
     if info.pool is not None:
         doc["services"][info.service]["components"]["pool"] = _pool_component(info, directory)
     if info.web is not None:
@@ -102,6 +103,21 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
         # three monitors (dc1, dc2, the witness) coordinated through the lab's etcd
         doc["control_plane"] = info.control_plane.topology_section(list(info.sites))
     return doc
+
+
+def _baseline(info: LabInfo) -> dict[str, Any]:
+    """What proves a lab site clean (docs/incident.md): the PostgreSQL binaries and their
+    version, and each site's own pg_hba.conf and postgresql.conf (its data directory)."""
+    binaries = [f"{info.bin_dir}/{name}" for name in ("postgres", "pg_ctl", "pg_rewind")]
+    postgres = f"{info.bin_dir}/postgres" if info.bin_dir else "postgres"
+    return {
+        "files": binaries if info.bin_dir else [],
+        "commands": {"postgres-version": f"{postgres} --version"},
+        "sites": {
+            name: {"files": [f"{site.pgdata}/pg_hba.conf", f"{site.pgdata}/postgresql.conf"]}
+            for name, site in info.sites.items()
+        },
+    }
 
 
 def _place_on_machines(doc: dict[str, Any], info: LabInfo) -> dict[str, Any]:

@@ -41,6 +41,12 @@ class ServiceState(BaseModel):
     """``component@site`` -> since when a running monitor has seen it pass (None: it sees
     it failing now). Only fresh records: a component missing here has no history, and a
     single observation cannot say how long it has been healthy."""
+    after_incident: dict[str, Any] | None = None
+    """The service's ``after_incident`` mark (``{"reason", "by", "at"}``): its failback
+    carries the clean_room gate. None when not marked."""
+    baseline_recorded_at: float | None = None
+    """When the primary site's baseline was recorded (read only for a marked service);
+    None when there is no usable one."""
 
     @property
     def degraded(self) -> bool:

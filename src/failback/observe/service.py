@@ -6,6 +6,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from failback.baseline.files import recorded_at
+from failback.baseline.incident import incident_mark
 from failback.config import Service, Topology
 from failback.drivers.base import Capability, Role
 from failback.drivers.catalog import driver_named, driver_of
@@ -78,7 +80,10 @@ def observe_service(hosts: HostSet, topology: Topology, service_name: str, journ
     # the machines' first connections are opened side by side
     with ThreadPoolExecutor(max_workers=min(16, len(pairs) or 1)) as pool:
         observations = list(pool.map(lambda p: observe_component(hosts, service_name, *p), pairs))
-    state = service_state(service_name, service, recorded, observations)
+    baseline_at = None
+    if incident_mark(recorded) is not None:  # a stat and a small read, only when marked
+        baseline_at = recorded_at(journal.state_dir, service.primary_site)
+    state = service_state(service_name, service, recorded, observations, baseline_at=baseline_at)
     state.passing_since = monitored_passing_since(journal.health(service_name), time.time())
     return state
 
@@ -114,9 +119,12 @@ def service_state(
     service: Service,
     recorded: dict[str, Any],
     observations: list[ComponentObservation],
+    *,
+    baseline_at: float | None = None,
 ) -> ServiceState:
     """The service's state from observations of its components and what the journal
-    recorded (active site, sites needing a resync, replication mode)."""
+    recorded (active site, sites needing a resync, replication mode, the incident mark).
+    ``baseline_at``: when the primary site's baseline was recorded, if known."""
     active_site = recorded.get("active_site", service.primary_site)
     mark_stale_primaries(observations, active_site)
     return ServiceState(
@@ -126,6 +134,8 @@ def service_state(
         needs_resync=recorded.get("needs_resync", []),
         sync_mode=recorded.get("sync_mode"),
         components=observations,
+        after_incident=incident_mark(recorded),
+        baseline_recorded_at=baseline_at,
     )
 
 

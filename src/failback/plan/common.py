@@ -3,6 +3,8 @@ final bookkeeping step. They belong to no driver: every procedure may use them."
 
 from __future__ import annotations
 
+from typing import Any
+
 from failback.model.plan import StepSpec
 
 
@@ -26,6 +28,27 @@ def approval_gate(site: str, question: str) -> StepSpec:
     return StepSpec(
         id="approve", title=f"approval to switch to {site}", action="gate.approval",
         kind="gate", params={"question": question}, why="policy: approval required",
+    )  # fmt: skip
+
+
+def clean_room_gate(site: str, mark: dict[str, Any]) -> StepSpec:
+    """Compare ``site`` with its baseline and wait for a person, whatever the policy says
+    (``failback.engine.clean_room``): the service was marked after a security incident."""
+    return StepSpec(
+        id="clean_room", title=f"clean room: {site} compared with its baseline, then approval",
+        action="gate.clean_room", site=site, kind="gate",
+        params={"marked_at": mark.get("at"), "reason": mark.get("reason") or ""},
+        why="marked after_incident: nothing flows back to the site until a person has seen "
+        "every difference from its baseline and approved",
+    )  # fmt: skip
+
+
+def incident_clear_step(mark: dict[str, Any]) -> StepSpec:
+    """The last step of a failback that passed the clean room: clear the mark it was
+    planned for (not one set again since)."""
+    return StepSpec(
+        id="incident_clear", title="clear the after_incident mark", action="incident.clear",
+        params={"marked_at": mark.get("at"), "undo": False},
     )  # fmt: skip
 
 

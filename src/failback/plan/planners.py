@@ -23,6 +23,8 @@ from failback.plan.common import (
     approval_gate,
     approval_needed,
     checks_gate,
+    clean_room_gate,
+    incident_clear_step,
     observation_gate,
     record_step,
     stability_gate,
@@ -161,6 +163,23 @@ def split_traffic_plan(percents: list[int], database_after: str) -> tuple[list[i
     return before, after
 
 
+def _clean_room(service_name: str, home: str, state: ServiceState) -> Procedure:
+    """The clean_room gate of a service marked after an incident, right after the write
+    path keeps the returning site fenced: before any check, capture or resync touches it.
+    Refused without a baseline of ``home``: the gate would have nothing to compare."""
+    if state.after_incident is None:
+        return ()
+    if state.baseline_recorded_at is None:
+        raise PlanRefused(
+            f"{service_name} is marked after_incident and {home} has no usable baseline: "
+            "the clean_room gate has nothing to compare it with",
+            hint=f"`failback baseline show {home}` says why; record one only where {home} is "
+            f"known clean (`failback baseline record {home}`), or clear the mark "
+            f"(`failback incident clear {service_name}`)",
+        )
+    return (clean_room_gate(home, state.after_incident),)
+
+
 def plan_failback(
     service_name: str,
     service: Service,
@@ -199,8 +218,10 @@ def plan_failback(
         list(policy.traffic_steps), policy.traffic_gate.database_after
     )
     bake = float(policy.bake_time)
+    clean_room = _clean_room(service_name, home, state)
     procedure: Procedure = (
         Stage(Phase.KEEP_FENCED, WRITE_PATH),
+        *clean_room,
         checks_gate("precheck", home),
         Stage(Phase.PREFLIGHT, DATABASE),
         stability_gate(home, window),
@@ -220,6 +241,8 @@ def plan_failback(
     if databases and policy.observation_window > 0:
         window_s = float(policy.observation_window)
         steps.append(observation_gate(home, away, databases[0][0], window_s))
+    if state.after_incident is not None:
+        steps.append(incident_clear_step(state.after_incident))
     return Plan(
         service=service_name, kind="failback", from_site=away, to_site=home, steps=steps,
         notes=notes,
