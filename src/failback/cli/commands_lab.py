@@ -72,16 +72,26 @@ def lab_up_cmd(
             "(dc1, dc2, witness); the topology gets a control_plane section",
         ),
     ] = False,
+    dns: Annotated[
+        bool,
+        typer.Option(
+            "--dns",
+            help="BIND 9 (named) on 127.0.0.1 with a zone and a TSIG key made for the lab; "
+            "the service gets a dns component whose name follows its active site",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Create and start the lab in DIR (created, or empty)."""
     from failback.lab import lab_up
     from failback.lab.core import check_up_options, lab_document
 
-    check_up_options(hosts=hosts, control_plane=control_plane)
+    check_up_options(hosts=hosts, control_plane=control_plane, dns=dns)
     if not as_json:
         stderr.print(f"starting a lab in {directory} ...", markup=False)
-    info = lab_up(directory, sync=sync, auto=auto, hosts=hosts, control_plane=control_plane)
+    info = lab_up(
+        directory, sync=sync, auto=auto, hosts=hosts, control_plane=control_plane, dns=dns
+    )
     doc = lab_document(info)
     if as_json:
         emit_json(doc)
@@ -101,6 +111,13 @@ def lab_up_cmd(
             markup=False,
         )
         stdout.print(f"monitors: failback lab monitors up --dir {doc['dir']}", markup=False)
+    if "dns" in doc:
+        d = doc["dns"]
+        stdout.print(
+            f"  dns: {d['name']} in zone {d['zone']} at {d['server']}:{d['port']} (resolver "
+            f"port {d['resolver_port']}, TSIG key {d['key_name']}, secret {d['secret_file']})",
+            markup=False,
+        )
     stdout.print(f"try: FAILBACK_CONFIG={doc['config']} failback status", markup=False)
     return 0
 

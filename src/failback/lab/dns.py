@@ -92,7 +92,7 @@ def _udp_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _pick(avoid: set[int]) -> int:
+def pick_port(avoid: set[int]) -> int:
     """A port free for both TCP and UDP (DNS listens on both)."""
     for _ in range(50):
         (port,) = pick_ports(1, avoid=avoid)
@@ -179,20 +179,31 @@ def rewrite_configs(h: Host, dns: LabDns) -> None:
     h.write_text(dns.conf("resolver"), render_resolver(dns), mode=0o600)
 
 
-def start(h: Host, dns: LabDns, avoid: set[int]) -> LabDns:
-    """Start both servers (the primary first); on a port clash, move to a free one."""
+def require_available() -> None:
+    """``lab up --dns`` needs BIND's named (Debian package bind9)."""
+    if not Path(NAMED_BIN).exists():
+        raise LabError(
+            f"{NAMED_BIN} is not installed: the DNS lab runs BIND 9",
+            hint="run `make setup` (it installs the Debian package bind9)",
+        )
+
+
+def start(h: Host, dns: LabDns, avoid: set[int] | None = None) -> LabDns:
+    """Start both servers (the primary first). With ``avoid`` (a new lab), a port taken
+    meanwhile is replaced by a free one; without (a restart), the ports stay, since the
+    topology names them."""
     for which in SERVERS:
         for attempt in range(5):
             try:
                 _start_one(h, dns, which)
                 break
             except LabError:
-                if attempt == 4 or _answers(dns, which) or _pid(h, dns, which) is not None:
+                if avoid is None or attempt == 4 or _pid(h, dns, which) is not None:
                     raise
                 if which == "auth":
-                    dns = LabDns(**{**asdict(dns), "port": _pick(avoid)})
+                    dns = LabDns(**{**asdict(dns), "port": pick_port(avoid)})
                 else:
-                    dns = LabDns(**{**asdict(dns), "resolver_port": _pick(avoid)})
+                    dns = LabDns(**{**asdict(dns), "resolver_port": pick_port(avoid)})
                 rewrite_configs(h, dns)
     return dns
 

@@ -1,9 +1,11 @@
 """Which observed states make a run unsafe or pointless for a DNS name (``check_plan``).
 
-A key the server rejects is a configuration mistake that no retry fixes: every run is
-refused while it lasts (with ``--force`` a failover still runs; its DNS step will then
-fail and say so). An unreachable server refuses a failback and a planned failover, which
-can wait for it; an unplanned failover goes on, since the database must move anyway.
+The name's update comes after the database switched (past the point of no return): a
+key the server rejects, or a server that does not answer, would stop such a run half
+done. A failback and a planned failover can wait, so they are refused before anything
+changes, with the server's reason and the hint. An unplanned failover goes on (the
+database must move off a failed site whatever the name does): the plan notes that the
+name's update may fail, and the run then stops at it for a person.
 """
 
 from __future__ import annotations
@@ -13,23 +15,20 @@ from failback.drivers.dns.records import weighted
 from failback.drivers.planning import PlanCheck, RunKind
 from failback.errors import PlanRefused
 
-_CONFIG_PROBLEMS = ("key-refused", "key-unusable")
-
 
 def dns_check_plan(check: PlanCheck) -> list[str]:
     notes: list[str] = []
     for obs in check.state.components:
         if obs.component != check.component or obs.healthy:
             continue
-        problem = obs.data.get(PROBLEM_KEY)
-        hint = str(obs.data.get("hint") or "")
-        if problem in _CONFIG_PROBLEMS and not check.force:
-            raise PlanRefused(f"{check.component}: {obs.detail}", hint=hint or None)
-        wait_for_it = check.kind is RunKind.FAILBACK or check.planned
-        if wait_for_it and not check.force:
+        hint = str(obs.data.get("hint") or "see the DNS server's log")
+        can_wait = check.kind is RunKind.FAILBACK or check.planned
+        if can_wait and not check.force:
+            what = "its key is refused" if obs.data.get(PROBLEM_KEY) == "key-refused" else ""
             raise PlanRefused(
-                f"{check.component} cannot be updated: {obs.detail}",
-                hint=f"{hint}; a {check.kind.value} moves the name: fix it first".lstrip("; "),
+                f"{check.component} cannot be updated{' (' + what + ')' if what else ''}: "
+                f"{obs.detail}",
+                hint=f"{hint}; nothing was changed",
             )
         notes.append(f"{check.component}: {obs.detail}; its update may fail")
         break
