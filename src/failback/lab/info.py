@@ -98,6 +98,9 @@ class LabInfo:
     control_plane: LabControlPlane | None = None
     """``--control-plane``: the etcd members (dc1, dc2, witness) and where the monitors
     live; None in a lab without one."""
+    dns: LabDns | None = None
+    """``--dns``: the authoritative server and resolver (named) and the name that follows
+    the service's active site; None in a lab without one."""
 
     def to_dict(self) -> dict[str, Any]:
         return {

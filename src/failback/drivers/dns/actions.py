@@ -83,6 +83,10 @@ class DnsShift(Action):
     def undo(self) -> dict[str, Any] | None:
         away = str(self.spec.params["away"])
         back = wanted_records(self.settings, away, 100)
+        if set(self._holds(back)[1].records) == back:
+            # the update never took effect (refused, say): nothing to send back, and no
+            # second update that would be refused the same way
+            return {"records": sorted(back), "unchanged": True}
         try:
             replace_records(self.zone, back, self.ttl)
         except DnsError as exc:
