@@ -28,7 +28,7 @@ from failback.lab import dns as lab_dns
 from failback.lab import lab_break, lab_repair, lab_status
 from failback.lab.info import load_info
 from tests.conftest import CliResult, run_cli
-from tests.integration.labfixtures import Lab, error_lines, lab_base
+from tests.integration.labfixtures import Lab, lab_base
 
 pytestmark = [
     pytest.mark.integration,
@@ -178,7 +178,8 @@ def test_a_wrong_key_is_refused_clearly_and_changes_nothing(lab: Lab, seen: list
         result = cli(lab, seen, "failover", "app", "--planned", "--yes")
         assert result.returncode != 0
         assert "Traceback" not in result.stderr
-        error, hint = error_lines(result.stderr)
+        error, hint = result.stderr.strip().splitlines()  # one line, and its hint
+        assert error.startswith("error: ") and hint.startswith("hint: "), result.stderr
         assert "BADSIG" in error and "failback-lab." in error, error
         assert str(secret_file) in hint and "nothing was changed" in hint, hint
         assert wrong not in result.stdout + result.stderr
