@@ -7,8 +7,9 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # postgresql-15-wal2json: the output plugin of the slots that capture diverged
-# transactions (Debian 12's PostgreSQL is 15)
-DEB_PACKAGES="python3 python3-venv python3-pip postgresql postgresql-15-wal2json haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo etcd-server"
+# transactions (Debian 12's PostgreSQL is 15); bind9: the authoritative DNS server and
+# resolver of `failback lab up --dns` (named, started by the lab on free ports)
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql postgresql-15-wal2json haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo etcd-server bind9"
 
 missing=""
 for pkg in $DEB_PACKAGES; do
@@ -44,6 +45,11 @@ if [ -n "$missing" ]; then
     # the package's system etcd must not start at boot either.
     case " $missing " in *" etcd-server "*)
         $SUDO systemctl disable etcd >/dev/null 2>&1 || true ;;
+    esac
+    # The same for BIND: the DNS lab starts its own named processes; the package's
+    # named (port 53) must not start at boot.
+    case " $missing " in *" bind9 "*)
+        $SUDO systemctl disable named >/dev/null 2>&1 || true ;;
     esac
 fi
 

@@ -82,18 +82,28 @@ def lab_up_cmd(
             "whose route moves between them (needs root)",
         ),
     ] = False,
+    dns: Annotated[
+        bool,
+        typer.Option(
+            "--dns",
+            help="BIND 9 (named) on 127.0.0.1 with a zone and a TSIG key made for the lab; "
+            "the service gets a dns component whose name follows its active site",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Create and start the lab in DIR (created, or empty)."""
     from failback.lab import lab_up
     from failback.lab.core import check_up_options, lab_document
 
-    check_up_options(hosts=hosts, control_plane=control_plane, network=network, sync=sync)
+    check_up_options(hosts=hosts, control_plane=control_plane, network=network, sync=sync, dns=dns)
     if network:
         return _network_lab_up(directory, auto=auto, as_json=as_json)
     if not as_json:
         stderr.print(f"starting a lab in {directory} ...", markup=False)
-    info = lab_up(directory, sync=sync, auto=auto, hosts=hosts, control_plane=control_plane)
+    info = lab_up(
+        directory, sync=sync, auto=auto, hosts=hosts, control_plane=control_plane, dns=dns
+    )
     doc = lab_document(info)
     if as_json:
         emit_json(doc)
@@ -113,6 +123,13 @@ def lab_up_cmd(
             markup=False,
         )
         stdout.print(f"monitors: failback lab monitors up --dir {doc['dir']}", markup=False)
+    if "dns" in doc:
+        d = doc["dns"]
+        stdout.print(
+            f"  dns: {d['name']} in zone {d['zone']} at {d['server']}:{d['port']} (resolver "
+            f"port {d['resolver_port']}, TSIG key {d['key_name']}, secret {d['secret_file']})",
+            markup=False,
+        )
     stdout.print(f"try: FAILBACK_CONFIG={doc['config']} failback status", markup=False)
     return 0
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from failback.drivers.base import Action, Capability, Driver, Role
 from failback.drivers.command.driver import CommandDriver
+from failback.drivers.dns.driver import DnsDriver
 from failback.drivers.haproxy.driver import HaproxyDriver
 from failback.drivers.pgbouncer.driver import PgbouncerDriver
 from failback.drivers.postgres.driver import PostgresDriver
@@ -38,6 +39,7 @@ BUILT_IN: tuple[Driver[Any], ...] = (
     PgbouncerDriver(),
     CommandDriver(),
     RouteDriver(),
+    DnsDriver(),
 )
 """The drivers shipped with failback: the catalog line of an in-tree driver."""
 

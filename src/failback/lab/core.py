@@ -35,6 +35,7 @@ from failback.drivers.postgres.process import (
 )
 from failback.drivers.postgres.replication import wait_streaming
 from failback.hosts import Host, LocalHost
+from failback.lab import dns as lab_dns
 from failback.lab import etcd as lab_etcd
 from failback.lab import haproxy as lab_router
 from failback.lab import monitors as lab_monitors
@@ -87,6 +88,7 @@ def lab_up(
     auto: bool = False,
     hosts: str = "local",
     control_plane: bool = False,
+    dns: bool = False,
 ) -> LabInfo:
     """Create and start a lab in ``directory`` (new or empty); return how to use it.
 
@@ -104,8 +106,12 @@ def lab_up(
     ``control_plane`` (netns only): a fourth machine, ``witness``, and an etcd member on
     dc1, dc2 and the witness, waited for until the cluster is healthy; the topology gets
     a ``control_plane:`` section naming one monitor node per machine.
+
+    ``dns``: BIND's named, authoritative for the lab's zone (with a TSIG key made for the
+    lab) and a caching resolver in front of it; the service gets a ``dns`` component whose
+    name answers the active site's address (``lab.dns``).
     """
-    check_up_options(hosts=hosts, control_plane=control_plane)
+    check_up_options(hosts=hosts, control_plane=control_plane, dns=dns)
     h = LocalHost()
     directory = Path(os.path.abspath(directory))
     if pathlab.is_network_lab(directory):
@@ -127,6 +133,8 @@ def lab_up(
         netns.require_available()
     if control_plane:
         lab_etcd.require_available()
+    if dns:
+        lab_dns.require_available()
     created = not directory.exists()
     try:
         return _create(
@@ -136,6 +144,7 @@ def lab_up(
             auto=auto,
             netns_lab=hosts == "netns",
             control_plane=control_plane,
+            dns=dns,
         )
     except BaseException:
         _cleanup_failed(h, directory, remove_dir=created)
@@ -143,15 +152,22 @@ def lab_up(
 
 
 def check_up_options(
-    *, hosts: str, control_plane: bool, network: bool = False, sync: bool = False
+    *,
+    hosts: str,
+    control_plane: bool,
+    network: bool = False,
+    sync: bool = False,
+    dns: bool = False,
 ) -> None:
     """``lab up``'s options fit together (checked before anything is created)."""
-    if network and (hosts != "local" or control_plane or sync):
+    if network and (hosts != "local" or control_plane or sync or dns):
         raise LabError(
             "--network is a lab of its own (two routed paths, no database): it takes no "
-            "--hosts, --control-plane or --sync",
+            "--hosts, --control-plane, --sync or --dns",
             hint="failback lab up --dir DIR --network [--auto]",
         )
+    if dns:
+        lab_dns.require_available()
     if hosts not in HOSTS_MODES:
         raise LabError(f"unknown --hosts {hosts!r}", hint=f"use one of: {', '.join(HOSTS_MODES)}")
     if control_plane and hosts != "netns":
@@ -195,6 +211,7 @@ def _create(
     auto: bool = False,
     netns_lab: bool = False,
     control_plane: bool = False,
+    dns: bool = False,
 ) -> LabInfo:
     os_user = _os_user()
     h.make_dirs(str(directory), mode=0o711 if os.geteuid() == 0 else 0o700)
@@ -240,6 +257,7 @@ def _create(
         extra={_STATE_KEY: "creating"},
         network=network,
         control_plane=cp,
+        dns=_plan_dns(directory, avoid, address) if dns else None,
     )
     save_info(h, info)  # early, so 'lab down' can clean up an interrupted 'lab up'
 
@@ -289,6 +307,9 @@ def _create(
         web = _start_web(machines, directory, ports[4:7], pool_dsn, address)
         # the router: write endpoint -> dc1, and the web tier's HTTP frontend
         router = _start_router_on_free_port(edge, router, sites, avoid, web)
+    if info.dns is not None:  # named runs beside failback, on this machine's 127.0.0.1
+        lab_dns.write_files(h, info.dns, info.primary_site)
+        info = replace(info, dns=lab_dns.start(h, info.dns, avoid))
     if cp is not None:
         lab_etcd.wait_healthy(cp)
     router_dsn = (
@@ -309,6 +330,19 @@ def _create(
     save_info(h, info)
     _validate_topology(info)
     return info
+
+
+def _plan_dns(directory: Path, avoid: set[int], address: dict[str, str]) -> lab_dns.LabDns:
+    """Where the lab's named processes listen, and what the name answers per site: the
+    sites' own addresses in a netns lab, two loopback addresses standing for them on
+    127.0.0.1 (where both sites' address is the same)."""
+    distinct = len({address[site] for site in SITES}) == len(SITES)
+    return lab_dns.LabDns(
+        dir=str(directory / "dns"),
+        port=lab_dns.pick_port(avoid),
+        resolver_port=lab_dns.pick_port(avoid),
+        addresses={s: address[s] for s in SITES} if distinct else dict(lab_dns.LOCAL_ADDRESSES),
+    )
 
 
 def _build_network(directory: Path, *, witness: bool = False) -> dict[str, Any]:
@@ -455,6 +489,8 @@ def _restart_existing(h: Host, directory: Path) -> LabInfo:
         if info.control_plane is not None:
             for name in info.control_plane.members:
                 lab_etcd.start(machines.of(name), info.control_plane, name, wait=False)
+    if info.dns is not None:  # its zone file and journal hold where the name points
+        lab_dns.start(h, info.dns)
     if info.control_plane is not None:
         lab_etcd.wait_healthy(info.control_plane)
     return info
@@ -507,6 +543,8 @@ def _stop_everything(h: Host, directory: Path) -> list[str]:
         cp = info.control_plane
         stopped += [f"monitor@{name}" for name in lab_monitors.stop_all(cp)]
         stopped += [f"etcd@{name}" for name in cp.members if lab_etcd.stop(cp, name)]
+    if info is not None and info.dns is not None:
+        stopped += lab_dns.stop(h, info.dns)
     if info is not None:
         if lab_router.stop_router(h, info.router):
             stopped.append("router")
@@ -539,7 +577,7 @@ def lab_processes(h: Host, directory: Path) -> list[int]:
     """PIDs of live PostgreSQL/HAProxy processes that belong to DIR.
 
     A safety net for ``down``: a PID file can be missing after a crash or a
-    re-clone. Only postgres, pg_*, haproxy, pgbouncer, etcd programs, the lab's web
+    re-clone. Only postgres, pg_*, haproxy, pgbouncer, etcd, named programs, the lab's web
     apps and the monitors ``lab monitors up`` started (their state directory is in
     DIR/monitors/) are considered, so a person's shell whose working directory is
     inside DIR is never touched.
@@ -561,7 +599,7 @@ def lab_processes(h: Host, directory: Path) -> list[int]:
         )
         if not (
             program.startswith(("postgres", "pg_"))
-            or program in ("haproxy", "pgbouncer", "etcd")
+            or program in ("haproxy", "pgbouncer", "etcd", "named")
             or webapp
             or monitor
         ):
@@ -648,6 +686,9 @@ def lab_status(directory: Path) -> dict[str, Any]:
     if info.control_plane is not None:
         doc["control_plane"] = control_plane_doc(info.control_plane)
         up = up and all(m["healthy"] for m in doc["control_plane"]["members"].values())
+    if info.dns is not None:
+        doc["dns"] = lab_dns.describe(h, info.dns)
+        up = up and doc["dns"]["up"]
     doc["up"] = up
     return doc
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from failback.hosts import Host
 from failback.lab.control_plane import WITNESS, LabControlPlane
+from failback.lab.dns import LabDns
 from failback.lab.errors import LabError
 from failback.lab.pool import LabPool
 from failback.lab.web import LabWeb
@@ -97,6 +98,9 @@ class LabInfo:
     control_plane: LabControlPlane | None = None
     """``--control-plane``: the etcd members (dc1, dc2, witness) and where the monitors
     live; None in a lab without one."""
+    dns: LabDns | None = None
+    """``--dns``: the authoritative server and resolver (named) and the name that follows
+    the service's active site; None in a lab without one."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +119,7 @@ class LabInfo:
             **({"extra": self.extra} if self.extra else {}),
             **({"network": self.network} if self.network else {}),
             **({"control_plane": self.control_plane.to_dict()} if self.control_plane else {}),
+            **({"dns": self.dns.to_dict()} if self.dns else {}),
         }
 
     @classmethod
@@ -139,6 +144,7 @@ class LabInfo:
                 if data.get("control_plane")
                 else None
             ),
+            dns=LabDns.from_dict(data["dns"]) if data.get("dns") else None,
         )
 
     @property

@@ -97,6 +97,8 @@ def topology_dict(info: LabInfo) -> dict[str, Any]:
             },
             "sites": {name: {"server": name} for name in info.web.sites},
         }
+    if info.dns is not None:
+        doc["services"][info.service]["components"]["dns"] = _dns_component(info.dns)
     if info.network is not None:
         doc = _place_on_machines(doc, info)
     if info.control_plane is not None:
@@ -143,6 +145,30 @@ def _place_on_machines(doc: dict[str, Any], info: LabInfo) -> dict[str, Any]:
             components[name]["runs_on"] = "edge"
     first = {k: doc[k] for k in ("version", "state_dir")}
     return {**first, "hosts": hosts, **{k: v for k, v in doc.items() if k not in first}}
+
+
+def _dns_component(dns: Any) -> dict[str, Any]:
+    """The name clients find the service by: RFC 2136 updates to the lab's named, signed
+    with the lab's TSIG key (its secret by reference), observed through its resolver."""
+    return {
+        "driver": "dns",
+        "description": "the service's name: answers the active site's address",
+        "options": {
+            "server": dns.server,
+            "port": dns.port,
+            "zone": dns.zone,
+            "name": dns.name,
+            "type": "A",
+            "ttl": f"{dns.ttl}s",
+            "key": {
+                "name": dns.key_name,
+                "algorithm": dns.algorithm,
+                "secret": f"file:{dns.secret_file}",
+            },
+            "resolver": f"{dns.server}:{dns.resolver_port}",
+        },
+        "sites": {site: {"addresses": [address]} for site, address in dns.addresses.items()},
+    }
 
 
 def _pool_component(info: LabInfo, directory: Path) -> dict[str, Any]:

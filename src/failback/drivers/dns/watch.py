@@ -1,0 +1,34 @@
+"""A DNS name's health at one site during the observation window (``TRAFFIC_HEALTH``).
+
+After a failback the name must keep pointing home: a problem is the authoritative
+server no longer answering (or rejecting the key), or an answer that no longer sends
+the site its whole share (someone or something else changed the records).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from failback.drivers.base import TrafficWatch
+from failback.drivers.dns.client import Zone, ask_authoritative
+from failback.drivers.dns.errors import DnsError
+from failback.drivers.dns.records import wanted_records
+
+
+def dns_traffic_watch(settings: Any, site: str) -> TrafficWatch:
+    zone = Zone.of(settings)
+    wanted = wanted_records(settings, site, 100)
+
+    def problems() -> list[str]:
+        try:
+            answer = ask_authoritative(zone)
+        except DnsError as exc:
+            return [exc.message]
+        if set(answer.records) != wanted:
+            return [
+                f"{zone.name} answers {', '.join(sorted(answer.records)) or 'nothing'}, not "
+                f"{', '.join(sorted(wanted))}"
+            ]
+        return []
+
+    return problems
