@@ -55,13 +55,24 @@ def test_interrupting_the_wait_kills_the_whole_command(tmp_path: Path) -> None:
     """Ctrl-C while a command runs: the command's subshell does not live on."""
     nap = f"5.{uuid.uuid4().int % 10**6:06d}"
     marker = tmp_path / "written"
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    done = threading.Event()
+
+    def interrupt() -> None:
+        # again until it lands: a KeyboardInterrupt raised while the main thread runs
+        # some object's __del__ (garbage collected during the wait) is swallowed by Python
+        wait = 0.5
+        while not done.wait(wait):  # (far apart: one that landed is never followed)
+            os.kill(os.getpid(), signal.SIGINT)
+            wait = 2.0
+
+    interrupter = threading.Thread(target=interrupt, daemon=True)
+    interrupter.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             LocalHost().run_shell(f"(sleep {nap}; touch {marker}) | cat", timeout=30)
     finally:
-        timer.cancel()
+        done.set()
+        interrupter.join()
     assert live_processes_with(f"sleep {nap}") == []
 
 
