@@ -362,13 +362,21 @@ def test_failover_and_failback_through_the_api(lab: Lab, client: httpx.Client) -
     again = client.post("/api/v1/services/app/failback", headers=auth(), json={})
     assert again.status_code == 409, again.text  # one run per service
 
+    seen = {"ended": False, "last_event": False}
+
     def finished(kind: str, data: Any) -> bool:
-        return kind == "run" and data["run"]["id"] == failback_id and data["run"]["status"] in ENDED
+        # the run's final frame and its last journal event: the stream sends both, in
+        # whichever order the run's status and its event were read
+        if kind == "run" and data["run"]["id"] == failback_id:
+            seen["ended"] = data["run"]["status"] in ENDED
+        if kind == "journal" and data["run_id"] == failback_id:
+            seen["last_event"] = data["kind"] in {f"failback.{status}" for status in ENDED}
+        return seen["ended"] and seen["last_event"]
 
     frames = read_stream(client, {"after": last_event}, finished)
     kinds = {kind for kind, _ in frames}
     assert {"run", "status", "journal"} <= kinds, kinds
-    final = frames[-1][1]
+    final = [d for k, d in frames if k == "run" and d["run"]["id"] == failback_id][-1]
     assert final["run"]["status"] == "succeeded", final["run"]
     assert all(s["status"] in ("done", "skipped") for s in final["report"]["steps"])
     journal = [d["kind"] for k, d in frames if k == "journal" and d["run_id"] == failback_id]
