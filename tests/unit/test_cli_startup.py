@@ -2,8 +2,8 @@
 
 Every ``failback`` invocation pays for its imports (the test suite spawns hundreds):
 commands that never reach PostgreSQL, PgBouncer or etcd (``--help``, ``validate``,
-a bad argument) must not load their client libraries. The drivers import psycopg, and
-the etcd client httpx, when they first connect.
+a bad argument) must not load their client libraries. The drivers import psycopg, the
+etcd client httpx, and the dns driver dnspython, when they first connect.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("psycopg", "httpx")
+HEAVY = ("psycopg", "httpx", "dns")
 
 
 def _loaded_after(code: str) -> list[str]:

@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 from failback.drivers.base import Action, StepContext
-from failback.drivers.dns.client import Zone, ask_authoritative, ask_resolver, replace_records
 from failback.drivers.dns.errors import DnsError
 from failback.drivers.dns.facts import resolver_address
 from failback.drivers.dns.records import wanted_records
+from failback.drivers.dns.zone import Zone, dns_client
 from failback.errors import FailbackError, StepFailed
 from failback.model.plan import StepSpec
 
@@ -52,7 +52,7 @@ class DnsShift(Action):
 
     def _holds(self, records: set[str]) -> tuple[bool, Any]:
         try:
-            answer = ask_authoritative(self.zone)
+            answer = dns_client().ask_authoritative(self.zone)
         except DnsError as exc:
             raise _failed(exc, f"cannot read {self.zone.name}") from None
         return set(answer.records) == records and answer.ttl == self.ttl, answer
@@ -64,7 +64,7 @@ class DnsShift(Action):
     def apply(self) -> dict[str, Any] | None:
         _done, before = self._holds(self.wanted)
         try:
-            replace_records(self.zone, self.wanted, self.ttl)
+            dns_client().replace_records(self.zone, self.wanted, self.ttl)
         except DnsError as exc:
             raise _failed(exc, f"{self.zone.name} was not moved") from None
         self.ctx.remember(_moved_key(self.spec), {"at": time.time(), "old_ttl": before.ttl})
@@ -88,7 +88,7 @@ class DnsShift(Action):
             # second update that would be refused the same way
             return {"records": sorted(back), "unchanged": True}
         try:
-            replace_records(self.zone, back, self.ttl)
+            dns_client().replace_records(self.zone, back, self.ttl)
         except DnsError as exc:
             raise _failed(exc, f"{self.zone.name} was not sent back to {away}") from None
         return {"records": sorted(back)}
@@ -124,7 +124,7 @@ class DnsGate(Action):
             if resolver is None:
                 return True, f"{ttl}s TTL waited out"
             try:
-                answer = ask_resolver(
+                answer = dns_client().ask_resolver(
                     resolver[0], resolver[1], opts.fqdn, opts.type, float(opts.timeout)
                 )
             except DnsError as exc:

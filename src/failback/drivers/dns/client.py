@@ -11,8 +11,6 @@ never reach a person, and the secret never appears in a message.
 
 from __future__ import annotations
 
-import binascii
-from dataclasses import dataclass
 from typing import Any
 
 import dns.exception
@@ -30,72 +28,9 @@ from failback.drivers.dns.errors import (
     DnsError,
     DnsUnreachable,
     KeyRefused,
-    KeyUnusable,
     UpdateRefused,
 )
-from failback.errors import FailbackError
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A record set as one server answered it: its records (zone-file text) and TTL."""
-
-    records: frozenset[str]
-    ttl: int | None
-    """None when the name has no such records (NXDOMAIN or no data)."""
-    authoritative: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"records": sorted(self.records), "ttl": self.ttl, "aa": self.authoritative}
-
-
-@dataclass(frozen=True)
-class Zone:
-    """Where and how to reach the name: the server, the zone, the key (by reference)."""
-
-    server: str
-    port: int
-    zone: str
-    name: str
-    rdtype: str
-    timeout: float
-    key_name: str
-    algorithm: str
-    secret: Any
-    """The key's ``SecretRef``: resolved only to sign, never kept, never shown."""
-
-    @classmethod
-    def of(cls, settings: Any) -> Zone:
-        opts = settings.options
-        return cls(
-            server=opts.server, port=int(opts.port), zone=opts.zone, name=opts.fqdn,
-            rdtype=opts.type, timeout=float(opts.timeout), key_name=opts.key.name,
-            algorithm=opts.key.algorithm, secret=opts.key.secret,
-        )  # fmt: skip
-
-    @property
-    def where(self) -> str:
-        return (
-            f"{self.server}:{self.port}"
-            if ":" not in self.server
-            else f"[{self.server}]:{self.port}"
-        )
-
-    def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
-        """The key, its secret read now (``KeyUnusable`` when it cannot be)."""
-        try:
-            secret = self.secret.resolve()
-        except FailbackError as exc:
-            raise KeyUnusable(f"TSIG key {self.key_name}: {exc.message}", exc.hint) from None
-        try:
-            key = dns.tsig.Key(self.key_name, secret, self.algorithm)
-        except (binascii.Error, ValueError, TypeError):
-            raise KeyUnusable(
-                f"TSIG key {self.key_name}: the secret {self.secret.describe()} is not base64",
-                "write the key's secret as tsig-keygen prints it (the `secret` of its "
-                "key statement), alone on one line",
-            ) from None
-        return {key.name: key}
+from failback.drivers.dns.zone import Answer, Zone
 
 
 def ask_authoritative(zone: Zone) -> Answer:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from failback.drivers.dns.client import Answer, Zone, ask_authoritative, ask_resolver
 from failback.drivers.dns.errors import DnsError, DnsUnreachable, KeyRefused, KeyUnusable
 from failback.drivers.dns.records import share_of
+from failback.drivers.dns.zone import Answer, Zone, dns_client
 from failback.model.observed import ComponentObservation
 
 PROBLEM_KEY = "problem"
@@ -48,7 +48,9 @@ def resolver_view(settings: Any) -> dict[str, Any] | None:
         return None
     opts = settings.options
     try:
-        answer = ask_resolver(where[0], where[1], opts.fqdn, opts.type, float(opts.timeout))
+        answer = dns_client().ask_resolver(
+            where[0], where[1], opts.fqdn, opts.type, float(opts.timeout)
+        )
     except DnsError as exc:
         return {"server": f"{where[0]}:{where[1]}", "error": exc.message}
     return {"server": f"{where[0]}:{where[1]}", **answer.to_dict()}
@@ -61,7 +63,7 @@ def observe_dns(name: str, settings: Any, site: str) -> ComponentObservation:
         "server": zone.where, "name": zone.name, "type": zone.rdtype, "key": zone.key_name,
     }  # fmt: skip
     try:
-        answer = ask_authoritative(zone)
+        answer = dns_client().ask_authoritative(zone)
     except DnsError as exc:
         data[PROBLEM_KEY] = problem_word(exc)
         data["hint"] = exc.hint

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from failback.drivers.base import TrafficWatch
-from failback.drivers.dns.client import Zone, ask_authoritative
 from failback.drivers.dns.errors import DnsError
 from failback.drivers.dns.records import wanted_records
+from failback.drivers.dns.zone import Zone, dns_client
 
 
 def dns_traffic_watch(settings: Any, site: str) -> TrafficWatch:
@@ -21,7 +21,7 @@ def dns_traffic_watch(settings: Any, site: str) -> TrafficWatch:
 
     def problems() -> list[str]:
         try:
-            answer = ask_authoritative(zone)
+            answer = dns_client().ask_authoritative(zone)
         except DnsError as exc:
             return [exc.message]
         if set(answer.records) != wanted:
