@@ -70,7 +70,7 @@ def incident_document(
             "started_at": run.created_at,
             "finished_at": run.finished_at,
             "duration_s": report["duration_s"],
-            "started_by": run.options.get("by"),
+            "started_by": run.options.get("started_by") or run.options.get("by"),
             "error": run.error,
             "hint": run.hint,
             "rollback": report.get("rollback"),
