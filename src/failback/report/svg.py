@@ -189,7 +189,8 @@ def _write_window(window: WriteWindow, scale: _Scale, rows: int) -> list[str]:
         f'<rect class="write-unavailability" x="{x0:.1f}" y="{TOP - 4}"'
         f' width="{max(x1 - x0, MIN_BAR_W):.1f}" height="{bottom - TOP + 8}">'
         f"<title>{escape(f'{label} ({where})')}</title></rect>",
-        f'<text class="write-unavailability-label" x="{x0:.1f}" y="{TOP - 34}">'
+        f'<text class="write-unavailability-label" x="{x0 if x0 < WIDTH - 260 else x1:.1f}"'
+        f' y="{TOP - 34}" text-anchor="{"start" if x0 < WIDTH - 260 else "end"}">'
         f"{escape(label)}</text>",
     ]
 
