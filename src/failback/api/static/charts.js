@@ -1,0 +1,264 @@
+// failback console charts: small SVG drawings made here, no library, no build step.
+// Three pictures: a run's timeline (steps as bars on a time axis), a component's
+// health and lag history, and the measured figures of past runs. Every label is
+// inserted as text (textContent), never as markup.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function svgTitle(text) { return svg("title", {}, text); }
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 1) return `${Math.round(s * 1000)}ms`;
+  if (s < 120) return `${s.toFixed(2)}s`;
+  return `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+}
+
+function fmtClock(ts) {
+  return new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function fmtLag(b) {
+  if (b === null || b === undefined) return "–";
+  if (b < 1024) return `${b} B`;
+  if (b < 1048576) return `${(b / 1024).toFixed(1)} KiB`;
+  return `${(b / 1048576).toFixed(1)} MiB`;
+}
+
+// A time axis: `ticks` evenly spaced labels between t0 and t1 under a chart.
+function timeAxis(x, t0, t1, y, ticks, relative) {
+  const g = svg("g", { class: "axis" });
+  for (let i = 0; i <= ticks; i++) {
+    const t = t0 + ((t1 - t0) * i) / ticks;
+    const px = x(t);
+    g.append(svg("line", { x1: px, x2: px, y1: 0, y2: y, class: "grid" }));
+    g.append(svg("text", { x: px, y: y + 12, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" },
+      relative ? `+${fmtSeconds(t - t0)}` : fmtClock(t)));
+  }
+  return g;
+}
+
+// ------------------------------------------------------------------ run timeline
+
+const TL = { width: 960, label: 250, row: 20, top: 26, right: 12 };
+
+// The timeline of one run as data the drawing needs: from the API's timeline document
+// when the server has one, else from the run document (report steps, write window).
+function timelineOf(doc, now) {
+  if (doc.timeline) return doc.timeline;
+  const run = doc.run;
+  const live = !["succeeded", "rolled-back", "aborted", "failed"].includes(run.status);
+  const steps = doc.report.steps.map((s) => ({
+    id: s.id, title: s.title, kind: s.kind, status: s.status, site: s.site,
+    start: s.started_at, end: s.finished_at ?? (s.started_at && live ? now : s.started_at),
+    open: !s.finished_at && !!s.started_at, point_of_no_return: s.point_of_no_return,
+    undo: s.undo, error: s.error,
+  }));
+  const m = (doc.report.measurements || []).find((x) => x.name === "write_unavailability_s");
+  const w = doc.write_window;
+  const end = run.finished_at || (live ? now : Math.max(run.created_at, ...steps.map((s) => s.end || 0)));
+  return {
+    start: run.created_at, end, live, steps,
+    write_window: w ? { start: w.start, end: w.end ?? (live ? now : end), open: w.end === null,
+      length_s: m ? m.value : null } : null,
+  };
+}
+
+function drawTimeline(doc, now) {
+  const tl = timelineOf(doc, now);
+  const steps = tl.steps;
+  const height = TL.top + steps.length * TL.row + 22;
+  const t0 = tl.start, t1 = Math.max(tl.end, t0 + 1);
+  const span = TL.width - TL.label - TL.right;
+  const x = (t) => TL.label + ((Math.min(Math.max(t, t0), t1) - t0) / (t1 - t0)) * span;
+  const root = svg("svg", { viewBox: `0 0 ${TL.width} ${height}`, class: "timeline-chart", role: "img",
+    "aria-label": `timeline of run ${doc.run.id}`, "data-run-id": doc.run.id });
+  const defs = svg("defs", {},
+    svg("pattern", { id: "wait-hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
+      svg("rect", { width: 6, height: 6, class: "hatch-bg" }), svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, class: "hatch" })));
+  root.append(defs);
+  const body = TL.top + steps.length * TL.row;
+  const chart = svg("g", { transform: "translate(0,0)" });
+  chart.append(svg("g", { transform: `translate(0,${TL.top})` }, timeAxis(x, t0, t1, steps.length * TL.row, 6, true)));
+  // the write-unavailability window, under the bars
+  const w = tl.write_window;
+  if (w) {
+    const wx = x(w.start), ww = Math.max(2, x(w.end) - wx);
+    const len = w.length_s ?? (w.open ? null : w.end - w.start);
+    const label = len === null ? "writes unavailable (open)" : `writes unavailable ${fmtSeconds(len)}`;
+    chart.append(svg("g", { class: "write-window", "data-write-window": len ?? "open" },
+      svg("rect", { x: wx, y: TL.top - 4, width: ww, height: body - TL.top + 4 }, svgTitle(label)),
+      svg("text", { x: wx + ww / 2, y: 11, "text-anchor": "middle" }, label)));
+  }
+  steps.forEach((s, i) => {
+    const y = TL.top + i * TL.row;
+    const g = svg("g", { class: `bar bar-${s.kind} bar-${s.status}`, "data-bar": s.id, "data-bar-status": s.status,
+      "data-bar-kind": s.kind });
+    g.append(svg("text", { x: TL.label - 8, y: y + 14, "text-anchor": "end", class: "bar-label" },
+      s.title.length > 38 ? `${s.title.slice(0, 36)}…` : s.title));
+    if (s.start) {
+      const bx = x(s.start), bw = Math.max(3, x(s.end ?? s.start) - bx);
+      const tip = `${s.title} (${s.kind}) — ${s.status}` +
+        `${s.end && s.start ? `, ${fmtSeconds(s.end - s.start)}` : ""}${s.undo ? `, undo: ${s.undo}` : ""}` +
+        `${s.error ? `\n${s.error}` : ""}`;
+      g.append(svg("rect", { x: bx, y: y + 3, width: bw, height: TL.row - 6, rx: 2,
+        fill: s.status === "waiting" || (s.kind === "gate" && s.open) ? "url(#wait-hatch)" : null }, svgTitle(tip)));
+      const dur = s.end - s.start;
+      if (s.status === "waiting") {
+        g.append(svg("text", { x: Math.min(bx + bw + 4, TL.width - 4), y: y + 14, class: "bar-note",
+          "text-anchor": bx + bw + 120 > TL.width ? "end" : "start" }, "waiting for approval"));
+      } else if (dur >= (t1 - t0) * 0.04 || s.kind === "gate") {
+        g.append(svg("text", { x: Math.min(bx + bw + 4, TL.width - 40), y: y + 14, class: "bar-note" },
+          fmtSeconds(dur)));
+      }
+    }
+    chart.append(g);
+  });
+  // the point of no return: once that step applied, a failure no longer rolls back
+  const pnr = steps.find((s) => s.point_of_no_return && s.start);
+  if (pnr) {
+    const px = x(pnr.start);
+    chart.append(svg("g", { class: "pnr", "data-pnr": pnr.id },
+      svg("line", { x1: px, x2: px, y1: TL.top - 4, y2: body }),
+      svg("text", { x: px + 3, y: 22 }, "point of no return"),
+      svgTitle(`point of no return: ${pnr.title}`)));
+  }
+  if (tl.live) {
+    const nx = x(now);
+    chart.append(svg("line", { x1: nx, x2: nx, y1: TL.top - 4, y2: body, class: "now" }));
+  }
+  root.append(chart);
+  return root;
+}
+
+// ------------------------------------------------------------------ health and lag history
+
+const HC = { width: 960, label: 170, height: 46, right: 70 };
+
+// One chart per component and site: health as a band (green up, red down, grey: no
+// sample), replication lag as a line over it (scaled to its largest value), and the
+// runs as vertical marks.
+function drawHistory(doc, t0, t1) {
+  const groups = new Map();
+  for (const s of doc.samples) {
+    const key = `${s.component}@${s.site}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(s);
+  }
+  const root = document.createElement("div");
+  root.className = "history-service";
+  root.dataset.history = doc.service;
+  if (!groups.size) {
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = `${doc.service}: no samples yet (the monitor and this server record them while they observe)`;
+    root.append(p);
+    return root;
+  }
+  const span = HC.width - HC.label - HC.right;
+  const x = (t) => HC.label + ((Math.min(Math.max(t, t0), t1) - t0) / (t1 - t0)) * span;
+  const bucket = doc.bucket_s;
+  const keys = [...groups.keys()].sort();
+  const rows = keys.length;
+  const height = rows * (HC.height + 6) + 30;
+  const chart = svg("svg", { viewBox: `0 0 ${HC.width} ${height}`, class: "history-chart", role: "img",
+    "aria-label": `health and lag of ${doc.service}` });
+  keys.forEach((key, i) => {
+    const samples = groups.get(key);
+    const y0 = 16 + i * (HC.height + 6);
+    const [component, site] = key.split("@");
+    const g = svg("g", { class: "history-row", "data-component": component, "data-site": site,
+      "data-samples": samples.length });
+    g.append(svg("text", { x: HC.label - 8, y: y0 + 18, "text-anchor": "end", class: "bar-label" }, key));
+    g.append(svg("rect", { x: HC.label, y: y0, width: span, height: HC.height, class: "band-none" }));
+    for (const s of samples) {
+      const bx = x(s.at), bw = Math.max(1, x(s.at + bucket) - bx);
+      g.append(svg("rect", { x: bx, y: y0 + HC.height - 8, width: bw, height: 8,
+        class: s.healthy ? "band-up" : "band-down", "data-healthy": String(s.healthy) },
+        svgTitle(`${fmtClock(s.at)}: ${s.healthy ? "up" : "down"} (${s.role})` +
+          `${s.lag_bytes !== null ? `, lag ${fmtLag(s.lag_bytes)}` : ""}`)));
+    }
+    const lagged = samples.filter((s) => s.lag_bytes !== null);
+    if (lagged.length) {
+      const max = Math.max(1, ...lagged.map((s) => s.lag_bytes));
+      const ly = (v) => y0 + HC.height - 10 - (v / max) * (HC.height - 14);
+      const points = lagged.map((s) => `${x(s.at + bucket / 2).toFixed(1)},${ly(s.lag_bytes).toFixed(1)}`);
+      g.append(svg("polyline", { points: points.join(" "), class: "lag-line", "data-lag-points": lagged.length }));
+      g.append(svg("text", { x: HC.width - HC.right + 4, y: y0 + 10, class: "axis-note" }, `max ${fmtLag(max)}`));
+      g.append(svg("text", { x: HC.width - HC.right + 4, y: y0 + HC.height - 10, class: "axis-note" }, "lag"));
+    }
+    chart.append(g);
+  });
+  for (const r of doc.runs) {
+    const rx = x(r.created_at);
+    const rw = Math.max(2, x(r.finished_at || t1) - rx);
+    chart.append(svg("g", { class: `run-mark run-${r.kind}`, "data-run-mark": r.id },
+      svg("rect", { x: rx, y: 12, width: rw, height: height - 30 }),
+      svg("text", { x: rx + 2, y: 10 }, `${r.kind} ${r.id}`),
+      svgTitle(`run ${r.id}: ${r.kind} ${r.from_site} → ${r.to_site}, ${r.status}`)));
+  }
+  chart.append(svg("g", { transform: `translate(0,${height - 26})` }, timeAxis(x, t0, t1, 0, 6, false)));
+  const h = document.createElement("h3");
+  h.textContent = doc.service;
+  root.append(h, chart);
+  return root;
+}
+
+// ------------------------------------------------------------------ runs measured
+
+// Each ended failover or failback with its measured RTO and write-unavailability, side
+// by side, oldest on the left: how the service's moves went over time.
+function drawRunsChart(runs) {
+  const measured = runs
+    .filter((r) => ["failover", "failback"].includes(r.kind) && r.finished_at)
+    .filter((r) => (r.measurements || {}).rto_s != null || (r.measurements || {}).write_unavailability_s != null)
+    .slice(0, 30).reverse();
+  if (!measured.length) {
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = "no measured run yet";
+    return p;
+  }
+  const W = 960, H = 170, left = 50, bottom = 34, top = 16;
+  const max = Math.max(0.001, ...measured.flatMap((r) => [r.measurements.rto_s || 0, r.measurements.write_unavailability_s || 0]));
+  const slot = Math.min(70, (W - left - 10) / measured.length);
+  const y = (v) => top + (H - top - bottom) * (1 - v / max);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "runs-chart", role: "img",
+    "aria-label": "RTO and write-unavailability of past runs" });
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    root.append(svg("line", { x1: left, x2: W - 10, y1: y(v), y2: y(v), class: "grid" }),
+      svg("text", { x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "axis-note" }, fmtSeconds(v)));
+  }
+  measured.forEach((r, i) => {
+    const m = r.measurements, bx = left + i * slot + 4, bw = (slot - 12) / 2;
+    const g = svg("g", { class: "run-bars", "data-run-bars": r.id });
+    for (const [j, key, cls] of [[0, "rto_s", "rto"], [1, "write_unavailability_s", "wu"]]) {
+      const v = m[key];
+      if (v === null || v === undefined) continue;
+      g.append(svg("rect", { x: bx + j * bw, y: y(v), width: bw - 1, height: Math.max(1, y(0) - y(v)),
+        class: `m-${cls}`, [`data-${cls}`]: v }, svgTitle(`run ${r.id} ${r.kind}: ${cls === "rto" ? "RTO" : "write-unavailability"} ${fmtSeconds(v)}`)));
+    }
+    g.append(svg("text", { x: bx + bw, y: H - bottom + 14, "text-anchor": "middle", class: "axis-note" }, `${r.id}`),
+      svg("text", { x: bx + bw, y: H - bottom + 26, "text-anchor": "middle", class: "axis-note" }, r.kind === "failover" ? "fo" : "fb"));
+    root.append(g);
+  });
+  root.append(svg("g", { class: "legend" },
+    svg("rect", { x: W - 260, y: 2, width: 10, height: 10, class: "m-rto" }), svg("text", { x: W - 246, y: 11 }, "RTO"),
+    svg("rect", { x: W - 200, y: 2, width: 10, height: 10, class: "m-wu" }), svg("text", { x: W - 186, y: 11 }, "write-unavailability")));
+  return root;
+}
