@@ -81,7 +81,7 @@ function timelineOf(doc, now) {
 function drawTimeline(doc, now) {
   const tl = timelineOf(doc, now);
   const steps = tl.steps;
-  const height = TL.top + steps.length * TL.row + 22;
+  const height = TL.top + steps.length * TL.row + 34;
   const t0 = tl.start, t1 = Math.max(tl.end, t0 + 1);
   const span = TL.width - TL.label - TL.right;
   const x = (t) => TL.label + ((Math.min(Math.max(t, t0), t1) - t0) / (t1 - t0)) * span;
@@ -116,7 +116,8 @@ function drawTimeline(doc, now) {
         `${s.end && s.start ? `, ${fmtSeconds(s.end - s.start)}` : ""}${s.undo ? `, undo: ${s.undo}` : ""}` +
         `${s.error ? `\n${s.error}` : ""}`;
       g.append(svg("rect", { x: bx, y: y + 3, width: bw, height: TL.row - 6, rx: 2,
-        fill: s.status === "waiting" || (s.kind === "gate" && s.open) ? "url(#wait-hatch)" : null }, svgTitle(tip)));
+        // a gate or a wait in progress is hatched (an inline style: it wins over the status colour)
+        style: s.status === "waiting" || (s.kind === "gate" && s.open) ? "fill: url(#wait-hatch)" : null }, svgTitle(tip)));
       const dur = s.end - s.start;
       if (s.status === "waiting") {
         g.append(svg("text", { x: Math.min(bx + bw + 4, TL.width - 4), y: y + 14, class: "bar-note",
@@ -134,7 +135,7 @@ function drawTimeline(doc, now) {
     const px = x(pnr.start);
     chart.append(svg("g", { class: "pnr", "data-pnr": pnr.id },
       svg("line", { x1: px, x2: px, y1: TL.top - 4, y2: body }),
-      svg("text", { x: px + 3, y: 22 }, "point of no return"),
+      svg("text", { x: px, y: body + 28, "text-anchor": "middle" }, "▲ point of no return"),
       svgTitle(`point of no return: ${pnr.title}`)));
   }
   if (tl.live) {
