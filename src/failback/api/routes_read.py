@@ -25,10 +25,12 @@ from failback.api.views import (
     report_for,
     run_document,
     run_for,
+    run_timeline,
     runs_list,
     topology_document,
 )
 from failback.report.diverged import changes_json, sql_script
+from failback.report.timeline import Timeline
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
@@ -118,6 +120,21 @@ def run_report(run_id: int, request: Request) -> dict[str, Any]:
     with state.journal() as journal:
         record = state.require_run(journal, run_id)
         return report_for(run_document(journal, record)["report"], authenticated(request))
+
+
+@router.get(
+    "/runs/{run_id}/timeline",
+    summary="One run over time: steps as bars, waits, approvals, write-unavailability,"
+    " point of no return, undos, events (seconds since the run's start)",
+    response_model=Timeline,
+)
+def run_timeline_view(run_id: int, request: Request) -> Timeline:
+    """What the dashboard draws and ``failback report`` renders as SVG. Holds no step
+    output and no diverged row, so it needs no token (see failback.report.timeline)."""
+    state = app_state(request)
+    with state.journal() as journal:
+        record = state.require_run(journal, run_id)
+        return run_timeline(journal, record)
 
 
 @router.get(

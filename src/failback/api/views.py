@@ -14,6 +14,7 @@ from failback.engine.executor import Executor
 from failback.report.build import build_report
 from failback.report.drills import drill_row, list_drills
 from failback.report.summary import run_summary
+from failback.report.timeline import Timeline, timeline_for
 from failback.store import Journal, RunRecord
 
 _PUBLIC_PARAMS = ("question", "window_s", "use")
@@ -112,6 +113,11 @@ def write_window(run: RunRecord) -> dict[str, float | None] | None:
         return None
     ended = times("writes_resumed_at.") + times("writes_restored_at.")
     return {"start": min(stopped), "end": max(ended) if ended else None}
+
+
+def run_timeline(journal: Journal, run: RunRecord) -> Timeline:
+    """The run over time (``failback.report.timeline``) with its effective status."""
+    return timeline_for(journal, run.id, status=Executor(journal).effective_status(run))
 
 
 def runs_list(journal: Journal, *, service: str | None, limit: int) -> list[dict[str, Any]]:

@@ -710,6 +710,7 @@ class Executor:
             run_id=run_id,
             service=run.service,
             step_id=step_id,
+            data={"by": approved_by},
         )
         return step_id
 
