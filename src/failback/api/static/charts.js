@@ -56,12 +56,31 @@ function timeAxis(x, t0, t1, y, ticks, relative) {
 
 const TL = { width: 960, label: 250, row: 20, top: 26, right: 12 };
 
-// The timeline of one run as data the drawing needs: from the API's timeline document
-// when the server has one, else from the run document (report steps, write window).
-function timelineOf(doc, now) {
-  if (doc.timeline) return doc.timeline;
+// The timeline of one run in absolute times, as the drawing needs it: from the server's
+// timeline document (GET /api/v1/runs/{id}/timeline, failback.report.timeline) when it
+// is there for this run, else from the run document alone (report steps, write window).
+function timelineOf(doc, tl, now) {
   const run = doc.run;
-  const live = !["succeeded", "rolled-back", "aborted", "failed"].includes(run.status);
+  const ended = ["succeeded", "rolled-back", "aborted", "failed"].includes(run.status);
+  if (tl && tl.run_id === run.id) {
+    const t0 = tl.t0;
+    const live = tl.live && !ended;
+    const end = live ? Math.max(now, t0 + tl.end_s) : t0 + tl.end_s;
+    const at = (v) => (v === null || v === undefined ? null : t0 + v);
+    return {
+      start: t0, end, live,
+      steps: tl.steps.map((s) => ({ ...s, start: at(s.start_s), end: s.end_s !== null ? at(s.end_s) : (s.start_s !== null ? end : null),
+        open: s.start_s !== null && s.end_s === null })),
+      waits: tl.waits.map((w) => ({ ...w, start: at(w.start_s), end: w.end_s !== null ? at(w.end_s) : end, open: w.end_s === null })),
+      undos: tl.undos.map((u) => ({ ...u, start: at(u.start_s), end: at(u.end_s) })),
+      windows: tl.write_unavailability.map((w) => ({ start: at(w.start_s), end: w.end_s !== null ? at(w.end_s) : end,
+        open: w.end_s === null, length_s: w.measured_s, rollback: w.rollback })),
+      pnr: tl.point_of_no_return && tl.point_of_no_return.at_s !== null
+        ? { step: tl.point_of_no_return.step, title: tl.point_of_no_return.title, at: at(tl.point_of_no_return.at_s), passed: tl.point_of_no_return.passed }
+        : null,
+    };
+  }
+  const live = !ended;
   const steps = doc.report.steps.map((s) => ({
     id: s.id, title: s.title, kind: s.kind, status: s.status, site: s.site,
     start: s.started_at, end: s.finished_at ?? (s.started_at && live ? now : s.started_at),
@@ -71,38 +90,38 @@ function timelineOf(doc, now) {
   const m = (doc.report.measurements || []).find((x) => x.name === "write_unavailability_s");
   const w = doc.write_window;
   const end = run.finished_at || (live ? now : Math.max(run.created_at, ...steps.map((s) => s.end || 0)));
+  const pnrStep = steps.find((s) => s.point_of_no_return && s.start);
   return {
-    start: run.created_at, end, live, steps,
-    write_window: w ? { start: w.start, end: w.end ?? (live ? now : end), open: w.end === null,
-      length_s: m ? m.value : null } : null,
+    start: run.created_at, end, live, steps, waits: [], undos: [],
+    windows: w ? [{ start: w.start, end: w.end ?? end, open: w.end === null, length_s: m ? m.value : null }] : [],
+    pnr: pnrStep ? { step: pnrStep.id, title: pnrStep.title, at: pnrStep.start, passed: pnrStep.status === "done" } : null,
   };
 }
 
-function drawTimeline(doc, now) {
-  const tl = timelineOf(doc, now);
+function drawTimeline(doc, tlDoc, now) {
+  const tl = timelineOf(doc, tlDoc, now);
   const steps = tl.steps;
   const height = TL.top + steps.length * TL.row + 34;
   const t0 = tl.start, t1 = Math.max(tl.end, t0 + 1);
   const span = TL.width - TL.label - TL.right;
   const x = (t) => TL.label + ((Math.min(Math.max(t, t0), t1) - t0) / (t1 - t0)) * span;
   const root = svg("svg", { viewBox: `0 0 ${TL.width} ${height}`, class: "timeline-chart", role: "img",
-    "aria-label": `timeline of run ${doc.run.id}`, "data-run-id": doc.run.id });
-  const defs = svg("defs", {},
+    "aria-label": `timeline of run ${doc.run.id}`, "data-run-id": doc.run.id,
+    "data-source": tlDoc && tlDoc.run_id === doc.run.id ? "timeline" : "run" });
+  root.append(svg("defs", {},
     svg("pattern", { id: "wait-hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
-      svg("rect", { width: 6, height: 6, class: "hatch-bg" }), svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, class: "hatch" })));
-  root.append(defs);
+      svg("rect", { width: 6, height: 6, class: "hatch-bg" }), svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, class: "hatch" }))));
   const body = TL.top + steps.length * TL.row;
-  const chart = svg("g", { transform: "translate(0,0)" });
-  chart.append(svg("g", { transform: `translate(0,${TL.top})` }, timeAxis(x, t0, t1, steps.length * TL.row, 6, true)));
-  // the write-unavailability window, under the bars
-  const w = tl.write_window;
-  if (w) {
+  const rowOf = Object.fromEntries(steps.map((s, i) => [s.id, TL.top + i * TL.row]));
+  root.append(svg("g", { transform: `translate(0,${TL.top})` }, timeAxis(x, t0, t1, steps.length * TL.row, 6, true)));
+  // the write-unavailability windows, under the bars, each with its measured length
+  for (const w of tl.windows) {
     const wx = x(w.start), ww = Math.max(2, x(w.end) - wx);
     const len = w.length_s ?? (w.open ? null : w.end - w.start);
-    const label = len === null ? "writes unavailable (open)" : `writes unavailable ${fmtSeconds(len)}`;
-    chart.append(svg("g", { class: "write-window", "data-write-window": len ?? "open" },
+    const label = len === null ? "writes unavailable (open)" : `writes unavailable ${fmtSeconds(len)}${w.rollback ? " (rollback)" : ""}`;
+    root.append(svg("g", { class: "write-window", "data-write-window": len ?? "open" },
       svg("rect", { x: wx, y: TL.top - 4, width: ww, height: body - TL.top + 4 }, svgTitle(label)),
-      svg("text", { x: wx + ww / 2, y: 11, "text-anchor": "middle" }, label)));
+      svg("text", { x: Math.min(Math.max(wx + ww / 2, 80), TL.width - 80), y: 11, "text-anchor": "middle" }, label)));
   }
   steps.forEach((s, i) => {
     const y = TL.top + i * TL.row;
@@ -115,34 +134,50 @@ function drawTimeline(doc, now) {
       const tip = `${s.title} (${s.kind}) — ${s.status}` +
         `${s.end && s.start ? `, ${fmtSeconds(s.end - s.start)}` : ""}${s.undo ? `, undo: ${s.undo}` : ""}` +
         `${s.error ? `\n${s.error}` : ""}`;
+      // a gate or a wait in progress is hatched (an inline style: it wins over the status colour)
       g.append(svg("rect", { x: bx, y: y + 3, width: bw, height: TL.row - 6, rx: 2,
-        // a gate or a wait in progress is hatched (an inline style: it wins over the status colour)
         style: s.status === "waiting" || (s.kind === "gate" && s.open) ? "fill: url(#wait-hatch)" : null }, svgTitle(tip)));
       const dur = s.end - s.start;
-      if (s.status === "waiting") {
-        g.append(svg("text", { x: Math.min(bx + bw + 4, TL.width - 4), y: y + 14, class: "bar-note",
-          "text-anchor": bx + bw + 120 > TL.width ? "end" : "start" }, "waiting for approval"));
-      } else if (dur >= (t1 - t0) * 0.04 || s.kind === "gate") {
-        g.append(svg("text", { x: Math.min(bx + bw + 4, TL.width - 40), y: y + 14, class: "bar-note" },
-          fmtSeconds(dur)));
+      if (s.status !== "waiting" && (dur >= (t1 - t0) * 0.04 || s.kind === "gate")) {
+        g.append(svg("text", { x: Math.min(bx + bw + 4, TL.width - 40), y: y + 14, class: "bar-note" }, fmtSeconds(dur)));
       }
     }
-    chart.append(g);
+    root.append(g);
   });
+  // waits: approvals from the question to the answer (who), the other gates over their step
+  for (const w of tl.waits) {
+    const y = rowOf[w.step];
+    if (y === undefined || w.start === null) continue;
+    const wx = x(w.start), ww = Math.max(3, x(w.end) - wx);
+    const label = w.kind === "approval"
+      ? (w.open ? "waiting for approval" : `approved${w.by ? ` by ${w.by}` : ""} after ${fmtSeconds(w.end - w.start)}`)
+      : `${w.kind}${w.open ? "…" : ` ${fmtSeconds(w.end - w.start)}`}`;
+    root.append(svg("g", { class: `wait wait-${w.kind}`, "data-wait": w.step, "data-wait-open": String(w.open) },
+      svg("rect", { x: wx, y: y + 3, width: ww, height: TL.row - 6, rx: 2, style: "fill: url(#wait-hatch)" },
+        svgTitle(`${label}${w.question ? `: ${w.question}` : ""}`)),
+      svg("text", { x: wx + ww + 4 > TL.width - 150 ? wx - 4 : wx + ww + 4, y: y + 14, class: "bar-note",
+        "text-anchor": wx + ww + 4 > TL.width - 150 ? "end" : "start" }, label)));
+  }
+  // undos: each undone step's undo, on its step's row
+  for (const u of tl.undos) {
+    const y = rowOf[u.step];
+    if (y === undefined) continue;
+    const ux = x(u.start), uw = Math.max(3, x(u.end) - ux);
+    root.append(svg("g", { class: `undo undo-${u.status}`, "data-undo": u.step },
+      svg("rect", { x: ux, y: y + 6, width: uw, height: TL.row - 12, rx: 2 }, svgTitle(`undo: ${u.message}`))));
+  }
   // the point of no return: once that step applied, a failure no longer rolls back
-  const pnr = steps.find((s) => s.point_of_no_return && s.start);
-  if (pnr) {
-    const px = x(pnr.start);
-    chart.append(svg("g", { class: "pnr", "data-pnr": pnr.id },
+  if (tl.pnr) {
+    const px = x(tl.pnr.at);
+    root.append(svg("g", { class: "pnr", "data-pnr": tl.pnr.step, "data-pnr-passed": String(!!tl.pnr.passed) },
       svg("line", { x1: px, x2: px, y1: TL.top - 4, y2: body }),
       svg("text", { x: px, y: body + 28, "text-anchor": "middle" }, "▲ point of no return"),
-      svgTitle(`point of no return: ${pnr.title}`)));
+      svgTitle(`point of no return: ${tl.pnr.title}`)));
   }
   if (tl.live) {
     const nx = x(now);
-    chart.append(svg("line", { x1: nx, x2: nx, y1: TL.top - 4, y2: body, class: "now" }));
+    root.append(svg("line", { x1: nx, x2: nx, y1: TL.top - 4, y2: body, class: "now" }));
   }
-  root.append(chart);
   return root;
 }
 

@@ -7,7 +7,7 @@
 "use strict";
 
 const TOKEN_KEY = "failback-api-token";
-const state = { status: null, runs: [], focus: null, action: null, histories: {} };
+const state = { status: null, runs: [], focus: null, timeline: null, action: null, histories: {} };
 const HISTORY_WINDOW_S = 3600;
 
 function h(tag, attrs, ...children) {
@@ -146,7 +146,7 @@ function renderCurrent() {
         h("button", { id: "abort-button", class: "danger", "data-run-id": run.id,
           onclick: () => openAction({ type: "abort", runId: run.id }) }, "Abort (undo)…")) : null,
       run.error ? h("p", { class: "error", id: "run-error" }, run.error, run.hint ? ` — ${run.hint}` : "") : null,
-      h("div", { id: "timeline", class: "timeline-box" }, drawTimeline(doc, now)),
+      h("div", { id: "timeline", class: "timeline-box" }, drawTimeline(doc, state.timeline, now)),
       h("ol", { class: "timeline" }, steps.map((s) => {
         const dur = s.duration_s ?? (s.started_at && !s.finished_at && live ? now - s.started_at : null);
         return h("li", { "data-step": s.id, "data-status": s.status },
@@ -368,6 +368,7 @@ function openAction(a) {
   document.getElementById("token-label").hidden = !!sessionStorage.getItem(TOKEN_KEY);
   document.getElementById("token-input").value = "";
   document.getElementById("confirm-error").textContent = "";
+  delete document.getElementById("confirm-error").dataset.status;
   document.getElementById("confirm-plan").replaceChildren();
   document.getElementById("confirm").dataset.action = a.type;
   document.getElementById("confirm").showModal();
@@ -451,6 +452,30 @@ function renderRunsChart() {
 async function showRun(id) {
   state.focus = await getJSON(`/api/v1/runs/${id}`);
   renderCurrent();
+  refreshTimeline(id);
+}
+
+// The focused run's timeline from the server (waits, approvals, undos, measured write
+// windows). Fetched again when the run changes; one request at a time, the last wins.
+let timelineWanted = null, timelineBusy = false;
+async function refreshTimeline(id) {
+  timelineWanted = id;
+  if (timelineBusy) return;
+  timelineBusy = true;
+  try {
+    while (timelineWanted !== null) {
+      const want = timelineWanted;
+      timelineWanted = null;
+      try {
+        const doc = await getJSON(`/api/v1/runs/${want}/timeline`);
+        if (state.focus && state.focus.run.id === doc.run_id) {
+          state.timeline = doc;
+          const box = document.getElementById("timeline");
+          if (box) box.replaceChildren(drawTimeline(state.focus, state.timeline, Date.now() / 1000));
+        }
+      } catch (e) { console.error(e); }
+    }
+  } finally { timelineBusy = false; }
 }
 
 function currentRunId() {
@@ -500,7 +525,12 @@ function onRunEvent(doc) {
   const i = state.runs.findIndex((r) => r.id === doc.run.id);
   if (i >= 0) state.runs[i] = doc.run; else { state.runs.unshift(doc.run); state.runs.sort((a, b) => b.id - a.id); }
   renderHistory();
-  if (!state.focus || doc.run.id >= state.focus.run.id) { state.focus = doc; renderCurrent(); }
+  if (!state.focus || doc.run.id >= state.focus.run.id) {
+    state.focus = doc;
+    renderCurrent();
+    refreshTimeline(doc.run.id);
+    if (["succeeded", "rolled-back", "aborted", "failed"].includes(doc.run.status)) refreshHistories();
+  }
 }
 
 function connect() {
@@ -525,7 +555,7 @@ setInterval(() => {
   const run = state.focus?.run;
   if (run && !["succeeded", "rolled-back", "aborted", "failed"].includes(run.status)) {
     const box = document.getElementById("timeline");
-    if (box) box.replaceChildren(drawTimeline(state.focus, Date.now() / 1000));
+    if (box) box.replaceChildren(drawTimeline(state.focus, state.timeline, Date.now() / 1000));
   }
 }, 1000);
 
