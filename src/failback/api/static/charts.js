@@ -138,7 +138,8 @@ function drawTimeline(doc, tlDoc, now) {
       g.append(svg("rect", { x: bx, y: y + 3, width: bw, height: TL.row - 6, rx: 2,
         style: s.status === "waiting" || (s.kind === "gate" && s.open) ? "fill: url(#wait-hatch)" : null }, svgTitle(tip)));
       const dur = s.end - s.start;
-      if (s.status !== "waiting" && (dur >= (t1 - t0) * 0.04 || s.kind === "gate")) {
+      const waited = tl.waits.some((w) => w.step === s.id); // the wait's own label says how long
+      if (s.status !== "waiting" && !waited && (dur >= (t1 - t0) * 0.04 || s.kind === "gate")) {
         g.append(svg("text", { x: Math.min(bx + bw + 4, TL.width - 40), y: y + 14, class: "bar-note" }, fmtSeconds(dur)));
       }
     }
@@ -209,21 +210,25 @@ function drawHistory(doc, t0, t1) {
   const x = (t) => HC.label + ((Math.min(Math.max(t, t0), t1) - t0) / (t1 - t0)) * span;
   const bucket = doc.bucket_s;
   const keys = [...groups.keys()].sort();
-  const rows = keys.length;
-  const height = rows * (HC.height + 6) + 30;
+  // a row with a lag line is tall enough to read it; a health band alone is thin
+  const rowHeight = (key) => (groups.get(key).some((s) => s.lag_bytes !== null) ? HC.height : 12);
+  const tops = [];
+  let height = 16;
+  for (const key of keys) { tops.push(height); height += rowHeight(key) + 6; }
+  height += 14;
   const chart = svg("svg", { viewBox: `0 0 ${HC.width} ${height}`, class: "history-chart", role: "img",
     "aria-label": `health and lag of ${doc.service}` });
   keys.forEach((key, i) => {
     const samples = groups.get(key);
-    const y0 = 16 + i * (HC.height + 6);
+    const y0 = tops[i], rh = rowHeight(key);
     const [component, site] = key.split("@");
     const g = svg("g", { class: "history-row", "data-component": component, "data-site": site,
       "data-samples": samples.length });
-    g.append(svg("text", { x: HC.label - 8, y: y0 + 18, "text-anchor": "end", class: "bar-label" }, key));
-    g.append(svg("rect", { x: HC.label, y: y0, width: span, height: HC.height, class: "band-none" }));
+    g.append(svg("text", { x: HC.label - 8, y: y0 + Math.min(18, rh - 2), "text-anchor": "end", class: "bar-label" }, key));
+    g.append(svg("rect", { x: HC.label, y: y0, width: span, height: rh, class: "band-none" }));
     for (const s of samples) {
       const bx = x(s.at), bw = Math.max(1, x(s.at + bucket) - bx);
-      g.append(svg("rect", { x: bx, y: y0 + HC.height - 8, width: bw, height: 8,
+      g.append(svg("rect", { x: bx, y: y0 + rh - 8, width: bw, height: 8,
         class: s.healthy ? "band-up" : "band-down", "data-healthy": String(s.healthy) },
         svgTitle(`${fmtClock(s.at)}: ${s.healthy ? "up" : "down"} (${s.role})` +
           `${s.lag_bytes !== null ? `, lag ${fmtLag(s.lag_bytes)}` : ""}`)));
@@ -243,11 +248,11 @@ function drawHistory(doc, t0, t1) {
     const rx = x(r.created_at);
     const rw = Math.max(2, x(r.finished_at || t1) - rx);
     chart.append(svg("g", { class: `run-mark run-${r.kind}`, "data-run-mark": r.id },
-      svg("rect", { x: rx, y: 12, width: rw, height: height - 30 }),
+      svg("rect", { x: rx, y: 12, width: rw, height: height - 26 }),
       svg("text", { x: rx + 2, y: 10 }, `${r.kind} ${r.id}`),
       svgTitle(`run ${r.id}: ${r.kind} ${r.from_site} → ${r.to_site}, ${r.status}`)));
   }
-  chart.append(svg("g", { transform: `translate(0,${height - 26})` }, timeAxis(x, t0, t1, 0, 6, false)));
+  chart.append(svg("g", { transform: `translate(0,${height - 14})` }, timeAxis(x, t0, t1, 0, 6, false)));
   const h = document.createElement("h3");
   h.textContent = doc.service;
   root.append(h, chart);
