@@ -154,7 +154,7 @@ function drawTimeline(doc, tlDoc, now) {
       ? (w.open ? "waiting for approval" : `approved${w.by ? ` by ${w.by}` : ""} after ${fmtSeconds(w.end - w.start)}`)
       : `${w.kind}${w.open ? "…" : ` ${fmtSeconds(w.end - w.start)}`}`;
     root.append(svg("g", { class: `wait wait-${w.kind}`, "data-wait": w.step, "data-wait-open": String(w.open) },
-      svg("rect", { x: wx, y: y + 3, width: ww, height: TL.row - 6, rx: 2, style: "fill: url(#wait-hatch)" },
+      svg("rect", { x: wx, y: y + 3, width: ww, height: TL.row - 6, rx: 2, style: w.open ? "fill: url(#wait-hatch)" : null },
         svgTitle(`${label}${w.question ? `: ${w.question}` : ""}`)),
       svg("text", { x: wx + ww + 4 > TL.width - 150 ? wx - 4 : wx + ww + 4, y: y + 14, class: "bar-note",
         "text-anchor": wx + ww + 4 > TL.width - 150 ? "end" : "start" }, label)));
