@@ -217,6 +217,8 @@ def test_an_action_without_the_token_shows_the_apis_401(
 def test_failback_started_from_the_page_watched_to_the_end(
     lab: Lab, server: ApiServer, page: Any
 ) -> None:
+    """Started with "stop for my approval", so that the run is caught live at its gate
+    (a state, not a moment), then approved from the page and watched to the end."""
     from playwright.sync_api import expect
 
     with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -225,29 +227,44 @@ def test_failback_started_from_the_page_watched_to_the_end(
     service = page.locator('[data-service="app"]')
     expect(service.locator('[data-degraded="true"]')).to_be_visible()
 
-    # the confirmation shows the plan first, then asks for the token
+    # the confirmation shows the plan first; an option plans again; then the token
     page.click('[data-actions="app"] [data-action="failback"]')
     steps = page.locator("#plan-steps li[data-plan-step]")
     expect(steps.first).to_be_visible()
     expect(page.locator("#confirm-plan")).to_contain_text("failback dc2 → dc1")
     expect(page.locator("#plan-steps .badge.bad")).to_have_text(["point of no return"])
+    expect(page.locator('#plan-steps [data-plan-step="approve"]')).to_have_count(0)
+    page.check('#confirm-options input[name="approval"]')
+    expect(page.locator('#plan-steps [data-plan-step="approve"]')).to_have_count(1)
     planned = steps.count()
     shot(page, "02-failback-plan")
     before = newest_run(server.url)
     confirm_with_token(page)
 
-    # live: the run shows while it progresses (it can be aborted), bars appear
+    # live: the run waits at its gate, drawn open; bars for every step of the plan
     run_id = focused_run_id(page, before)
     current = page.locator(f'#current [data-run-id="{run_id}"]')
-    expect(page.locator(f'#abort-button[data-run-id="{run_id}"]')).to_be_visible()
+    expect(current.locator('[data-run-status="waiting-approval"]')).to_be_visible()
     expect(page.locator('#timeline svg[data-source="timeline"] [data-bar]')).to_have_count(planned)
-    shot(page, "03-failback-live")
+    expect(page.locator('#timeline [data-wait="approve"][data-wait-open="true"]')).to_contain_text(
+        "waiting for approval"
+    )
+    expect(page.locator("#timeline line.now")).to_have_count(1)
+    expect(page.locator(f'#abort-button[data-run-id="{run_id}"]')).to_be_visible()
+    shot(page, "03-failback-waiting")
+
+    # approved from the page: the confirmation lists what follows; the token is kept
+    page.click(f'#approve-button[data-run-id="{run_id}"]')
+    expect(page.locator("#confirm-title")).to_have_text(f"Approve run {run_id}?")
+    expect(page.locator("#plan-steps")).to_contain_text("promote dc1")
+    confirm_with_token(page)
 
     # to the end: succeeded, every bar done, the write window measured, the point of no
-    # return passed, the service home
+    # return passed, who approved, the service home
     expect(current.locator('[data-run-status="succeeded"]')).to_be_visible()
     bars = page.locator("#timeline [data-bar]")
     expect(bars).to_have_count(planned)
+    expect(page.locator("#timeline line.now")).to_have_count(0)
     statuses = {bars.nth(i).get_attribute("data-bar-status") for i in range(bars.count())}
     assert statuses <= {"done", "skipped"}, statuses
     window = page.locator("#timeline .write-window")
@@ -255,6 +272,7 @@ def test_failback_started_from_the_page_watched_to_the_end(
     expect(window).to_contain_text("writes unavailable")
     assert float(window.get_attribute("data-write-window")) > 0
     expect(page.locator('#timeline .pnr[data-pnr-passed="true"]')).to_have_count(1)
+    expect(page.locator('#timeline [data-wait="approve"]')).to_contain_text("approved by dashboard")
     expect(service.locator('[data-degraded="false"]')).to_be_visible()
     expect(page.locator("#abort-button")).to_have_count(0)
 
@@ -269,6 +287,8 @@ def test_failback_started_from_the_page_watched_to_the_end(
     with httpx.Client(base_url=server.url, timeout=60) as client:
         doc = wait_run(client, run_id)
         assert doc["run"]["status"] == "succeeded" and doc["run"]["kind"] == "failback"
+        events = client.get(f"/api/v1/runs/{run_id}/events").json()["events"]
+        assert any(e["kind"] == "gate.approved" and "dashboard" in e["message"] for e in events)
 
 
 def test_abort_in_the_observation_window_from_the_page(
