@@ -208,10 +208,21 @@ def test_an_action_without_the_token_shows_the_apis_401(
         "this endpoint changes things and needs Authorization: Bearer TOKEN"
     )
     shot(page, "01-no-token-401")
-    page.click("#confirm-cancel")
     with httpx.Client(base_url=server.url, timeout=60) as client:
         auto = fresh_status(client)["services"][0]["auto_failback"]
-        assert auto.get("reason") != "console test", auto  # nothing changed
+        assert auto["enabled"] and auto.get("reason") != "console test", auto  # unchanged
+
+        # with the token it is done, and the button offers the way back
+        confirm_with_token(page)
+        expect(page.locator('[data-actions="app"] [data-action="auto-enable"]')).to_be_visible()
+        auto = fresh_status(client)["services"][0]["auto_failback"]
+        assert not auto["enabled"] and auto["reason"] == "console test", auto
+        assert auto["by"] == "dashboard"
+        page.click('[data-actions="app"] [data-action="auto-enable"]')
+        expect(page.locator("#token-label")).to_be_hidden()  # the tab kept the token
+        confirm_with_token(page)
+        expect(page.locator('[data-actions="app"] [data-action="auto-disable"]')).to_be_visible()
+        assert fresh_status(client)["services"][0]["auto_failback"]["enabled"]
 
 
 def test_failback_started_from_the_page_watched_to_the_end(
@@ -233,6 +244,7 @@ def test_failback_started_from_the_page_watched_to_the_end(
     expect(steps.first).to_be_visible()
     expect(page.locator("#confirm-plan")).to_contain_text("failback dc2 → dc1")
     expect(page.locator("#plan-steps .badge.bad")).to_have_text(["point of no return"])
+    expect(page.locator("#confirm-plan")).not_to_contain_text("null")
     expect(page.locator('#plan-steps [data-plan-step="approve"]')).to_have_count(0)
     page.check('#confirm-options input[name="approval"]')
     expect(page.locator('#plan-steps [data-plan-step="approve"]')).to_have_count(1)

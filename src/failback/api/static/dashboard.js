@@ -339,10 +339,10 @@ async function loadPlan() {
     return; // the server would refuse it: nothing to confirm
   }
   const plan = body.plan;
-  box.replaceChildren(
+  box.replaceChildren(h("div", {},
     h("p", {}, h("strong", {}, `${plan.kind} ${plan.from_site} → ${plan.to_site}`), `, ${plan.steps.length} steps`),
     renderPlanSteps(plan.steps, "the plan"),
-    (plan.notes || []).length ? h("ul", { class: "muted small" }, plan.notes.map((n) => h("li", {}, n))) : null);
+    (plan.notes || []).length ? h("ul", { class: "muted small" }, plan.notes.map((n) => h("li", {}, n))) : null));
   ok.disabled = false;
 }
 
