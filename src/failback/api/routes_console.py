@@ -9,11 +9,13 @@ observes and plans without side effects, so what the confirmation shows is what
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
+from failback.api.errors import ApiError
 from failback.api.state import app_state
 from failback.api.views import public_plan
 from failback.engine.starter import make_plan
@@ -23,6 +25,11 @@ router = APIRouter(prefix="/api/v1", tags=["read"])
 
 HISTORY_DEFAULT_S = 3600.0
 """What ``/history`` returns without ``since``: the last hour."""
+PLANS_AT_ONCE = 2
+_planning = threading.BoundedSemaphore(PLANS_AT_ONCE)
+"""Planning observes the service (seconds when a database does not answer) in one of the
+server's worker threads; a read anyone may send must not be able to take them all, so
+at most ``PLANS_AT_ONCE`` plans are made at a time and a request beyond gets a 429."""
 
 
 @router.get(
@@ -70,7 +77,11 @@ def history(
 @router.get(
     "/services/{service}/plan",
     summary="The plan a failover or failback would follow now (starts nothing)",
-    responses={404: {"description": "unknown service"}, 409: {"description": "refused"}},
+    responses={
+        404: {"description": "unknown service"},
+        409: {"description": "the planner refuses (its words)"},
+        429: {"description": "too many plans being made at once"},
+    },
 )
 def plan(
     service: str,
@@ -91,6 +102,13 @@ def plan(
         if kind == "failover"
         else {"approval": approval, "accept_data_loss": accept_data_loss}
     )
-    with state.journal() as journal:
-        made = make_plan(kind, service, state.topology, journal, hosts=state.hosts, **options)
+    if not _planning.acquire(blocking=False):
+        raise ApiError(
+            429, f"{PLANS_AT_ONCE} plans are being made already", hint="try again in a moment"
+        )
+    try:
+        with state.journal() as journal:
+            made = make_plan(kind, service, state.topology, journal, hosts=state.hosts, **options)
+    finally:
+        _planning.release()
     return {"service": service, "kind": kind, "plan": public_plan(made.model_dump(mode="json"))}

@@ -29,7 +29,7 @@ from failback.errors import FailbackError, StateError
 from failback.hosts import HostSet
 from failback.observe.history import history_samples
 from failback.status.document import service_status
-from failback.store import Journal, RunRecord, open_journal
+from failback.store import Journal, RunRecord, batched, open_journal
 
 log = logging.getLogger("failback.api")
 
@@ -106,6 +106,7 @@ class AppState:
         self.launcher = RunLauncher(settings.state_dir)
         self.status = StatusCache(self.observe_all)
         self.redactor = Redactor.for_topology(settings.topology, settings.token)
+        self._history_failing = False
 
     @contextmanager
     def journal(self) -> Iterator[Journal]:
@@ -145,18 +146,24 @@ class AppState:
                 service_status(self.hosts, self.topology, name, journal, executor)
                 for name in self.topology.services
             ]
-            for doc in services:
-                self._record_history(journal, doc)
+            self._record_history(journal, services)
         return {"services": services, "observed_at": started}
 
-    def _record_history(self, journal: Journal, doc: dict[str, Any]) -> None:
+    def _record_history(self, journal: Journal, services: list[dict[str, Any]]) -> None:
         """Add what was just observed to the console's history (observe/history.py): the
         server observes for its viewers anyway, so the charts have data without a
-        monitor. A failed write costs the status nothing: it is logged, not raised."""
+        monitor. One transaction for every service. A failed write costs the status
+        nothing: it is logged (once until a write succeeds again), not raised."""
         try:
-            journal.record_history(doc["service"], history_samples(doc["components"]))
+            with batched(journal):
+                for doc in services:
+                    journal.record_history(doc["service"], history_samples(doc["components"]))
         except (FailbackError, sqlite3.Error) as exc:
-            log.warning("history of %s not recorded: %s", doc["service"], exc)
+            if not self._history_failing:
+                log.warning("the health history is not recorded: %s", exc)
+            self._history_failing = True
+        else:
+            self._history_failing = False
 
 
 def app_state(request: Request) -> AppState:
