@@ -11,6 +11,7 @@ Needs no database server (no ``integration`` marker): only the CLI and shell com
 
 from __future__ import annotations
 
+import getpass
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ def test_every_step_is_a_bar_in_plan_order_within_the_run(runs: Runs) -> None:
     report = shown.json()["run"]
     assert [s.id for s in tl.steps] == [s["id"] for s in report["steps"]]
     assert not tl.live and tl.status == "succeeded"
+    assert tl.started_by == getpass.getuser()  # the CLI records who started the run
     for bar in tl.steps:
         assert bar.start_s is not None and bar.end_s is not None, bar
         assert 0 <= bar.start_s <= bar.end_s <= tl.end_s, bar

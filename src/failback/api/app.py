@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from failback import __version__
-from failback.api import errors, metrics, routes_console, routes_read, routes_write, sse
+from failback.api import docs, errors, metrics, routes_console, routes_read, routes_write, sse
 from failback.api.guard import GuardMiddleware
 from failback.api.redact import RedactMiddleware
 from failback.api.settings import ApiSettings
@@ -55,12 +55,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # docs.install serves /docs and /redoc without a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.failback = state
     errors.install(app)
+    docs.install(app)
     app.include_router(routes_read.router)
     app.include_router(routes_console.router)
     app.include_router(routes_write.router)

@@ -92,6 +92,15 @@ def _service_metrics(services: list[dict[str, Any]]) -> Iterator[Metric]:
         "failback_auto_failback_enabled", "1 when the monitor may fail the service back by itself",
         labels=["service"],
     )  # fmt: skip
+    suspended = GaugeMetricFamily(
+        "failback_auto_failback_suspended",
+        "1 when the switch suspends automatic failback (by: monitor after a flap, or operator)",
+        labels=["service", "by"],
+    )
+    monitor_up = GaugeMetricFamily(
+        "failback_monitor_up", "1 when the service's monitor reports (heartbeat is recent)",
+        labels=["service"],
+    )  # fmt: skip
     latency = GaugeMetricFamily(
         "failback_monitor_check_latency_seconds",
         "duration of the monitor's last check of each probe (as it journaled it)",
@@ -103,12 +112,17 @@ def _service_metrics(services: list[dict[str, Any]]) -> Iterator[Metric]:
             active.add_metric([name, site], 1.0 if site == svc["active_site"] else 0.0)
         degraded.add_metric([name], 1.0 if svc["degraded"] else 0.0)
         auto.add_metric([name], 1.0 if svc["auto_failback"]["effective"] else 0.0)
+        switch = svc["auto_failback"]
+        off = switch.get("enabled") is False
+        by = ("monitor" if switch.get("by") == "monitor" else "operator") if off else ""
+        suspended.add_metric([name, by], 1.0 if off else 0.0)
+        monitor_up.add_metric([name], 1.0 if (svc.get("monitor") or {}).get("running") else 0.0)
         for probe, record in ((svc.get("monitor") or {}).get("health") or {}).items():
             history = record.get("history") or []
             if history and history[-1].get("s") is not None:
                 site = record.get("site") or ""
                 latency.add_metric([name, probe, site], float(history[-1]["s"]))
-    yield from (active, degraded, auto, latency)
+    yield from (active, degraded, auto, suspended, monitor_up, latency)
 
 
 def _run_metrics(journal: Any, services: list[str]) -> Iterator[Metric]:

@@ -107,7 +107,7 @@ def _start(state: AppState, kind: str, service: str, **plan_options: Any) -> dic
         plan = make_plan(kind, service, state.topology, journal, hosts=state.hosts, **plan_options)
         executor = Executor(journal)
         options = {k: v for k, v in plan_options.items() if k != "approval"}
-        run_id = create_run(executor, state.topology, plan, **options)
+        run_id = create_run(executor, state.topology, plan, **options, started_by="api")
     return _started(state, run_id)
 
 

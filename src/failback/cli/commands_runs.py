@@ -149,7 +149,7 @@ def _start(
         print_plan(plan, as_json=False)
     confirm(f"Start the {kind} of {service} from {plan.from_site} to {plan.to_site}?", yes)
     executor = _executor(journal, as_json)
-    run_id = create_run(executor, topology, plan, **plan_options)
+    run_id = create_run(executor, topology, plan, **plan_options, started_by=getpass.getuser())
     if not as_json:
         stderr.print(f"run {run_id} started", markup=False)
     return finish(journal, executor.execute(run_id), as_json=as_json)
@@ -201,6 +201,7 @@ def _apply(
         **artefact.options.model_dump(exclude_none=True),
         plan_file=str(plan_file.absolute()),
         plan_digest=artefact.digest,
+        started_by=getpass.getuser(),
     )
     if not as_json:
         stderr.print(f"run {run_id} started", markup=False)

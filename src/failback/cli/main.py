@@ -53,6 +53,7 @@ def _register() -> None:
     __import__("failback.cli.commands_diverged", fromlist=["register"]).register(app)
     __import__("failback.cli.commands_drills", fromlist=["register"]).register(app)
     __import__("failback.cli.commands_baseline", fromlist=["register"]).register(app)
+    __import__("failback.cli.commands_report", fromlist=["register"]).register(app)
 
 
 _LOAD_ERROR: FailbackError | None = None

@@ -35,11 +35,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from failback.model.states import DONE_STEPS, TERMINAL, UndoStatus
+from failback.model.states import DONE_STEPS, RunStatus, UndoStatus
 from failback.store import Journal, RunRecord, StepRecord
 
 UNAVAILABILITY_MEASUREMENTS = ("write_unavailability_s", "switch_back_write_unavailability_s")
 """Measurements of a write-unavailability window (a switch back measures its own)."""
+
+LIVE = frozenset(
+    {
+        RunStatus.PENDING,
+        RunStatus.RUNNING,
+        RunStatus.WAITING_APPROVAL,
+        RunStatus.OBSERVING,
+        RunStatus.ROLLING_BACK,
+    }
+)
+"""Statuses in which the run moves on (or waits for a person, the wait growing): its
+axis ends now. An ``interrupted`` or ``failed`` run ends at its last journaled change."""
 
 _APPROVED_BY = re.compile(r" approved by (?P<by>.+)$")
 
@@ -163,7 +175,9 @@ class Timeline(BaseModel):
     t0: float = Field(description="the run's creation, Unix time: time 0 of the axis")
     finished_at: float | None = Field(None, description="Unix time, None while not over")
     end_s: float = Field(description="length of the axis: the run's end, or now while live")
-    live: bool = Field(description="the run is not over: poll again to see it move")
+    live: bool = Field(
+        description="the run goes on (running, waiting, observing, rolling back): poll again"
+    )
     started_by: str | None = Field(None, description="who started it, when recorded")
     error: str | None = None
     hint: str | None = None
@@ -206,7 +220,7 @@ def build_timeline(
     """The timeline of one run from what the journal holds of it (pure: same inputs,
     same timeline; ``now`` only sets the axis of a run that is not over)."""
     t0 = run.created_at
-    live = run.finished_at is None and run.status not in TERMINAL
+    live = run.finished_at is None and (status or run.status) in LIVE
     rel = _Clock(t0)
 
     specs = run.plan.get("steps", [])
@@ -251,7 +265,7 @@ def build_timeline(
         finished_at=run.finished_at,
         end_s=end,
         live=live,
-        started_by=run.options.get("by"),
+        started_by=run.options.get("started_by") or run.options.get("by"),
         error=run.error,
         hint=run.hint,
         steps=bars,
