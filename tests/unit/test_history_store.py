@@ -3,12 +3,14 @@ bounded to 24 hours, read from a time on; and the samples an observation gives."
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from failback.model.observed import ComponentObservation
 from failback.observe.history import history_samples
 from failback.store import SqliteStore
 from failback.store.base import HISTORY_BUCKET_S, HISTORY_KEEP_S
+from failback.store.sqlite.history import HISTORY_FILE
 
 T0 = 1_700_000_000.0  # a bucket boundary (divisible by 10)
 
@@ -55,3 +57,20 @@ def test_samples_of_an_observation_and_of_its_json() -> None:
     assert history_samples([obs.model_dump(mode="json")]) == want
     router = {"component": "router", "site": "dc1", "healthy": False, "role": "down"}
     assert history_samples([router])[0]["lag_bytes"] is None
+
+
+def test_kept_beside_the_journal_never_in_it(tmp_path: Path) -> None:
+    """Looking never writes the journal: the API records what it observes here."""
+    store = SqliteStore(tmp_path)
+    assert store.history("app") == []
+    assert not (tmp_path / HISTORY_FILE).exists(), "a read creates nothing"
+    store.record_history("app", [sample(True, 1)], at=T0)
+    store.close()
+    assert (tmp_path / HISTORY_FILE).stat().st_mode & 0o077 == 0
+    journal = sqlite3.connect(tmp_path / "journal.sqlite3")
+    tables = {r[0] for r in journal.execute("SELECT name FROM sqlite_master")}
+    journal.close()
+    assert not any("history" in t for t in tables), tables
+    again = SqliteStore(tmp_path)
+    assert [r["lag_bytes"] for r in again.history("app")] == [1]
+    again.close()

@@ -29,7 +29,7 @@ from failback.errors import FailbackError, StateError
 from failback.hosts import HostSet
 from failback.observe.history import history_samples
 from failback.status.document import service_status
-from failback.store import Journal, RunRecord, batched, open_journal
+from failback.store import Journal, RunRecord, open_journal
 
 log = logging.getLogger("failback.api")
 
@@ -152,12 +152,12 @@ class AppState:
     def _record_history(self, journal: Journal, services: list[dict[str, Any]]) -> None:
         """Add what was just observed to the console's history (observe/history.py): the
         server observes for its viewers anyway, so the charts have data without a
-        monitor. One transaction for every service. A failed write costs the status
-        nothing: it is logged (once until a write succeeds again), not raised."""
+        monitor. It goes to the history file, never to the journal (looking never writes
+        the journal: store/sqlite/history.py). A failed write costs the status nothing:
+        it is logged (once until a write succeeds again), not raised."""
         try:
-            with batched(journal):
-                for doc in services:
-                    journal.record_history(doc["service"], history_samples(doc["components"]))
+            for doc in services:
+                journal.record_history(doc["service"], history_samples(doc["components"]))
         except (FailbackError, sqlite3.Error) as exc:
             if not self._history_failing:
                 log.warning("the health history is not recorded: %s", exc)

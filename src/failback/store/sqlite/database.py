@@ -104,20 +104,6 @@ CREATE TABLE IF NOT EXISTS health (
     updated_at REAL NOT NULL,
     PRIMARY KEY (service, probe)
 );
-CREATE TABLE IF NOT EXISTS health_history (
-    service TEXT NOT NULL,
-    component TEXT NOT NULL,
-    site TEXT NOT NULL,
-    bucket INTEGER NOT NULL,
-    at REAL NOT NULL,
-    healthy INTEGER NOT NULL,
-    role TEXT NOT NULL,
-    lag_bytes INTEGER,
-    lag_seconds REAL,
-    samples INTEGER NOT NULL,
-    PRIMARY KEY (service, component, site, bucket)
-);
-CREATE INDEX IF NOT EXISTS health_history_bucket ON health_history (service, bucket);
 """
 
 _WHERE_HINT = "choose a writable place with --state-dir or state_dir: in the topology file"
