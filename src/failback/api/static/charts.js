@@ -153,11 +153,14 @@ function drawTimeline(doc, tlDoc, now) {
     const label = w.kind === "approval"
       ? (w.open ? "waiting for approval" : `approved${w.by ? ` by ${w.by}` : ""} after ${fmtSeconds(w.end - w.start)}`)
       : `${w.kind}${w.open ? "…" : ` ${fmtSeconds(w.end - w.start)}`}`;
+    // the label right of the bar, else inside it when it is wide enough, else left of it
+    const fitsRight = wx + ww + 4 <= TL.width - 150;
+    const inside = !fitsRight && ww > 7 * label.length;
     root.append(svg("g", { class: `wait wait-${w.kind}`, "data-wait": w.step, "data-wait-open": String(w.open) },
       svg("rect", { x: wx, y: y + 3, width: ww, height: TL.row - 6, rx: 2, style: w.open ? "fill: url(#wait-hatch)" : null },
         svgTitle(`${label}${w.question ? `: ${w.question}` : ""}`)),
-      svg("text", { x: wx + ww + 4 > TL.width - 150 ? wx - 4 : wx + ww + 4, y: y + 14, class: "bar-note",
-        "text-anchor": wx + ww + 4 > TL.width - 150 ? "end" : "start" }, label)));
+      svg("text", { x: fitsRight ? wx + ww + 4 : inside ? wx + ww - 4 : wx - 4, y: y + 14,
+        class: inside ? "bar-note inside" : "bar-note", "text-anchor": fitsRight ? "start" : "end" }, label)));
   }
   // undos: each undone step's undo, on its step's row
   for (const u of tl.undos) {
