@@ -208,6 +208,8 @@ def test_openapi_document_is_served_and_valid(client: httpx.Client) -> None:
         "/api/v1/services/{service}/auto-failback/disable",
         "/api/v1/services/{service}/drill",
         "/api/v1/drills",
+        "/api/v1/services/{service}/history",
+        "/api/v1/services/{service}/plan",
         "/metrics",
     ):
         assert path in paths, f"{path} missing from the OpenAPI document"

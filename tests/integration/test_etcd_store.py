@@ -137,6 +137,8 @@ def test_everything_is_kept_under_the_prefix_as_documented(
     store.add_event("step", "started", run_id=run_id)
     store.set_service_state("app", "a")
     store.save_health("app", {"pg-a": {"ok": True}})
+    store.record_history("app", [{"component": "db", "site": "a", "healthy": True}])
+    assert [r["component"] for r in store.history("app")] == ["db"]  # kept, locally
     with EtcdClient([etcd.url]) as client:
         found = {
             re.sub(r"/[0-9a-f]{32}$", "/TOKEN", kv.key.removeprefix(f"{prefix}/store/"))
@@ -366,6 +368,7 @@ def test_etcd_gone_is_one_clear_error_and_the_health_stays_readable(
         try:
             run_id = new_run(store)
             store.save_health("app", {"pg-a": {"ok": True}})
+            store.record_history("app", [{"component": "db", "site": "a", "healthy": True}])
             own.stop()
             calls: list[Callable[[], object]] = [
                 lambda: store.get_run(run_id),
@@ -383,5 +386,6 @@ def test_etcd_gone_is_one_clear_error_and_the_health_stays_readable(
                 assert error.hint is not None and "etcdctl" in error.hint
                 assert error.__cause__ is None and error.__context__ is None
             assert store.health("app")["pg-a"]["ok"] is True
+            assert store.history("app")[0]["healthy"] is True
         finally:
             store.close()

@@ -94,6 +94,9 @@ def test_health_is_saved_as_often_as_before_and_only_from_views_with_records(
     assert journal.health("app") == {}
     service.reconcile(service.views(records=service.save_due(now)), now)
     assert set(journal.health("app")) == set(ROLES)
+    history = journal.history("app")  # the console's history is recorded with the health
+    assert {f"{r['component']}@{r['site']}" for r in history} == set(ROLES)
+    assert all(r["healthy"] for r in history)
     assert not service.save_due(now + STEADY_TICK_S / 2)
     assert service.save_due(now + STEADY_TICK_S)
 
@@ -123,8 +126,12 @@ def test_saves_handed_over_are_written_together_and_the_newest_wins(
     later = now + STEADY_TICK_S
     service.reconcile(service.views(records=service.save_due(later)), later)
     assert saves.pending() == 1, "the newer save replaced the older one"
+    assert journal.history("app") == [], "handed over, not written"
     assert saves.flush(journal) == 1 and saves.pending() == 0
     assert journal.health("app")["db@dc2"]["consecutive_failures"] == 1
+    history = {(r["component"], r["site"]): r for r in journal.history("app")}
+    assert not history[("db", "dc2")]["healthy"] and history[("db", "dc2")]["role"] == "down"
+    assert history[("db", "dc1")]["healthy"]
     monitor_doc = (journal.service_state("app") or {})["monitor"]
     assert monitor_doc["heartbeat"] == later
 

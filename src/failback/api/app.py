@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from failback import __version__
-from failback.api import docs, errors, metrics, routes_read, routes_write, sse
+from failback.api import docs, errors, metrics, routes_console, routes_read, routes_write, sse
 from failback.api.guard import GuardMiddleware
 from failback.api.redact import RedactMiddleware
 from failback.api.settings import ApiSettings
@@ -63,6 +63,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     errors.install(app)
     docs.install(app)
     app.include_router(routes_read.router)
+    app.include_router(routes_console.router)
     app.include_router(routes_write.router)
     app.include_router(sse.router)
     app.include_router(metrics.router)

@@ -8,6 +8,8 @@ endpoints in a pool of threads, so every request opens its own short-lived
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +25,13 @@ from failback.api.redact import Redactor
 from failback.api.settings import ApiSettings
 from failback.config.journal import journal_for
 from failback.engine.executor import Executor
-from failback.errors import StateError
+from failback.errors import FailbackError, StateError
 from failback.hosts import HostSet
+from failback.observe.history import history_samples
 from failback.status.document import service_status
 from failback.store import Journal, RunRecord, open_journal
+
+log = logging.getLogger("failback.api")
 
 MAX_RUN_ID = 2**63 - 1
 MAX_AGE_S = 1.0
@@ -101,6 +106,7 @@ class AppState:
         self.launcher = RunLauncher(settings.state_dir)
         self.status = StatusCache(self.observe_all)
         self.redactor = Redactor.for_topology(settings.topology, settings.token)
+        self._history_failing = False
 
     @contextmanager
     def journal(self) -> Iterator[Journal]:
@@ -140,7 +146,24 @@ class AppState:
                 service_status(self.hosts, self.topology, name, journal, executor)
                 for name in self.topology.services
             ]
+            self._record_history(journal, services)
         return {"services": services, "observed_at": started}
+
+    def _record_history(self, journal: Journal, services: list[dict[str, Any]]) -> None:
+        """Add what was just observed to the console's history (observe/history.py): the
+        server observes for its viewers anyway, so the charts have data without a
+        monitor. It goes to the history file, never to the journal (looking never writes
+        the journal: store/sqlite/history.py). A failed write costs the status nothing:
+        it is logged (once until a write succeeds again), not raised."""
+        try:
+            for doc in services:
+                journal.record_history(doc["service"], history_samples(doc["components"]))
+        except (FailbackError, sqlite3.Error) as exc:
+            if not self._history_failing:
+                log.warning("the health history is not recorded: %s", exc)
+            self._history_failing = True
+        else:
+            self._history_failing = False
 
 
 def app_state(request: Request) -> AppState:

@@ -93,7 +93,26 @@ def run_document(journal: Journal, run: RunRecord) -> dict[str, Any]:
         "report": report,
         "plan": plan,
         "waiting_gate": gate,
+        "write_window": write_window(run),
     }
+
+
+def write_window(run: RunRecord) -> dict[str, float | None] | None:
+    """When this run's clients could not write: from the first router refusing writes
+    (``writes_stopped_at.SITE``, journaled before it acts) to the last one sending them
+    to a site again (``writes_resumed_at`` / ``writes_restored_at``); ``end`` is None
+    while the window is open. None when the run never stopped writes. For the console's
+    timeline; the measured length is the report's ``write_unavailability_s``."""
+    values = run.values
+
+    def times(prefix: str) -> list[float]:
+        return [float(v) for k, v in values.items() if k.startswith(prefix) and v is not None]
+
+    stopped = times("writes_stopped_at.")
+    if not stopped:
+        return None
+    ended = times("writes_resumed_at.") + times("writes_restored_at.")
+    return {"start": min(stopped), "end": max(ended) if ended else None}
 
 
 def run_timeline(journal: Journal, run: RunRecord) -> Timeline:

@@ -65,6 +65,7 @@ from failback.monitor.zero_loss import (
     prepare_target,
     synchronous_database,
 )
+from failback.observe.history import history_samples
 from failback.observe.probes import (
     TRAFFIC_ROLES,
     HealthView,
@@ -166,7 +167,10 @@ class ServiceMonitor:
     awaiting_site_node: bool = False
     """The last reconcile would have failed over but waits for the failed site's own
     control-plane node to report the failure too (``SITE_NODE_TICK_S``)."""
-    saver: Callable[[str, str, dict[str, Any], dict[str, dict[str, Any]]], None] | None = None
+    saver: (
+        Callable[[str, str, dict[str, Any], dict[str, dict[str, Any]], list[dict[str, Any]]], None]
+        | None
+    ) = None
     """Where the heartbeat and health go (``monitor.saves.Saves.put``: the monitor writes
     every service's together); None: written to the journal here."""
 
@@ -258,11 +262,13 @@ class ServiceMonitor:
             if primary:
                 data["last_primary"] = primary
             data["monitor"] = self._document(now, run=run_doc)
+            samples = _history(views, observations)
             if self.saver is not None:
-                self.saver(self.name, self.service.primary_site, data, records)
+                self.saver(self.name, self.service.primary_site, data, records, samples)
             else:
                 journal.update_service_data(self.name, self.service.primary_site, **data)
                 journal.save_health(self.name, records)
+                journal.record_history(self.name, samples)
         self.steady = self._is_steady(views, active, now)
 
     def _capture_target(
@@ -994,3 +1000,16 @@ def _fence_report(
         )  # fmt: skip
 
     return report
+
+
+def _history(
+    views: dict[str, HealthView], observations: list[ComponentObservation]
+) -> list[dict[str, Any]]:
+    """The console's history samples (observe/history.py): a component counts as
+    healthy only while the monitor does not judge its probe failed."""
+    failed = {(v.probe.component, v.probe.site) for v in views.values() if v.failed}
+    samples = history_samples(observations)
+    for sample in samples:
+        if (sample["component"], sample["site"]) in failed:
+            sample["healthy"] = False
+    return samples

@@ -27,7 +27,9 @@ class Saves:
     """Saves handed over by the services' reconciles, written together by ``flush``."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {}
+        self._pending: dict[
+            str, tuple[str, dict[str, Any], dict[str, dict[str, Any]], list[dict[str, Any]]]
+        ] = {}
         self._lock = threading.Lock()
 
     def put(
@@ -36,11 +38,14 @@ class Saves:
         default_site: str,
         data: dict[str, Any],
         records: dict[str, dict[str, Any]],
+        samples: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Save ``data`` (``update_service_data``) and ``records`` (``save_health``) of
-        ``service`` with the next flush; replaces its save not yet written."""
+        """Save ``data`` (``update_service_data``), ``records`` (``save_health``) and the
+        history ``samples`` (``record_history``) of ``service`` with the next flush;
+        replaces its save not yet written (the history keeps the worst sample of each
+        interval, so a sample replaced within one flush loses nothing it would keep)."""
         with self._lock:
-            self._pending[service] = (default_site, data, records)
+            self._pending[service] = (default_site, data, records, samples or [])
 
     def pending(self) -> int:
         with self._lock:
@@ -56,9 +61,10 @@ class Saves:
             return 0
         try:
             with batched(journal):
-                for service, (site, data, records) in pending.items():
+                for service, (site, data, records, samples) in pending.items():
                     journal.update_service_data(service, site, **data)
                     journal.save_health(service, records)
+                    journal.record_history(service, samples)
         except Exception:
             with self._lock:
                 for service, save in pending.items():

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 from failback.store.base import (
     EventStore,
     HealthStore,
+    HistoryStore,
     RunRecord,
     RunStore,
     ServiceStateStore,
@@ -42,6 +43,7 @@ __all__ = [
     "EtcdStore",
     "EventStore",
     "HealthStore",
+    "HistoryStore",
     "Journal",
     "RunRecord",
     "RunStore",

@@ -305,8 +305,33 @@ class HealthStore(Protocol):
         ...
 
 
+HISTORY_BUCKET_S = 10
+"""The history keeps one sample per component and site per this many seconds."""
+HISTORY_KEEP_S = 24 * 3600
+"""And forgets samples older than this (24 h: 8640 rows per component and site)."""
+
+
+class HistoryStore(Protocol):
+    """A bounded, downsampled history of each component's health and replication lag,
+    for the console's charts: kept by the machine that observes (the etcd backend keeps
+    it in the local SQLite file too, see store/etcd/health.py)."""
+
+    def record_history(
+        self, service: str, samples: Sequence[dict[str, Any]], at: float | None = None
+    ) -> None:
+        """Merge ``samples`` (``component``, ``site``, ``healthy``, ``role``,
+        ``lag_bytes``, ``lag_seconds``) into the history at ``at`` (now by default); the
+        backend keeps the worst sample of each interval and forgets old ones."""
+        ...
+
+    def history(self, service: str, since: float = 0.0) -> list[dict[str, Any]]:
+        """The service's samples from ``since`` on, oldest first: ``component, site, at,
+        last_at, healthy, role, lag_bytes, lag_seconds, samples``."""
+        ...
+
+
 @runtime_checkable
-class Store(RunStore, EventStore, ServiceStateStore, HealthStore, Protocol):
+class Store(RunStore, EventStore, ServiceStateStore, HealthStore, HistoryStore, Protocol):
     """One backend, all concerns: the object callers open for a state directory."""
 
     state_dir: Path

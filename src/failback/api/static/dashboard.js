@@ -1,10 +1,14 @@
-// failback dashboard: plain JavaScript, no build step. Reads /api/v1, listens to
-// /api/v1/stream (server-sent events) and asks for the token only to approve a gate.
-// Every value is inserted as text (never as HTML), so nothing observed can inject markup.
+// failback console: plain JavaScript, no build step. Reads /api/v1, listens to
+// /api/v1/stream (server-sent events), draws the charts of charts.js, and asks for the
+// token only to act (fail over, fail back, approve, abort, the automatic-failback
+// switch), each after a confirmation that shows the plan first. The token is kept in
+// sessionStorage for the tab at most, never in a URL. Every value is inserted as text
+// (never as HTML), so nothing observed can inject markup.
 "use strict";
 
 const TOKEN_KEY = "failback-api-token";
-const state = { status: null, runs: [], focus: null, approving: null };
+const state = { status: null, runs: [], focus: null, timeline: null, action: null, histories: {} };
+const HISTORY_WINDOW_S = 3600;
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -69,7 +73,29 @@ function renderService(svc) {
       svc.current_run ? [" ", h("span", { class: `badge ${statusClass(svc.current_run.status)}` },
         `run ${svc.current_run.id} ${svc.current_run.kind}: ${svc.current_run.status}`)] : null,
       svc.needs_resync.length ? [" ", h("span", { class: "badge warn" }, `needs resync: ${svc.needs_resync.join(", ")}`)] : null),
+    actionsOf(svc),
     h("div", { class: "sites" }, svc.sites.map((site) => renderSite(svc, site))));
+}
+
+// The service's action buttons: kept between status updates (the card is redrawn every
+// second) so that a click never lands on a button being replaced.
+const actionBars = new Map();
+function actionsOf(svc) {
+  const auto = svc.auto_failback || {};
+  const key = JSON.stringify([svc.degraded, auto.enabled, auto.policy]);
+  const kept = actionBars.get(svc.service);
+  if (kept && kept.key === key) return kept.el;
+  const suspended = auto.enabled === false;
+  const el = h("div", { class: "actions", "data-actions": svc.service },
+    h("button", { "data-action": "failover", onclick: () => openAction({ type: "failover", service: svc.service }) },
+      "Fail over…"),
+    h("button", { "data-action": "failback", class: svc.degraded ? "primary" : null,
+      onclick: () => openAction({ type: "failback", service: svc.service }) }, "Fail back…"),
+    h("button", { "data-action": suspended ? "auto-enable" : "auto-disable",
+      onclick: () => openAction({ type: suspended ? "auto-enable" : "auto-disable", service: svc.service, policy: auto.policy }) },
+      suspended ? "Allow automatic failback…" : "Suspend automatic failback…"));
+  actionBars.set(svc.service, { key, el });
+  return el;
 }
 
 function renderSite(svc, site) {
@@ -116,7 +142,11 @@ function renderCurrent() {
       h("div", { class: "progress", title: `${pct}%` }, h("div", { style: `width:${pct}%` })),
       doc.report.diverged ? renderDiverged(run, doc.report.diverged) : null,
       doc.waiting_gate ? renderGate(run, doc.waiting_gate) : null,
-      run.error ? h("p", { class: "error" }, run.error, run.hint ? ` — ${run.hint}` : "") : null,
+      live ? h("div", { class: "run-actions" },
+        h("button", { id: "abort-button", class: "danger", "data-run-id": run.id,
+          onclick: () => openAction({ type: "abort", runId: run.id }) }, "Abort (undo)…")) : null,
+      run.error ? h("p", { class: "error", id: "run-error" }, run.error, run.hint ? ` — ${run.hint}` : "") : null,
+      h("div", { id: "timeline", class: "timeline-box" }, drawTimeline(doc, state.timeline, now)),
       h("ol", { class: "timeline" }, steps.map((s) => {
         const dur = s.duration_s ?? (s.started_at && !s.finished_at && live ? now - s.started_at : null);
         return h("li", { "data-step": s.id, "data-status": s.status },
@@ -168,16 +198,17 @@ function renderGate(run, gate) {
   return h("div", { class: "gate" },
     h("p", {}, h("strong", {}, "Waiting for approval: "), gate.question || gate.title),
     h("button", { class: "primary", id: "approve-button", "data-run-id": run.id,
-      onclick: () => openApprove(run, gate) }, "Approve"));
+      onclick: () => openAction({ type: "approve", runId: run.id, gate }) }, "Approve"));
 }
 
 // ------------------------------------------------------------------ history
 
 function renderHistory() {
+  renderRunsChart();
   const body = document.querySelector("#history tbody");
   body.replaceChildren(...state.runs.map((r) => {
     const m = r.measurements || {};
-    return h("tr", { "data-run-id": r.id, onclick: () => focusRun(r.id) },
+    return h("tr", { "data-run-id": r.id, onclick: () => showRun(r.id) },
       h("td", {}, r.id), h("td", {}, r.service), h("td", {}, r.kind),
       h("td", {}, `${r.from_site} → ${r.to_site}`),
       h("td", {}, h("span", { class: `badge ${statusClass(r.status)} status` }, r.status)),
@@ -188,52 +219,263 @@ function renderHistory() {
   }));
 }
 
-// ------------------------------------------------------------------ approve
+// ------------------------------------------------------------------ actions
 
-function openApprove(run, gate) {
-  state.approving = { runId: run.id, gate };
-  const dlg = document.getElementById("confirm");
-  document.getElementById("confirm-title").textContent = `Approve run ${run.id}?`;
-  document.getElementById("confirm-text").textContent =
-    `${gate.question || gate.title} — the ${run.kind} of ${run.service} continues to ${run.to_site}.`;
-  const hasToken = !!sessionStorage.getItem(TOKEN_KEY);
-  document.getElementById("token-label").hidden = hasToken;
-  document.getElementById("token-input").value = "";
-  document.getElementById("confirm-error").textContent = "";
-  dlg.showModal();
+// Every action goes through one confirmation: what it does, the plan it would follow
+// (asked from the server, which plans without starting anything), the token when the
+// tab has none yet, and the API's own words when it refuses.
+const ACTIONS = {
+  failover: {
+    title: (a) => `Fail over ${a.service}?`,
+    ok: "Start failover",
+    text: (a) => `Moves ${a.service} from its active site to the other one. The plan below is what the server would do now.`,
+    options: [
+      { name: "planned", label: "planned: zero-loss move of a healthy active site (switchover)", checked: (a) => !serviceOf(a.service)?.degraded },
+      { name: "force", label: "force: fail over although the active site looks healthy" },
+    ],
+    plan: (a, o) => `/api/v1/services/${enc(a.service)}/plan?kind=failover&planned=${!!o.planned}&force=${!!o.force}`,
+    send: (a, o) => [`/api/v1/services/${enc(a.service)}/failover`, { planned: !!o.planned, force: !!o.force }],
+  },
+  failback: {
+    title: (a) => `Fail back ${a.service}?`,
+    ok: "Start failback",
+    text: (a) => `Brings ${a.service} home to ${serviceOf(a.service)?.primary_site ?? "its primary site"}: resync, validate, switch with no lost write, re-protect. The plan below is what the server would do now.`,
+    options: [{ name: "approval", label: "stop for my approval before the switchover" }],
+    plan: (a, o) => `/api/v1/services/${enc(a.service)}/plan?kind=failback${o.approval ? "&approval=true" : ""}`,
+    send: (a, o) => [`/api/v1/services/${enc(a.service)}/failback`, { approval: o.approval ? true : null }],
+  },
+  approve: {
+    title: (a) => `Approve run ${a.runId}?`,
+    ok: "Approve",
+    text: (a) => { const r = runOf(a.runId); return `${a.gate.question || a.gate.title} — the ${r?.kind ?? "run"} of ${r?.service ?? ""} continues to ${r?.to_site ?? ""}.`; },
+    steps: (a) => remainingSteps(a.runId),
+    stepsTitle: "what follows once approved",
+    send: (a) => [`/api/v1/runs/${a.runId}/approve`, { by: "dashboard" }],
+  },
+  abort: {
+    title: (a) => `Abort run ${a.runId}?`,
+    ok: "Abort and undo",
+    danger: true,
+    text: (a) => { const r = runOf(a.runId); return `Stops the ${r?.kind ?? "run"} of ${r?.service ?? ""} and undoes what it applied, newest first, back to a safe state. Past the point of no return the server refuses (it says so below).`; },
+    steps: (a) => undoSteps(a.runId),
+    stepsTitle: "what would be undone, in this order",
+    send: (a) => [`/api/v1/runs/${a.runId}/abort`, { force: false }],
+  },
+  "auto-disable": {
+    title: (a) => `Suspend automatic failback of ${a.service}?`,
+    ok: "Suspend",
+    reason: true,
+    text: (a) => `The monitor will not start a failback of ${a.service} by itself until it is allowed again${a.policy === "automatic" ? "" : " (its policy is manual anyway: the switch is recorded for when it becomes automatic)"}. No run starts or stops.`,
+    send: (a, o) => [`/api/v1/services/${enc(a.service)}/auto-failback/disable`, { reason: o.reason || "", by: "dashboard" }],
+  },
+  "auto-enable": {
+    title: (a) => `Allow automatic failback of ${a.service}?`,
+    ok: "Allow",
+    reason: true,
+    text: (a) => `The monitor may start a failback of ${a.service} by itself when its policy says automatic${a.policy === "automatic" ? "" : " (it is manual now: nothing changes until the topology says automatic)"}. No run starts now.`,
+    send: (a, o) => [`/api/v1/services/${enc(a.service)}/auto-failback/enable`, { reason: o.reason || "", by: "dashboard" }],
+  },
+};
+
+function enc(s) { return encodeURIComponent(s); }
+function serviceOf(name) { return (state.status?.services || []).find((s) => s.service === name); }
+function runOf(id) { return state.focus && state.focus.run.id === id ? state.focus.run : state.runs.find((r) => r.id === id); }
+function remainingSteps(id) {
+  if (!state.focus || state.focus.run.id !== id) return [];
+  const kinds = Object.fromEntries(state.focus.plan.steps.map((p) => [p.id, p]));
+  return state.focus.report.steps.filter((s) => !["done", "skipped"].includes(s.status))
+    .map((s) => ({ ...kinds[s.id], title: s.title, kind: s.kind, point_of_no_return: s.point_of_no_return }));
+}
+function undoSteps(id) {
+  if (!state.focus || state.focus.run.id !== id) return [];
+  return state.focus.report.steps.filter((s) => ["done", "applying", "verifying", "waiting"].includes(s.status))
+    .reverse().map((s) => ({ id: s.id, title: `undo: ${s.title}`, kind: s.kind, point_of_no_return: s.point_of_no_return }));
 }
 
-async function submitApprove(event) {
+function optionValues() {
+  const o = {};
+  for (const el of document.querySelectorAll("#confirm-options input")) o[el.name] = el.checked;
+  o.reason = document.getElementById("reason-input").value;
+  return o;
+}
+
+function renderPlanSteps(steps, title) {
+  return h("div", { class: "plan" },
+    h("p", { class: "muted small" }, title),
+    h("ol", { id: "plan-steps" }, steps.map((st) => h("li", { "data-plan-step": st.id, class: `plan-${st.kind}` },
+      st.title,
+      st.kind === "gate" ? h("span", { class: "badge warn" }, "gate") : null,
+      st.point_of_no_return ? h("span", { class: "badge bad" }, "point of no return") : null,
+      st.params && st.params.window_s ? h("span", { class: "muted" }, ` ${fmtDuration(st.params.window_s)}`) : null,
+      st.why ? h("div", { class: "muted small" }, st.why) : null))));
+}
+
+async function loadPlan() {
+  const a = state.action;
+  const spec = ACTIONS[a.type];
+  const box = document.getElementById("confirm-plan");
+  const ok = document.getElementById("confirm-ok");
+  if (spec.steps) {
+    const steps = spec.steps(a);
+    box.replaceChildren(steps.length ? renderPlanSteps(steps, spec.stepsTitle) : h("p", { class: "muted" }, "no step to show"));
+    ok.disabled = false;
+    return;
+  }
+  if (!spec.plan) { box.replaceChildren(); ok.disabled = false; return; }
+  const seq = (a.planSeq = (a.planSeq || 0) + 1);
+  ok.disabled = true;
+  box.replaceChildren(h("p", { class: "muted", id: "plan-loading" }, "planning (observing the service, nothing is changed)…"));
+  let r, body;
+  try {
+    r = await fetch(spec.plan(a, optionValues()), { headers: { Accept: "application/json" } });
+    body = await r.json();
+  } catch (e) {
+    if (state.action === a && seq === a.planSeq) box.replaceChildren(h("p", { class: "error" }, String(e)));
+    return;
+  }
+  if (state.action !== a || seq !== a.planSeq) return; // closed, or options changed since
+  if (!r.ok) {
+    box.replaceChildren(h("p", { class: "error", id: "plan-refused" }, apiWords(body, r.status)));
+    return; // the server would refuse it: nothing to confirm
+  }
+  const plan = body.plan;
+  box.replaceChildren(h("div", {},
+    h("p", {}, h("strong", {}, `${plan.kind} ${plan.from_site} → ${plan.to_site}`), `, ${plan.steps.length} steps`),
+    renderPlanSteps(plan.steps, "the plan"),
+    (plan.notes || []).length ? h("ul", { class: "muted small" }, plan.notes.map((n) => h("li", {}, n))) : null));
+  ok.disabled = false;
+}
+
+function apiWords(body, status) {
+  if (body && typeof body.error === "string") return body.hint ? `${body.error} — ${body.hint}` : body.error;
+  if (body && Array.isArray(body.detail)) return body.detail.map((d) => d.msg).join("; ");
+  return `HTTP ${status}`;
+}
+
+function openAction(a) {
+  state.action = a;
+  const spec = ACTIONS[a.type];
+  document.getElementById("confirm-title").textContent = spec.title(a);
+  document.getElementById("confirm-text").textContent = spec.text(a);
+  const opts = (spec.options || []).map((o) => h("label", { class: "check" },
+    h("input", { type: "checkbox", name: o.name, checked: o.checked ? o.checked(a) : false, onchange: loadPlan }), o.label));
+  document.getElementById("confirm-options").replaceChildren(...opts);
+  document.getElementById("reason-label").hidden = !spec.reason;
+  document.getElementById("reason-input").value = "";
+  const ok = document.getElementById("confirm-ok");
+  ok.textContent = spec.ok;
+  ok.className = spec.danger ? "danger" : "primary";
+  document.getElementById("token-label").hidden = !!sessionStorage.getItem(TOKEN_KEY);
+  document.getElementById("token-input").value = "";
+  document.getElementById("confirm-error").textContent = "";
+  delete document.getElementById("confirm-error").dataset.status;
+  document.getElementById("confirm-plan").replaceChildren();
+  document.getElementById("confirm").dataset.action = a.type;
+  document.getElementById("confirm").showModal();
+  loadPlan();
+}
+
+async function submitAction(event) {
   event.preventDefault();
-  const a = state.approving;
+  const a = state.action;
   if (!a) return;
+  const spec = ACTIONS[a.type];
   const input = document.getElementById("token-input");
-  if (input.value) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  if (input.value.trim()) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
   const token = sessionStorage.getItem(TOKEN_KEY);
   const err = document.getElementById("confirm-error");
-  if (!token) { err.textContent = "the API token is needed"; return; }
-  const r = await fetch(`/api/v1/runs/${a.runId}/approve`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ by: "dashboard" }),
-  });
+  const ok = document.getElementById("confirm-ok");
+  const [path, body] = spec.send(a, optionValues());
+  const headers = { "Content-Type": "application/json", Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`; // without one, the server says what it needs
+  err.textContent = "";
+  ok.disabled = true;
+  const label = ok.textContent;
+  ok.textContent = a.type === "abort" ? "undoing…" : "sending…";
+  let r, answer;
+  try {
+    r = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+    answer = await r.json().catch(() => null);
+  } catch (e) {
+    err.textContent = String(e);
+    return;
+  } finally {
+    ok.disabled = false;
+    ok.textContent = label;
+  }
+  if (state.action !== a) return;
   if (r.status === 401 || r.status === 403) {
     sessionStorage.removeItem(TOKEN_KEY);
     document.getElementById("token-label").hidden = false;
-    err.textContent = (await r.json()).error;
-    return;
   }
-  if (!r.ok) { err.textContent = (await r.json()).error || `HTTP ${r.status}`; return; }
-  state.approving = null;
+  showTokenState();
+  if (!r.ok) { err.textContent = apiWords(answer, r.status); err.dataset.status = r.status; return; }
+  state.action = null;
   document.getElementById("confirm").close();
+  if (answer && answer.run_id) await showRun(answer.run_id);
   refreshRuns();
+}
+
+function showTokenState() {
+  document.getElementById("forget-token").hidden = !sessionStorage.getItem(TOKEN_KEY);
+}
+
+// ------------------------------------------------------------------ charts
+
+async function refreshHistories() {
+  const services = (state.status?.services || []).map((s) => s.service);
+  const now = Date.now() / 1000, since = now - HISTORY_WINDOW_S;
+  for (const name of services) {
+    try { state.histories[name] = await getJSON(`/api/v1/services/${enc(name)}/history?since=${Math.floor(since)}`); }
+    catch (e) { console.error(e); }
+  }
+  renderHistories();
+}
+
+function renderHistories() {
+  const now = Date.now() / 1000;
+  const docs = Object.values(state.histories);
+  // from the oldest sample or run mark (at most the window), so a young history fills the width
+  const starts = docs.flatMap((d) => [...d.samples.map((s) => s.at), ...d.runs.map((r) => r.created_at)]);
+  const t0 = Math.max(now - HISTORY_WINDOW_S, Math.min(now - 60, ...starts));
+  document.getElementById("charts-range").textContent =
+    `(${fmtTime(t0)} – ${fmtTime(now)}; worst of every ${docs[0]?.bucket_s ?? 10} s)`;
+  document.getElementById("history-charts").replaceChildren(...docs.map((d) => drawHistory(d, t0, now)));
+}
+
+function renderRunsChart() {
+  document.getElementById("runs-chart").replaceChildren(drawRunsChart(state.runs));
 }
 
 // ------------------------------------------------------------------ data flow
 
-async function focusRun(id) {
+async function showRun(id) {
   state.focus = await getJSON(`/api/v1/runs/${id}`);
   renderCurrent();
+  refreshTimeline(id);
+}
+
+// The focused run's timeline from the server (waits, approvals, undos, measured write
+// windows). Fetched again when the run changes; one request at a time, the last wins.
+let timelineWanted = null, timelineBusy = false;
+async function refreshTimeline(id) {
+  timelineWanted = id;
+  if (timelineBusy) return;
+  timelineBusy = true;
+  try {
+    while (timelineWanted !== null) {
+      const want = timelineWanted;
+      timelineWanted = null;
+      try {
+        const doc = await getJSON(`/api/v1/runs/${want}/timeline`);
+        if (state.focus && state.focus.run.id === doc.run_id) {
+          state.timeline = doc;
+          const box = document.getElementById("timeline");
+          if (box) box.replaceChildren(drawTimeline(state.focus, state.timeline, Date.now() / 1000));
+        }
+      } catch (e) { console.error(e); }
+    }
+  } finally { timelineBusy = false; }
 }
 
 function currentRunId() {
@@ -247,7 +489,7 @@ async function refreshRuns() {
   renderHistory();
   const id = currentRunId();
   if (id !== null && (!state.focus || state.focus.run.id !== id || state.focus.run.status !== state.runs.find((r) => r.id === id)?.status)) {
-    await focusRun(id);
+    await showRun(id);
   } else if (id === null) {
     renderCurrent();
   }
@@ -283,7 +525,12 @@ function onRunEvent(doc) {
   const i = state.runs.findIndex((r) => r.id === doc.run.id);
   if (i >= 0) state.runs[i] = doc.run; else { state.runs.unshift(doc.run); state.runs.sort((a, b) => b.id - a.id); }
   renderHistory();
-  if (!state.focus || doc.run.id >= state.focus.run.id) { state.focus = doc; renderCurrent(); }
+  if (!state.focus || doc.run.id >= state.focus.run.id) {
+    state.focus = doc;
+    renderCurrent();
+    refreshTimeline(doc.run.id);
+    if (["succeeded", "rolled-back", "aborted", "failed"].includes(doc.run.status)) refreshHistories();
+  }
 }
 
 function connect() {
@@ -295,14 +542,29 @@ function connect() {
   es.addEventListener("run", (e) => onRunEvent(JSON.parse(e.data)));
 }
 
-document.getElementById("confirm-form").addEventListener("submit", submitApprove);
+document.getElementById("confirm-form").addEventListener("submit", submitAction);
 document.getElementById("confirm-cancel").addEventListener("click", () => {
-  state.approving = null; document.getElementById("confirm").close();
+  state.action = null; document.getElementById("confirm").close();
 });
+document.getElementById("confirm").addEventListener("close", () => { state.action = null; });
+document.getElementById("forget-token").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY); showTokenState();
+});
+// a live run's bars grow with the clock between the stream's updates
+setInterval(() => {
+  const run = state.focus?.run;
+  if (run && !["succeeded", "rolled-back", "aborted", "failed"].includes(run.status)) {
+    const box = document.getElementById("timeline");
+    if (box) box.replaceChildren(drawTimeline(state.focus, state.timeline, Date.now() / 1000));
+  }
+}, 1000);
 
 (async () => {
   try { await refreshStatus(); } catch (e) { document.getElementById("services").textContent = String(e); }
   try { await refreshRuns(); } catch (e) { console.error(e); }
+  showTokenState();
   connect();
+  refreshHistories();
+  setInterval(refreshHistories, 10000);
   if (await refreshCluster()) setInterval(refreshCluster, 2000);
 })();
