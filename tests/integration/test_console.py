@@ -77,8 +77,9 @@ def observing_server(lab: Lab) -> Iterator[ApiServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (scripts/setup.sh installs Debian's chromium)")
+    # a missing browser fails the suite rather than skipping it: a skipped console
+    # test would let CI pass without the console ever being tested
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make setup` (it installs chromium)"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
