@@ -380,12 +380,15 @@ class Monitor:
     async def _keep_captures(
         self, svc: ServiceMonitor, executor: ThreadPoolExecutor, stop: asyncio.Event
     ) -> None:
-        """Every ``KEEP_EVERY_S``, on a thread of its own: a slow primary delays only this."""
+        """Every ``KEEP_EVERY_S``, on a thread of its own: a slow primary delays only this.
+        A round another service's keeper just made on the same primary is taken on the
+        event loop instead (``CaptureKeeper.round_at_hand``): no thread handoff."""
         loop = asyncio.get_running_loop()
         assert svc.capture is not None
+        svc.capture.kept = self.kept
         try:
             while not stop.is_set():
-                if self.acting():
+                if self.acting() and svc.capture.round_at_hand() is None:
                     with contextlib.suppress(Exception):  # reported by the keeper
                         await loop.run_in_executor(executor, svc.capture.round)
                 with contextlib.suppress(TimeoutError):
