@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -131,6 +132,21 @@ def test_a_data_directory_of_another_server_is_refused_by_the_observation(
         kept.close()
     with pytest.raises(PgStateError, match=message):
         running_postmaster(shared_pair.host, wrong)
+
+
+def test_a_data_directory_named_through_a_symlink_is_the_same(
+    shared_pair: PgPair, tmp_path: Path
+) -> None:
+    """pgdata written through a symlink: not the path the server and the kernel give,
+    so it is resolved (the same path as written needs no resolving), and the node is
+    still the running server's, its postmaster alive."""
+    link = tmp_path / "pgdata-link"
+    link.symlink_to(shared_pair.primary.pgdata)
+    node = dataclasses.replace(shared_pair.primary, pgdata=str(link))
+    seen = observe(shared_pair.host, node)
+    assert seen.data_directory == shared_pair.primary.pgdata != node.pgdata
+    assert seen.pgdata_matches is True and seen.postmaster_alive
+    assert running_postmaster(shared_pair.host, node) == seen.postmaster_pid
 
 
 def test_wrong_password_is_auth_failed(shared_pair: PgPair) -> None:

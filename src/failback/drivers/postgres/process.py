@@ -132,18 +132,18 @@ def postmaster_pid_file(
     return int(lines[0].strip()), status
 
 
-def running_postmaster(
-    host: Host, node: PgNode, *, text: str | None = None, pgdata_real: str | None = None
-) -> int | None:
+def running_postmaster(host: Host, node: PgNode, *, text: str | None = None) -> int | None:
     """The PID of this node's live postmaster, or None.
 
     The PID from postmaster.pid is only trusted when that process is alive and its
     working directory is this data directory: a stale file after a crash may name a
-    PID the kernel has given to an unrelated process, and we signal as root.
+    PID the kernel has given to an unrelated process, and we signal as root. The
+    kernel gives the working directory as its real path: when that is ``pgdata`` as
+    written, ``pgdata`` is its own real path and is not resolved again (a ``realpath``
+    is a system call per path component: the monitor observes every second).
 
-    ``text`` (postmaster.pid as just read) and ``pgdata_real`` (the data directory's
-    real path) spare an observation that has them reading them again: over SSH each
-    is a round trip, and the file read once is one consistent view of it.
+    ``text``: postmaster.pid as the caller just read it (an observation reads it once:
+    over SSH each read is a round trip, and one read is one consistent view of it).
     """
     info = postmaster_pid_file(host, node, text=text)
     if info is None:
@@ -152,8 +152,7 @@ def running_postmaster(
     if not host.pid_alive(pid):
         return None
     cwd = host.process_cwd(pid)
-    real = pgdata_real if pgdata_real is not None else host.realpath(node.pgdata)
-    if cwd is not None and cwd != real:
+    if cwd is not None and cwd != node.pgdata and cwd != host.realpath(node.pgdata):
         return None
     _refuse_foreign_postmaster(host, node, pid, text=text)
     return pid
