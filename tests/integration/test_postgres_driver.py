@@ -15,14 +15,17 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from failback.drivers.kept import Kept, keeping
 from failback.drivers.postgres.conn import connect
 from failback.drivers.postgres.divergence import check_divergence
 from failback.drivers.postgres.errors import (
     PgAuthFailed,
+    PgStateError,
     PgUnreachable,
     PgWrongCluster,
     PgWrongDatabase,
@@ -96,6 +99,8 @@ def test_observe_primary_and_standby(shared_pair: PgPair) -> None:
     assert po.timeline == so.timeline == 1
     assert po.rewind_possible and so.rewind_possible
     assert po.postmaster_pid and po.postmaster_alive
+    assert so.postmaster_pid and so.postmaster_alive and so.postmaster_pid != po.postmaster_pid
+    assert po.pgdata_matches is True and so.pgdata_matches is True
     assert so.replay_lsn == po.current_lsn and so.lag_bytes == 0 and so.lag_seconds == 0
     assert [r.application_name for r in po.replicas] == ["dc2"]
     assert po.replicas[0].state == "streaming"
@@ -104,6 +109,44 @@ def test_observe_primary_and_standby(shared_pair: PgPair) -> None:
     assert ensure_same_cluster([po, so]) == po.system_identifier
     assert classify([po, so], active_site="dc1") == {"dc1": "primary", "dc2": "standby"}
     assert classify([po, so], active_site="dc2") == {"dc1": "stale-primary", "dc2": "standby"}
+
+
+def test_a_data_directory_of_another_server_is_refused_by_the_observation(
+    shared_pair: PgPair,
+) -> None:
+    """dc1's data directory with dc2's port (a topology mistake): the server answering
+    SQL is dc2's, the postmaster.pid read for the files names dc1's port, and the
+    observation refuses the node (as every action on it would), on a fresh connection
+    and on a monitor's kept one."""
+    wrong = dataclasses.replace(shared_pair.primary, port=shared_pair.standby.port)
+    message = f"belongs to the PostgreSQL server on port {shared_pair.primary.port}"
+    with pytest.raises(PgStateError, match=message):
+        observe(shared_pair.host, wrong)
+    kept = Kept()
+    try:
+        with keeping(kept):
+            for _ in range(2):  # the second on the kept connection
+                with pytest.raises(PgStateError, match=message):
+                    observe(shared_pair.host, wrong)
+    finally:
+        kept.close()
+    with pytest.raises(PgStateError, match=message):
+        running_postmaster(shared_pair.host, wrong)
+
+
+def test_a_data_directory_named_through_a_symlink_is_the_same(
+    shared_pair: PgPair, tmp_path: Path
+) -> None:
+    """pgdata written through a symlink: not the path the server and the kernel give,
+    so it is resolved (the same path as written needs no resolving), and the node is
+    still the running server's, its postmaster alive."""
+    link = tmp_path / "pgdata-link"
+    link.symlink_to(shared_pair.primary.pgdata)
+    node = dataclasses.replace(shared_pair.primary, pgdata=str(link))
+    seen = observe(shared_pair.host, node)
+    assert seen.data_directory == shared_pair.primary.pgdata != node.pgdata
+    assert seen.pgdata_matches is True and seen.postmaster_alive
+    assert running_postmaster(shared_pair.host, node) == seen.postmaster_pid
 
 
 def test_wrong_password_is_auth_failed(shared_pair: PgPair) -> None:

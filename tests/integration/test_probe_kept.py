@@ -18,7 +18,9 @@ from types import SimpleNamespace
 import pytest
 
 from failback.drivers.kept import Kept, keeping
+from failback.drivers.postgres.capture_kept import keep_capture, keep_capture_at_hand
 from failback.drivers.postgres.conn import connect
+from failback.drivers.postgres.errors import PgError
 from failback.drivers.postgres.facts import observe_postgres_at_hand, observe_postgres_component
 from failback.drivers.postgres.node import PgNode
 from failback.drivers.postgres.node_facts import observe, server_key
@@ -229,5 +231,46 @@ def test_probes_of_one_database_share_an_observation_but_never_a_failure(
             assert observe_postgres_at_hand("db", app, site) is None, "nothing shared"
             alone = observe_postgres_component(host, "app", "db", app, site)
             assert alone.observed_at > back.observed_at
+    finally:
+        kept.close()
+
+
+def test_capture_rounds_of_one_primary_are_shared_but_never_a_failure(
+    single: tuple[LocalHost, PgNode],
+) -> None:
+    """Two services naming the same primary: under the monitor's ``keeping`` with a
+    ``share_within``, the second service's capture round is the first one's (a copy of
+    it), and so is what the event loop finds at hand. Proved by stopping the server after
+    the first round: within ``share_within`` no question reaches it. Once that round is
+    older, each round asks the stopped server and raises: a failure is nobody else's.
+    Without ``keeping`` every round asks (the server answers again after its start)."""
+    host, node = single
+    site = node.site
+    app, billing = _settings_of(node), _settings_of(node)
+    share_within = 3.0
+    kept = Kept()
+    try:
+        with keeping(kept, share_within=share_within):
+            assert keep_capture_at_hand(app, site, "dc2") is None, "no round made yet"
+            first = keep_capture(app, site, "dc2")
+            answered = time.monotonic()
+            assert "wal_level is replica" in str(first["problem"]), first
+            stop(host, node, mode="immediate", timeout=30)
+            if time.monotonic() - answered < share_within:  # (a slower machine: not shared)
+                second = keep_capture(billing, site, "dc2")
+                assert second == first and second is not first, "a copy of the first round"
+                assert keep_capture_at_hand(app, site, "dc2") == first
+                assert keep_capture_at_hand(app, site, "dc3") is None, "another standby"
+
+            time.sleep(max(0.0, share_within - (time.monotonic() - answered)) + 0.05)
+            assert keep_capture_at_hand(app, site, "dc2") is None, "older than asked"
+            with pytest.raises(PgError):
+                keep_capture(app, site, "dc2")
+            assert keep_capture_at_hand(billing, site, "dc2") is None, "a failure shared"
+            with pytest.raises(PgError):
+                keep_capture(billing, site, "dc2")
+        start(host, node, timeout=60)
+        alone = keep_capture(app, site, "dc2")
+        assert alone == first, "the server's own answer again"
     finally:
         kept.close()

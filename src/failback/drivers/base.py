@@ -385,6 +385,15 @@ class Driver(Generic[SettingsT]):
         of clients' data); what was done, with ``problem`` when a capture would fail."""
         raise NotImplementedError(f"the {self.name} driver captures nothing")
 
+    def keep_capture_at_hand(
+        self, settings: SettingsT, primary_site: str, standby_site: str
+    ) -> dict[str, Any] | None:
+        """DIVERGED_CAPTURE: what ``keep_capture`` would return, from a round another
+        service's keeper made a moment ago on the same primary (``failback.drivers.kept``),
+        or None (the default: there is none, or this driver shares nothing). Called on
+        the monitor's event loop: no I/O, no waiting."""
+        return None
+
     def drill_precheck(
         self, settings: SettingsT, site: str, host: Host, parent: str | None = None
     ) -> dict[str, Any]:

@@ -21,10 +21,17 @@ from typing import Any
 from failback.config import Service
 from failback.drivers.base import Capability, Role
 from failback.drivers.catalog import components_with_role, driver_of, has_capability
+from failback.drivers.kept import Kept, keeping
 
 KEEP_EVERY_S = 1.0
 """How often the slots follow the standby: the older the slot, the more WAL a capture
 decodes again (its result is filtered at the fork, so never less exact)."""
+
+SHARE_WITHIN_S = KEEP_EVERY_S
+"""How recent a round another service's keeper made on the same primary must be for this
+keeper to use it instead of its own (the monitor's ``Kept``): the slots then follow the
+standby at most this much later, and a primary many services name gets about one
+round per ``KEEP_EVERY_S``, not one per service."""
 
 
 def capture_database(service: Service) -> str | None:
@@ -50,20 +57,43 @@ class CaptureKeeper:
     emit: Callable[[str, str, dict[str, Any]], None]
     target: tuple[str, str] | None = None
     last: dict[str, Any] = field(default_factory=dict)
+    kept: Kept | None = None
+    """The monitor's: the keepers of services that name the same primary share one round
+    (``SHARE_WITHIN_S``); None: every round is this keeper's own."""
     _problem: str | None = None
 
     def round(self, now: float | None = None) -> dict[str, Any] | None:
-        """Keep the capture once (blocking: SQL on the primary); None when not wanted."""
+        """Keep the capture once (blocking: SQL on the primary, unless another keeper's
+        round on it is recent); None when not wanted."""
         target = self.target
         if target is None:
             return None
         primary, standby = target
         settings = self.service.components[self.db]
         try:
-            kept = driver_of(settings).keep_capture(settings, primary, standby)
+            with keeping(self.kept, share_within=SHARE_WITHIN_S):
+                kept = driver_of(settings).keep_capture(settings, primary, standby)
         except Exception as exc:  # the primary is away: the probes and the reconcile judge it
             text = str(getattr(exc, "message", "") or exc).strip().splitlines()
             kept = {"site": primary, "problem": text[0] if text else type(exc).__name__}
+        return self._done(kept, primary, now)
+
+    def round_at_hand(self, now: float | None = None) -> dict[str, Any] | None:
+        """The round from another keeper's recent one on the same primary (no I/O, no
+        waiting: the event loop calls it), or None: ``round`` must run (in a thread)."""
+        target = self.target
+        if target is None or self.kept is None:
+            return None
+        primary, standby = target
+        settings = self.service.components[self.db]
+        try:
+            with keeping(self.kept, share_within=SHARE_WITHIN_S):
+                kept = driver_of(settings).keep_capture_at_hand(settings, primary, standby)
+        except Exception:  # the round itself says what is wrong
+            return None
+        return None if kept is None else self._done(kept, primary, now)
+
+    def _done(self, kept: dict[str, Any], primary: str, now: float | None) -> dict[str, Any]:
         kept["at"] = now if now is not None else time.time()
         self.last = kept
         self._report(kept.get("problem"), primary)

@@ -40,7 +40,7 @@ from failback.monitor.notify import Notifier, event_document
 from failback.monitor.reconcile import TICK_S, ServiceMonitor, sees_differently
 from failback.monitor.run_worker import JournalPerThread
 from failback.monitor.saves import FLUSH_S, Saves
-from failback.monitor.scheduler import ProbeThreads, run_probe
+from failback.monitor.scheduler import ProbeThreads, phase, run_probe
 from failback.monitor.site_guard import CHECK_S, SiteGuard
 from failback.observe.probes import ProbeHealth, build_probes
 
@@ -167,10 +167,11 @@ class Monitor:
             asyncio.create_task(self._reconcile_loop(svc, deciders[svc.name], wake[svc.name], stop))
             for svc in self.services
         ]
-        for svc in self.services:
-            if svc.capture is not None:  # a thread each: one slow primary holds no other
-                capturer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
-                tasks.append(asyncio.create_task(self._keep_captures(svc, capturer, stop)))
+        capturing = [svc for svc in self.services if svc.capture is not None]
+        for k, svc in enumerate(capturing):  # a thread each: one slow primary holds no other
+            capturer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
+            offset = phase(k) * KEEP_EVERY_S
+            tasks.append(asyncio.create_task(self._keep_captures(svc, capturer, stop, offset)))
         if self.leadership is not None:
             # the journal's copy reaches the log only through the leader: say it here too
             notifier.emit(self._local_event("monitor.started", self._started_message()))
@@ -378,14 +379,23 @@ class Monitor:
                 await asyncio.wait_for(wake.wait(), svc.next_tick())
 
     async def _keep_captures(
-        self, svc: ServiceMonitor, executor: ThreadPoolExecutor, stop: asyncio.Event
+        self, svc: ServiceMonitor, executor: ThreadPoolExecutor, stop: asyncio.Event, offset: float
     ) -> None:
-        """Every ``KEEP_EVERY_S``, on a thread of its own: a slow primary delays only this."""
+        """Every ``KEEP_EVERY_S``, on a thread of its own: a slow primary delays only this.
+        A round another service's keeper just made on the same primary is taken on the
+        event loop instead (``CaptureKeeper.round_at_hand``): no thread handoff.
+
+        The keepers start ``offset`` apart (``scheduler.phase``), as the probes do: all
+        waking in the same instant, they would all find the last shared round just too
+        old, together, and all go to their threads to wait for one new round."""
         loop = asyncio.get_running_loop()
         assert svc.capture is not None
+        svc.capture.kept = self.kept
         try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), offset)
             while not stop.is_set():
-                if self.acting():
+                if self.acting() and svc.capture.round_at_hand() is None:
                     with contextlib.suppress(Exception):  # reported by the keeper
                         await loop.run_in_executor(executor, svc.capture.round)
                 with contextlib.suppress(TimeoutError):

@@ -23,7 +23,7 @@ from failback.drivers.postgres.actions import (
     PgVerifyWrite,
     PgWaitReplay,
 )
-from failback.drivers.postgres.capture_slots import keep_capture_slots
+from failback.drivers.postgres.capture_kept import keep_capture, keep_capture_at_hand
 from failback.drivers.postgres.drill_actions import DRILL_ACTIONS
 from failback.drivers.postgres.drill_actions import precheck as drill_precheck
 from failback.drivers.postgres.drill_steps import drill_steps
@@ -90,8 +90,14 @@ class PostgresDriver(PostgresSyncMode, PostgresSql, Driver[PostgresComponent]):
     ) -> dict[str, Any]:
         if not settings.options.capture_diverged:
             return {"site": primary_site, "problem": None, "off": True}
-        primary = node_from_component(settings, primary_site)  # SQL only: no machine
-        return keep_capture_slots(primary, standby_site).to_dict()
+        return keep_capture(settings, primary_site, standby_site)
+
+    def keep_capture_at_hand(
+        self, settings: PostgresComponent, primary_site: str, standby_site: str
+    ) -> dict[str, Any] | None:
+        if not settings.options.capture_diverged:
+            return {"site": primary_site, "problem": None, "off": True}
+        return keep_capture_at_hand(settings, primary_site, standby_site)
 
     def drill_precheck(
         self, settings: PostgresComponent, site: str, host: Host, parent: str | None = None

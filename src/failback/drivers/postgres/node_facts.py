@@ -24,6 +24,7 @@ from failback.drivers.postgres.process import (
     controldata,
     pgdata_ok,
     postmaster_pid_file,
+    postmaster_pid_text,
     rewind_possible_from_controldata,
     running_postmaster,
 )
@@ -300,15 +301,23 @@ def _observe_kept(pool: Kept, node: PgNode, timeout: float | None) -> PgObservat
 
 
 def _observe_files(host: Host, node: PgNode, obs: PgObservation) -> None:
+    """The node's files. postmaster.pid is read once per observation (it was read three
+    times), and paths are resolved only when they differ as written (the same path has
+    the same real path; each ``realpath`` is a system call per component): every
+    monitor probe of a server of its own does this every second, and over SSH each
+    read is a round trip."""
     obs.pgdata_ok = pgdata_ok(host, node)
-    pid_info = postmaster_pid_file(host, node) if obs.pgdata_ok else None
+    text = postmaster_pid_text(host, node) if obs.pgdata_ok else None
+    pid_info = postmaster_pid_file(host, node, text=text) if text is not None else None
     if pid_info is not None:
         obs.postmaster_pid = pid_info[0]
-        obs.postmaster_alive = running_postmaster(host, node) is not None
+        obs.postmaster_alive = running_postmaster(host, node, text=text) is not None
     if obs.read_only:
         obs.self_fenced = host.exists(os.path.join(node.pgdata, SELF_FENCE_MARK))
     if obs.reachable and obs.data_directory:
-        obs.pgdata_matches = host.realpath(obs.data_directory) == host.realpath(node.pgdata)
+        obs.pgdata_matches = obs.data_directory == node.pgdata or host.realpath(
+            obs.data_directory
+        ) == host.realpath(node.pgdata)
     if not obs.reachable and obs.pgdata_ok and not obs.postmaster_alive:
         _observe_stopped(host, node, obs)
 

@@ -101,19 +101,30 @@ def pgdata_ok(host: Host, node: PgNode) -> bool:
     return host.exists(os.path.join(node.pgdata, "PG_VERSION"))
 
 
-def postmaster_pid_file(host: Host, node: PgNode) -> tuple[int, str] | None:
-    """(pid, status) from pgdata/postmaster.pid, or None when there is no such file.
-
-    Line 8 is the postmaster's own status ("starting", "stopping", "ready",
-    "standby"): what ``pg_ctl -w`` watches, read here without spawning a process.
-    """
+def postmaster_pid_text(host: Host, node: PgNode) -> str | None:
+    """The text of pgdata/postmaster.pid, or None when there is no such file."""
     path = os.path.join(node.pgdata, "postmaster.pid")
     try:
-        text = host.read_text(path)
+        return host.read_text(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except PermissionError as exc:  # pragma: no cover - only when not root
         raise PgError(f"{node.site}: cannot read {path}: {exc}") from exc
+
+
+def postmaster_pid_file(
+    host: Host, node: PgNode, *, text: str | None = None
+) -> tuple[int, str] | None:
+    """(pid, status) from pgdata/postmaster.pid, or None when there is no such file.
+    ``text``: the file as just read (``postmaster_pid_text``), else it is read here.
+
+    Line 8 is the postmaster's own status ("starting", "stopping", "ready",
+    "standby"): what ``pg_ctl -w`` watches, read here without spawning a process.
+    """
+    if text is None:
+        text = postmaster_pid_text(host, node)
+        if text is None:
+            return None
     lines = text.splitlines()
     if not lines or not lines[0].strip().isdigit():
         return None  # being written right now
@@ -121,27 +132,35 @@ def postmaster_pid_file(host: Host, node: PgNode) -> tuple[int, str] | None:
     return int(lines[0].strip()), status
 
 
-def running_postmaster(host: Host, node: PgNode) -> int | None:
+def running_postmaster(host: Host, node: PgNode, *, text: str | None = None) -> int | None:
     """The PID of this node's live postmaster, or None.
 
     The PID from postmaster.pid is only trusted when that process is alive and its
     working directory is this data directory: a stale file after a crash may name a
-    PID the kernel has given to an unrelated process, and we signal as root.
+    PID the kernel has given to an unrelated process, and we signal as root. The
+    kernel gives the working directory as its real path: when that is ``pgdata`` as
+    written, ``pgdata`` is its own real path and is not resolved again (a ``realpath``
+    is a system call per path component: the monitor observes every second).
+
+    ``text``: postmaster.pid as the caller just read it (an observation reads it once:
+    over SSH each read is a round trip, and one read is one consistent view of it).
     """
-    info = postmaster_pid_file(host, node)
+    info = postmaster_pid_file(host, node, text=text)
     if info is None:
         return None
     pid = info[0]
     if not host.pid_alive(pid):
         return None
     cwd = host.process_cwd(pid)
-    if cwd is not None and cwd != host.realpath(node.pgdata):
+    if cwd is not None and cwd != node.pgdata and cwd != host.realpath(node.pgdata):
         return None
-    _refuse_foreign_postmaster(host, node, pid)
+    _refuse_foreign_postmaster(host, node, pid, text=text)
     return pid
 
 
-def _refuse_foreign_postmaster(host: Host, node: PgNode, pid: int) -> None:
+def _refuse_foreign_postmaster(
+    host: Host, node: PgNode, pid: int, *, text: str | None = None
+) -> None:
     """Refuse to act on a live postmaster that listens on another port than the node's.
 
     That is a topology whose pgdata names another site's data directory: stopping or
@@ -149,7 +168,9 @@ def _refuse_foreign_postmaster(host: Host, node: PgNode, pid: int) -> None:
     standby it was about to promote).
     """
     try:
-        lines = host.read_text(os.path.join(node.pgdata, "postmaster.pid")).splitlines()
+        if text is None:
+            text = host.read_text(os.path.join(node.pgdata, "postmaster.pid"))
+        lines = text.splitlines()
         port = int(lines[3].strip())
     except (OSError, IndexError, ValueError):
         return
