@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
+from failback.cli.confirm import confirm
 from failback.cli.context import load
-from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
+from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import emit_json, stderr, stdout
 
 
@@ -81,11 +82,12 @@ ServiceArg = Annotated[str, typer.Argument(help="Service")]
 
 
 def _set(service: str, enabled: bool, reason: str, config: Path | None, state_dir: Path | None,
-         as_json: bool) -> int:  # fmt: skip
+         as_json: bool, yes: bool) -> int:  # fmt: skip
     from failback.config.journal import journal_for
 
     topology = load(config)
     svc = topology.service(service)
+    confirm(f"{'Enable' if enabled else 'Disable'} automatic failback of {svc.name}?", yes)
     journal = journal_for(topology, state_dir)
     from failback.status.document import set_auto_failback
 
@@ -114,9 +116,10 @@ def auto_enable(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
 ) -> int:
     """Let the monitor fail SERVICE back by itself again (after a flap suspended it)."""
-    return _set(service, True, reason, config, state_dir, as_json)
+    return _set(service, True, reason, config, state_dir, as_json, yes)
 
 
 def auto_disable(
@@ -125,6 +128,7 @@ def auto_disable(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
 ) -> int:
     """Stop the monitor from failing SERVICE back by itself (failover is unaffected)."""
-    return _set(service, False, reason, config, state_dir, as_json)
+    return _set(service, False, reason, config, state_dir, as_json, yes)
