@@ -238,3 +238,27 @@ def test_ctrl_c_stops_following_not_the_run(tmp_path: Path) -> None:
     (tmp_path / "release").touch()
     assert runner.wait(timeout=60) == 0
     assert runs(config)[0]["status"] == "succeeded"
+
+
+# -------------------------------------------------------------------------- completion
+
+
+def test_shell_completion_through_typer() -> None:
+    """The script typer prints calls back `failback` with _FAILBACK_COMPLETE set; the
+    answers come from the commands' own options, the global ones included."""
+    script = run_cli("--show-completion", "bash")
+    assert script.returncode == 0, script.stderr
+    assert "_FAILBACK_COMPLETE=complete_bash" in script.stdout
+
+    def complete(line: str) -> list[str]:
+        words = line.split(" ")
+        env = {"_FAILBACK_COMPLETE": "complete_bash", "COMP_WORDS": line,
+               "COMP_CWORD": str(len(words) - 1)}  # fmt: skip
+        result = run_cli(env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert complete("failback ru") == ["runs", "run"]
+    assert complete("failback run show --f") == ["--follow"]
+    assert "--state-dir" in complete("failback -c x.yaml --")
+    assert "--yes" in complete("failback resume 3 --y")

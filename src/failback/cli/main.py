@@ -63,7 +63,7 @@ app = typer.Typer(
     help="Fail a service over to its secondary site and bring it home again, safely.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
