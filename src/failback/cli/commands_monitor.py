@@ -10,6 +10,7 @@ import typer
 
 from failback.cli.confirm import confirm
 from failback.cli.context import load
+from failback.cli.logs import LogFormat, LogFormatOpt
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import emit_json, stderr, stdout
 
@@ -50,30 +51,53 @@ def monitor(
         ),
     ] = None,
     as_json: JsonOpt = False,
+    log_format: LogFormatOpt = LogFormat.json,
 ) -> int:
     """Watch every service, fail over and back by policy; runs until SIGTERM/SIGINT.
 
-    Events are JSON lines (on stdout, or --log-file), so --json changes nothing here.
+    Events are JSON lines (on stdout, or --log-file), so --json changes nothing here;
+    `--log-format text` writes them for people instead, and `json` makes every other
+    line (the API's with --listen) a JSON object too. Under systemd (`Type=notify`) it
+    sends READY=1 once it monitors, STOPPING=1 when it stops.
     """
+    from failback.cli.sdnotify import lifecycle
     from failback.monitor.daemon import check_node, run_monitor
 
     del as_json
     topology = load(config)
     directory = state_dir or topology.state_dir
     check_node(topology, node)  # a wrong --node fails here, before anything starts
-    api_url: str | None = None
+    as_json_logs = log_format == LogFormat.json
+    settings = None
     if listen is not None:
-        from failback.api import ApiServer, resolve_settings
+        from failback.api import resolve_settings
 
         settings = resolve_settings(topology, state_dir=directory, listen=listen)
-        api = ApiServer(settings).start()
+    if as_json_logs:
+        from failback.cli.logs import configure
+        from failback.model.secrets import Redactor
+
+        token = settings.token if settings is not None else None
+        configure("json", Redactor.for_topology(topology, token).text)
+    api_url: str | None = None
+    if settings is not None:
+        from failback.api import ApiServer
+
+        api = ApiServer(settings, own_logging=not as_json_logs).start()
         api_url = api.url
-        stderr.print(f"API and dashboard on {api.url}", markup=False)
+        if as_json_logs:
+            from failback.cli.logs import say
+
+            say(f"API and dashboard on {api.url}", logger="failback.monitor")
+        else:
+            stderr.print(f"API and dashboard on {api.url}", markup=False)
+    options = {"grace": grace, "node": node, "api": api_url, "log_text": not as_json_logs,
+               "lifecycle": lifecycle}  # fmt: skip
     if log_file is None:
-        run_monitor(topology, directory, log=None, grace=grace, node=node, api=api_url)
+        run_monitor(topology, directory, log=None, **options)
         return 0
     with open(log_file, "a", encoding="utf-8") as log:
-        run_monitor(topology, directory, log=log, grace=grace, node=node, api=api_url)
+        run_monitor(topology, directory, log=log, **options)
     return 0
 
 
