@@ -25,8 +25,9 @@ QUEUE_LIMIT = 1000
 LOGGER = "failback.monitor"
 """The ``logger`` field of the monitor's event lines (log pipelines group by it)."""
 _ERRORS = ("failed", "error")
-_WARNINGS = ("rolled-back", "aborted", "interrupted", "dropped", "waiting", "refused",
-             "suspended", "deposed", "lost", "fenced", "unhealthy", "down")  # fmt: skip
+_WARNINGS = ("rolled-back", "rolled_back", "aborted", "aborting", "interrupted", "dropped",
+             "waiting", "refused", "suspended", "deposed", "lost", "fenced", "detected",
+             "needed", "unhealthy", "down")  # fmt: skip
 
 
 def event_level(kind: str) -> str:
