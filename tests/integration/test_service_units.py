@@ -44,8 +44,9 @@ def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
     sock.close()
 
 
-def start(tmp: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "notify.sock"), "FAILBACK_API_TOKEN": TOKEN}
+def start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "notify.sock"), "FAILBACK_API_TOKEN": TOKEN,
+           **(env or {})}  # fmt: skip
     return subprocess.Popen(
         failback_argv(*args),
         env=env,
@@ -123,6 +124,24 @@ def test_monitor_says_ready_once_it_monitors_and_logs_json(
     assert any(d["logger"] == "failback.monitor" and "API and dashboard" in d["message"]
                for d in logs)  # fmt: skip
     assert TOKEN not in out + err
+
+
+def test_monitor_pings_the_watchdog_from_its_event_loop(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    """WatchdogSec= (WATCHDOG_USEC) asks for WATCHDOG=1 at least every half of it."""
+    config = write_topology(tmp_path)
+    proc = start(tmp_path, "monitor", "-c", str(config), env={"WATCHDOG_USEC": "200000"})
+    try:
+        assert receive(notify_socket)[0] == "READY=1"
+        assert [receive(notify_socket) for _ in range(3)] == [["WATCHDOG=1"]] * 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    while (message := receive(notify_socket)) == ["WATCHDOG=1"]:
+        pass
+    assert message == ["STOPPING=1"]
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
 
 
 def test_monitor_text_log_format_is_for_people(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def monitor(
     line (the API's with --listen) a JSON object too. Under systemd (`Type=notify`) it
     sends READY=1 once it monitors, STOPPING=1 when it stops.
     """
-    from failback.cli.sdnotify import lifecycle
+    from failback.cli.sdnotify import lifecycle, watchdog_interval
     from failback.monitor.daemon import check_node, run_monitor
 
     del as_json
@@ -92,7 +92,7 @@ def monitor(
         else:
             stderr.print(f"API and dashboard on {api.url}", markup=False)
     options = {"grace": grace, "node": node, "api": api_url, "log_text": not as_json_logs,
-               "lifecycle": lifecycle}  # fmt: skip
+               "lifecycle": lifecycle, "watchdog_s": watchdog_interval()}  # fmt: skip
     if log_file is None:
         run_monitor(topology, directory, log=None, **options)
         return 0

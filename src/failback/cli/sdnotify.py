@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 
-STATES = {"ready": "READY=1", "stopping": "STOPPING=1"}
+STATES = {"ready": "READY=1", "stopping": "STOPPING=1", "alive": "WATCHDOG=1"}
 
 
 def notify(message: str) -> bool:
@@ -30,8 +30,21 @@ def notify(message: str) -> bool:
     return True
 
 
+def watchdog_interval() -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings when the unit sets ``WatchdogSec=`` (half of
+    it, as systemd advises), else None. Meant for this process only (``WATCHDOG_PID``)."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or not os.environ.get("NOTIFY_SOCKET") or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(int(usec), 1) / 2e6
+    except ValueError:
+        return None
+
+
 def lifecycle(state: str) -> None:
-    """``ready`` / ``stopping`` (the monitor's and the API server's words) to systemd."""
+    """``ready`` / ``stopping`` / ``alive`` (the monitor's and the API server's words)."""
     message = STATES.get(state)
     if message is not None:
         extra = f"\nMAINPID={os.getpid()}" if state == "ready" else ""

@@ -93,10 +93,14 @@ class Monitor:
         leadership: Leadership | None = None,
         log_text: bool = False,
         lifecycle: Callable[[str], None] | None = None,
+        watchdog_s: float | None = None,
     ) -> None:
         self.topology = topology
         self.log_text = log_text
         """``--log-format text``: event lines for people instead of JSON lines."""
+        self.watchdog_s = watchdog_s
+        """Say ``alive`` this often from the event loop (systemd's watchdog: a loop that
+        stops turning gets the monitor restarted); None: never."""
         self.lifecycle = lifecycle or (lambda state: None)
         """Told ``ready`` once the monitor really monitors (monitor.started journaled,
         probes and loops started) and ``stopping`` when asked to stop: systemd's
@@ -208,6 +212,8 @@ class Monitor:
             tasks.append(asyncio.create_task(self._save(self.saves, saver, stop)))
         pump_task = asyncio.create_task(self._pump(pump, notifier, cursor, stop))
         self.lifecycle("ready")
+        if self.watchdog_s is not None:
+            tasks.append(asyncio.create_task(self._alive(self.watchdog_s, stop)))
         await stop.wait()
         self.lifecycle("stopping")
         probe_stop.set()
@@ -255,6 +261,13 @@ class Monitor:
         names = ", ".join(s.name for s in self.services)
         node = "" if self.leadership is None else f" as node {self.leadership.node}"
         return f"monitor started (pid {os.getpid()}){node} for {names}"
+
+    async def _alive(self, every_s: float, stop: asyncio.Event) -> None:
+        """Tell the watchdog the event loop turns (probes and decisions run on it)."""
+        while not stop.is_set():
+            self.lifecycle("alive")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     def acting(self) -> bool:
         """Whether this monitor may reconcile now: always on one machine; with a control
@@ -519,6 +532,7 @@ def run_monitor(
     api: str | None = None,
     log_text: bool = False,
     lifecycle: Callable[[str], None] | None = None,
+    watchdog_s: float | None = None,
 ) -> None:
     """Foreground entry point: run until SIGTERM/SIGINT, then exit cleanly."""
     leadership = open_leadership(topology, node, api)
@@ -527,8 +541,16 @@ def run_monitor(
     lock.acquire()
     monitor: Monitor | None = None
     try:
-        monitor = Monitor(topology, state_dir, log=log, grace=grace, leadership=leadership,
-                          log_text=log_text, lifecycle=lifecycle)  # fmt: skip
+        monitor = Monitor(
+            topology,
+            state_dir,
+            log=log,
+            grace=grace,
+            leadership=leadership,
+            log_text=log_text,
+            lifecycle=lifecycle,
+            watchdog_s=watchdog_s,
+        )
 
         async def main() -> None:
             stop = asyncio.Event()
