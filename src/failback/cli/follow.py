@@ -19,7 +19,7 @@ from typing import Any
 
 from failback.cli.output import fmt_time, stderr, stdout
 from failback.engine.executor import Executor, RunOutcome
-from failback.model.states import RunStatus
+from failback.model.states import TERMINAL, RunStatus
 from failback.store import Journal
 
 POLL_S = 0.3
@@ -27,6 +27,9 @@ FOLLOWING = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.OBSERVING
                        RunStatus.ROLLING_BACK})  # fmt: skip
 """States in which the run may still change: follow on."""
 PAGE = 500
+SETTLE_S = 10.0
+"""How long a run that stopped may take to journal its closing event and report."""
+ENDED = frozenset({*TERMINAL, RunStatus.FAILED})
 HISTORY = 10_000
 """Events of the run printed before following (more than any run writes)."""
 
@@ -42,17 +45,24 @@ def follow(journal: Journal, run_id: int, *, as_json: bool) -> int:
     history = [e for e in journal.events(run_id=run_id, limit=HISTORY) if e["id"] <= after]
     for event in history:
         _emit_event(event, as_json)
+    stopped_at: float | None = None
     try:
         while True:
             # the status first: whatever it reports is then fully drained below
-            status = executor.effective_status(journal.get_run(run_id))
+            current = journal.get_run(run_id)
+            status = executor.effective_status(current)
+            settled = status not in FOLLOWING and _settled(journal, current, status)
             for line in _step_changes(journal, run_id, seen, titles, total, as_json):
                 _write(line, as_json)
             events, after = _events_after(journal, after, run_id)
             for event in events:
                 _emit_event(event, as_json)
-            if status not in FOLLOWING:
-                return _end(journal, run_id, status, as_json)
+            if status in FOLLOWING:
+                stopped_at = None
+            else:
+                stopped_at = stopped_at or time.monotonic()
+                if settled or time.monotonic() - stopped_at > SETTLE_S:
+                    return _end(journal, run_id, status, as_json)
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         stderr.print(
@@ -62,6 +72,20 @@ def follow(journal: Journal, run_id: int, *, as_json: bool) -> int:
             markup=False,
         )
         return 130
+
+
+def _settled(journal: Journal, run: Any, status: str) -> bool:
+    """Whether the process executing the run wrote what follows its last status change.
+
+    The executor sets the status first, then journals the event that says so (and, for
+    a run that ended, its report): ending at the status alone could miss that event.
+    """
+    if status == RunStatus.WAITING_APPROVAL:
+        newest = journal.events(run_id=run.id, limit=1)
+        return bool(newest) and newest[-1]["kind"] == "gate.waiting"
+    if status in ENDED:
+        return run.report is not None
+    return True  # interrupted: nobody writes any more
 
 
 def _events_after(journal: Journal, after: int, run_id: int) -> tuple[list[dict[str, Any]], int]:
