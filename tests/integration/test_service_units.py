@@ -144,6 +144,21 @@ def test_monitor_pings_the_watchdog_from_its_event_loop(
     assert proc.returncode == 0
 
 
+def test_monitor_without_log_format_writes_events_as_json_and_messages_as_text(
+    tmp_path: Path,
+) -> None:
+    """As before --log-format existed (scripts read "API and dashboard on URL")."""
+    config = write_topology(tmp_path)
+    proc = start(tmp_path, "monitor", "-c", str(config), "--listen", "127.0.0.1:0")
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    out, err = stop(proc)
+    assert first["kind"] == "monitor.started" and first["level"] == "info"
+    assert all(json.loads(line)["kind"] for line in out.splitlines())
+    assert "API and dashboard on http://127.0.0.1:" in err
+    assert not any(line.startswith("{") for line in err.splitlines())
+
+
 def test_monitor_text_log_format_is_for_people(tmp_path: Path) -> None:
     config = write_topology(tmp_path)
     proc = start(tmp_path, "monitor", "-c", str(config), "--log-format", "text")

@@ -10,7 +10,7 @@ import typer
 
 from failback.cli.confirm import confirm
 from failback.cli.context import load
-from failback.cli.logs import LogFormat, LogFormatOpt
+from failback.cli.logs import LogFormat
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import emit_json, stderr, stdout
 
@@ -51,7 +51,17 @@ def monitor(
         ),
     ] = None,
     as_json: JsonOpt = False,
-    log_format: LogFormatOpt = LogFormat.json,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--log-format",
+            help="json: every line one JSON object (events, and the API's lines with"
+            " --listen), for log pipelines; text: every line for people [default: events"
+            " as JSON lines, other messages as text]",
+            case_sensitive=False,
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Watch every service, fail over and back by policy; runs until SIGTERM/SIGINT.
 
@@ -91,8 +101,9 @@ def monitor(
             say(f"API and dashboard on {api.url}", logger="failback.monitor")
         else:
             stderr.print(f"API and dashboard on {api.url}", markup=False)
-    options = {"grace": grace, "node": node, "api": api_url, "log_text": not as_json_logs,
-               "lifecycle": lifecycle, "watchdog_s": watchdog_interval()}  # fmt: skip
+    options = {"grace": grace, "node": node, "api": api_url,
+               "lifecycle": lifecycle, "watchdog_s": watchdog_interval(),
+               "log_text": log_format == LogFormat.text}  # fmt: skip
     if log_file is None:
         run_monitor(topology, directory, log=None, **options)
         return 0
