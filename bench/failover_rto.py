@@ -202,7 +202,7 @@ def _outage(probe: WriteProbe, killed_at: float, handled_at: float) -> float | N
 
 def _auto_enable(config: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "failback.cli.main", "auto", "enable", "app", "-c", config,
+        [sys.executable, "-m", "failback.cli.main", "auto", "enable", "--yes", "app", "-c", config,
          "--reason", "bench: next round"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip

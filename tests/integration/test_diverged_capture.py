@@ -339,7 +339,7 @@ def test_without_a_slot_the_failback_asks_before_erasing(lab: Lab) -> None:
     with connect(lab, "dc1") as dc1:  # nothing erased yet: the row is still there
         assert dc1.execute("SELECT v FROM lost").fetchall() == [("only on dc1",)]
 
-    approved = lab.cli("approve", str(run_id), "--json", timeout=300)  # and it goes on
+    approved = lab.cli("approve", "--yes", str(run_id), "--json", timeout=300)  # and it goes on
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert approved.json()["status"] == "succeeded", approved.stdout
     lab.wait_home_end_state()

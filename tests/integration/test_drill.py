@@ -245,7 +245,7 @@ def test_a_drill_killed_in_the_middle_leaves_nothing_after_abort_or_resume(
         report = lab.run_show(run_id)["run"]
         assert step_of(report, "drill-copy-dc2")["undo"] == "undone"
     else:
-        result = lab.cli("resume", str(run_id), "--json")
+        result = lab.cli("resume", "--yes", str(run_id), "--json")
         assert result.returncode == 0, result.stderr
         assert result.json()["status"] == "succeeded"
         assert step_of(lab.run_show(run_id)["run"], "drill-remove-dc2")["status"] == "done"

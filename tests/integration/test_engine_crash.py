@@ -188,7 +188,7 @@ def test_sigkill_between_steps_then_resume(tmp_path: Path, kill_after: str) -> N
     assert at_kill[step] in ("applying", "verifying", "done"), at_kill
     listed = run_cli("runs", "-c", str(config), "--json").json()["runs"][0]
     assert listed["status"] == "interrupted"
-    resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
+    resumed = run_cli("resume", "--yes", str(run_id), "-c", str(config), "--json")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert resumed.json()["status"] == "succeeded"
     failback_effects = effects(tmp_path)[4:]
@@ -227,7 +227,7 @@ def test_sigkill_inside_a_step_then_resume(tmp_path: Path) -> None:
     assert "promote@dc1" not in effects(tmp_path)
     run_id = latest_run_id(config)
     assert step_statuses(config, run_id)["promote-vip-dc1"] == "applying"
-    resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
+    resumed = run_cli("resume", "--yes", str(run_id), "-c", str(config), "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
 
@@ -253,11 +253,11 @@ def test_approval_gate_waits_then_approve_continues(tmp_path: Path) -> None:
     assert waiting.json()["status"] == "waiting-approval"
     # nothing past the gate happened: only the resync ran
     assert effects(tmp_path)[4:] == ["sync@dc1"]
-    approved = run_cli("approve", str(run_id), "-c", str(config), "--json")
+    approved = run_cli("approve", "--yes", str(run_id), "-c", str(config), "--json")
     assert approved.returncode == 0, approved.stderr
     assert approved.json()["status"] == "succeeded"
     assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
-    again = run_cli("approve", str(run_id), "-c", str(config))
+    again = run_cli("approve", "--yes", str(run_id), "-c", str(config))
     assert again.returncode == 2 and "not waiting for approval" in again.stderr
 
 
@@ -301,7 +301,7 @@ def test_failure_of_fence_rolls_back(tmp_path: Path) -> None:
 
 def test_resume_of_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
     config = write_topology(tmp_path, slow=0)
-    result = run_cli("resume", "42", "-c", str(config))
+    result = run_cli("resume", "--yes", "42", "-c", str(config))
     assert result.returncode == 2
     assert "no run 42" in result.stderr
     assert "Traceback" not in result.stderr
@@ -317,7 +317,7 @@ def test_process_group_kill_leaves_no_double_effect(tmp_path: Path) -> None:
     run_id = latest_run_id(config)
     assert "sync@dc1" not in effects(tmp_path)  # the kill landed inside the sync
     assert step_statuses(config, run_id)["sync-vip-dc1"] == "applying"
-    resumed = run_cli("resume", str(run_id), "-c", str(config), "--json")
+    resumed = run_cli("resume", "--yes", str(run_id), "-c", str(config), "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert effects(tmp_path)[4:] == FAILBACK_EFFECTS
 

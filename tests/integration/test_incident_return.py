@@ -60,7 +60,7 @@ def test_a_changed_file_stops_the_failback_and_abort_leaves_everything(lab: Lab)
     assert before.active_site == "dc2" and before.needs_resync == ["dc1"], before.summary()
     timeline = before.db("dc1")["data"]["timeline"]
 
-    marked = lab.cli_json("incident", "mark", SERVICE, "--reason", "sshd replaced on dc1")
+    marked = lab.cli_json("incident", "mark", "--yes", SERVICE, "--reason", "sshd replaced on dc1")
     assert marked["after_incident"]["reason"] == "sshd replaced on dc1"
     assert lab.status().doc["after_incident"]["reason"] == "sshd replaced on dc1"
 
@@ -106,7 +106,7 @@ def test_approval_continues_to_a_successful_failback_that_clears_the_mark(lab: L
     doc = waiting.json()
     assert doc["status"] == "waiting-approval" and "pg_hba.conf changed" in doc["error"], doc
     run_id = int(doc["run_id"])
-    approved = lab.cli("approve", str(run_id), "--json", timeout=300)
+    approved = lab.cli("approve", "--yes", str(run_id), "--json", timeout=300)
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert approved.json()["status"] == "succeeded", approved.json()
     report = approved.json()["report"]

@@ -388,7 +388,7 @@ def test_flapping_primary_does_not_oscillate() -> None:
             assert "suspended: flapped at" in shown.stdout
 
             # a person decides: automatic failback again
-            result = run_cli("auto", "enable", SERVICE, "-c", str(lab.config))
+            result = run_cli("auto", "enable", "--yes", SERVICE, "-c", str(lab.config))
             assert result.returncode == 0, result.stderr
             mon.wait_event("failback.finished", after=mark, timeout=120)
             lab.wait_home_end_state()

@@ -166,7 +166,7 @@ def test_the_monitor_leaves_a_persons_interrupted_run_to_that_person(tmp_path: P
         assert effects(tmp_path) == before
         assert monitor_state(config)["current_run"]["status"] == "interrupted"
     # the person decides
-    resumed = run_cli("resume", str(run["id"]), "-c", str(config), "--json")
+    resumed = run_cli("resume", "--yes", str(run["id"]), "-c", str(config), "--json")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert effects(tmp_path) == ["fence@dc1", "promote@dc2", "unfence@dc2", "verify@dc2"]
 

@@ -233,7 +233,9 @@ def home_after_auto_enable(s: Shared) -> None:
     assert doc["failback"]["code"] == "suspended", doc["failback"]
     assert status_doc(s.lab)["active_site"] == "dc2"
     assert not [e for e in s.mon.events("failback.started") if e["id"] > mark]
-    enable = run_cli("auto", "enable", SERVICE, "--reason", "repaired", "-c", str(s.lab.config))
+    enable = run_cli(
+        "auto", "enable", "--yes", SERVICE, "--reason", "repaired", "-c", str(s.lab.config)
+    )
     assert enable.returncode == 0, enable.stderr
     done = s.mon.wait_event("failback.finished", after=mark, timeout=120)
     assert done["data"]["status"] == "succeeded", done
@@ -397,7 +399,7 @@ def test_active_site_dies_while_a_persons_failback_waits_for_approval(shared: Sh
     probe = start_writer(s)
     try:
         cfg = str(s.lab.config)
-        disable = run_cli("auto", "disable", SERVICE, "--reason", "by hand", "-c", cfg)
+        disable = run_cli("auto", "disable", "--yes", SERVICE, "--reason", "by hand", "-c", cfg)
         assert disable.returncode == 0, disable.stderr
         mark = fail_over_then_repair(s)
         s.mon.wait_event("stale_primary.fenced", after=mark)

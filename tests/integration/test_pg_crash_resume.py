@@ -239,7 +239,7 @@ def test_sigkill_failback_at_step_then_resume(home_lab: Lab, step: str) -> None:
 
         (listed,) = [r for r in lab.runs() if r["id"] == run_id]
         assert listed["status"] == "interrupted", listed
-        resumed = lab.cli("resume", str(run_id), "--json", config=config, timeout=300)
+        resumed = lab.cli("resume", "--yes", str(run_id), "--json", config=config, timeout=300)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         doc = resumed.json()
         assert doc["status"] == "succeeded", doc

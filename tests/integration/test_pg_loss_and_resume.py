@@ -126,7 +126,7 @@ def test_unplanned_failover_reports_the_loss_the_client_saw(lab: Lab) -> None:
     print(f"failover killed at {at_kill}")
     assert at_kill["pause-pool-dc1"][0] in ("pending", "applying"), at_kill
     assert at_kill["promote-dc2"][0] == "pending", at_kill
-    resumed = lab.cli_json("resume", str(run_id), config=config)
+    resumed = lab.cli_json("resume", "--yes", str(run_id), config=config)
     assert resumed["status"] == "succeeded", resumed
     report = resumed["report"]
     assert {s["status"] for s in report["steps"]} <= {"done", "skipped"}, report["steps"]
@@ -189,7 +189,7 @@ def test_runs_killed_while_observing_are_aborted_or_resumed(lab: Lab) -> None:
 
         config = variant(lab, "observe-short", observation="4s")
         run_id = kill_when_observing(lab, config)
-        resumed = lab.cli_json("resume", str(run_id), config=config)
+        resumed = lab.cli_json("resume", "--yes", str(run_id), config=config)
         assert resumed["status"] == "succeeded", resumed
         events = lab.run_show(run_id)["events"]
         committed = [e for e in events if e["kind"] == "run.committed"]

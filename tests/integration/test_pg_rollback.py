@@ -153,7 +153,7 @@ def test_replay_failing_after_the_stop_restarts_the_old_primary(shared: Shared) 
     pause_replay(lab)  # dc1 streams (the stop will find it caught up) but replays nothing
     with client(lab) as probe:
         wait_until(lambda: len(probe.stats.acknowledged) > 20)
-        approved = lab.cli("approve", str(run_id), "--json", config=config)
+        approved = lab.cli("approve", "--yes", str(run_id), "--json", config=config)
     assert approved.returncode == 1, approved.stdout + approved.stderr
     doc = approved.json()
     assert doc["status"] == "rolled-back", doc
@@ -241,7 +241,7 @@ def test_sigkill_during_the_postgres_undo_then_abort(away_lab: Lab, undo_of: str
         for older in order[: order.index(undo_of)]:
             assert at_kill[older][1] is None, at_kill
 
-        refused = lab.cli("resume", str(run_id), config=config)
+        refused = lab.cli("resume", "--yes", str(run_id), config=config)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert f"failback abort {run_id}" in refused.stderr
         aborted = lab.cli("abort", str(run_id), "--yes", "--json", config=config, timeout=300)
@@ -282,7 +282,7 @@ def test_an_undo_that_fails_stops_for_a_person_then_abort_finishes(away_lab: Lab
         status = lab.status()
         assert status.current_run is not None and status.current_run["id"] == run_id
 
-        refused = lab.cli("resume", str(run_id), config=config)
+        refused = lab.cli("resume", "--yes", str(run_id), config=config)
         assert refused.returncode == 2 and f"failback abort {run_id}" in refused.stderr
         aborted = lab.cli_json("abort", str(run_id), "--yes", config=config)
     assert aborted["status"] == "rolled-back", aborted
@@ -321,7 +321,7 @@ def test_failed_run_is_resumed_after_its_cause_was_fixed(away_lab: Lab) -> None:
         assert lab_status(lab.dir)["router"]["write_target"] == "dc1"
 
         flag.touch()  # the cause is fixed
-        resumed = lab.cli_json("resume", str(run_id), config=config)
+        resumed = lab.cli_json("resume", "--yes", str(run_id), config=config)
     assert resumed["status"] == "succeeded", resumed
     steps = {s["id"]: s["status"] for s in resumed["report"]["steps"]}
     assert steps["postcheck"] == "done" and steps["promote-dc1"] == "done", steps

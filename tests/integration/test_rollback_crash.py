@@ -191,7 +191,7 @@ def test_sigkill_during_undo_never_resumes_forward(tmp_path: Path, killed_in: st
     assert run_doc(config, run_id)["rollback"]["ending"] == "rolled-back"
 
     # resume forward is refused, clearly, and changes nothing
-    resumed = cli(config, "resume", str(run_id))
+    resumed = cli(config, "resume", "--yes", str(run_id))
     assert resumed.returncode == 2, resumed.stdout + resumed.stderr
     assert "rolling back" in resumed.stderr and f"failback abort {run_id}" in resumed.stderr
     assert "Traceback" not in resumed.stderr
@@ -228,7 +228,7 @@ def test_abort_interrupted_during_its_undo_is_finished_by_abort(tmp_path: Path) 
     aborter.send_signal(signal.SIGKILL)
     aborter.wait()
     assert listed_status(config, run_id) == "interrupted"
-    refused = cli(config, "resume", str(run_id))
+    refused = cli(config, "resume", "--yes", str(run_id))
     assert refused.returncode == 2 and "abort" in refused.stderr
     finished = cli(config, "abort", str(run_id), "--yes", "--json")
     assert finished.returncode == 0, finished.stdout + finished.stderr
@@ -247,14 +247,14 @@ def test_step_without_check_killed_while_applying_waits_for_a_person(tmp_path: P
     assert marker not in effects(tmp_path)[before:]  # the kill landed inside the command
     assert steps_of(config, run_id)["fence-vip-dc2"]["status"] == "applying"
 
-    resumed = cli(config, "resume", str(run_id), "--json")
+    resumed = cli(config, "resume", "--yes", str(run_id), "--json")
     assert resumed.returncode == 3, resumed.stdout + resumed.stderr
     doc = resumed.json()
     assert doc["status"] == "waiting-approval"
     assert "no check" in doc["error"] and "approve" in doc["error"]
     assert marker not in effects(tmp_path)[before:]  # not re-applied blindly
 
-    approved = cli(config, "approve", str(run_id), "--json")
+    approved = cli(config, "approve", "--yes", str(run_id), "--json")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert approved.json()["status"] == "succeeded"
     assert effects(tmp_path)[before:].count(marker) == 1
@@ -269,7 +269,7 @@ def test_step_without_check_killed_while_applying_can_be_aborted(tmp_path: Path)
     proc = start_failback(config)
     run_id = kill_at(proc, tmp_path, config, "start-fence-vip@dc2")
     assert steps_of(config, run_id)["fence-vip-dc2"]["status"] == "applying"
-    assert cli(config, "resume", str(run_id)).returncode == 3
+    assert cli(config, "resume", "--yes", str(run_id)).returncode == 3
     aborted = cli(config, "abort", str(run_id), "--yes", "--json")
     assert aborted.returncode == 0, aborted.stdout + aborted.stderr
     assert aborted.json()["status"] == "aborted"
@@ -301,12 +301,12 @@ def test_resume_reload_continues_with_the_edited_timeout(tmp_path: Path) -> None
     )
     config.write_text(config.read_text().replace("timeout: 500ms", "timeout: 10s"))
 
-    plain = cli(config, "resume", str(run_id), "--json")
+    plain = cli(config, "resume", "--yes", str(run_id), "--json")
     assert plain.returncode == 1, plain.stdout + plain.stderr
     assert "changed since run" in plain.stderr and "--reload" in plain.stderr
     assert plain.json()["status"] == "failed"  # the saved copy still says 500ms
 
-    reloaded = cli(config, "resume", str(run_id), "--reload", "--json")
+    reloaded = cli(config, "resume", "--yes", str(run_id), "--reload", "--json")
     assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
     assert reloaded.json()["status"] == "succeeded"
     assert service_doc(config)["active_site"] == "dc1"
@@ -322,7 +322,7 @@ def test_resume_reload_refuses_a_file_the_remaining_steps_do_not_fit(tmp_path: P
     saved = run_doc(config, run_id)
     # the edit drops the app component, which the remaining steps still need
     write_topology(tmp_path, components=("vip",))
-    refused = cli(config, "resume", str(run_id), "--reload")
+    refused = cli(config, "resume", "--yes", str(run_id), "--reload")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "cannot continue with the edited topology" in refused.stderr
     assert "app" in refused.stderr and "Traceback" not in refused.stderr
@@ -365,7 +365,7 @@ def test_api_resume_of_a_run_that_began_undoing_is_refused(tmp_path: Path) -> No
 def test_a_run_id_beyond_64_bits_is_no_run(tmp_path: Path, command: str) -> None:
     """Bad input (promise 5): the clear "no run" error, never an OverflowError traceback."""
     config = write_topology(tmp_path)
-    extra = ("--yes",) if command == "abort" else ()
+    extra = ("--yes",) if command != "run show" else ()
     result = cli(config, *command.split(), "99999999999999999999999", *extra)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "no run 99999999999999999999999" in result.stderr

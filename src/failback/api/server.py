@@ -17,7 +17,11 @@ from failback.errors import FailbackError
 class ApiServer:
     """One uvicorn server for one app; port 0 picks a free port (see ``url``)."""
 
-    def __init__(self, settings: ApiSettings, *, log_level: str = "info") -> None:
+    def __init__(
+        self, settings: ApiSettings, *, log_level: str = "info", own_logging: bool = True
+    ) -> None:
+        """``own_logging=False``: uvicorn leaves Python's logging as the caller set it up
+        (``--log-format json``), instead of installing its own text handlers."""
         self.settings = settings
         self.app = create_app(settings)
         config = uvicorn.Config(
@@ -27,6 +31,7 @@ class ApiServer:
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             log_level=log_level,
+            log_config=uvicorn.config.LOGGING_CONFIG if own_logging else None,
             timeout_graceful_shutdown=2,
             server_header=False,
         )

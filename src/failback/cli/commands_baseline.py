@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from failback.cli.commands_runs import confirm
+from failback.cli.confirm import confirm
 from failback.cli.context import load
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import emit_json, stderr, stdout
@@ -237,6 +237,7 @@ def incident_mark(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
 ) -> int:
     """Mark SERVICE after a security incident: its next failback stops at the clean_room
     gate (every difference from the primary site's baseline, a person's approval)."""
@@ -245,6 +246,7 @@ def incident_mark(
 
     topology, journal = _opened(config, state_dir)
     svc = topology.service(service)
+    confirm(f"Mark {svc.name} after_incident (its next failback stops at the clean room)?", yes)
     mark = set_mark(journal, topology, svc.name, reason=reason, by=getpass.getuser())
     home = svc.primary_site
     baseline_at = recorded_at(journal.state_dir, home)
@@ -282,12 +284,14 @@ def incident_clear(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
 ) -> int:
     """Remove SERVICE's after_incident mark: its failbacks no longer carry the gate."""
     from failback.baseline.incident import clear_mark
 
     topology, journal = _opened(config, state_dir)
     svc = topology.service(service)
+    confirm(f"Clear the after_incident mark of {svc.name} (no clean room on failback)?", yes)
     was = clear_mark(journal, svc.name, svc.primary_site, by=getpass.getuser(), why=reason)
     if as_json:
         emit_json({"service": svc.name, "cleared": was is not None, "was": was})

@@ -14,7 +14,8 @@ import typer
 from rich.table import Table
 
 from failback.cli.commands_config import print_plan
-from failback.cli.commands_runs import _executor, confirm, finish
+from failback.cli.commands_runs import _executor, finish
+from failback.cli.confirm import confirm
 from failback.cli.context import journal_from_options, load
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import emit_json, fmt_duration, fmt_time, stderr, stdout

@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
+from failback.cli.confirm import confirm
 from failback.cli.context import load
-from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt
+from failback.cli.logs import LogFormat
+from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import emit_json, stderr, stdout
 
 
@@ -49,30 +51,64 @@ def monitor(
         ),
     ] = None,
     as_json: JsonOpt = False,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--log-format",
+            help="json: every line one JSON object (events, and the API's lines with"
+            " --listen), for log pipelines; text: every line for people [default: events"
+            " as JSON lines, other messages as text]",
+            case_sensitive=False,
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Watch every service, fail over and back by policy; runs until SIGTERM/SIGINT.
 
-    Events are JSON lines (on stdout, or --log-file), so --json changes nothing here.
+    Events are JSON lines (on stdout, or --log-file), so --json changes nothing here;
+    `--log-format text` writes them for people instead, and `json` makes every other
+    line (the API's with --listen) a JSON object too. Under systemd (`Type=notify`) it
+    sends READY=1 once it monitors, STOPPING=1 when it stops.
     """
+    from failback.cli.sdnotify import lifecycle, watchdog_interval
     from failback.monitor.daemon import check_node, run_monitor
 
     del as_json
     topology = load(config)
     directory = state_dir or topology.state_dir
     check_node(topology, node)  # a wrong --node fails here, before anything starts
-    api_url: str | None = None
+    as_json_logs = log_format == LogFormat.json
+    settings = None
     if listen is not None:
-        from failback.api import ApiServer, resolve_settings
+        from failback.api import resolve_settings
 
         settings = resolve_settings(topology, state_dir=directory, listen=listen)
-        api = ApiServer(settings).start()
+    if as_json_logs:
+        from failback.cli.logs import configure
+        from failback.model.secrets import Redactor
+
+        token = settings.token if settings is not None else None
+        configure("json", Redactor.for_topology(topology, token).text)
+    api_url: str | None = None
+    if settings is not None:
+        from failback.api import ApiServer
+
+        api = ApiServer(settings, own_logging=not as_json_logs).start()
         api_url = api.url
-        stderr.print(f"API and dashboard on {api.url}", markup=False)
+        if as_json_logs:
+            from failback.cli.logs import say
+
+            say(f"API and dashboard on {api.url}", logger="failback.monitor")
+        else:
+            stderr.print(f"API and dashboard on {api.url}", markup=False)
+    options = {"grace": grace, "node": node, "api": api_url,
+               "lifecycle": lifecycle, "watchdog_s": watchdog_interval(),
+               "log_text": log_format == LogFormat.text}  # fmt: skip
     if log_file is None:
-        run_monitor(topology, directory, log=None, grace=grace, node=node, api=api_url)
+        run_monitor(topology, directory, log=None, **options)
         return 0
     with open(log_file, "a", encoding="utf-8") as log:
-        run_monitor(topology, directory, log=log, grace=grace, node=node, api=api_url)
+        run_monitor(topology, directory, log=log, **options)
     return 0
 
 
@@ -81,11 +117,12 @@ ServiceArg = Annotated[str, typer.Argument(help="Service")]
 
 
 def _set(service: str, enabled: bool, reason: str, config: Path | None, state_dir: Path | None,
-         as_json: bool) -> int:  # fmt: skip
+         as_json: bool, yes: bool) -> int:  # fmt: skip
     from failback.config.journal import journal_for
 
     topology = load(config)
     svc = topology.service(service)
+    confirm(f"{'Enable' if enabled else 'Disable'} automatic failback of {svc.name}?", yes)
     journal = journal_for(topology, state_dir)
     from failback.status.document import set_auto_failback
 
@@ -114,9 +151,10 @@ def auto_enable(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
 ) -> int:
     """Let the monitor fail SERVICE back by itself again (after a flap suspended it)."""
-    return _set(service, True, reason, config, state_dir, as_json)
+    return _set(service, True, reason, config, state_dir, as_json, yes)
 
 
 def auto_disable(
@@ -125,6 +163,7 @@ def auto_disable(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
 ) -> int:
     """Stop the monitor from failing SERVICE back by itself (failover is unaffected)."""
-    return _set(service, False, reason, config, state_dir, as_json)
+    return _set(service, False, reason, config, state_dir, as_json, yes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +11,7 @@ import typer
 from rich.table import Table
 
 from failback.cli.commands_config import print_plan
+from failback.cli.confirm import confirm
 from failback.cli.context import journal_from_options, load
 from failback.cli.options import ConfigOpt, JsonOpt, StateDirOpt, YesOpt
 from failback.cli.output import (
@@ -62,19 +62,6 @@ def _executor(journal: Journal, as_json: bool) -> Executor:
     from failback.cli.progress import TerminalReporter
 
     return Executor(journal, reporter=TerminalReporter())
-
-
-def confirm(question: str, yes: bool) -> None:
-    """Ask before changing anything; refuse (exit 2) when nobody can answer."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(
-            f"{question} needs confirmation and stdin is not a terminal",
-            hint="add --yes to confirm non-interactively",
-        )
-    if not typer.confirm(question, default=False, err=True):
-        raise typer.Abort()
 
 
 ENDED = frozenset(str(status.value) for status in TERMINAL)
@@ -316,6 +303,15 @@ def runs(
 
 def run_show(
     run_id: RunIdArg,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Stream the run's steps and events until it ends (one JSON object per line"
+            " with --json); exit with the run's code. Ctrl-C stops following, not the run",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
@@ -324,6 +320,10 @@ def run_show(
     from failback.report.build import build_report
 
     journal = journal_from_options(config, state_dir)
+    if follow:
+        from failback.cli.follow import follow as follow_run
+
+        return follow_run(journal, run_id, as_json=as_json)
     run = journal.get_run(run_id)
     status = Executor(journal).effective_status(run)
     report = build_report(journal, run_id)
@@ -365,6 +365,7 @@ def resume(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
 ) -> int:
     """Continue an interrupted or failed run where it stopped (no step is repeated).
 
@@ -386,6 +387,7 @@ def resume(
             style="yellow",
             markup=False,
         )
+    confirm(f"Continue run {run_id} ({run.kind} of {run.service}) where it stopped?", yes)
     executor = _executor(journal, as_json)
     return finish(journal, executor.resume(run_id, reload=topology), as_json=as_json)
 
@@ -421,9 +423,12 @@ def approve(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
+    yes: YesOpt = False,
 ) -> int:
     """Approve the gate a run waits at, then continue the run."""
     journal = journal_from_options(config, state_dir)
+    run = journal.get_run(run_id)
+    confirm(f"Approve the gate run {run_id} ({run.kind} of {run.service}) waits at?", yes)
     executor = _executor(journal, as_json)
     step = executor.approve(run_id, getpass.getuser())
     if not as_json:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from failback.cli.context import load
+from failback.cli.logs import LogFormat, LogFormatOpt
 from failback.cli.options import ConfigOpt, StateDirOpt
 from failback.cli.output import stderr
 
@@ -31,11 +33,13 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM key of --tls-cert")] = None,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> int:
     """Serve the HTTP API, the live dashboard (/) and Prometheus metrics (/metrics).
 
     Endpoints that change things need `Authorization: Bearer TOKEN`, the token being
-    $FAILBACK_API_TOKEN or the content of the topology's api.token_file.
+    $FAILBACK_API_TOKEN or the content of the topology's api.token_file. Under systemd
+    (`Type=notify`) it sends READY=1 once it listens, STOPPING=1 when it stops.
     """
     from failback.api import ApiServer, resolve_settings
 
@@ -43,35 +47,80 @@ def serve(
     settings = resolve_settings(
         topology, state_dir=state_dir, listen=listen, tls_cert=tls_cert, tls_key=tls_key
     )
-    server = ApiServer(settings)
+    as_json = log_format == LogFormat.json
+    if as_json:
+        from failback.cli.logs import configure
+        from failback.model.secrets import Redactor
+
+        configure("json", Redactor.for_topology(topology, settings.token).text)
+    server = ApiServer(settings, own_logging=not as_json)
     if settings.token is None:
-        stderr.print(
+        _tell(
             "warning: no API token ($FAILBACK_API_TOKEN or api.token_file): read-only,"
             " every request that changes something is refused",
-            style="yellow",
-            markup=False,
+            as_json,
         )
     if not settings.loopback_only and settings.tls_cert is None:
-        stderr.print(
+        _tell(
             f"warning: listening on {settings.host} without TLS: the token crosses the"
             " network in clear; give --tls-cert and --tls-key",
-            style="yellow",
-            markup=False,
+            as_json,
         )
-    stderr.print(
+    _tell(
         f"failback serve: {settings.scheme}://{settings.host}:{settings.port}/ "
         f"(API /api/v1, OpenAPI /openapi.json, metrics /metrics; token: "
         f"{settings.token_source})",
-        markup=False,
-        highlight=False,
+        as_json,
     )
-    server.run()
+    watcher = _readiness(server)
+    try:
+        server.run()
+    finally:
+        watcher.set()
     executing = server.app.state.failback.launcher.executing()
     if executing:
         ids = ", ".join(str(i) for i in executing)
-        stderr.print(
+        _tell(
             f"runs {ids} were executing: they are interrupted; continue with failback resume",
-            style="yellow",
-            markup=False,
+            as_json,
+            warning=True,
         )
     return 0
+
+
+def _tell(message: str, as_json: bool, *, warning: bool = False) -> None:
+    """An operator's line: on stderr for a person, a JSON log record under --log-format json."""
+    warning = warning or message.startswith("warning: ")
+    if as_json:
+        import logging
+
+        from failback.cli.logs import say
+
+        say(message.removeprefix("warning: "), level=logging.WARNING if warning else logging.INFO,
+            logger="failback.serve")  # fmt: skip
+        return
+    style = "yellow" if warning else None
+    stderr.print(message, style=style, markup=False, highlight=False)
+
+
+def _readiness(server: Any) -> threading.Event:
+    """Tell systemd READY=1 once uvicorn listens and STOPPING=1 once it is asked to stop.
+
+    uvicorn runs in the foreground (it owns the signals), so a small thread watches its
+    ``started`` and ``should_exit`` flags; the returned event ends the thread.
+    """
+    from failback.cli.sdnotify import lifecycle
+
+    done = threading.Event()
+
+    def watch() -> None:
+        while not server.server.started:
+            if done.wait(0.05):
+                return
+        lifecycle("ready")
+        while not server.server.should_exit and not done.wait(0.1):
+            pass
+        lifecycle("stopping")
+
+    threading.Thread(target=watch, name="sd-notify", daemon=True).start()
+    return done

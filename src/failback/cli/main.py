@@ -1,26 +1,69 @@
 """``failback``: the command-line entry point.
 
 Exit codes: 0 done, 1 the operation failed or was rolled back, 2 bad usage or bad
-config, 3 waiting for approval. Every command takes --json.
+config, 3 waiting for approval. Every command takes --json. ``-c/--config``,
+``--state-dir`` and ``--json`` may also come before the command (see cli/options.py).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 import typer
+from typer.core import TyperGroup
 
 from failback import __version__
+from failback.cli.options import GLOBAL_FLAGS, ConfigOpt, JsonOpt, StateDirOpt
 from failback.cli.output import print_error, stderr
-from failback.errors import FailbackError
+from failback.errors import FailbackError, UsageError
+
+
+class RootGroup(TyperGroup):
+    """The root command: refuses a global option given to a command that has no use for it.
+
+    ``failback --state-dir D lab up`` would otherwise ignore D without a word (the lab
+    takes ``--dir``); the check runs before the command does anything.
+    """
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None and not ctx.resilient_parsing:
+            _refuse_unused_globals(ctx, name or "", cmd, list(rest))
+        return name, cmd, rest
+
+
+def _refuse_unused_globals(ctx: Any, name: str, cmd: Any, rest: list[str]) -> None:
+    """UsageError when an option given before the command is not one the command takes."""
+    given = [n for n in GLOBAL_FLAGS if ctx.params.get(n) not in (None, False)]
+    if not given or any(a in ("-h", "--help") for a in rest):
+        return
+    path = [name]
+    while isinstance(cmd, TyperGroup):
+        if not rest or rest[0].startswith("-"):
+            return  # click reports the missing or unknown command itself
+        sub = cmd.get_command(ctx, rest[0])
+        if sub is None:
+            return
+        path.append(rest[0])
+        cmd, rest = sub, rest[1:]
+    taken = {p.name for p in cmd.params}
+    unused = [GLOBAL_FLAGS[n] for n in given if n not in taken]
+    if unused:
+        raise UsageError(
+            f"{unused[0]} does not apply to `failback {' '.join(path)}`",
+            hint=f"see `failback {' '.join(path)} --help` for its options",
+        )
+
 
 app = typer.Typer(
+    cls=RootGroup,
     name="failback",
     help="Fail a service over to its secondary site and bring it home again, safely.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -36,6 +79,9 @@ def root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """failback: failover, and failback done right."""
 

@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,6 +34,7 @@ from failback.config.journal import journal_for
 from failback.drivers.kept import Kept
 from failback.errors import StateError, UsageError
 from failback.hosts import HostSet
+from failback.model.secrets import Redactor
 from failback.monitor.capture_keeper import KEEP_EVERY_S
 from failback.monitor.failsafe import FailsafeServer
 from failback.monitor.leadership import Leadership
@@ -89,8 +91,20 @@ class Monitor:
         log: TextIO | None = None,
         grace: float = 30.0,
         leadership: Leadership | None = None,
+        log_text: bool = False,
+        lifecycle: Callable[[str], None] | None = None,
+        watchdog_s: float | None = None,
     ) -> None:
         self.topology = topology
+        self.log_text = log_text
+        """``--log-format text``: event lines for people instead of JSON lines."""
+        self.watchdog_s = watchdog_s
+        """Say ``alive`` this often from the event loop (systemd's watchdog: a loop that
+        stops turning gets the monitor restarted); None: never."""
+        self.lifecycle = lifecycle or (lambda state: None)
+        """Told ``ready`` once the monitor really monitors (monitor.started journaled,
+        probes and loops started) and ``stopping`` when asked to stop: systemd's
+        readiness protocol (see failback.cli.sdnotify)."""
         self.state_dir = Path(state_dir)
         self.log = log or sys.stdout
         self.grace = grace
@@ -138,7 +152,13 @@ class Monitor:
         }
         pump = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
         loop = asyncio.get_running_loop()
-        notifier = Notifier(list(self.topology.notifications.webhooks), self.log)
+        redactor = Redactor.for_topology(self.topology, None)
+        notifier = Notifier(
+            list(self.topology.notifications.webhooks),
+            self.log,
+            text=self.log_text,
+            redact=redactor.text,
+        )
         notifier.start()
         cursor = await loop.run_in_executor(pump, lambda: self.journals.get().last_event_id())
         await loop.run_in_executor(pump, self._event, "monitor.started", self._started_message())
@@ -192,7 +212,11 @@ class Monitor:
             saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saves")
             tasks.append(asyncio.create_task(self._save(self.saves, saver, stop)))
         pump_task = asyncio.create_task(self._pump(pump, notifier, cursor, stop))
+        self.lifecycle("ready")
+        if self.watchdog_s is not None:
+            tasks.append(asyncio.create_task(self._alive(self.watchdog_s, stop)))
         await stop.wait()
+        self.lifecycle("stopping")
         probe_stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.saves is not None:  # the last reconciles' saves, before "stopped" is
@@ -238,6 +262,13 @@ class Monitor:
         names = ", ".join(s.name for s in self.services)
         node = "" if self.leadership is None else f" as node {self.leadership.node}"
         return f"monitor started (pid {os.getpid()}){node} for {names}"
+
+    async def _alive(self, every_s: float, stop: asyncio.Event) -> None:
+        """Tell the watchdog the event loop turns (probes and decisions run on it)."""
+        while not stop.is_set():
+            self.lifecycle("alive")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     def acting(self) -> bool:
         """Whether this monitor may reconcile now: always on one machine; with a control
@@ -509,6 +540,9 @@ def run_monitor(
     grace: float,
     node: str | None = None,
     api: str | None = None,
+    log_text: bool = False,
+    lifecycle: Callable[[str], None] | None = None,
+    watchdog_s: float | None = None,
 ) -> None:
     """Foreground entry point: run until SIGTERM/SIGINT, then exit cleanly."""
     leadership = open_leadership(topology, node, api)
@@ -517,7 +551,16 @@ def run_monitor(
     lock.acquire()
     monitor: Monitor | None = None
     try:
-        monitor = Monitor(topology, state_dir, log=log, grace=grace, leadership=leadership)
+        monitor = Monitor(
+            topology,
+            state_dir,
+            log=log,
+            grace=grace,
+            leadership=leadership,
+            log_text=log_text,
+            lifecycle=lifecycle,
+            watchdog_s=watchdog_s,
+        )
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -1,4 +1,5 @@
-"""Events out: JSON lines to the log, JSON POSTs to webhooks.
+"""Events out: JSON lines (or text lines, ``--log-format text``) to the log, JSON POSTs
+to webhooks.
 
 Every event the journal records (the monitor's own and the engine's: runs created,
 gates waiting, runs finished) is forwarded, in order. Each webhook has its own queue
@@ -14,12 +15,47 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import httpx
 
 QUEUE_LIMIT = 1000
+LOGGER = "failback.monitor"
+"""The ``logger`` field of the monitor's event lines (log pipelines group by it)."""
+_ERRORS = ("failed", "error")
+_WARNINGS = ("rolled-back", "rolled_back", "aborted", "aborting", "interrupted", "dropped",
+             "waiting", "refused", "suspended", "deposed", "lost", "fenced", "detected",
+             "needed", "unhealthy", "down")  # fmt: skip
+
+
+def event_level(kind: str) -> str:
+    """The log level of an event, from its kind's last word (``failback.failed``: error)."""
+    last = kind.rsplit(".", 1)[-1]
+    if any(word in last for word in _ERRORS):
+        return "error"
+    if any(word in last for word in _WARNINGS):
+        return "warning"
+    return "info"
+
+
+def log_line(document: dict[str, Any], *, text: bool = False) -> str:
+    """One log line for an event document: JSON with level and logger, or a text line."""
+    kind = str(document.get("kind") or "")
+    level = event_level(kind)
+    if not text:
+        return json.dumps({**document, "level": level, "logger": LOGGER}, default=str)
+    about = " ".join(
+        part
+        for part in (
+            document.get("service") or "",
+            f"run={document['run_id']}" if document.get("run_id") is not None else "",
+            f"step={document['step']}" if document.get("step") else "",
+        )
+        if part
+    )
+    return f"{document.get('time')} {level.upper():<7} {kind} {about}: {document.get('message')}"
 
 
 def event_document(event: dict[str, Any]) -> dict[str, Any]:
@@ -42,9 +78,20 @@ def event_document(event: dict[str, Any]) -> dict[str, Any]:
 class Notifier:
     """Writes each event as a JSON line and hands it to every subscribed webhook."""
 
-    def __init__(self, webhooks: list[Any], log: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        webhooks: list[Any],
+        log: TextIO | None = None,
+        *,
+        text: bool = False,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         self.webhooks = list(webhooks)
         self.log = log or sys.stdout
+        self.text = text
+        """``--log-format text``: lines for people rather than JSON lines."""
+        self.redact = redact or (lambda line: line)
+        """Masks the topology's secrets in each line (a command's output is anything)."""
         self.queues: list[asyncio.Queue[dict[str, Any]]] = [
             asyncio.Queue(QUEUE_LIMIT) for _ in self.webhooks
         ]
@@ -59,7 +106,7 @@ class Notifier:
         ]
 
     def line(self, document: dict[str, Any]) -> None:
-        self.log.write(json.dumps(document, default=str) + "\n")
+        self.log.write(self.redact(log_line(document, text=self.text)) + "\n")
         self.log.flush()
 
     def emit(self, event: dict[str, Any]) -> None:
