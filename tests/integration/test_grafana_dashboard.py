@@ -63,7 +63,7 @@ def scrape(tmp_path_factory: pytest.TempPathFactory) -> str:
     assert over.json()["status"] == "succeeded", over.stdout + over.stderr
     back = run_cli("failback", "app", "-c", str(config), "--yes", "--json").json()
     assert back["status"] == "waiting-approval", back
-    approved = run_cli("approve", str(back["run_id"]), "-c", str(config), "--json")
+    approved = run_cli("approve", str(back["run_id"]), "--yes", "-c", str(config), "--json")
     assert approved.json()["status"] == "succeeded", approved.stdout + approved.stderr
     settings = resolve_settings(load_topology(config), listen="127.0.0.1:0", environ={})
     server = ApiServer(settings, log_level="warning").start()
@@ -116,7 +116,7 @@ def test_the_dashboard_takes_its_prometheus_as_an_input() -> None:
 def test_the_suspension_metric_follows_the_switch(tmp_path: Path) -> None:
     """``failback auto disable`` shows as suspended by an operator."""
     config = write_topology(tmp_path)
-    off = run_cli("auto", "disable", "app", "--reason", "maintenance", "-c", str(config))
+    off = run_cli("auto", "disable", "app", "--yes", "--reason", "maintenance", "-c", str(config))
     assert off.returncode == 0, off.stderr
     settings = resolve_settings(load_topology(config), listen="127.0.0.1:0", environ={})
     server = ApiServer(settings, log_level="warning").start()

@@ -108,7 +108,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert over.json()["status"] == "succeeded", over.stdout + over.stderr
     back = run_cli("failback", "app", "-c", str(config), "--yes", "--json").json()
     assert back["status"] == "waiting-approval", back
-    approved = run_cli("approve", str(back["run_id"]), "-c", str(config), "--json")
+    approved = run_cli("approve", str(back["run_id"]), "--yes", "-c", str(config), "--json")
     assert approved.json()["status"] == "succeeded", approved.stdout + approved.stderr
     bad = tmp / "bad"
     bad.mkdir()

@@ -87,7 +87,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     assert over["status"] == "succeeded", over
     back = cli_json("failback", "app", "-c", str(config), "--yes")
     assert back["status"] == "waiting-approval", back
-    approved = run_cli("approve", str(back["run_id"]), "-c", str(config), "--json")
+    approved = run_cli("approve", str(back["run_id"]), "--yes", "-c", str(config), "--json")
     assert approved.returncode == 0, approved.stderr
     assert approved.json()["status"] == "succeeded", approved.stdout
     return Runs(config, over["run_id"], back["run_id"])
