@@ -16,9 +16,9 @@ older than the raft leader's death. With etcd's default 1 s timeout the election
 (1-2 s) plus that period does not always fit in 2 s: the leader then steps down for a
 moment although nothing happened to it (measured on this machine, bench/etcd_election.py:
 the survivors answered renewals again 1.2-2.2 s after the raft leader was SIGKILLed;
-0.5-1.0 s with the timings below; docs/control-plane.md). The lab's members are one machine apart, so
-a 500 ms election timeout (heartbeat 50 ms, etcd's advised ratio of about ten) is still
-far above their round trip.
+0.5-1.0 s with the timings below; docs/control-plane.md). The lab's members are one
+machine apart, so a 500 ms election timeout (heartbeat 50 ms, etcd's advised ratio of
+about ten) is still far above their round trip.
 
 Restarting a member (``lab repair``, ``lab up`` of a stopped lab) runs the same
 command: a member whose data directory exists ignores the ``--initial-cluster*``
