@@ -7,6 +7,19 @@ listens only on the machine's address. ``--pre-vote`` keeps a member that comes 
 from a partition from deposing a healthy leader with the higher term it campaigned
 for alone; revision-based auto-compaction keeps the history small.
 
+Raft timings (``HEARTBEAT_MS``, ``ELECTION_MS``): when etcd's raft leader dies, no lease
+can be renewed until the others elect a new one, which takes one to two election
+timeouts (each follower waits a random time in ``[timeout, 2 x timeout)``). A monitor
+that leads stops acting ``lease_ttl - safety_margin`` after the last renewal it *sent*
+(2 s with the lab's 3 s lease), and that renewal can be a whole renewal period (0.6 s)
+older than the raft leader's death. With etcd's default 1 s timeout the election
+(1-2 s) plus that period does not always fit in 2 s: the leader then steps down for a
+moment although nothing happened to it (measured on this machine, bench/etcd_election.py:
+the survivors answered renewals again 1.2-2.2 s after the raft leader was SIGKILLed;
+0.5-1.0 s with the timings below; docs/control-plane.md). The lab's members are one
+machine apart, so a 500 ms election timeout (heartbeat 50 ms, etcd's advised ratio of
+about ten) is still far above their round trip.
+
 Restarting a member (``lab repair``, ``lab up`` of a stopped lab) runs the same
 command: a member whose data directory exists ignores the ``--initial-cluster*``
 flags and rejoins the cluster as the member it was.
@@ -39,6 +52,10 @@ _INSTALL_HINT = "apt-get install etcd-server (scripts/setup.sh installs it)"
 HEALTH_TIMEOUT_S = 1.0
 START_TIMEOUT_S = 10.0
 HEALTHY_TIMEOUT_S = 30.0
+HEARTBEAT_MS = 50
+ELECTION_MS = 500
+"""etcd's raft election timeout in the lab (default 1000 ms): an election must end, with
+a renewal period to spare, well inside a leader's acting window (module docstring)."""
 
 
 def require_available() -> None:
@@ -68,6 +85,8 @@ def etcd_argv(cp: LabControlPlane, name: str) -> list[str]:
         f"--initial-cluster-token={cp.token}",
         "--initial-cluster-state=new",
         "--pre-vote=true",
+        f"--heartbeat-interval={HEARTBEAT_MS}",
+        f"--election-timeout={ELECTION_MS}",
         "--auto-compaction-mode=revision",
         f"--auto-compaction-retention={COMPACTION_RETENTION}",
         "--snapshot-count=10000",
