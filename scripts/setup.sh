@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # postgresql-15-wal2json: the output plugin of the slots that capture diverged
 # transactions (Debian 12's PostgreSQL is 15); bind9: the authoritative DNS server and
 # resolver of `failback lab up --dns` (named, started by the lab on free ports)
-DEB_PACKAGES="python3 python3-venv python3-pip postgresql postgresql-15-wal2json haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo etcd-server bind9"
+DEB_PACKAGES="python3 python3-venv python3-pip postgresql postgresql-15-wal2json haproxy pgbouncer prometheus iproute2 procps util-linux chromium openssh-client openssh-server sudo etcd-server bind9 systemd"
 
 missing=""
 for pkg in $DEB_PACKAGES; do
