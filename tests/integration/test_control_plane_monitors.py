@@ -135,8 +135,11 @@ class Monitors:
                 proc.wait()
 
     def log(self, node: str) -> list[dict[str, object]]:
-        lines = (self.tmp / f"{node}.log").read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        """The node's event lines so far. The monitor may be writing as this reads: a
+        last line without its newline yet is not read (it comes whole next time)."""
+        text = (self.tmp / f"{node}.log").read_text()
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line.startswith("{")]
 
 
 @pytest.fixture
