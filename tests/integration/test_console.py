@@ -23,22 +23,12 @@ import pytest
 from failback.api import ApiServer, resolve_settings
 from failback.config import load_topology
 from tests.conftest import REPO
+from tests.integration.browser import launched_chromium
 from tests.integration.labfixtures import Lab, lab_base, new_lab
 from tests.integration.test_api import TOKEN, auth, fresh_status, wait_run
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO / "test-artifacts" / "console"
 WAIT_MS = 180_000
 
@@ -77,15 +67,8 @@ def observing_server(lab: Lab) -> Iterator[ApiServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    # a missing browser fails the suite rather than skipping it: a skipped console
-    # test would let CI pass without the console ever being tested
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make setup` (it installs chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
