@@ -345,13 +345,8 @@ def test_the_dashboard_shows_the_leader_and_says_when_nobody_leads(
     """The header badge in headless Chromium, served by ``failback serve`` on its own: the
     leader's name while one leads, the next one after a kill, "no leader" once every
     monitor stopped (the API reads etcd, it needs no leader to answer)."""
-    from tests.integration.test_dashboard import CHROMIUM, CHROMIUM_ARGS
-
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (scripts/setup.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
     from failback.lab.ports import pick_ports
+    from tests.integration.browser import launched_chromium
 
     config = write_topology(tmp_path, etcd)
     group = monitors(config)
@@ -366,21 +361,17 @@ def test_the_dashboard_shows_the_leader_and_says_when_nobody_leads(
     )  # fmt: skip
     badge = "document.getElementById('leader')"
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page()
-                page.set_default_timeout(60_000)
-                wait_for(lambda: _answers(f"http://127.0.0.1:{port}"), 30, "serve up")
-                page.goto(f"http://127.0.0.1:{port}/")
-                page.wait_for_function(f"() => {badge}.dataset.leader === 'a'")
-                assert page.locator("#leader").inner_text().startswith("leader a")
-                group.signal("a", signal.SIGKILL)
-                page.wait_for_function(f"() => {badge}.dataset.leader === 'b'")
-                group.signal("b", signal.SIGTERM)  # b resigns as it stops: nobody leads
-                page.wait_for_function(f"() => {badge}.textContent.includes('no leader')")
-            finally:
-                browser.close()
+        with launched_chromium() as browser:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            wait_for(lambda: _answers(f"http://127.0.0.1:{port}"), 30, "serve up")
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function(f"() => {badge}.dataset.leader === 'a'")
+            assert page.locator("#leader").inner_text().startswith("leader a")
+            group.signal("a", signal.SIGKILL)
+            page.wait_for_function(f"() => {badge}.dataset.leader === 'b'")
+            group.signal("b", signal.SIGTERM)  # b resigns as it stops: nobody leads
+            page.wait_for_function(f"() => {badge}.textContent.includes('no leader')")
     finally:
         serve.terminate()
         serve.wait(30)
