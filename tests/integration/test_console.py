@@ -24,7 +24,7 @@ from failback.api import ApiServer, resolve_settings
 from failback.config import load_topology
 from tests.conftest import REPO
 from tests.integration.browser import launched_chromium
-from tests.integration.labfixtures import Lab, lab_base, new_lab
+from tests.integration.labfixtures import Lab, lab_base, new_lab, with_policy
 from tests.integration.test_api import TOKEN, auth, fresh_status, wait_run
 
 pytestmark = pytest.mark.integration
@@ -56,8 +56,7 @@ def server(lab: Lab) -> Iterator[ApiServer]:
 @pytest.fixture(scope="module")
 def observing_server(lab: Lab) -> Iterator[ApiServer]:
     """The same lab and state directory, with a 60 s observation window."""
-    text = lab.config.read_text().replace("observation_window: 3s", "observation_window: 60s")
-    assert "observation_window: 60s" in text, "the lab's topology changed shape"
+    text = with_policy(lab.config.read_text(), observation_window="60s")
     config = lab.dir / "console-observe.yaml"
     config.write_text(text)
     srv = serve(config)

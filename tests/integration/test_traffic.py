@@ -24,7 +24,7 @@ import pytest
 from failback.lab import lab_break
 from failback.lab.probe import WriteProbe
 from tests.conftest import failback_argv
-from tests.integration.labfixtures import Lab, lab_base, measurement, new_lab
+from tests.integration.labfixtures import Lab, lab_base, measurement, new_lab, with_policy
 from tests.integration.pgholds import newest_run, steps_in_journal, wait_step, wait_until
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def lab() -> Iterator[Lab]:
 def with_steps(lab: Lab, steps: str, bake: str = "1s") -> Path:
     text = lab.config.read_text()
     text = text.replace("traffic_steps:\n      - 50\n      - 100", f"traffic_steps: {steps}")
-    text = text.replace("bake_time: 1s", f"bake_time: {bake}")
+    text = with_policy(text, bake_time=bake)
     assert f"traffic_steps: {steps}" in text, "the lab's topology changed shape"
     path = lab.dir / "steps.yaml"
     path.write_text(text)
@@ -144,8 +144,7 @@ def test_broken_tier_at_the_primary_rolls_back_at_the_first_gate(lab: Lab) -> No
 
 
 def with_observation(lab: Lab, window: str) -> Path:
-    text = lab.config.read_text().replace("observation_window: 3s", f"observation_window: {window}")
-    assert f"observation_window: {window}" in text, "the lab's topology changed shape"
+    text = with_policy(lab.config.read_text(), observation_window=window)
     path = lab.dir / "observe.yaml"
     path.write_text(text)
     return path
