@@ -96,9 +96,11 @@ pytestmark = [
     pytest.mark.skipif(not HAS_ETCD, reason="no etcd: apt-get install etcd-server (setup.sh)"),
 ]
 
-POLICY = {"hold_down": "2s"}
+POLICY = {"hold_down": "2s", "stability_window": "1s"}
 """The lab's 30 s hold-down would take a failure soon after a failback for a flapping
-primary (automatic failback suspended): scenarios here follow each other closely."""
+primary (automatic failback suspended): scenarios here follow each other closely. A
+1 s stability window (the lab's is 3 s): no scenario acts inside it; the bake time and
+the observation window stay the lab's, since leaders are stopped inside them."""
 RUN_ENDS = ("succeeded", "failed", "rolled-back", "aborted")
 
 

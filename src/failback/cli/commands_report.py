@@ -29,10 +29,6 @@ from failback.config import load_topology_text
 from failback.engine.executor import Executor
 from failback.errors import FailbackError, UsageError
 from failback.model.secrets import Redactor
-from failback.report.incident import incident_document
-from failback.report.render import render_html, render_markdown
-from failback.report.svg import timeline_svg
-from failback.report.timeline import Timeline
 from failback.store import RunRecord
 
 
@@ -71,6 +67,10 @@ def report(
     approvals, events, diverged data. Secrets are masked.
 
     With --json: the report's data as JSON (without --out), or the files written."""
+    # the report's modules (models, SVG, HTML) load here, not with every CLI command
+    from failback.report.incident import incident_document
+    from failback.report.render import render_html, render_markdown
+
     journal = journal_from_options(config, state_dir)
     run = journal.get_run(run_id)
     doc = incident_document(
@@ -109,6 +109,10 @@ def _redactor(run: RunRecord) -> Redactor:
 
 def _files(doc: dict[str, Any], fmt: Format, out: Path) -> dict[Path, str]:
     """File -> text, in the order they are written."""
+    from failback.report.render import render_html, render_markdown
+    from failback.report.svg import timeline_svg
+    from failback.report.timeline import Timeline
+
     out = out.expanduser()
     if fmt is Format.html:
         return {out: render_html(doc)}

@@ -16,16 +16,19 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from failback.config.api import parse_listen
-from failback.coord import EtcdClient
 from failback.errors import UsageError
 from failback.model.durations import PositiveDuration
 from failback.model.fields import ConfigModel, NonEmptyStr
 from failback.model.secrets import SecretRef
 from failback.store.binding import EtcdBinding
+
+if TYPE_CHECKING:  # imported where a client is made: a topology without one never needs it
+    from failback.coord import EtcdClient
 
 __all__ = ["ControlPlane", "ControlPlaneNode", "EtcdSettings"]
 
@@ -217,6 +220,8 @@ class ControlPlane(ConfigModel):
 
     def open_etcd(self) -> EtcdClient:
         """A client for this control plane's etcd (TLS and credentials as configured)."""
+        from failback.coord import EtcdClient
+
         settings = self.etcd
         return EtcdClient(
             settings.endpoints,

@@ -11,6 +11,7 @@ monitor or interfaces.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from failback.store.base import (
     EventStore,
@@ -23,8 +24,20 @@ from failback.store.base import (
     Store,
 )
 from failback.store.binding import EtcdBinding, bind, open_journal, read_binding
-from failback.store.etcd import EtcdStore
 from failback.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from failback.store.etcd import EtcdStore
+
+
+def __getattr__(name: str) -> Any:
+    """``EtcdStore`` on first use: a command without a control plane (most of them, every
+    time the CLI starts) never imports the etcd client."""
+    if name == "EtcdStore":
+        from failback.store.etcd import EtcdStore
+
+        return EtcdStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def batched(journal: Store) -> AbstractContextManager[None]:

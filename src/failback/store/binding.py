@@ -20,14 +20,15 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from failback.coord.etcd import EtcdClient
 from failback.errors import StateError
 from failback.model.secrets import SecretRef
 from failback.store.base import Store
-from failback.store.etcd import EtcdStore
 from failback.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:  # the etcd client and store are imported by the one path that uses them
+    from failback.coord.etcd import EtcdClient
 
 BINDING_FILE = "control-plane.json"
 
@@ -48,6 +49,8 @@ class EtcdBinding:
     """A secret reference (``env:NAME`` or ``file:/path``), never a password."""
 
     def open_client(self) -> EtcdClient:
+        from failback.coord.etcd import EtcdClient
+
         return EtcdClient(
             self.endpoints,
             request_timeout=self.request_timeout,
@@ -124,4 +127,6 @@ def open_journal(state_dir: Path) -> Store:
     binding = read_binding(state_dir)
     if binding is None:
         return SqliteStore(state_dir)
+    from failback.store.etcd import EtcdStore  # without a control plane, never imported
+
     return EtcdStore(Path(state_dir), binding.open_client(), binding.prefix)
