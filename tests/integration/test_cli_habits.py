@@ -160,6 +160,14 @@ def test_every_changing_command_refuses_without_yes_and_without_a_terminal(
     approved = no_tty("approve", run_id, "-c", c, "--yes", "--json")
     assert approved.returncode == 0, approved.stderr
     assert approved.json()["status"] == "succeeded"
+    # an ended run: nothing to confirm; said at once, without asking, and nothing changes
+    done, logged = effects(tmp_path), all_events(tmp_path)
+    for verb in ("resume", "abort"):
+        ended = no_tty(verb, run_id, "-c", c)
+        assert ended.returncode == 2, (verb, ended.stdout, ended.stderr)
+        assert ended.stderr.splitlines()[0] == f"error: run {run_id} is already succeeded"
+        assert "not confirmed" not in ended.stderr and "Traceback" not in ended.stderr
+    assert effects(tmp_path) == done and all_events(tmp_path) == logged
 
 
 def test_json_refusal_is_one_document(tmp_path: Path) -> None:

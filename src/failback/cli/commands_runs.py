@@ -24,7 +24,7 @@ from failback.cli.output import (
     stdout,
 )
 from failback.config.journal import journal_for
-from failback.engine.executor import Executor, RunOutcome
+from failback.engine.executor import Executor, RunOutcome, refuse_ended, refuse_forward
 from failback.engine.starter import create_run, make_plan, plan_to_apply
 from failback.errors import UsageError
 from failback.model.states import TERMINAL
@@ -375,6 +375,8 @@ def resume(
     """
     journal = journal_from_options(config, state_dir)
     run = journal.get_run(run_id)
+    refuse_ended(run)  # said before the question: nothing to confirm
+    refuse_forward(run)
     path = Path(config) if config is not None else Path(run.topology_path)
     edited = _read_if_possible(path)
     topology = None
@@ -412,6 +414,7 @@ def abort(
 ) -> int:
     """Stop a run and undo what it changed, back to a safe state."""
     journal = journal_from_options(config, state_dir)
+    refuse_ended(journal.get_run(run_id))  # said before the question: nothing to confirm
     confirm(f"Abort run {run_id} and undo its steps?", yes)
     outcome = _executor(journal, as_json).abort(run_id, force=force)
     code = finish(journal, outcome, as_json=as_json)

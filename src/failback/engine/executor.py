@@ -308,12 +308,12 @@ class Executor:
     def _locked(self, run_id: int) -> Iterator[RunRecord]:
         """Take the run's process lock, then read the run: what another process did
         before we held the lock (finished it, turned it back) is what we act on."""
-        self._not_terminal(self.journal.get_run(run_id))
+        refuse_ended(self.journal.get_run(run_id))
         lock = RunProcessLock(self.journal.state_dir, run_id)
         lock.acquire()
         try:
             run = self.journal.get_run(run_id)
-            self._not_terminal(run)
+            refuse_ended(run)
             yield run
         finally:
             self._close_hosts()
@@ -331,14 +331,6 @@ class Executor:
         opened, self._hosts = self._hosts, {}
         for hosts in opened.values():
             hosts.close()
-
-    @staticmethod
-    def _not_terminal(run: RunRecord) -> None:
-        if run.status in TERMINAL:
-            raise StateError(
-                f"run {run.id} is already {run.status}",
-                hint=f"nothing to continue; `failback run show {run.id}` shows its report",
-            )
 
     def _context(self, run: RunRecord, topology: Topology | None = None) -> tuple[RunContext, Plan]:
         """What the run's steps execute with: its saved topology (or ``topology``)."""
@@ -726,7 +718,7 @@ class Executor:
         finishes its undo.
         """
         run = self.journal.get_run(run_id)
-        self._not_terminal(run)
+        refuse_ended(run)
         lock = RunProcessLock(self.journal.state_dir, run_id)
         if lock.is_held_elsewhere():
             if rolling_back(run):
@@ -844,6 +836,16 @@ class Executor:
             service=run.service,
         )
         self.journal.save_report(run.id, build_report(self.journal, run.id))
+
+
+def refuse_ended(run: RunRecord) -> None:
+    """StateError when ``run`` ended (succeeded, rolled back, aborted): nothing is left to
+    continue or undo. The CLI asks it before its confirmation question, too."""
+    if run.status in TERMINAL:
+        raise StateError(
+            f"run {run.id} is already {run.status}",
+            hint=f"nothing to continue; `failback run show {run.id}` shows its report",
+        )
 
 
 def refuse_forward(run: RunRecord) -> None:
