@@ -7,6 +7,7 @@ config, 3 waiting for approval. Every command takes --json. ``-c/--config``,
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -19,13 +20,77 @@ from failback.cli.options import GLOBAL_FLAGS, ConfigOpt, JsonOpt, StateDirOpt
 from failback.cli.output import print_error, stderr
 from failback.errors import FailbackError, UsageError
 
+COMMANDS: dict[str, str] = {
+    # commands, in the order `failback --help` lists them ...
+    "validate": "failback.cli.commands_config",
+    "schema": "failback.cli.commands_config",
+    "status": "failback.cli.commands_config",
+    "failover": "failback.cli.commands_runs",
+    "failback": "failback.cli.commands_runs",
+    "runs": "failback.cli.commands_runs",
+    "resume": "failback.cli.commands_runs",
+    "abort": "failback.cli.commands_runs",
+    "approve": "failback.cli.commands_runs",
+    "demo": "failback.cli.commands_lab",
+    "serve": "failback.cli.commands_serve",
+    "monitor": "failback.cli.commands_monitor",
+    "diverged": "failback.cli.commands_diverged",
+    "drill": "failback.cli.commands_drills",
+    "drills": "failback.cli.commands_drills",
+    "report": "failback.cli.commands_report",
+    # ... then the groups of commands
+    "plan": "failback.cli.commands_config",
+    "run": "failback.cli.commands_runs",
+    "hosts": "failback.cli.commands_hosts",
+    "lab": "failback.cli.commands_lab",
+    "auto": "failback.cli.commands_monitor",
+    "cluster": "failback.cli.commands_cluster",
+    "baseline": "failback.cli.commands_baseline",
+    "incident": "failback.cli.commands_baseline",
+}
+"""Each command and the module whose ``register(app)`` defines it.
+
+A command's module is imported when that command is called, not at every start: the
+API server, the lab, the monitor and the report cost nothing to ``failback status``,
+and typer builds the one command it runs instead of all of them (a third of a
+``status`` call's own time). tests/unit/test_cli_commands.py checks that this table
+and the modules' ``register`` agree."""
+
+
+def command_modules() -> list[str]:
+    """The modules that define commands, each once, in the order of ``COMMANDS``."""
+    return list(dict.fromkeys(COMMANDS.values()))
+
 
 class RootGroup(TyperGroup):
-    """The root command: refuses a global option given to a command that has no use for it.
+    """The root command: loads a command's module when it is called (``COMMANDS``), and
+    refuses a global option given to a command that has no use for it.
 
     ``failback --state-dir D lab up`` would otherwise ignore D without a word (the lab
     takes ``--dir``); the check runs before the command does anything.
     """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self._load(COMMANDS[cmd_name])
+        return self.commands.get(cmd_name)
+
+    def _load(self, module_name: str) -> None:
+        """Import ``module_name`` and add the click commands its ``register`` defines.
+
+        A FailbackError while importing it (a bad ``$FAILBACK_DRIVERS`` makes the driver
+        catalog refuse to load) reaches ``main``, which shows it as one line and a hint.
+        """
+        module = importlib.import_module(module_name)
+        commands = typer.Typer()
+        commands.callback()(_no_options)  # a group, even for a module of one command
+        module.register(commands)
+        group = typer.main.get_command(commands)
+        for name, command in getattr(group, "commands", {}).items():
+            self.add_command(command, name)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name, cmd, rest = super().resolve_command(ctx, args)
@@ -86,29 +151,8 @@ def root(
     """failback: failover, and failback done right."""
 
 
-def _register() -> None:
-    from failback.cli import commands_config, commands_hosts, commands_lab, commands_runs
-
-    commands_config.register(app)
-    commands_runs.register(app)
-    commands_hosts.register(app)
-    commands_lab.register(app)
-    __import__("failback.cli.commands_serve", fromlist=["register"]).register(app)
-    __import__("failback.cli.commands_monitor", fromlist=["register"]).register(app)
-    __import__("failback.cli.commands_cluster", fromlist=["register"]).register(app)
-    __import__("failback.cli.commands_diverged", fromlist=["register"]).register(app)
-    __import__("failback.cli.commands_drills", fromlist=["register"]).register(app)
-    __import__("failback.cli.commands_baseline", fromlist=["register"]).register(app)
-    __import__("failback.cli.commands_report", fromlist=["register"]).register(app)
-
-
-_LOAD_ERROR: FailbackError | None = None
-"""Why the commands could not be loaded (a bad ``$FAILBACK_DRIVERS``): ``main`` shows it
-as one line with its hint, like any other FailbackError, instead of a traceback."""
-try:
-    _register()
-except FailbackError as exc:
-    _LOAD_ERROR = exc
+def _no_options() -> None:
+    """The callback that makes a module's commands a group of their own (see ``_load``)."""
 
 
 def _cli_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
@@ -133,8 +177,6 @@ def main(argv: list[str] | None = None) -> None:
     exits, aborts, errors = _cli_exceptions()
     command = typer.main.get_command(app)
     try:
-        if _LOAD_ERROR is not None:
-            raise _LOAD_ERROR
         result = command.main(args=args, prog_name="failback", standalone_mode=False)
     except aborts:
         stderr.print("aborted: nothing was changed", style="yellow")
