@@ -49,6 +49,8 @@ EXPECTED = {
 class BadLab:
     lab: Lab
     configs: dict[str, Path]
+    last: dict[str, Any] | None = None
+    """The snapshot the last ``attempt`` took after its command."""
 
 
 def _third_cluster(lab: Lab) -> PgNode:
@@ -134,12 +136,22 @@ def snapshot(lab: Lab) -> dict[str, Any]:
     }
 
 
-def attempt(bad: BadLab, variant: str, *command: str, expect: tuple[str, ...] = ()) -> str | None:
-    """Run the command with the broken file; what went wrong, or None when all is right."""
+def attempt(
+    bad: BadLab,
+    variant: str,
+    *command: str,
+    expect: tuple[str, ...] = (),
+    before: dict[str, Any] | None = None,
+) -> str | None:
+    """Run the command with the broken file; what went wrong, or None when all is right.
+
+    ``before``: the snapshot to compare with, when the caller has one (the last attempt's,
+    which changed nothing); the snapshot taken after is kept in ``bad.last``.
+    """
     lab = bad.lab
-    before = snapshot(lab)
+    before = snapshot(lab) if before is None else before
     result = lab.cli(*command, SERVICE, "--yes", config=bad.configs[variant])
-    after = snapshot(lab)
+    after = bad.last = snapshot(lab)
     changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     what = (
         f"`{' '.join(command)}` with {variant}: exit {result.returncode}\n{result.stderr}\n"
@@ -172,8 +184,13 @@ def test_bad_config_after_failover_changes_nothing(bad: BadLab) -> None:
     lab.repair("dc1")
     status = lab.status()
     assert status.active_site == "dc2" and status.db("dc1")["role"] == "stale-primary"
-    problems = [attempt(bad, v, "failback", expect=EXPECTED[v]) for v in VARIANTS]
-    problems += [attempt(bad, v, "failover", "--force") for v in VARIANTS]
+    problems: list[str | None] = []
+    bad.last = None  # the failover and repair above changed everything: snapshot anew
+    for command, expect in (("failback", True), ("failover", False)):
+        for v in VARIANTS:  # each compared with the state the attempt before it left
+            words = EXPECTED[v] if expect else ()
+            extra = () if command == "failback" else ("--force",)
+            problems.append(attempt(bad, v, command, *extra, expect=words, before=bad.last))
     found = [p for p in problems if p is not None]
     assert not found, "\n\n".join(found)
     # the good file still works afterwards: nothing was left half-done
