@@ -344,7 +344,8 @@ def test_flapping_primary_does_not_oscillate() -> None:
             lab_repair(lab.dir, "dc1", "db")
             mon.wait_event("stale_primary.fenced", after=mark)
 
-            window = 3.0
+            policy = yaml.safe_load(lab.config.read_text())["services"][SERVICE]["policy"]
+            window = float(str(policy["stability_window"]).removesuffix("s"))
 
             def settled_and_suspended() -> bool:
                 doc = monitor_doc(lab)
