@@ -198,6 +198,59 @@ def test_serve_says_ready_once_it_answers_and_logs_json(
     assert any("/api/v1/runs?leak=" in d["message"] and "***" in d["message"] for d in logs)
 
 
+def test_serve_pings_the_watchdog_while_its_health_answers(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    """WatchdogSec= (WATCHDOG_USEC): WATCHDOG=1 after each answer of its own health."""
+    config = write_topology(tmp_path)
+    port = free_port()
+    proc = start(tmp_path, "serve", "-c", str(config), "--listen", f"127.0.0.1:{port}",
+                 env={"WATCHDOG_USEC": "400000"})  # fmt: skip
+    try:
+        assert receive(notify_socket)[0] == "READY=1"
+        assert [receive(notify_socket) for _ in range(3)] == [["WATCHDOG=1"]] * 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    while (message := receive(notify_socket)) == ["WATCHDOG=1"]:
+        pass
+    assert message == ["STOPPING=1"]
+    proc.communicate(timeout=120)
+    assert proc.returncode in CLEAN
+
+
+def test_a_server_that_accepts_but_never_answers_earns_no_watchdog_ping() -> None:
+    """What the ping is earned by: a real listener that accepts the health request and
+    never answers does not count, one that answers 200 does (both on 127.0.0.1)."""
+    import http.server
+    import threading
+
+    from failback.cli.commands_serve import answers, health_url
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nobody ever reads or answers
+        url = health_url("http", "127.0.0.1", silent.getsockname()[1])
+        assert answers(url, timeout=0.5) is False
+    assert health_url("http", "0.0.0.0", 80) == "http://127.0.0.1:80/api/v1/health"
+    assert health_url("https", "::", 443) == "https://[::1]:443/api/v1/health"
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/api/v1/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthy) as healthy:
+        threading.Thread(target=healthy.serve_forever, daemon=True).start()
+        try:
+            port = healthy.server_address[1]
+            assert answers(health_url("http", "0.0.0.0", port), timeout=30) is True
+        finally:
+            healthy.shutdown()
+
+
 def test_without_notify_socket_serve_runs_and_logs_text_as_before(tmp_path: Path) -> None:
     config = write_topology(tmp_path)
     port = free_port()

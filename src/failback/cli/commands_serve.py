@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,7 +40,8 @@ def serve(
 
     Endpoints that change things need `Authorization: Bearer TOKEN`, the token being
     $FAILBACK_API_TOKEN or the content of the topology's api.token_file. Under systemd
-    (`Type=notify`) it sends READY=1 once it listens, STOPPING=1 when it stops.
+    (`Type=notify`) it sends READY=1 once it listens, STOPPING=1 when it stops, and
+    with WatchdogSec= WATCHDOG=1 each time its own /api/v1/health answers in time.
     """
     from failback.api import ApiServer, resolve_settings
 
@@ -104,23 +106,53 @@ def _tell(message: str, as_json: bool, *, warning: bool = False) -> None:
 
 
 def _readiness(server: Any) -> threading.Event:
-    """Tell systemd READY=1 once uvicorn listens and STOPPING=1 once it is asked to stop.
+    """Tell systemd READY=1 once uvicorn listens, WATCHDOG=1 while it answers (when the
+    unit sets ``WatchdogSec=``), and STOPPING=1 once it is asked to stop.
 
     uvicorn runs in the foreground (it owns the signals), so a small thread watches its
-    ``started`` and ``should_exit`` flags; the returned event ends the thread.
+    ``started`` and ``should_exit`` flags; the returned event ends the thread. The
+    watchdog ping is earned, not sent on a timer: the thread asks the server's own
+    ``/api/v1/health`` (answered by a worker thread, through the event loop) and pings
+    only when it answered within the ping interval. A server whose loop or workers hang
+    stops pinging, and systemd restarts it; a thread that merely still runs proves nothing.
     """
-    from failback.cli.sdnotify import lifecycle
+    from failback.cli.sdnotify import lifecycle, watchdog_interval
 
     done = threading.Event()
+    interval = watchdog_interval()
 
     def watch() -> None:
         while not server.server.started:
             if done.wait(0.05):
                 return
         lifecycle("ready")
+        url = health_url(server.settings.scheme, server.settings.host, server.port)
+        next_ping = time.monotonic()
         while not server.server.should_exit and not done.wait(0.1):
-            pass
+            if interval is not None and time.monotonic() >= next_ping:
+                next_ping = time.monotonic() + interval
+                if answers(url, timeout=interval):
+                    lifecycle("alive")
         lifecycle("stopping")
 
     threading.Thread(target=watch, name="sd-notify", daemon=True).start()
     return done
+
+
+def health_url(scheme: str, host: str, port: int) -> str:
+    """Where this server answers its own health check: a wildcard address is asked on
+    the loopback of its family."""
+    asked = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    shown = f"[{asked}]" if ":" in asked else asked
+    return f"{scheme}://{shown}:{port}/api/v1/health"
+
+
+def answers(url: str, *, timeout: float) -> bool:
+    """``url`` answered 200 within ``timeout`` seconds. The certificate is not checked:
+    this is the server asking itself (it sends no token), not a client trusting it."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=timeout, verify=False).status_code == 200
+    except httpx.HTTPError:
+        return False
