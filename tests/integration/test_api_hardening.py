@@ -313,6 +313,41 @@ def test_status_requests_never_starve_health_or_abort(
     assert doc["service"] == "app" and doc["active_site"] == "dc2"
 
 
+def test_plans_beyond_two_at_a_time_are_refused_with_429_not_queued(
+    tmp_path: Path, client: httpx.Client
+) -> None:
+    """GET /services/app/plan observes the service in a worker thread: while two plans
+    wait on held observations, four more are answered 429 at once (before those two end:
+    refused, not queued), the two then answer 200, and planning is possible again."""
+    from failback.api.routes_console import PLANS_AT_ONCE
+
+    (tmp_path / "hold").touch()
+    url = "/api/v1/services/app/plan?kind=failover&planned=true"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        try:
+            plans = [pool.submit(client.get, url) for _ in range(PLANS_AT_ONCE + 4)]
+            deadline = time.monotonic() + 60
+            while sum(f.done() for f in plans) < 4:
+                assert time.monotonic() < deadline, [f.done() for f in plans]
+                time.sleep(0.02)
+            refused = [f.result() for f in plans if f.done()]
+            assert len(refused) == 4, "more than four plans ended while observations hold"
+            assert (tmp_path / "held").exists()  # the others wait on held observations
+            for answer in refused:
+                assert answer.status_code == 429, answer.text
+                body = answer.json()
+                assert body["error"] == f"{PLANS_AT_ONCE} plans are being made already"
+                assert body["hint"] == "try again in a moment"
+        finally:
+            (tmp_path / "release").touch()
+        made = [f.result() for f in plans if f.result().status_code != 429]
+    assert [a.status_code for a in made] == [200] * PLANS_AT_ONCE, [a.text for a in made]
+    assert made[0].json()["plan"]["steps"], made[0].json()
+    (tmp_path / "hold").unlink()
+    again = client.get(url)  # the semaphore was released by both
+    assert again.status_code == 200, again.text
+
+
 def test_metrics_and_stream_share_the_status_cache(client: httpx.Client) -> None:
     assert client.get("/api/v1/status").status_code == 200
     metrics = client.get("/metrics")
