@@ -114,6 +114,24 @@ class Sshd:
                 self.proc.wait()
 
 
+def session_options(options: list[str] | tuple[str, ...]) -> list[str]:
+    """``options`` with one ``SetEnv`` that holds ``SHLVL=1`` and the test's own variables.
+
+    ``SHLVL=1``: root's bash skips ~/.bashrc in the commands sshd runs (as the lab's sshd
+    does, failback/lab/sshd.py): this machine's rc files are not the test's, and one of
+    them (pyenv's) can leave a lock that makes every later session wait 60 s. sshd keeps
+    the first ``SetEnv`` it is given, so a test's variables join this one.
+    """
+    variables = ["SHLVL=1"]
+    others = []
+    for option in options:
+        if option.startswith("SetEnv="):
+            variables += option.removeprefix("SetEnv=").split()
+        else:
+            others.append(option)
+    return ["SetEnv=" + " ".join(variables), *others]
+
+
 def start_sshd(directory: Path, authorized: list[str], options: list[str]) -> Sshd:
     """sshd on 127.0.0.1:<free port> accepting the keys in ``authorized``; ``options``
     are more ``-o Keyword=value`` settings. Nothing is left running when this raises
@@ -143,7 +161,7 @@ def start_sshd(directory: Path, authorized: list[str], options: list[str]) -> Ss
             *("-o", "StrictModes=no"),
             *("-o", "MaxStartups=100"),
             *("-o", "MaxSessions=100"),
-            *[arg for option in options for arg in ("-o", option)],
+            *[arg for option in session_options(options) for arg in ("-o", option)],
         ]
         proc: subprocess.Popen[bytes] | None = None
         try:

@@ -21,7 +21,7 @@ from failback.lab import lab_break, lab_repair, lab_status, lab_up
 from failback.lab.core import lab_heal, lab_partition
 from failback.lab.netns import netns_available
 from failback.lab.probe import WriteProbe
-from tests.integration.labfixtures import QUICK_WINDOWS, Lab, lab_base
+from tests.integration.labfixtures import Lab, lab_base
 from tests.integration.test_monitor import (
     MonitorProcess,
     fence_run,
@@ -46,7 +46,6 @@ def lab() -> Iterator[Lab]:
         # hold-down, so that it is not taken for a flapping primary (test_monitor has that)
         doc = yaml.safe_load(lab.config.read_text())
         doc["services"]["app"]["policy"]["hold_down"] = "5s"
-        doc["services"]["app"]["policy"].update(QUICK_WINDOWS)  # no act inside a window
         lab.config.write_text(yaml.safe_dump(doc, sort_keys=False))
         yield lab
 

@@ -157,6 +157,12 @@ def sshd_argv(files: SshFiles, plan: NetPlan, name: str) -> list[str]:
         ``ClientAliveInterval``/``ClientAliveCountMax``: a partitioned session (and the
         agent and commands it carries) ends on the machine's side too, not only on
         failback's (``ServerAliveInterval``); without them sshd would wait for TCP.
+        ``SetEnv=SHLVL=1``: bash skips ~/.bashrc in the commands sshd runs. Debian's bash
+    reads it when sshd starts it at shell level 1, and the lab's machines share this
+    machine's /root, whose rc files belong to this machine, not to them. One such file
+    (pyenv's ``init``) rehashes under a lock file: a session killed mid-rehash (``lab
+    break SITE host`` kills every process of the machine) left the lock behind, and every
+    later session then waited 60 s for it, so the lab's machines stopped answering.
     """
     host = plan.host(name)
     options = {
@@ -180,6 +186,7 @@ def sshd_argv(files: SshFiles, plan: NetPlan, name: str) -> list[str]:
         "MaxStartups": "64:30:128",
         "Subsystem": "sftp internal-sftp",
         "LogLevel": LOG_LEVEL,
+        "SetEnv": "SHLVL=1",
     }
     argv = [SSHD, "-f", "/dev/null", "-E", str(files.log_file(name))]
     for key, value in options.items():
