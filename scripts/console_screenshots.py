@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,10 @@ from failback.api import ApiServer, resolve_settings
 from failback.config import load_topology
 from failback.lab import lab_down, lab_up
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests/
+from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS
+
 TOKEN = "console-screenshots-token"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 180_000
 
 
@@ -45,7 +38,10 @@ def shoot(out: Path, url: str) -> None:
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         browser = p.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=ARGS, viewport={"width": 1280, "height": 860}
+            profile,
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 860},
         )
         page = browser.new_page()
         page.set_default_timeout(WAIT_MS)

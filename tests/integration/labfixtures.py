@@ -391,7 +391,11 @@ def new_lab(
     windows: dict[str, str] | None = QUICK_WINDOWS,
 ) -> Lab:
     """``lab up`` in ``root/name``; its policy windows shortened unless ``windows=None``."""
-    lab = Lab(info=lab_up(root / name, hosts=hosts), base=root)
+    return set_windows(Lab(info=lab_up(root / name, hosts=hosts), base=root), windows)
+
+
+def set_windows(lab: Lab, windows: dict[str, str] | None) -> Lab:
+    """``lab`` with ``windows`` written into its topology's policy (None: left as is)."""
     if windows:
         lab.config.write_text(with_policy(lab.config.read_text(), **windows))
     return lab

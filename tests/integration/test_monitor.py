@@ -37,7 +37,7 @@ from failback.hosts import LocalHost
 from failback.lab import lab_break, lab_repair, lab_status, lab_up
 from failback.lab.probe import WriteProbe
 from tests.conftest import failback_argv, run_cli
-from tests.integration.labfixtures import QUICK_WINDOWS, SERVICE, Lab, lab_base, with_policy
+from tests.integration.labfixtures import QUICK_WINDOWS, SERVICE, Lab, lab_base, set_windows
 
 pytestmark = pytest.mark.integration
 
@@ -137,9 +137,7 @@ def auto_lab(
     windows: dict[str, str] | None = QUICK_WINDOWS,
 ) -> Lab:
     """``lab up --auto``; its policy windows shortened unless ``windows=None``."""
-    lab = Lab(info=lab_up(root / "lab", sync=sync, auto=True), base=root)
-    if windows:
-        lab.config.write_text(with_policy(lab.config.read_text(), **windows))
+    lab = set_windows(Lab(info=lab_up(root / "lab", sync=sync, auto=True), base=root), windows)
     if webhooks:
         doc = yaml.safe_load(lab.config.read_text())
         doc["notifications"] = {"webhooks": webhooks}

@@ -62,6 +62,20 @@ def receive(sock: socket.socket) -> list[str]:
     return sock.recv(4096).decode().splitlines()
 
 
+def pings_then_stops(proc: subprocess.Popen[str], sock: socket.socket) -> None:
+    """READY=1, then three WATCHDOG=1; after SIGTERM, pings until STOPPING=1; the process
+    has exited when this returns (its return code is the caller's to check)."""
+    try:
+        assert receive(sock)[0] == "READY=1"
+        assert [receive(sock) for _ in range(3)] == [["WATCHDOG=1"]] * 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    while (message := receive(sock)) == ["WATCHDOG=1"]:
+        pass
+    assert message == ["STOPPING=1"]
+    proc.communicate(timeout=120)
+
+
 CLEAN = (0, -signal.SIGTERM)
 """A clean stop: uvicorn re-raises the SIGTERM it handled once it has shut down (systemd
 counts SIGTERM as a clean exit of the main process)."""
@@ -132,15 +146,7 @@ def test_monitor_pings_the_watchdog_from_its_event_loop(
     """WatchdogSec= (WATCHDOG_USEC) asks for WATCHDOG=1 at least every half of it."""
     config = write_topology(tmp_path)
     proc = start(tmp_path, "monitor", "-c", str(config), env={"WATCHDOG_USEC": "200000"})
-    try:
-        assert receive(notify_socket)[0] == "READY=1"
-        assert [receive(notify_socket) for _ in range(3)] == [["WATCHDOG=1"]] * 3
-    finally:
-        proc.send_signal(signal.SIGTERM)
-    while (message := receive(notify_socket)) == ["WATCHDOG=1"]:
-        pass
-    assert message == ["STOPPING=1"]
-    proc.communicate(timeout=120)
+    pings_then_stops(proc, notify_socket)
     assert proc.returncode == 0
 
 
@@ -206,15 +212,7 @@ def test_serve_pings_the_watchdog_while_its_health_answers(
     port = free_port()
     proc = start(tmp_path, "serve", "-c", str(config), "--listen", f"127.0.0.1:{port}",
                  env={"WATCHDOG_USEC": "400000"})  # fmt: skip
-    try:
-        assert receive(notify_socket)[0] == "READY=1"
-        assert [receive(notify_socket) for _ in range(3)] == [["WATCHDOG=1"]] * 3
-    finally:
-        proc.send_signal(signal.SIGTERM)
-    while (message := receive(notify_socket)) == ["WATCHDOG=1"]:
-        pass
-    assert message == ["STOPPING=1"]
-    proc.communicate(timeout=120)
+    pings_then_stops(proc, notify_socket)
     assert proc.returncode in CLEAN
 
 
