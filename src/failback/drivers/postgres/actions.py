@@ -397,14 +397,29 @@ class PgCheckpoint(PgAction):
     checkpoint that must flush every dirty buffer; flushing them now, while clients
     still write, leaves it little to do (measured here: from ~290 ms to ~50 ms after a
     resync had dirtied many buffers).
+
+    With ``params.standby`` (the site about to be promoted) it first waits until that
+    standby's WAL receiver streams from this primary: the clean stop ships the last WAL
+    only to a standby connected at that moment. One that was reconnecting then (seen
+    after a partition healed) missed the end, and the replay step waited 30 s for WAL
+    nobody could send, then rolled the run back. Waiting here, before writes stop, costs
+    the clients nothing.
     """
 
     name = "postgres.checkpoint"
 
     def apply(self) -> dict[str, Any] | None:
+        standby = self.spec.params.get("standby")
+        if standby:
+            wait_streaming(self.node_at(str(standby)), upstream=self.node, timeout=STREAMING_WAIT_S)
         started = time.monotonic()
         checkpoint(self.node)
         return {"checkpoint_s": round(time.monotonic() - started, 4)}
+
+
+STREAMING_WAIT_S = 30.0
+"""How long the checkpoint step waits for the standby to stream before the switch (a WAL
+receiver retries every wal_retrieve_retry_interval, 5 s by default)."""
 
 
 class PgWaitReplay(PgAction):

@@ -65,6 +65,7 @@ def _checkpoint(r: PlanRequest) -> StepSpec:
         id=f"checkpoint-{r.from_site}",
         title=f"checkpoint {r.from_site} so that its final stop is quick",
         action="postgres.checkpoint", component=r.component, site=r.from_site,
+        params={"standby": r.to_site},
     )  # fmt: skip
 
 
